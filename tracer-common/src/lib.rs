@@ -1,0 +1,132 @@
+//! Types shared across the kernel boundary: what user space tells each probe site to read,
+//! and what the kernel keeps for every object that is out of its pool.
+//!
+//! Every type is `#[repr(C)]`, `Copy` and free of padding surprises, because the eBPF program and
+//! `pooltrace` read the same bytes out of the same maps.
+#![no_std]
+
+#[cfg(feature = "source-hash")]
+extern crate std;
+#[cfg(feature = "source-hash")]
+pub mod source_hash;
+
+/// Most pools one `pooltrace` run can follow at once (index into `COUNTERS`).
+pub const MAX_POOLS: u32 = 16;
+/// Most probe sites (Get RETs plus Put entries); the attach cookie indexes `SITES`.
+pub const MAX_SITES: u32 = 512;
+/// Default capacity of `OUTSTANDING`; user space resizes it before load (`--max-objects`).
+pub const DEFAULT_MAX_OBJECTS: u32 = 262_144;
+/// Default bucket count of `STACKS`; user space resizes it before load (`--max-stacks`).
+pub const DEFAULT_MAX_STACKS: u32 = 8_192;
+
+/// Go's amd64 ABIInternal integer registers in argument order: word `n` of the arguments
+/// (receiver first) or of the results lives in `GO_ABI_REGS[n]`.
+pub const GO_ABI_REGS: [&str; 9] = ["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"];
+
+/// Offset of `Kind_` in Go's `abi.Type` (runtime `_type` before 1.21): two uintptrs, a u32 hash
+/// and three u8s precede it, in every Go release with the register ABI.
+pub const GO_TYPE_KIND_OFFSET: u64 = 23;
+/// Mask of the kind bits in `Kind_` (the high bits are flags).
+pub const GO_KIND_MASK: u8 = 0x1f;
+/// `abi.Slice`: a boxed slice's data word points at a fresh slice header, so identity is one
+/// load further.
+pub const GO_KIND_SLICE: u8 = 23;
+
+/// How a probe reads one machine word out of the traced goroutine's registers and memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WordSpec {
+    /// One of the `WORD_*` constants.
+    pub kind: u8,
+    /// Index into [`GO_ABI_REGS`].
+    pub reg: u8,
+    pub _pad: [u8; 2],
+    /// Byte offset added to the register value before a load (`WORD_LOAD`).
+    pub offset: u32,
+}
+
+/// Nothing to read: the word is 0 (e.g. no size known).
+pub const WORD_NONE: u8 = 0;
+/// The register's value itself.
+pub const WORD_REG: u8 = 1;
+/// The 8 bytes at `reg + offset` in the target's memory.
+pub const WORD_LOAD: u8 = 2;
+/// An interface in `reg` (type word) and `reg + 1` (data word): the data word, or for a boxed
+/// slice the slice's data pointer that the data word points at.
+pub const WORD_IFACE: u8 = 3;
+
+/// What one probe site (a Get RET or a Put entry) does; indexed by the attach cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeSite {
+    /// Index of the pool this site belongs to (into `COUNTERS`, and part of [`ObjectKey`]).
+    pub pool: u32,
+    pub _pad: u32,
+    /// The object's identity: the word that is the same at Get and at Put.
+    pub key: WordSpec,
+    /// The object's size in bytes, or `WORD_NONE`.
+    pub size: WordSpec,
+}
+
+/// Key of `OUTSTANDING`: one object out of one pool.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    pub pool: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+
+/// Value of `OUTSTANDING`: where and when an object was taken.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outstanding {
+    /// Id in `STACKS` of the user stack at the Get's RET (its first frame is the Get itself),
+    /// or a negative errno when the capture failed (counted in `stack_failures`).
+    pub stack_id: i64,
+    /// Return address into Get's caller, read from `[rsp]` at the RET: the frame-pointer walk
+    /// starts at the caller's frame and so never contains it.
+    pub caller: u64,
+    /// Object size in bytes, 0 when unknown.
+    pub size: u64,
+    /// `bpf_ktime_get_ns` at the Get's return (CLOCK_MONOTONIC).
+    pub taken_ns: u64,
+    /// The goroutine (`g` pointer in R14) that took it.
+    pub goroutine: u64,
+}
+
+/// Per-pool counters, one copy per CPU (`PerCpuArray`), summed by user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolCounters {
+    /// Get calls that returned an object.
+    pub gets: u64,
+    /// Get calls that returned no object (nil, e.g. with an error).
+    pub nil_gets: u64,
+    /// Put calls.
+    pub puts: u64,
+    /// Put calls whose object was not outstanding (taken before attach, a nil object,
+    /// or dropped when `OUTSTANDING` was full).
+    pub unmatched_puts: u64,
+    /// Objects not tracked because `OUTSTANDING` was full.
+    pub dropped: u64,
+    /// Objects tracked without a stack (`bpf_get_stackid` failed, e.g. `STACKS` full).
+    pub stack_failures: u64,
+    /// Objects handed out again while still tracked as outstanding: their Put was not seen
+    /// (typically a Put inlined into its caller, which no probe can catch).
+    pub reissued: u64,
+    /// Key or size words that could not be read from the target's memory.
+    pub read_faults: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{ObjectKey, Outstanding, PoolCounters, ProbeSite};
+
+    // SAFETY: plain #[repr(C)] data with no padding beyond explicit `_pad` fields; every bit
+    // pattern is a valid value.
+    unsafe impl aya::Pod for ProbeSite {}
+    unsafe impl aya::Pod for ObjectKey {}
+    unsafe impl aya::Pod for Outstanding {}
+    unsafe impl aya::Pod for PoolCounters {}
+}

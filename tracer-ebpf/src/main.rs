@@ -1,0 +1,181 @@
+//! pooltrace's kernel side: two uprobe programs that pair every pool Get with its Put.
+//!
+//! `pool_get` runs at each RET of a Get function and records the returned object in
+//! `OUTSTANDING` with the stack that took it; `pool_put` runs near the entry of Put and removes
+//! it. What is left in `OUTSTANDING` is what the program still holds. Every path that does not
+//! record an event bumps a counter, so user space can say exactly what was lost.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
+    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe},
+    maps::{Array, HashMap, PerCpuArray, StackTrace},
+    programs::{tracing::StackIdContext, ProbeContext},
+    EbpfContext,
+};
+use tracer_common::{
+    ObjectKey, Outstanding, PoolCounters, ProbeSite, WordSpec, DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_STACKS, GO_KIND_MASK, GO_KIND_SLICE, GO_TYPE_KIND_OFFSET, MAX_POOLS, MAX_SITES,
+    WORD_IFACE, WORD_LOAD, WORD_REG,
+};
+
+/// What each attached site reads; indexed by the attach cookie.
+#[map]
+static SITES: Array<ProbeSite> = Array::with_max_entries(MAX_SITES, 0);
+
+/// Every object that is out of its pool: taken by a Get, not yet given back by a Put.
+#[map]
+static OUTSTANDING: HashMap<ObjectKey, Outstanding> =
+    HashMap::with_max_entries(DEFAULT_MAX_OBJECTS, 0);
+
+/// User stacks of the Gets, deduplicated by the kernel.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_MAX_STACKS, 0);
+
+/// Per-pool event counters, one copy per CPU so no update needs an atomic.
+#[map]
+static COUNTERS: PerCpuArray<PoolCounters> = PerCpuArray::with_max_entries(MAX_POOLS, 0);
+
+const E2BIG: i32 = 7;
+
+#[uprobe]
+pub fn pool_get(ctx: ProbeContext) -> u32 {
+    if let Some((site, counters)) = site_and_counters(&ctx) {
+        on_get(&ctx, site, counters);
+    }
+    0
+}
+
+#[uprobe]
+pub fn pool_put(ctx: ProbeContext) -> u32 {
+    if let Some((site, counters)) = site_and_counters(&ctx) {
+        on_put(&ctx, site, counters);
+    }
+    0
+}
+
+fn site_and_counters(ctx: &ProbeContext) -> Option<(&'static ProbeSite, &'static mut PoolCounters)> {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let site = SITES.get(cookie as u32)?;
+    let counters = COUNTERS.get_ptr_mut(site.pool)?;
+    // SAFETY: per-CPU slot, and uprobe programs do not preempt each other on one CPU.
+    Some((site, unsafe { &mut *counters }))
+}
+
+fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
+    let regs = unsafe { &*ctx.regs };
+    let words = GoRegs::read(regs);
+    let Some(addr) = read_word(&words, &site.key) else {
+        counters.read_faults += 1;
+        return;
+    };
+    if addr == 0 {
+        counters.nil_gets += 1;
+        return;
+    }
+    counters.gets += 1;
+    let size = read_word(&words, &site.size).unwrap_or_else(|| {
+        counters.read_faults += 1;
+        0
+    });
+    let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => id,
+        Err(errno) => {
+            counters.stack_failures += 1;
+            errno as i64
+        }
+    };
+    // At a RET, [rsp] is the return address into Get's caller.
+    let caller = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
+    let key = ObjectKey { pool: site.pool, _pad: 0, addr };
+    let value = Outstanding {
+        stack_id,
+        caller,
+        size,
+        taken_ns: unsafe { bpf_ktime_get_ns() },
+        goroutine: regs.r14,
+    };
+    match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(errno) if -errno == E2BIG => counters.dropped += 1,
+        Err(_) => {
+            // Already outstanding: its last Put was never seen. Keep the newest Get.
+            counters.reissued += 1;
+            if OUTSTANDING.insert(&key, &value, 0).is_err() {
+                counters.dropped += 1;
+            }
+        }
+    }
+}
+
+fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
+    let words = GoRegs::read(unsafe { &*ctx.regs });
+    counters.puts += 1;
+    let Some(addr) = read_word(&words, &site.key) else {
+        counters.read_faults += 1;
+        counters.unmatched_puts += 1;
+        return;
+    };
+    let key = ObjectKey { pool: site.pool, _pad: 0, addr };
+    if OUTSTANDING.remove(&key).is_err() {
+        counters.unmatched_puts += 1;
+    }
+}
+
+/// Reads one word as `spec` says; `None` when target memory could not be read.
+fn read_word(regs: &GoRegs, spec: &WordSpec) -> Option<u64> {
+    match spec.kind {
+        WORD_REG => Some(regs.get(spec.reg)),
+        WORD_LOAD => load(regs.get(spec.reg).wrapping_add(spec.offset as u64)),
+        WORD_IFACE => iface_identity(regs.get(spec.reg), regs.get(spec.reg + 1)),
+        _ => Some(0),
+    }
+}
+
+/// Identity of an object held in an interface: the data word, except that a boxed slice's
+/// data word points at a header allocated anew at each boxing, so the slice's data pointer
+/// is the one that survives the round trip.
+fn iface_identity(type_word: u64, data_word: u64) -> Option<u64> {
+    if type_word == 0 {
+        return Some(0);
+    }
+    let kind: u8 = unsafe { bpf_probe_read_user((type_word + GO_TYPE_KIND_OFFSET) as *const u8) }.ok()?;
+    if kind & GO_KIND_MASK == GO_KIND_SLICE {
+        load(data_word)
+    } else {
+        Some(data_word)
+    }
+}
+
+fn load(addr: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// Go's ABIInternal integer registers, in argument order (`tracer_common::GO_ABI_REGS`).
+///
+/// All nine are copied at constant context offsets before any is chosen: selecting one by
+/// index straight from `pt_regs` lets LLVM fold the choice into a computed context pointer,
+/// which the verifier rejects.
+struct GoRegs([u64; 9]);
+
+impl GoRegs {
+    fn read(regs: &pt_regs) -> Self {
+        Self([regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11])
+    }
+
+    fn get(&self, n: u8) -> u64 {
+        self.0.get(n as usize).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,173 @@
+//! Command-line interface: what each option means, with examples in `--help`.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::probes::keyspec::ObjectKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pooltrace",
+    version,
+    about = "Find object-pool leaks in running Go programs",
+    long_about = "pooltrace attaches uprobes to a live Go process's pool Get and Put functions, \
+tracks every object that is out of its pool in kernel maps, keyed by the call path that took it, \
+and reports which call paths hold objects that never come back.\n\n\
+Get is probed at each of its RET instructions and Put just past its stack check; no uretprobe \
+is ever used, so Go's moving stacks are safe. Detaching leaves the process as it was."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a running process and report the call paths holding pool objects.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
+}
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  Trace a pool by its methods, print the top paths every 5 s, hide objects younger than 2 s:
+    sudo pooltrace report --pid 4242 --get 'main.(*BufPool).Get' --put 'main.(*BufPool).Put' \\
+        --interval 5s --min-age 2s
+
+  Trace sync.Pool for 30 s and write the final report as JSON:
+    sudo pooltrace report --pid 4242 --pool sync --duration 30s --format json --output leaks.json
+
+  A generic pool, named by its instantiation (the shape function is probed):
+    sudo pooltrace report --pid 4242 --object slice-ptr \\
+        --get 'main.(*BucketedPool[uint8]).Get' --put 'main.(*BucketedPool[uint8]).Put'
+
+  A Get returning (ptr, len, cap) whose objects are identified by the data pointer:
+    sudo pooltrace report --pid 4242 --get main.getBuf --put main.putBuf --object slice
+
+Stops on Ctrl-C, when --duration runs out, or when the process exits, then prints the final
+report and detaches.";
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Process to trace (every thread of it).
+    #[arg(short, long, value_name = "PID")]
+    pub pid: i32,
+
+    #[command(flatten)]
+    pub pools: PoolArgs,
+
+    /// Print the top call paths this often (0 disables the periodic table).
+    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Leave objects younger than this out of the call paths (they still count in totals),
+    /// so objects that are merely in use do not hide the ones that never come back.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub min_age: Duration,
+
+    /// Stop after this long (default: until Ctrl-C or the process exits).
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Show at most this many call paths per pool.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Format of the final report. With json, the periodic tables go to stderr.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the final report to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Most objects tracked at once (kernel hash map entries, ~100 bytes each).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS)]
+    pub max_objects: u32,
+
+    /// Distinct Get stacks kept (kernel stack map buckets, ~1 KiB each).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_STACKS)]
+    pub max_stacks: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// A pool preset (repeatable): sync = sync.(*Pool).Get/Put.
+    #[arg(long = "pool", value_enum, value_name = "PRESET")]
+    pub presets: Vec<Preset>,
+
+    /// The pool's Get function, as Go names it, e.g. 'main.(*BufPool).Get'.
+    #[arg(long, value_name = "FUNC", requires = "put")]
+    pub get: Option<String>,
+
+    /// The pool's Put function, e.g. 'main.(*BufPool).Put'.
+    #[arg(long, value_name = "FUNC", requires = "get")]
+    pub put: Option<String>,
+
+    /// What the pool hands out; decides where identity and size are read by default.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = ObjectKind::Ptr)]
+    pub object: ObjectKind,
+
+    /// Where Get's result object is: rN = result word N; *rN+OFF = the 8 bytes at rN+OFF;
+    /// iface:rN = the interface in rN, rN+1.
+    #[arg(long, value_name = "SPEC")]
+    pub get_key: Option<String>,
+
+    /// Where the object's size in bytes is at Get's return (same forms, or none).
+    #[arg(long, value_name = "SPEC")]
+    pub get_size: Option<String>,
+
+    /// Where Put's object is: aN = argument word N, counting the receiver of a method as a0.
+    #[arg(long, value_name = "SPEC")]
+    pub put_key: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// sync.(*Pool).Get / sync.(*Pool).Put
+    Sync,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// "5s", "250ms", "2m", "1h", or bare seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 5s, 250ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

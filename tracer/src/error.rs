@@ -1,0 +1,69 @@
+//! Every way a pooltrace run can fail, each with a message a user can act on.
+
+use std::{io, path::PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no process with PID {0}")]
+    NoSuchProcess(i32),
+
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+
+    #[error("{path} is not an ELF file")]
+    NotElf { path: PathBuf },
+
+    #[error("{path} is a {machine} ELF file; pooltrace traces x86-64 Go programs")]
+    WrongArchitecture { path: PathBuf, machine: String },
+
+    #[error("{path} is not a Go program (it has no .gopclntab, .go.buildinfo or runtime.main)")]
+    NotGo { path: PathBuf },
+
+    #[error(
+        "{path} is stripped (no .symtab): pooltrace cannot yet find functions through Go's own \
+         table (gopclntab); trace a build without -ldflags='-s -w'"
+    )]
+    Stripped { path: PathBuf },
+
+    #[error("no function {name} in {path}{}", suggestion_text(.suggestions))]
+    NoSuchFunction { name: String, path: PathBuf, suggestions: Vec<String> },
+
+    #[error("{name} has no machine code to probe ({reason})")]
+    Unprobeable { name: String, reason: String },
+
+    #[error("invalid {what} {spec:?}: {reason}")]
+    BadSpec { what: &'static str, spec: String, reason: String },
+
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(
+        "pooltrace needs {capability}{why}; run it as root (e.g. with sudo)"
+    )]
+    Privilege { capability: &'static str, why: &'static str },
+
+    #[error("cannot load the eBPF program: {0}")]
+    Load(String),
+
+    #[error("cannot attach a uprobe to {function} at {address:#x} (file offset {offset:#x}): {reason}")]
+    Attach { function: String, address: u64, offset: u64, reason: String },
+
+    #[error("too many probe sites ({0}); pooltrace supports at most {max}", max = tracer_common::MAX_SITES)]
+    TooManySites(usize),
+
+    #[error("cannot read the kernel maps: {0}")]
+    Maps(String),
+
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+fn suggestion_text(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => String::new(),
+        [one] => format!("; did you mean {one}?"),
+        many => format!("; did you mean one of: {}?", many.join(", ")),
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,210 @@
+//! Which function a Go name given by the user means.
+//!
+//! Generic code is compiled once per GC shape: `pool.(*P[uint8]).Get` is a small wrapper kept
+//! for interface calls and method values, while every call, direct or through the wrapper,
+//! reaches the shape function `pool.(*P[go.shape.uint8]).Get` (Go 1.19 writes
+//! `go.shape.uint8_0`), which takes the instantiation's dictionary as a hidden first argument.
+//! So a generic name resolves to its shape function, and the caller is told about the extra
+//! argument.
+
+use super::{Function, GoBinary};
+use crate::error::{Error, Result};
+
+/// A function to probe and how its arguments are laid out.
+#[derive(Clone, Debug)]
+pub struct ResolvedFunction {
+    /// The name the user gave.
+    pub requested: String,
+    pub function: Function,
+    /// It is a generic shape function: the dictionary occupies the first argument register,
+    /// so the Go-level arguments start one register later. Results are not shifted.
+    pub takes_dictionary: bool,
+}
+
+impl GoBinary {
+    /// Resolves a Go function name; unknown names get an error with the closest names.
+    pub fn resolve(&self, name: &str) -> Result<ResolvedFunction> {
+        let resolved = |function: &Function| ResolvedFunction {
+            requested: name.to_owned(),
+            function: function.clone(),
+            takes_dictionary: function.name.contains("go.shape."),
+        };
+        if name.contains('[') && !name.contains("go.shape.") {
+            if let Some(shape) = self.shape_function(name)? {
+                return Ok(resolved(shape));
+            }
+        }
+        match self.function(name) {
+            Some(function) => Ok(resolved(function)),
+            None => Err(Error::NoSuchFunction {
+                name: name.to_owned(),
+                path: self.path().to_path_buf(),
+                suggestions: self.closest_names(name),
+            }),
+        }
+    }
+
+    /// The shape function behind an instantiated generic name, e.g.
+    /// `main.(*P[uint8]).Get` -> `main.(*P[go.shape.uint8]).Get`.
+    fn shape_function(&self, name: &str) -> Result<Option<&Function>> {
+        let Some((prefix, type_args, suffix)) = split_type_args(name) else {
+            return Ok(None);
+        };
+        let shapes: Vec<&Function> = self
+            .functions()
+            .iter()
+            .filter(|f| {
+                split_type_args(&f.name).is_some_and(|(p, args, s)| {
+                    p == prefix && s == suffix && args.starts_with("go.shape.")
+                })
+            })
+            .collect();
+        let exact: Vec<&Function> = shapes
+            .iter()
+            .copied()
+            .filter(|f| {
+                split_type_args(&f.name).is_some_and(|(_, args, _)| shape_matches(args, type_args))
+            })
+            .collect();
+        match (exact.as_slice(), shapes.as_slice()) {
+            ([one], _) | ([], [one]) => Ok(Some(one)),
+            ([], []) => Ok(None),
+            (_, many) => Err(Error::Usage(format!(
+                "{name} is reached through {} shape functions; name one: {}",
+                many.len(),
+                many.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// Up to three names close to `wanted`: same final element first, then by edit distance.
+    fn closest_names(&self, wanted: &str) -> Vec<String> {
+        let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_owned();
+        let wanted_last = last(wanted);
+        let limit = (wanted.len() / 3).max(3);
+        let mut scored: Vec<(bool, usize, &str)> = self
+            .functions()
+            .iter()
+            .filter(|f| f.name.len().abs_diff(wanted.len()) <= limit)
+            .map(|f| (last(&f.name) != wanted_last, edit_distance(wanted, &f.name), f.name.as_str()))
+            .filter(|&(_, distance, _)| distance <= limit)
+            .collect();
+        scored.sort();
+        scored.dedup_by(|a, b| a.2 == b.2);
+        scored.into_iter().take(3).map(|(_, _, name)| name.to_owned()).collect()
+    }
+}
+
+/// Splits `pkg.(*P[A, B]).Get` into (`pkg.(*P`, `A, B`, `).Get`) at the outermost brackets.
+fn split_type_args(name: &str) -> Option<(&str, &str, &str)> {
+    let open = name.find('[')?;
+    let mut depth = 0usize;
+    for (i, c) in name[open..].char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    let close = open + i;
+                    return Some((&name[..open], &name[open + 1..close], &name[close + 1..]));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether shape arguments (`go.shape.uint8` or Go 1.19's `go.shape.uint8_0`) are those the
+/// type arguments of a named instantiation (`uint8`) are compiled to.
+fn shape_matches(shape_args: &str, type_args: &str) -> bool {
+    let shapes = shape_args.split(',').map(str::trim);
+    let types = type_args.split(',').map(str::trim);
+    shapes.clone().count() == types.clone().count()
+        && shapes.zip(types).all(|(shape, ty)| {
+            let Some(base) = shape.strip_prefix("go.shape.") else {
+                return false;
+            };
+            let base = match base.rsplit_once('_') {
+                Some((b, index)) if index.bytes().all(|c| c.is_ascii_digit()) => b,
+                _ => base,
+            };
+            base == ty
+        })
+}
+
+/// Whether a Go function name is a method (its first argument word is the receiver):
+/// `pkg.(*T).M`, `pkg.T.M`, `pkg.T[...].M`; plain functions are `pkg.F`.
+pub fn is_method(name: &str) -> bool {
+    let after_path = name.rsplit('/').next().unwrap_or(name);
+    if after_path.contains(").") {
+        return true;
+    }
+    let mut depth = 0;
+    let dots = after_path
+        .chars()
+        .filter(|&c| {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ => {}
+            }
+            c == '.' && depth == 0
+        })
+        .count();
+    dots >= 2
+}
+
+/// Levenshtein distance, by bytes (Go symbol names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_type_arguments_at_the_outermost_brackets() {
+        assert_eq!(
+            split_type_args("main.(*P[map[string]int]).Get"),
+            Some(("main.(*P", "map[string]int", ").Get"))
+        );
+        assert_eq!(split_type_args("main.(*P).Get"), None);
+    }
+
+    #[test]
+    fn shape_names_match_their_type_arguments_in_both_go_spellings() {
+        assert!(shape_matches("go.shape.uint8", "uint8"));
+        assert!(shape_matches("go.shape.uint8_0", "uint8"));
+        assert!(!shape_matches("go.shape.int", "uint8"));
+        assert!(!shape_matches("go.shape.uint8,go.shape.int", "uint8"));
+    }
+
+    #[test]
+    fn methods_are_told_from_functions() {
+        assert!(is_method("main.(*BufPool).Get"));
+        assert!(is_method("github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[go.shape.uint8]).Get"));
+        assert!(is_method("main.Pool.Get"));
+        assert!(!is_method("github.com/nats-io/nats-server/v2/server.nbPoolGet"));
+        assert!(!is_method("main.getBuf"));
+    }
+
+    #[test]
+    fn edit_distance_counts_single_byte_edits() {
+        assert_eq!(edit_distance("Get", "Get"), 0);
+        assert_eq!(edit_distance("Get", "Put"), 2);
+        assert_eq!(edit_distance("main.(*Pool).Gt", "main.(*Pool).Get"), 1);
+    }
+}

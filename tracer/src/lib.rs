@@ -1,0 +1,32 @@
+//! pooltrace: finds object-pool leaks in running Go programs.
+//!
+//! The pieces, one module per concern:
+//! - [`gobin`] reads Go binaries (ELF layout, symbols, generic shape functions);
+//! - [`probes`] decides where to probe and attaches the eBPF programs;
+//! - [`tracking`] reads what the kernel side recorded;
+//! - [`symbolize`] turns addresses into Go frames;
+//! - [`report`] renders text and JSON;
+//! - [`process`] knows the traced process; [`session`] runs one trace from attach to detach.
+
+pub mod cli;
+pub mod error;
+pub mod gobin;
+pub mod probes;
+pub mod process;
+pub mod report;
+pub mod session;
+pub mod symbolize;
+pub mod tracking;
+
+pub use error::{Error, Result};
+
+/// Runs one parsed command line.
+pub fn run(cli: cli::Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    match cli.command {
+        cli::Command::Report(args) => runtime.block_on(session::report(args)),
+    }
+}

@@ -1,0 +1,166 @@
+//! Loading the eBPF object and attaching its two programs at the planned sites of one process.
+//! Dropping [`Probes`] detaches every probe; the target's code is never written to by us (the
+//! kernel's uprobe machinery owns the breakpoints and removes them on detach).
+
+use std::path::PathBuf;
+
+use aya::{
+    maps::Array,
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        UProbe,
+    },
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{ProbeSite, MAX_SITES};
+
+use super::{sites::Site, PoolPlan};
+use crate::{
+    error::{Error, Result},
+    gobin::GoBinary,
+    process::Process,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("POOLTRACE_EBPF_OBJECT"));
+
+/// Kernel map sizes (entries).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_objects: u32,
+    pub max_stacks: u32,
+}
+
+/// Loaded programs and maps, attached to one process.
+pub struct Probes {
+    ebpf: Ebpf,
+    attached: usize,
+}
+
+impl Probes {
+    pub fn attach(process: &Process, binary: &GoBinary, plans: &[PoolPlan], limits: Limits) -> Result<Self> {
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("OUTSTANDING", limits.max_objects)
+            .map_max_entries("STACKS", limits.max_stacks)
+            .load(OBJECT)
+            .map_err(|e| load_error(&e))?;
+
+        let mut sites: Vec<(&str, &str, &Site, ProbeSite)> = Vec::new();
+        for plan in plans {
+            for site in &plan.get_sites {
+                sites.push(("pool_get", &plan.get.function.name, site, plan.get_probe));
+            }
+            sites.push(("pool_put", &plan.put.function.name, &plan.put_site, plan.put_probe));
+        }
+        if sites.len() > MAX_SITES as usize {
+            return Err(Error::TooManySites(sites.len()));
+        }
+        write_sites(&mut ebpf, &sites)?;
+        for program in ["pool_get", "pool_put"] {
+            uprobe(&mut ebpf, program)?.load().map_err(|e| load_error(&e))?;
+        }
+        let target = PathBuf::from(format!("/proc/{}/exe", process.pid()));
+        for (cookie, (program, function, site, _)) in sites.iter().enumerate() {
+            let offset = binary.file_offset(site.addr).ok_or_else(|| Error::Attach {
+                function: function.to_string(),
+                address: site.addr,
+                offset: 0,
+                reason: "address is in no loaded segment".into(),
+            })?;
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(offset),
+                cookie: Some(cookie as u64),
+            };
+            uprobe(&mut ebpf, program)?
+                .attach(point, &target, UProbeScope::OneProcess(process.pid_nonzero()))
+                .map_err(|e| Error::Attach {
+                    function: function.to_string(),
+                    address: site.addr,
+                    offset,
+                    reason: error_chain(&e),
+                })?;
+        }
+        Ok(Self { ebpf, attached: sites.len() })
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// Number of uprobes attached.
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+}
+
+fn write_sites(ebpf: &mut Ebpf, sites: &[(&str, &str, &Site, ProbeSite)]) -> Result<()> {
+    let map = ebpf.map_mut("SITES").ok_or_else(|| Error::Load("no SITES map".into()))?;
+    let mut array: Array<_, ProbeSite> = Array::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
+    for (i, (_, _, _, probe)) in sites.iter().enumerate() {
+        array.set(i as u32, probe, 0).map_err(|e| Error::Load(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::Load(format!("no program {name} in the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| Error::Load(e.to_string()))
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Names the missing capability before the kernel answers with a bare EPERM. On this kernel
+/// CAP_BPF and CAP_PERFMON load the programs, but opening a uprobe perf event still needs
+/// CAP_SYS_ADMIN, so that is what a run needs.
+pub fn check_privileges() -> Result<()> {
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    Err(Error::Privilege {
+        capability: "CAP_SYS_ADMIN",
+        why: if has(CAP_BPF) && has(CAP_PERFMON) {
+            " (it has CAP_BPF and CAP_PERFMON, but the kernel opens uprobes only for CAP_SYS_ADMIN)"
+        } else {
+            " (to load eBPF programs and open uprobes)"
+        },
+    })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones (this one) charge the
+/// memory cgroup, and raising the limit without CAP_SYS_RESOURCE fails. So failure is fine.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+fn load_error(e: &dyn std::error::Error) -> Error {
+    Error::Load(error_chain(e))
+}
+
+/// "outer: inner: innermost", since aya wraps the errno several levels deep.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
+}

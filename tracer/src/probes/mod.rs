@@ -1,0 +1,102 @@
+//! Placing probes: which instructions of a pool's Get and Put to probe, what each probe reads,
+//! and attaching them to one process.
+
+mod attach;
+pub mod keyspec;
+pub mod sites;
+
+pub use attach::{check_privileges, Limits, Probes};
+use keyspec::{ObjectKind, Side, Spec};
+use sites::Site;
+use tracer_common::ProbeSite;
+
+use crate::{
+    error::{Error, Result},
+    gobin::{is_method, GoBinary, ResolvedFunction},
+};
+
+/// A pool as the user names it.
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub get: String,
+    pub put: String,
+    pub object: ObjectKind,
+    /// Overrides of the object kind's defaults.
+    pub get_key: Option<Spec>,
+    pub get_size: Option<Spec>,
+    pub put_key: Option<Spec>,
+}
+
+impl PoolSpec {
+    /// `--pool sync`: `sync.(*Pool).Get() any` / `Put(x any)`.
+    pub fn sync_pool() -> Self {
+        Self {
+            get: "sync.(*Pool).Get".into(),
+            put: "sync.(*Pool).Put".into(),
+            object: ObjectKind::Iface,
+            get_key: None,
+            get_size: None,
+            put_key: None,
+        }
+    }
+}
+
+/// A pool resolved against one binary: the functions, the sites, what each site reads.
+#[derive(Clone, Debug)]
+pub struct PoolPlan {
+    pub get: ResolvedFunction,
+    pub put: ResolvedFunction,
+    pub get_sites: Vec<Site>,
+    pub put_site: Site,
+    pub get_probe: ProbeSite,
+    pub put_probe: ProbeSite,
+}
+
+impl PoolPlan {
+    pub fn new(binary: &GoBinary, pool: u32, spec: &PoolSpec) -> Result<Self> {
+        let get = binary.resolve(&spec.get)?;
+        let put = binary.resolve(&spec.put)?;
+        let get_sites = sites::ret_sites(code(binary, &get)?, get.function.addr)
+            .map_err(|reason| unprobeable(&get, reason))?;
+        let put_site = sites::put_site(code(binary, &put)?, put.function.addr)
+            .map_err(|reason| unprobeable(&put, reason))?;
+
+        let (default_key, default_size) = spec.object.get_defaults();
+        let first_arg = u8::from(is_method(&put.requested));
+        let get_key = spec.get_key.unwrap_or(default_key);
+        let get_size = spec.get_size.unwrap_or(default_size);
+        let put_key = spec.put_key.unwrap_or(spec.object.put_default(first_arg));
+        if get_key == Spec::None || put_key == Spec::None {
+            return Err(Error::Usage("an object identity (--get-key, --put-key) cannot be none".into()));
+        }
+        let put_shift = u8::from(put.takes_dictionary);
+        let get_probe = ProbeSite {
+            pool,
+            _pad: 0,
+            key: get_key.to_word_spec(0)?,
+            size: get_size.to_word_spec(0)?,
+        };
+        let put_probe = ProbeSite {
+            pool,
+            _pad: 0,
+            key: put_key.to_word_spec(put_shift)?,
+            size: Spec::None.to_word_spec(0)?,
+        };
+        Ok(Self { get, put, get_sites, put_site, get_probe, put_probe })
+    }
+}
+
+/// Parses the user's optional override of a spec.
+pub fn parse_override(text: Option<&str>, side: Side, what: &'static str, allow_none: bool) -> Result<Option<Spec>> {
+    text.map(|t| Spec::parse(t, side, what, allow_none)).transpose()
+}
+
+fn code<'a>(binary: &'a GoBinary, f: &ResolvedFunction) -> Result<&'a [u8]> {
+    binary
+        .code(&f.function)
+        .ok_or_else(|| unprobeable(f, "its symbol lies outside the file's loaded segments".into()))
+}
+
+fn unprobeable(f: &ResolvedFunction, reason: String) -> Error {
+    Error::Unprobeable { name: f.function.name.clone(), reason }
+}

@@ -1,0 +1,126 @@
+//! Where in a function's machine code a probe may sit without harming the Go process.
+//!
+//! Get is probed at every RET, never with a uretprobe: Go moves goroutine stacks, and a
+//! return address rewritten by the kernel would then point into freed memory. Put is probed
+//! at the first instruction past the stack-growth check: the argument registers are intact
+//! there, and unlike the check itself it runs once per call (when the stack must grow, Go
+//! calls `morestack` and restarts the function from its entry).
+//!
+//! Sites come from decoding the function from its entry, so a probe is always on an
+//! instruction boundary.
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+
+/// A chosen probe address and what is there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    pub addr: u64,
+    /// The instruction, e.g. `push rbp`, for the attach summary.
+    pub instruction: String,
+    /// The kernel emulates it (~1 us a hit here) rather than single-stepping it (~15 us).
+    pub emulated: bool,
+}
+
+/// Every RET of a function; an error when its bytes do not decode cleanly.
+pub fn ret_sites(code: &[u8], addr: u64) -> Result<Vec<Site>, String> {
+    let sites: Vec<Site> = decode(code, addr)?
+        .iter()
+        .filter(|i| i.mnemonic() == Mnemonic::Ret)
+        .map(site)
+        .collect();
+    if sites.is_empty() {
+        return Err("it has no RET instruction (it never returns normally)".into());
+    }
+    Ok(sites)
+}
+
+/// The Put site: past Go's `cmp rsp,[r14+16]; jbe` (or `lea r12,[rsp-N]; cmp r12,[r14+16];
+/// jbe`) stack check, or the entry (after any ENDBR64) when there is none.
+pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
+    let prologue: Vec<Instruction> = decode(code, addr)?.into_iter().take(6).collect();
+    let entry = usize::from(prologue.first().is_some_and(|i| i.mnemonic() == Mnemonic::Endbr64));
+    let past_check = prologue.windows(2).position(|pair| {
+        is_stack_guard_compare(&pair[0]) && pair[1].flow_control() == FlowControl::ConditionalBranch
+    });
+    let chosen = match past_check {
+        Some(cmp) if cmp + 2 < prologue.len() => cmp + 2,
+        _ => entry,
+    };
+    prologue.get(chosen).map(site).ok_or_else(|| "it is empty".to_owned())
+}
+
+/// `cmp reg, [r14+0x10]`: compares a stack address with `g.stackguard0`.
+fn is_stack_guard_compare(i: &Instruction) -> bool {
+    i.mnemonic() == Mnemonic::Cmp
+        && i.op_count() == 2
+        && i.op1_kind() == OpKind::Memory
+        && i.memory_base() == Register::R14
+}
+
+fn decode(code: &[u8], addr: u64) -> Result<Vec<Instruction>, String> {
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut instructions = Vec::new();
+    for instruction in &mut decoder {
+        if instruction.is_invalid() {
+            return Err(format!("undecodable bytes at {:#x}", instruction.ip()));
+        }
+        instructions.push(instruction);
+    }
+    Ok(instructions)
+}
+
+fn site(i: &Instruction) -> Site {
+    Site { addr: i.ip(), instruction: i.to_string(), emulated: is_emulated(i) }
+}
+
+/// Instructions the x86 uprobe code emulates instead of single-stepping (arch/x86/kernel/
+/// uprobes.c: branches, calls, push of a register, nops).
+fn is_emulated(i: &Instruction) -> bool {
+    matches!(
+        i.flow_control(),
+        FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch | FlowControl::Call
+    ) || matches!(i.mnemonic(), Mnemonic::Nop)
+        || (i.mnemonic() == Mnemonic::Push && i.op0_kind() == OpKind::Register)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Go 1.21+: cmp rsp,[r14+10h]; jbe +0x20; push rbp; mov rbp,rsp; ...; pop rbp; ret
+    const GO_NEW: [u8; 16] = [
+        0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55, 0x48, 0x89, 0xe5, 0x90, 0x90, 0x90, 0x90, 0x5d, 0xc3,
+    ];
+    // Go 1.19: cmp rsp,[r14+10h]; jbe +0x20; sub rsp,18h; mov [rsp+10h],rbp; ... ret
+    const GO_OLD: [u8; 16] = [
+        0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0x6c, 0x24, 0x10, 0xc3,
+    ];
+
+    #[test]
+    fn put_site_is_past_the_stack_check() {
+        let site = put_site(&GO_NEW, 0x1000).unwrap();
+        assert_eq!((site.addr, site.instruction.as_str(), site.emulated), (0x1006, "push rbp", true));
+        let old = put_site(&GO_OLD, 0x1000).unwrap();
+        assert_eq!((old.addr, old.emulated), (0x1006, false));
+    }
+
+    #[test]
+    fn put_site_falls_back_to_the_entry_past_endbr64() {
+        // endbr64; push rbp; mov rbp,rsp; ret
+        let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0xc3];
+        assert_eq!(put_site(&code, 0x2000).unwrap().addr, 0x2004);
+    }
+
+    #[test]
+    fn every_ret_is_found_on_instruction_boundaries() {
+        // mov eax,0xc3c3c3c3 (c3 bytes inside an instruction); ret; ret
+        let code = [0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3];
+        let rets: Vec<u64> = ret_sites(&code, 0).unwrap().iter().map(|s| s.addr).collect();
+        assert_eq!(rets, vec![5, 6]);
+    }
+
+    #[test]
+    fn a_function_without_ret_is_refused() {
+        assert!(ret_sites(&[0x90, 0xeb, 0xfe], 0).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! One tracing session from attach to detach: resolve the pools, attach the probes, print
+//! the periodic tables, and on Ctrl-C, `--duration` or the target's exit, the final report.
+
+use std::{
+    fs,
+    io::Write,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    cli::{Format, PoolArgs, Preset, ReportArgs},
+    error::{Error, Result},
+    gobin::GoBinary,
+    probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
+    process::Process,
+    report::{self, Report},
+    symbolize::Symbolizer,
+    tracking::Snapshot,
+};
+
+/// Why tracing stopped.
+enum Stop {
+    Interrupted,
+    DurationElapsed,
+    TargetExited,
+}
+
+pub async fn report(args: ReportArgs) -> Result<()> {
+    let specs = pool_specs(&args.pools)?;
+    probes::check_privileges()?;
+    let mut process = Process::open(args.pid)?;
+    let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
+    let plans = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| PoolPlan::new(&binary, i as u32, spec))
+        .collect::<Result<Vec<_>>>()?;
+    let limits = Limits { max_objects: args.max_objects, max_stacks: args.max_stacks };
+    let probes = Probes::attach(&process, &binary, &plans, limits)?;
+    let started = Instant::now();
+    eprint!("{}", attach_summary(&process, &plans, &probes));
+    let mut symbolizer = Symbolizer::new(&binary);
+    if !symbolizer.has_dwarf() {
+        eprintln!("pooltrace: {} has no DWARF: frames show function+offset", process.exe_name());
+    }
+
+    let stop = wait_for_stop(&args, &mut process, &probes, &plans, &mut symbolizer, started).await?;
+    match stop {
+        Stop::Interrupted => eprintln!("pooltrace: interrupted, detaching"),
+        Stop::DurationElapsed => eprintln!("pooltrace: --duration reached, detaching"),
+        Stop::TargetExited => eprintln!("pooltrace: PID {} exited", process.pid()),
+    }
+    let last = build_report(&args, &process, &probes, &plans, &mut symbolizer, started)?;
+    drop(probes);
+    let text = match args.format {
+        Format::Text => report::render_final(&last),
+        Format::Json => last.to_json() + "\n",
+    };
+    match &args.output {
+        Some(path) => fs::write(path, text).map_err(|source| Error::Write { path: path.clone(), source }),
+        None => write_stdout(&text),
+    }
+}
+
+async fn wait_for_stop(
+    args: &ReportArgs,
+    process: &mut Process,
+    probes: &Probes,
+    plans: &[PoolPlan],
+    symbolizer: &mut Symbolizer<'_>,
+    started: Instant,
+) -> Result<Stop> {
+    let exit = process.exit_watch()?;
+    let signal_error = |e: std::io::Error| Error::Usage(format!("cannot handle signals: {e}"));
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::from_std(started + d));
+    let period = if args.interval.is_zero() { Duration::from_secs(u64::MAX / 4) } else { args.interval };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::from_std(started + period), period);
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(Stop::Interrupted),
+            _ = terminate.recv() => return Ok(Stop::Interrupted),
+            _ = exit.readable() => return Ok(Stop::TargetExited),
+            _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
+            _ = ticks.tick() => {
+                process.refresh_mappings()?;
+                let current = build_report(args, process, probes, plans, symbolizer, started)?;
+                let table = report::render_interval(&current);
+                match args.format {
+                    Format::Text => write_stdout(&table)?,
+                    Format::Json => eprint!("{table}"),
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn build_report(
+    args: &ReportArgs,
+    process: &Process,
+    probes: &Probes,
+    plans: &[PoolPlan],
+    symbolizer: &mut Symbolizer<'_>,
+    started: Instant,
+) -> Result<Report> {
+    let min_age_ns = u64::try_from(args.min_age.as_nanos()).unwrap_or(u64::MAX);
+    let snapshot = Snapshot::read(probes.ebpf(), plans.len(), min_age_ns)?;
+    Ok(Report::build(
+        &snapshot,
+        report::Context {
+            process,
+            plans,
+            symbolizer,
+            ebpf: probes.ebpf(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            min_age_ms: args.min_age.as_millis() as u64,
+            top: args.top,
+        },
+    ))
+}
+
+fn pool_specs(args: &PoolArgs) -> Result<Vec<PoolSpec>> {
+    let mut specs: Vec<PoolSpec> = args
+        .presets
+        .iter()
+        .map(|preset| match preset {
+            Preset::Sync => PoolSpec::sync_pool(),
+        })
+        .collect();
+    if let (Some(get), Some(put)) = (&args.get, &args.put) {
+        specs.push(PoolSpec {
+            get: get.clone(),
+            put: put.clone(),
+            object: args.object,
+            get_key: probes::parse_override(args.get_key.as_deref(), Side::Get, "--get-key", false)?,
+            get_size: probes::parse_override(args.get_size.as_deref(), Side::Get, "--get-size", true)?,
+            put_key: probes::parse_override(args.put_key.as_deref(), Side::Put, "--put-key", false)?,
+        });
+    } else if args.get_key.is_some() || args.get_size.is_some() || args.put_key.is_some() {
+        return Err(Error::Usage("--get-key, --get-size and --put-key apply to --get/--put".into()));
+    }
+    if specs.is_empty() {
+        return Err(Error::Usage("name a pool: --get FUNC --put FUNC, or --pool sync".into()));
+    }
+    Ok(specs)
+}
+
+fn attach_summary(process: &Process, plans: &[PoolPlan], probes: &Probes) -> String {
+    let mut text = format!(
+        "pooltrace: attached {} uprobes to PID {} ({})\n",
+        probes.attached(),
+        process.pid(),
+        process.exe_name()
+    );
+    for plan in plans {
+        let rets: Vec<String> = plan
+            .get_sites
+            .iter()
+            .map(|s| format!("+{:#x}", s.addr - plan.get.function.addr))
+            .collect();
+        let site = &plan.put_site;
+        text += &format!(
+            "  Get {} at its {} RET{} ({})\n  Put {} at +{:#x} ({}, {})\n",
+            plan.get.function.name,
+            rets.len(),
+            if rets.len() == 1 { "" } else { "s" },
+            rets.join(", "),
+            plan.put.function.name,
+            site.addr - plan.put.function.addr,
+            site.instruction,
+            if site.emulated { "emulated" } else { "single-stepped" },
+        );
+    }
+    text
+}
+
+fn write_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`| head`) is the reader's choice, not an error worth a message.
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Turning runtime addresses of the traced process into Go frames: function, file and line,
+//! with inlined calls expanded (from DWARF), falling back to `function+offset` from `.symtab`.
+
+use std::{borrow::Cow, collections::HashMap, rc::Rc};
+
+use addr2line::Context;
+use object::{Object, ObjectSection};
+use serde::Serialize;
+
+use crate::{gobin::GoBinary, process::Process};
+
+type Reader = gimli::EndianRcSlice<gimli::LittleEndian>;
+
+/// One frame of a call stack, innermost first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// Runtime address (the instruction, or the return address for outer frames).
+    #[serde(serialize_with = "hex")]
+    pub address: u64,
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// This call was inlined into the next frame: it has no frame of its own at run time.
+    pub inlined: bool,
+}
+
+fn hex<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{value:#x}"))
+}
+
+/// Whether an address is where execution is (the probed instruction) or where it will
+/// return to. A return address points past its call, possibly onto the next line, so it is
+/// looked up one byte earlier, as Go's own tracebacks do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressKind {
+    Executing,
+    ReturnAddress,
+}
+
+pub struct Symbolizer<'a> {
+    binary: &'a GoBinary,
+    dwarf: Option<Context<Reader>>,
+    cache: HashMap<(u64, bool), Vec<Frame>>,
+}
+
+impl<'a> Symbolizer<'a> {
+    pub fn new(binary: &'a GoBinary) -> Self {
+        Self { binary, dwarf: load_dwarf(binary.data()), cache: HashMap::new() }
+    }
+
+    pub fn has_dwarf(&self) -> bool {
+        self.dwarf.is_some()
+    }
+
+    /// The frames at one runtime address: more than one when calls were inlined there.
+    pub fn frames(&mut self, process: &Process, address: u64, kind: AddressKind) -> Vec<Frame> {
+        let key = (address, kind == AddressKind::ReturnAddress);
+        if let Some(frames) = self.cache.get(&key) {
+            return frames.clone();
+        }
+        let frames = self.lookup(process, address, kind);
+        self.cache.insert(key, frames.clone());
+        frames
+    }
+
+    fn lookup(&self, process: &Process, address: u64, kind: AddressKind) -> Vec<Frame> {
+        let unknown = |function: String| vec![Frame { address, function, file: None, line: None, inlined: false }];
+        let Some(mapping) = process.mapping_at(address) else {
+            return unknown(format!("{address:#x}"));
+        };
+        let file_offset = address - mapping.start + mapping.offset;
+        if !process.is_exe(mapping) {
+            let library = mapping.path.rsplit('/').next().unwrap_or(&mapping.path);
+            return unknown(format!("[{library}]+{file_offset:#x}"));
+        }
+        let Some(vaddr) = self.binary.vaddr_of_offset(file_offset) else {
+            return unknown(format!("{address:#x}"));
+        };
+        let probe = match kind {
+            AddressKind::Executing => vaddr,
+            AddressKind::ReturnAddress => vaddr.saturating_sub(1),
+        };
+        let mut frames = self.dwarf_frames(probe, address);
+        if frames.is_empty() {
+            frames = match self.binary.function_at(probe) {
+                Some(f) => unknown(format!("{}+{:#x}", f.name, vaddr - f.addr)),
+                None => unknown(format!("{address:#x}")),
+            };
+        }
+        frames
+    }
+
+    fn dwarf_frames(&self, probe: u64, address: u64) -> Vec<Frame> {
+        let Some(dwarf) = &self.dwarf else { return Vec::new() };
+        let Ok(mut iter) = dwarf.find_frames(probe).skip_all_loads() else { return Vec::new() };
+        let mut frames = Vec::new();
+        while let Ok(Some(frame)) = iter.next() {
+            let Some(function) = frame.function.as_ref().and_then(|f| f.raw_name().ok()) else {
+                continue;
+            };
+            frames.push(Frame {
+                address,
+                function: function.into_owned(),
+                file: frame.location.as_ref().and_then(|l| l.file).map(str::to_owned),
+                line: frame.location.as_ref().and_then(|l| l.line),
+                inlined: true,
+            });
+        }
+        if let Some(outermost) = frames.last_mut() {
+            outermost.inlined = false;
+        }
+        frames
+    }
+}
+
+/// Go compresses its DWARF (SHF_COMPRESSED); the sections are inflated once here.
+fn load_dwarf(data: &[u8]) -> Option<Context<Reader>> {
+    let file = object::File::parse(data).ok()?;
+    file.section_by_name(".debug_info")?;
+    let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
+        let bytes = file
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[]));
+        Ok(Reader::new(Rc::from(&*bytes), gimli::LittleEndian))
+    };
+    let dwarf = gimli::Dwarf::load(load).ok()?;
+    Context::from_dwarf(dwarf).ok()
+}

@@ -1,0 +1,124 @@
+//! Tracking: reading what the kernel side recorded. The probes do all per-event work; this
+//! module only reads the maps when a report is due and groups the outstanding objects by the
+//! call path that took them.
+
+use std::collections::HashMap;
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
+    Ebpf,
+};
+use tracer_common::{ObjectKey, Outstanding, PoolCounters};
+
+use crate::error::{Error, Result};
+
+/// Objects of one pool taken by one call path (one stack and one immediate caller).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Group {
+    pub stack_id: i64,
+    pub caller: u64,
+    pub count: u64,
+    pub bytes: u64,
+    /// `taken_ns` of the oldest object in the group.
+    pub oldest_taken_ns: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PoolState {
+    pub counters: PoolCounters,
+    /// Objects outstanding right now, of any age.
+    pub outstanding: u64,
+    pub outstanding_bytes: u64,
+    /// Groups of objects at least `min_age` old, largest first.
+    pub groups: Vec<Group>,
+}
+
+/// What the kernel maps held at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// CLOCK_MONOTONIC when read, the clock of `Outstanding::taken_ns`.
+    pub now_ns: u64,
+    pub pools: Vec<PoolState>,
+}
+
+impl Snapshot {
+    /// Reads counters and outstanding objects for `pools` pools; objects younger than
+    /// `min_age_ns` count in the totals but not in the groups.
+    pub fn read(ebpf: &Ebpf, pools: usize, min_age_ns: u64) -> Result<Self> {
+        let now_ns = monotonic_ns();
+        let mut states = read_counters(ebpf, pools)?;
+        let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> = map(ebpf, "OUTSTANDING")?;
+        let mut groups: HashMap<(u32, i64, u64), Group> = HashMap::new();
+        for entry in outstanding.iter() {
+            // An entry deleted between the key walk and its lookup is just gone: skip it.
+            let Ok((key, object)) = entry else { continue };
+            let Some(state) = states.get_mut(key.pool as usize) else { continue };
+            state.outstanding += 1;
+            state.outstanding_bytes += object.size;
+            if now_ns.saturating_sub(object.taken_ns) < min_age_ns {
+                continue;
+            }
+            let group = groups.entry((key.pool, object.stack_id, object.caller)).or_insert(Group {
+                stack_id: object.stack_id,
+                caller: object.caller,
+                oldest_taken_ns: u64::MAX,
+                ..Group::default()
+            });
+            group.count += 1;
+            group.bytes += object.size;
+            group.oldest_taken_ns = group.oldest_taken_ns.min(object.taken_ns);
+        }
+        for ((pool, _, _), group) in groups {
+            states[pool as usize].groups.push(group);
+        }
+        for state in &mut states {
+            state.groups.sort_by(|a, b| {
+                b.count.cmp(&a.count).then(a.oldest_taken_ns.cmp(&b.oldest_taken_ns))
+            });
+        }
+        Ok(Self { now_ns, pools: states })
+    }
+}
+
+/// The user stack recorded under `stack_id`, innermost first.
+pub fn stack(ebpf: &Ebpf, stack_id: i64) -> Result<Vec<u64>> {
+    let Ok(id) = u32::try_from(stack_id) else { return Ok(Vec::new()) };
+    let stacks: StackTraceMap<&MapData> = map(ebpf, "STACKS")?;
+    Ok(stacks.get(&id, 0).map(|s| s.frames().iter().map(|f| f.ip).collect()).unwrap_or_default())
+}
+
+fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
+    let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, "COUNTERS")?;
+    (0..pools as u32)
+        .map(|pool| {
+            let per_cpu = counters.get(&pool, 0).map_err(|e| Error::Maps(e.to_string()))?;
+            let counters = per_cpu.iter().fold(PoolCounters::default(), |sum, c| PoolCounters {
+                gets: sum.gets + c.gets,
+                nil_gets: sum.nil_gets + c.nil_gets,
+                puts: sum.puts + c.puts,
+                unmatched_puts: sum.unmatched_puts + c.unmatched_puts,
+                dropped: sum.dropped + c.dropped,
+                stack_failures: sum.stack_failures + c.stack_failures,
+                reissued: sum.reissued + c.reissued,
+                read_faults: sum.read_faults + c.read_faults,
+            });
+            Ok(PoolState { counters, ..PoolState::default() })
+        })
+        .collect()
+}
+
+fn map<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map(name).ok_or_else(|| Error::Maps(format!("no {name} map")))?;
+    T::try_from(map).map_err(|e| Error::Maps(format!("{name}: {e}")))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

