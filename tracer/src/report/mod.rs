@@ -3,6 +3,8 @@
 
 mod text;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 pub use text::{render_interval, render_final};
@@ -76,15 +78,15 @@ impl Report {
             .iter()
             .zip(cx.plans)
             .map(|(state, plan)| {
-                let stacks: Vec<StackReport> = state
-                    .groups
+                let paths = call_paths(cx.ebpf, &state.groups);
+                let stacks: Vec<StackReport> = paths
                     .iter()
                     .take(cx.top)
-                    .map(|group| StackReport {
-                        outstanding: group.count,
-                        bytes: group.bytes,
-                        oldest_age_ms: snapshot.now_ns.saturating_sub(group.oldest_taken_ns) / 1_000_000,
-                        frames: acquire_frames(cx.ebpf, cx.process, cx.symbolizer, plan, group),
+                    .map(|path| StackReport {
+                        outstanding: path.count,
+                        bytes: path.bytes,
+                        oldest_age_ms: snapshot.now_ns.saturating_sub(path.oldest_taken_ns) / 1_000_000,
+                        frames: path_frames(cx.process, cx.symbolizer, plan, path),
                     })
                     .collect();
                 let c = state.counters;
@@ -103,7 +105,7 @@ impl Report {
                     stack_failures: c.stack_failures,
                     reissued: c.reissued,
                     read_faults: c.read_faults,
-                    stacks_omitted: state.groups.len().saturating_sub(stacks.len()),
+                    stacks_omitted: paths.len().saturating_sub(stacks.len()),
                     stacks,
                 }
             })
@@ -123,31 +125,51 @@ impl Report {
     }
 }
 
-/// The acquiring call path: the Get's RET (first stack entry), then the immediate caller,
-/// which the frame-pointer walk misses at a RET (field notes §4), then the rest of the walk.
-fn acquire_frames(
-    ebpf: &aya::Ebpf,
-    process: &Process,
-    symbolizer: &mut Symbolizer,
-    plan: &PoolPlan,
-    group: &tracking::Group,
-) -> Vec<Frame> {
-    let stack = tracking::stack(ebpf, group.stack_id).unwrap_or_default();
-    let mut frames = match stack.first() {
-        Some(&innermost) => symbolizer.frames(process, innermost, AddressKind::Executing),
-        // The stack was not captured (counted in stack_failures): still name the Get.
-        None => vec![Frame {
-            address: 0,
-            function: plan.get.function.name.clone(),
-            file: None,
-            line: None,
-            inlined: false,
-        }],
-    };
-    if group.caller != 0 {
-        frames.extend(symbolizer.frames(process, group.caller, AddressKind::ReturnAddress));
+/// Objects taken through one call path: the same caller of Get and the same frames beyond
+/// it. Which RET of Get they left through does not matter to a user, so groups that differ
+/// only there are merged.
+struct CallPath {
+    /// Runtime address of one of Get's RETs, when the stack was captured.
+    get_ret: Option<u64>,
+    /// The immediate caller's return address, then the frame-pointer walk beyond it.
+    outer: Vec<u64>,
+    count: u64,
+    bytes: u64,
+    oldest_taken_ns: u64,
+}
+
+/// Merges groups into call paths, most objects first, then oldest first.
+fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
+    let mut paths: Vec<CallPath> = Vec::new();
+    let mut index: HashMap<Vec<u64>, usize> = HashMap::new();
+    for group in groups {
+        // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
+        let stack = tracking::stack(ebpf, group.stack_id).unwrap_or_default();
+        let mut outer = vec![group.caller];
+        outer.extend(stack.iter().skip(1));
+        let i = *index.entry(outer.clone()).or_insert_with(|| {
+            paths.push(CallPath { get_ret: None, outer, count: 0, bytes: 0, oldest_taken_ns: u64::MAX });
+            paths.len() - 1
+        });
+        let path = &mut paths[i];
+        path.get_ret = path.get_ret.or(stack.first().copied());
+        path.count += group.count;
+        path.bytes += group.bytes;
+        path.oldest_taken_ns = path.oldest_taken_ns.min(group.oldest_taken_ns);
     }
-    for &address in stack.iter().skip(1) {
+    paths.sort_by(|a, b| b.count.cmp(&a.count).then(a.oldest_taken_ns.cmp(&b.oldest_taken_ns)));
+    paths
+}
+
+/// The frames of a call path, innermost first: Get itself (at its entry line), its caller
+/// (which the frame-pointer walk misses at a RET, field notes §4), and so on out.
+fn path_frames(process: &Process, symbolizer: &mut Symbolizer, plan: &PoolPlan, path: &CallPath) -> Vec<Frame> {
+    let get = &plan.get.function;
+    let mut frames = match path.get_ret.and_then(|ret| symbolizer.runtime_entry(process, ret, get)) {
+        Some(entry) => symbolizer.frames(process, entry, AddressKind::Executing),
+        None => vec![Frame { address: 0, function: get.name.clone(), file: None, line: None, inlined: false }],
+    };
+    for &address in path.outer.iter().filter(|&&a| a != 0) {
         frames.extend(symbolizer.frames(process, address, AddressKind::ReturnAddress));
     }
     frames

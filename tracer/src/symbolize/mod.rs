@@ -7,7 +7,10 @@ use addr2line::Context;
 use object::{Object, ObjectSection};
 use serde::Serialize;
 
-use crate::{gobin::GoBinary, process::Process};
+use crate::{
+    gobin::{Function, GoBinary},
+    process::Process,
+};
 
 type Reader = gimli::EndianRcSlice<gimli::LittleEndian>;
 
@@ -61,6 +64,19 @@ impl<'a> Symbolizer<'a> {
         let frames = self.lookup(process, address, kind);
         self.cache.insert(key, frames.clone());
         frames
+    }
+
+    /// The runtime entry address of `function`, given a runtime address inside it (the same
+    /// load bias applies to both; it is not 0 for PIE).
+    pub fn runtime_entry(&self, process: &Process, inside: u64, function: &Function) -> Option<u64> {
+        let vaddr = self.vaddr(process, inside)?;
+        Some(inside - vaddr.checked_sub(function.addr)?)
+    }
+
+    /// The link-time address of a runtime address in the executable.
+    fn vaddr(&self, process: &Process, address: u64) -> Option<u64> {
+        let mapping = process.mapping_at(address).filter(|m| process.is_exe(m))?;
+        self.binary.vaddr_of_offset(address - mapping.start + mapping.offset)
     }
 
     fn lookup(&self, process: &Process, address: u64, kind: AddressKind) -> Vec<Frame> {

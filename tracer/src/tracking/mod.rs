@@ -29,7 +29,7 @@ pub struct PoolState {
     /// Objects outstanding right now, of any age.
     pub outstanding: u64,
     pub outstanding_bytes: u64,
-    /// Groups of objects at least `min_age` old, largest first.
+    /// Groups of objects at least `min_age` old, in no particular order.
     pub groups: Vec<Group>,
 }
 
@@ -70,11 +70,6 @@ impl Snapshot {
         }
         for ((pool, _, _), group) in groups {
             states[pool as usize].groups.push(group);
-        }
-        for state in &mut states {
-            state.groups.sort_by(|a, b| {
-                b.count.cmp(&a.count).then(a.oldest_taken_ns.cmp(&b.oldest_taken_ns))
-            });
         }
         Ok(Self { now_ns, pools: states })
     }
