@@ -18,6 +18,8 @@ pub const MAX_SITES: u32 = 512;
 pub const DEFAULT_MAX_OBJECTS: u32 = 262_144;
 /// Default bucket count of `STACKS`; user space resizes it before load (`--max-stacks`).
 pub const DEFAULT_MAX_STACKS: u32 = 8_192;
+/// Capacity of `COLLECTED` (distinct call paths with objects collected without a Put).
+pub const MAX_COLLECTED_PATHS: u32 = 16_384;
 
 /// Go's amd64 ABIInternal integer registers in argument order: word `n` of the arguments
 /// (receiver first) or of the results lives in `GO_ABI_REGS[n]`.
@@ -95,6 +97,29 @@ pub struct Outstanding {
     pub goroutine: u64,
 }
 
+/// Key of `COLLECTED`: one call path of one pool (as in [`Outstanding`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PathKey {
+    pub pool: u32,
+    pub _pad: u32,
+    pub stack_id: i64,
+    pub caller: u64,
+}
+
+/// Value of `COLLECTED` (per CPU): objects of a call path that were dropped without a Put.
+///
+/// Go reuses the memory of a collected object, so a Get that returns an address still
+/// tracked as outstanding proves the earlier object was dropped by its holder and collected:
+/// a leak (unless its Put was invisible, e.g. inlined). Its entry would otherwise be
+/// overwritten and the leak forgotten exactly when it is certain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathTotals {
+    pub count: u64,
+    pub bytes: u64,
+}
+
 /// Per-pool counters, one copy per CPU (`PerCpuArray`), summed by user space.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,16 +137,19 @@ pub struct PoolCounters {
     pub dropped: u64,
     /// Objects tracked without a stack (`bpf_get_stackid` failed, e.g. `STACKS` full).
     pub stack_failures: u64,
-    /// Objects handed out again while still tracked as outstanding: their Put was not seen
-    /// (typically a Put inlined into its caller, which no probe can catch).
-    pub reissued: u64,
+    /// Objects handed out again while still tracked as outstanding: the earlier object was
+    /// dropped without a Put and collected (or its Put was invisible, e.g. inlined).
+    /// Each is added to `COLLECTED` under the earlier object's call path.
+    pub collected: u64,
+    /// Collected objects not added to `COLLECTED` because it was full.
+    pub collected_dropped: u64,
     /// Key or size words that could not be read from the target's memory.
     pub read_faults: u64,
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{ObjectKey, Outstanding, PoolCounters, ProbeSite};
+    use super::{ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite};
 
     // SAFETY: plain #[repr(C)] data with no padding beyond explicit `_pad` fields; every bit
     // pattern is a valid value.
@@ -129,4 +157,6 @@ mod pod {
     unsafe impl aya::Pod for ObjectKey {}
     unsafe impl aya::Pod for Outstanding {}
     unsafe impl aya::Pod for PoolCounters {}
+    unsafe impl aya::Pod for PathKey {}
+    unsafe impl aya::Pod for PathTotals {}
 }

@@ -34,7 +34,11 @@ pub fn sources_hash(workspace: &Path) -> io::Result<String> {
         hasher.update(fs::read(workspace.join(relative))?);
         hasher.update([0]);
     }
-    Ok(hasher.finalize().iter().map(|b| std::format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| std::format!("{b:02x}"))
+        .collect())
 }
 
 /// The hash recorded beside the committed object, if any.

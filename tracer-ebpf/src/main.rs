@@ -8,17 +8,17 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs},
+    bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::{tracing::StackIdContext, ProbeContext},
     EbpfContext,
 };
 use tracer_common::{
-    ObjectKey, Outstanding, PoolCounters, ProbeSite, WordSpec, DEFAULT_MAX_OBJECTS,
-    DEFAULT_MAX_STACKS, GO_KIND_MASK, GO_KIND_SLICE, GO_TYPE_KIND_OFFSET, MAX_POOLS, MAX_SITES,
-    WORD_IFACE, WORD_LOAD, WORD_REG,
+    ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, WordSpec,
+    DEFAULT_MAX_OBJECTS, DEFAULT_MAX_STACKS, GO_KIND_MASK, GO_KIND_SLICE, GO_TYPE_KIND_OFFSET,
+    MAX_COLLECTED_PATHS, MAX_POOLS, MAX_SITES, WORD_IFACE, WORD_LOAD, WORD_REG,
 };
 
 /// What each attached site reads; indexed by the attach cookie.
@@ -33,6 +33,11 @@ static OUTSTANDING: HashMap<ObjectKey, Outstanding> =
 /// User stacks of the Gets, deduplicated by the kernel.
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_MAX_STACKS, 0);
+
+/// Objects dropped without a Put and collected, by the call path that took them.
+#[map]
+static COLLECTED: PerCpuHashMap<PathKey, PathTotals> =
+    PerCpuHashMap::with_max_entries(MAX_COLLECTED_PATHS, 0);
 
 /// Per-pool event counters, one copy per CPU so no update needs an atomic.
 #[map]
@@ -56,7 +61,9 @@ pub fn pool_put(ctx: ProbeContext) -> u32 {
     0
 }
 
-fn site_and_counters(ctx: &ProbeContext) -> Option<(&'static ProbeSite, &'static mut PoolCounters)> {
+fn site_and_counters(
+    ctx: &ProbeContext,
+) -> Option<(&'static ProbeSite, &'static mut PoolCounters)> {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let site = SITES.get(cookie as u32)?;
     let counters = COUNTERS.get_ptr_mut(site.pool)?;
@@ -89,7 +96,11 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     };
     // At a RET, [rsp] is the return address into Get's caller.
     let caller = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
-    let key = ObjectKey { pool: site.pool, _pad: 0, addr };
+    let key = ObjectKey {
+        pool: site.pool,
+        _pad: 0,
+        addr,
+    };
     let value = Outstanding {
         stack_id,
         caller,
@@ -101,10 +112,39 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         Ok(()) => {}
         Err(errno) if -errno == E2BIG => counters.dropped += 1,
         Err(_) => {
-            // Already outstanding: its last Put was never seen. Keep the newest Get.
-            counters.reissued += 1;
+            // Still outstanding: the earlier object at this address was dropped without a
+            // Put and its memory recycled. Book it as collected, then track the new one.
+            if let Some(earlier) = unsafe { OUTSTANDING.get(&key) } {
+                record_collected(site.pool, earlier, counters);
+            }
             if OUTSTANDING.insert(&key, &value, 0).is_err() {
                 counters.dropped += 1;
+            }
+        }
+    }
+}
+
+fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounters) {
+    counters.collected += 1;
+    let path = PathKey {
+        pool,
+        _pad: 0,
+        stack_id: earlier.stack_id,
+        caller: earlier.caller,
+    };
+    match COLLECTED.get_ptr_mut(&path) {
+        // SAFETY: this CPU's copy of the value.
+        Some(totals) => unsafe {
+            (*totals).count += 1;
+            (*totals).bytes += earlier.size;
+        },
+        None => {
+            let totals = PathTotals {
+                count: 1,
+                bytes: earlier.size,
+            };
+            if COLLECTED.insert(&path, &totals, 0).is_err() {
+                counters.collected_dropped += 1;
             }
         }
     }
@@ -118,7 +158,11 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         counters.unmatched_puts += 1;
         return;
     };
-    let key = ObjectKey { pool: site.pool, _pad: 0, addr };
+    let key = ObjectKey {
+        pool: site.pool,
+        _pad: 0,
+        addr,
+    };
     if OUTSTANDING.remove(&key).is_err() {
         counters.unmatched_puts += 1;
     }
@@ -141,7 +185,8 @@ fn iface_identity(type_word: u64, data_word: u64) -> Option<u64> {
     if type_word == 0 {
         return Some(0);
     }
-    let kind: u8 = unsafe { bpf_probe_read_user((type_word + GO_TYPE_KIND_OFFSET) as *const u8) }.ok()?;
+    let kind: u8 =
+        unsafe { bpf_probe_read_user((type_word + GO_TYPE_KIND_OFFSET) as *const u8) }.ok()?;
     if kind & GO_KIND_MASK == GO_KIND_SLICE {
         load(data_word)
     } else {
@@ -162,7 +207,9 @@ struct GoRegs([u64; 9]);
 
 impl GoRegs {
     fn read(regs: &pt_regs) -> Self {
-        Self([regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11])
+        Self([
+            regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
+        ])
     }
 
     fn get(&self, n: u8) -> u64 {

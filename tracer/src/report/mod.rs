@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-pub use text::{render_interval, render_final};
+pub use text::{render_final, render_interval};
 
 use crate::{
     probes::PoolPlan,
@@ -43,9 +43,13 @@ pub struct PoolReport {
     pub dropped: u64,
     pub nil_gets: u64,
     pub stack_failures: u64,
-    pub reissued: u64,
+    /// Objects dropped without a Put and garbage-collected (their address came back from a
+    /// later Get while still outstanding): certain leaks.
+    pub collected: u64,
+    pub collected_dropped: u64,
     pub read_faults: u64,
-    /// Call paths holding outstanding objects, most outstanding first.
+    /// Call paths that hold outstanding objects or dropped some without a Put, those with
+    /// the most such objects first.
     pub stacks: Vec<StackReport>,
     /// Call paths left out by `--top`.
     pub stacks_omitted: usize,
@@ -53,9 +57,14 @@ pub struct PoolReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StackReport {
+    /// Objects out of the pool now (at least `min_age_ms` old).
     pub outstanding: u64,
     pub bytes: u64,
+    /// Age of the oldest of them; 0 when none is outstanding.
     pub oldest_age_ms: u64,
+    /// Objects from this path that were dropped without a Put and garbage-collected.
+    pub collected: u64,
+    pub collected_bytes: u64,
     /// Innermost first: the Get function, its caller, and so on out.
     pub frames: Vec<Frame>,
 }
@@ -85,7 +94,12 @@ impl Report {
                     .map(|path| StackReport {
                         outstanding: path.count,
                         bytes: path.bytes,
-                        oldest_age_ms: snapshot.now_ns.saturating_sub(path.oldest_taken_ns) / 1_000_000,
+                        oldest_age_ms: match path.count {
+                            0 => 0,
+                            _ => snapshot.now_ns.saturating_sub(path.oldest_taken_ns) / 1_000_000,
+                        },
+                        collected: path.collected,
+                        collected_bytes: path.collected_bytes,
                         frames: path_frames(cx.process, cx.symbolizer, plan, path),
                     })
                     .collect();
@@ -103,7 +117,8 @@ impl Report {
                     dropped: c.dropped,
                     nil_gets: c.nil_gets,
                     stack_failures: c.stack_failures,
-                    reissued: c.reissued,
+                    collected: c.collected,
+                    collected_dropped: c.collected_dropped,
                     read_faults: c.read_faults,
                     stacks_omitted: paths.len().saturating_sub(stacks.len()),
                     stacks,
@@ -136,9 +151,18 @@ struct CallPath {
     count: u64,
     bytes: u64,
     oldest_taken_ns: u64,
+    collected: u64,
+    collected_bytes: u64,
 }
 
-/// Merges groups into call paths, most objects first, then oldest first.
+impl CallPath {
+    /// Objects this path failed to give back, or has not yet.
+    fn held(&self) -> u64 {
+        self.count + self.collected
+    }
+}
+
+/// Merges groups into call paths, most objects held or collected first, then oldest first.
 fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
     let mut paths: Vec<CallPath> = Vec::new();
     let mut index: HashMap<Vec<u64>, usize> = HashMap::new();
@@ -148,7 +172,15 @@ fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
         let mut outer = vec![group.caller];
         outer.extend(stack.iter().skip(1));
         let i = *index.entry(outer.clone()).or_insert_with(|| {
-            paths.push(CallPath { get_ret: None, outer, count: 0, bytes: 0, oldest_taken_ns: u64::MAX });
+            paths.push(CallPath {
+                get_ret: None,
+                outer,
+                count: 0,
+                bytes: 0,
+                oldest_taken_ns: u64::MAX,
+                collected: 0,
+                collected_bytes: 0,
+            });
             paths.len() - 1
         });
         let path = &mut paths[i];
@@ -156,18 +188,38 @@ fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
         path.count += group.count;
         path.bytes += group.bytes;
         path.oldest_taken_ns = path.oldest_taken_ns.min(group.oldest_taken_ns);
+        path.collected += group.collected;
+        path.collected_bytes += group.collected_bytes;
     }
-    paths.sort_by(|a, b| b.count.cmp(&a.count).then(a.oldest_taken_ns.cmp(&b.oldest_taken_ns)));
+    paths.sort_by(|a, b| {
+        b.held()
+            .cmp(&a.held())
+            .then(a.oldest_taken_ns.cmp(&b.oldest_taken_ns))
+    });
     paths
 }
 
 /// The frames of a call path, innermost first: Get itself (at its entry line), its caller
 /// (which the frame-pointer walk misses at a RET, field notes §4), and so on out.
-fn path_frames(process: &Process, symbolizer: &mut Symbolizer, plan: &PoolPlan, path: &CallPath) -> Vec<Frame> {
+fn path_frames(
+    process: &Process,
+    symbolizer: &mut Symbolizer,
+    plan: &PoolPlan,
+    path: &CallPath,
+) -> Vec<Frame> {
     let get = &plan.get.function;
-    let mut frames = match path.get_ret.and_then(|ret| symbolizer.runtime_entry(process, ret, get)) {
+    let mut frames = match path
+        .get_ret
+        .and_then(|ret| symbolizer.runtime_entry(process, ret, get))
+    {
         Some(entry) => symbolizer.frames(process, entry, AddressKind::Executing),
-        None => vec![Frame { address: 0, function: get.name.clone(), file: None, line: None, inlined: false }],
+        None => vec![Frame {
+            address: 0,
+            function: get.name.clone(),
+            file: None,
+            line: None,
+            inlined: false,
+        }],
     };
     for &address in path.outer.iter().filter(|&&a| a != 0) {
         frames.extend(symbolizer.frames(process, address, AddressKind::ReturnAddress));

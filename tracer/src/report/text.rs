@@ -28,7 +28,11 @@ pub fn render_final(report: &Report) -> String {
     for pool in &report.pools {
         let _ = writeln!(out, "\n{}", summary(pool));
         if report.min_age_ms > 0 && pool.stacks.is_empty() && pool.outstanding > 0 {
-            let _ = writeln!(out, "  no object has been out longer than {}", seconds(report.min_age_ms));
+            let _ = writeln!(
+                out,
+                "  no object has been out longer than {}",
+                seconds(report.min_age_ms)
+            );
         }
         render_stacks(&mut out, pool);
         for warning in warnings(pool) {
@@ -45,11 +49,12 @@ fn summary(pool: &PoolReport) -> String {
         format!("{} (via {})", pool.get, pool.get_probed)
     };
     format!(
-        "{get}: {} gets, {} puts, {} outstanding{}, {} unmatched puts, {} dropped",
+        "{get}: {} gets, {} puts, {} outstanding{}, {} collected without Put, {} unmatched puts, {} dropped",
         pool.gets,
         pool.puts,
         pool.outstanding,
         bytes_suffix(pool.outstanding_bytes),
+        pool.collected,
         pool.unmatched_puts,
         pool.dropped
     )
@@ -60,19 +65,16 @@ fn render_stacks(out: &mut String, pool: &PoolReport) {
         render_stack(out, stack);
     }
     if pool.stacks_omitted > 0 {
-        let _ = writeln!(out, "  ... and {} more call paths (see --top)", pool.stacks_omitted);
+        let _ = writeln!(
+            out,
+            "  ... and {} more call paths (see --top)",
+            pool.stacks_omitted
+        );
     }
 }
 
 fn render_stack(out: &mut String, stack: &StackReport) {
-    let noun = if stack.outstanding == 1 { "object" } else { "objects" };
-    let _ = writeln!(
-        out,
-        "  {} {noun}{} outstanding, oldest {}, from:",
-        stack.outstanding,
-        bytes_suffix(stack.bytes),
-        seconds(stack.oldest_age_ms)
-    );
+    let _ = writeln!(out, "  {}, from:", held_summary(stack));
     for frame in &stack.frames {
         let location = match (&frame.file, frame.line) {
             (Some(file), Some(line)) => format!("  {file}:{line}"),
@@ -82,6 +84,42 @@ fn render_stack(out: &mut String, stack: &StackReport) {
         let inlined = if frame.inlined { " (inlined)" } else { "" };
         let _ = writeln!(out, "      {}{inlined}{location}", frame.function);
     }
+}
+
+/// "812 objects (12.7 MiB) outstanding, oldest 14.2s; 40 more (1.1 MiB) dropped without a
+/// Put and garbage-collected".
+fn held_summary(stack: &StackReport) -> String {
+    let objects = |n: u64| {
+        if n == 1 {
+            "1 object".to_owned()
+        } else {
+            format!("{n} objects")
+        }
+    };
+    let outstanding = (stack.outstanding > 0).then(|| {
+        format!(
+            "{}{} outstanding, oldest {}",
+            objects(stack.outstanding),
+            bytes_suffix(stack.bytes),
+            seconds(stack.oldest_age_ms)
+        )
+    });
+    let collected = (stack.collected > 0).then(|| {
+        format!(
+            "{}{} dropped without a Put and garbage-collected",
+            if outstanding.is_some() {
+                format!("{} more", stack.collected)
+            } else {
+                objects(stack.collected)
+            },
+            bytes_suffix(stack.collected_bytes)
+        )
+    });
+    [outstanding, collected]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn warnings(pool: &PoolReport) -> Vec<String> {
@@ -98,11 +136,18 @@ fn warnings(pool: &PoolReport) -> Vec<String> {
             pool.stack_failures
         ));
     }
-    if pool.reissued > 0 {
+    if pool.collected > 0 {
         warnings.push(format!(
-            "{} objects were handed out again before their Put was seen (a Put inlined into its \
-             caller cannot be probed)",
-            pool.reissued
+            "{} objects were dropped without a Put: a later Get returned their recycled memory \
+             while they were still out (if Put is inlined into some callers, those Puts are \
+             invisible and look the same)",
+            pool.collected
+        ));
+    }
+    if pool.collected_dropped > 0 {
+        warnings.push(format!(
+            "{} collected objects are in the totals but not under a call path (too many paths)",
+            pool.collected_dropped
         ));
     }
     if pool.read_faults > 0 {

@@ -5,22 +5,40 @@
 use std::collections::HashMap;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
     Ebpf,
 };
-use tracer_common::{ObjectKey, Outstanding, PoolCounters};
+use tracer_common::{ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters};
 
 use crate::error::{Error, Result};
 
 /// Objects of one pool taken by one call path (one stack and one immediate caller).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     pub stack_id: i64,
     pub caller: u64,
+    /// Outstanding objects at least `min_age` old.
     pub count: u64,
     pub bytes: u64,
-    /// `taken_ns` of the oldest object in the group.
+    /// `taken_ns` of the oldest of them (`u64::MAX` when there are none).
     pub oldest_taken_ns: u64,
+    /// Objects dropped without a Put and collected (see `tracer_common::PathTotals`).
+    pub collected: u64,
+    pub collected_bytes: u64,
+}
+
+impl Group {
+    fn new(stack_id: i64, caller: u64) -> Self {
+        Self {
+            stack_id,
+            caller,
+            count: 0,
+            bytes: 0,
+            oldest_taken_ns: u64::MAX,
+            collected: 0,
+            collected_bytes: 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -29,7 +47,8 @@ pub struct PoolState {
     /// Objects outstanding right now, of any age.
     pub outstanding: u64,
     pub outstanding_bytes: u64,
-    /// Groups of objects at least `min_age` old, in no particular order.
+    /// Groups with outstanding objects at least `min_age` old or with collected objects,
+    /// in no particular order.
     pub groups: Vec<Group>,
 }
 
@@ -52,52 +71,81 @@ impl Snapshot {
         for entry in outstanding.iter() {
             // An entry deleted between the key walk and its lookup is just gone: skip it.
             let Ok((key, object)) = entry else { continue };
-            let Some(state) = states.get_mut(key.pool as usize) else { continue };
+            let Some(state) = states.get_mut(key.pool as usize) else {
+                continue;
+            };
             state.outstanding += 1;
             state.outstanding_bytes += object.size;
             if now_ns.saturating_sub(object.taken_ns) < min_age_ns {
                 continue;
             }
-            let group = groups.entry((key.pool, object.stack_id, object.caller)).or_insert(Group {
-                stack_id: object.stack_id,
-                caller: object.caller,
-                oldest_taken_ns: u64::MAX,
-                ..Group::default()
-            });
+            let group = groups
+                .entry((key.pool, object.stack_id, object.caller))
+                .or_insert_with(|| Group::new(object.stack_id, object.caller));
             group.count += 1;
             group.bytes += object.size;
             group.oldest_taken_ns = group.oldest_taken_ns.min(object.taken_ns);
         }
+        let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, "COLLECTED")?;
+        for entry in collected.iter() {
+            let Ok((path, per_cpu)) = entry else { continue };
+            if path.pool as usize >= states.len() {
+                continue;
+            }
+            let group = groups
+                .entry((path.pool, path.stack_id, path.caller))
+                .or_insert_with(|| Group::new(path.stack_id, path.caller));
+            for totals in per_cpu.iter() {
+                group.collected += totals.count;
+                group.collected_bytes += totals.bytes;
+            }
+        }
         for ((pool, _, _), group) in groups {
             states[pool as usize].groups.push(group);
         }
-        Ok(Self { now_ns, pools: states })
+        Ok(Self {
+            now_ns,
+            pools: states,
+        })
     }
 }
 
 /// The user stack recorded under `stack_id`, innermost first.
 pub fn stack(ebpf: &Ebpf, stack_id: i64) -> Result<Vec<u64>> {
-    let Ok(id) = u32::try_from(stack_id) else { return Ok(Vec::new()) };
+    let Ok(id) = u32::try_from(stack_id) else {
+        return Ok(Vec::new());
+    };
     let stacks: StackTraceMap<&MapData> = map(ebpf, "STACKS")?;
-    Ok(stacks.get(&id, 0).map(|s| s.frames().iter().map(|f| f.ip).collect()).unwrap_or_default())
+    Ok(stacks
+        .get(&id, 0)
+        .map(|s| s.frames().iter().map(|f| f.ip).collect())
+        .unwrap_or_default())
 }
 
 fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
     let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, "COUNTERS")?;
     (0..pools as u32)
         .map(|pool| {
-            let per_cpu = counters.get(&pool, 0).map_err(|e| Error::Maps(e.to_string()))?;
-            let counters = per_cpu.iter().fold(PoolCounters::default(), |sum, c| PoolCounters {
-                gets: sum.gets + c.gets,
-                nil_gets: sum.nil_gets + c.nil_gets,
-                puts: sum.puts + c.puts,
-                unmatched_puts: sum.unmatched_puts + c.unmatched_puts,
-                dropped: sum.dropped + c.dropped,
-                stack_failures: sum.stack_failures + c.stack_failures,
-                reissued: sum.reissued + c.reissued,
-                read_faults: sum.read_faults + c.read_faults,
-            });
-            Ok(PoolState { counters, ..PoolState::default() })
+            let per_cpu = counters
+                .get(&pool, 0)
+                .map_err(|e| Error::Maps(e.to_string()))?;
+            let counters = per_cpu
+                .iter()
+                .fold(PoolCounters::default(), |sum, c| PoolCounters {
+                    gets: sum.gets + c.gets,
+                    nil_gets: sum.nil_gets + c.nil_gets,
+                    puts: sum.puts + c.puts,
+                    unmatched_puts: sum.unmatched_puts + c.unmatched_puts,
+                    dropped: sum.dropped + c.dropped,
+                    stack_failures: sum.stack_failures + c.stack_failures,
+                    collected: sum.collected + c.collected,
+                    collected_dropped: sum.collected_dropped + c.collected_dropped,
+                    read_faults: sum.read_faults + c.read_faults,
+                });
+            Ok(PoolState {
+                counters,
+                ..PoolState::default()
+            })
         })
         .collect()
 }
@@ -106,13 +154,18 @@ fn map<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<T>
 where
     T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.map(name).ok_or_else(|| Error::Maps(format!("no {name} map")))?;
+    let map = ebpf
+        .map(name)
+        .ok_or_else(|| Error::Maps(format!("no {name} map")))?;
     T::try_from(map).map_err(|e| Error::Maps(format!("{name}: {e}")))
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
