@@ -22,6 +22,9 @@ pub struct Mapping {
 
 pub struct Process {
     pid: NonZeroU32,
+    /// Opened with the process, so its exit is seen however early it comes and a reused PID
+    /// can never be mistaken for it.
+    pidfd: Option<OwnedFd>,
     /// What `/proc/PID/exe` points at, as the process sees it (for messages and for finding
     /// the executable's lines in `maps`).
     exe_name: String,
@@ -30,19 +33,37 @@ pub struct Process {
 
 impl Process {
     pub fn open(pid: i32) -> Result<Self> {
-        let nonzero = u32::try_from(pid).ok().and_then(NonZeroU32::new).ok_or(Error::NoSuchProcess(pid))?;
+        let nonzero = u32::try_from(pid)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or(Error::NoSuchProcess(pid))?;
         // SAFETY: signal 0 only checks that the process exists and may be signalled.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !alive {
             return Err(Error::NoSuchProcess(pid));
         }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(Error::NoSuchProcess(pid));
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        let pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as i32) });
         let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
         let exe_name = fs::read_link(&exe_link)
-            .map_err(|source| Error::Read { path: exe_link, source })?
+            .map_err(|source| Error::Read {
+                path: exe_link,
+                source,
+            })?
             .to_string_lossy()
             .into_owned();
-        let mut process = Self { pid: nonzero, exe_name, mappings: Vec::new() };
+        let mut process = Self {
+            pid: nonzero,
+            pidfd,
+            exe_name,
+            mappings: Vec::new(),
+        };
         process.refresh_mappings()?;
         Ok(process)
     }
@@ -80,7 +101,9 @@ impl Process {
 
     /// The file mapping that holds a runtime address.
     pub fn mapping_at(&self, addr: u64) -> Option<&Mapping> {
-        self.mappings.iter().find(|m| addr >= m.start && addr < m.end)
+        self.mappings
+            .iter()
+            .find(|m| addr >= m.start && addr < m.end)
     }
 
     /// Whether a mapping is of the traced executable.
@@ -88,18 +111,17 @@ impl Process {
         mapping.path == self.exe_name
     }
 
-    /// A handle that becomes readable when the process exits.
-    pub fn exit_watch(&self) -> Result<AsyncFd<OwnedFd>> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid.get() as libc::c_int, 0) };
-        if fd < 0 {
-            return Err(Error::NoSuchProcess(self.pid()));
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    /// A handle that becomes readable when the process exits (available once).
+    pub fn exit_watch(&mut self) -> Result<AsyncFd<OwnedFd>> {
+        let pidfd = self
+            .pidfd
+            .take()
+            .ok_or_else(|| Error::Usage("exit watch taken twice".into()))?;
         // SAFETY: the AsyncFd owns the descriptor and deregisters it before closing it.
-        unsafe { AsyncFd::register(owned) }
-            .map_err(|e| Error::Read { path: PathBuf::from("pidfd"), source: e.into_parts().1 })
+        unsafe { AsyncFd::register(pidfd) }.map_err(|e| Error::Read {
+            path: PathBuf::from("pidfd"),
+            source: e.into_parts().1,
+        })
     }
 }
 
@@ -129,8 +151,12 @@ mod tests {
 
     #[test]
     fn parses_file_mappings_and_skips_anonymous_ones() {
-        let m = parse_mapping("5646a000-5646b000 r-xp 00001000 fd:01 1234   /opt/my app/bin").unwrap();
-        assert_eq!((m.start, m.end, m.offset, m.path.as_str()), (0x5646a000, 0x5646b000, 0x1000, "/opt/my app/bin"));
+        let m =
+            parse_mapping("5646a000-5646b000 r-xp 00001000 fd:01 1234   /opt/my app/bin").unwrap();
+        assert_eq!(
+            (m.start, m.end, m.offset, m.path.as_str()),
+            (0x5646a000, 0x5646b000, 0x1000, "/opt/my app/bin")
+        );
         assert!(parse_mapping("7ffd0000-7ffd1000 rw-p 00000000 00:00 0   [stack]").is_none());
         assert!(parse_mapping("7ffd0000-7ffd1000 rw-p 00000000 00:00 0").is_none());
     }

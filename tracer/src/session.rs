@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::{
     cli::{Format, PoolArgs, Preset, ReportArgs},
@@ -28,7 +28,33 @@ enum Stop {
     TargetExited,
 }
 
+/// Ctrl-C and SIGTERM, caught from the start so that no signal kills a run before it has
+/// detached and reported.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        let install =
+            |kind| signal(kind).map_err(|e| Error::Usage(format!("cannot handle signals: {e}")));
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 pub async fn report(args: ReportArgs) -> Result<()> {
+    let mut signals = Signals::install()?;
     let specs = pool_specs(&args.pools)?;
     probes::check_privileges()?;
     let mut process = Process::open(args.pid)?;
@@ -38,16 +64,31 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         .enumerate()
         .map(|(i, spec)| PoolPlan::new(&binary, i as u32, spec))
         .collect::<Result<Vec<_>>>()?;
-    let limits = Limits { max_objects: args.max_objects, max_stacks: args.max_stacks };
+    let limits = Limits {
+        max_objects: args.max_objects,
+        max_stacks: args.max_stacks,
+    };
     let probes = Probes::attach(&process, &binary, &plans, limits)?;
     let started = Instant::now();
     eprint!("{}", attach_summary(&process, &plans, &probes));
     let mut symbolizer = Symbolizer::new(&binary);
     if !symbolizer.has_dwarf() {
-        eprintln!("pooltrace: {} has no DWARF: frames show function+offset", process.exe_name());
+        eprintln!(
+            "pooltrace: {} has no DWARF: frames show function+offset",
+            process.exe_name()
+        );
     }
 
-    let stop = wait_for_stop(&args, &mut process, &probes, &plans, &mut symbolizer, started).await?;
+    let stop = wait_for_stop(
+        &args,
+        &mut signals,
+        &mut process,
+        &probes,
+        &plans,
+        &mut symbolizer,
+        started,
+    )
+    .await?;
     match stop {
         Stop::Interrupted => eprintln!("pooltrace: interrupted, detaching"),
         Stop::DurationElapsed => eprintln!("pooltrace: --duration reached, detaching"),
@@ -60,13 +101,17 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         Format::Json => last.to_json() + "\n",
     };
     match &args.output {
-        Some(path) => fs::write(path, text).map_err(|source| Error::Write { path: path.clone(), source }),
+        Some(path) => fs::write(path, text).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        }),
         None => write_stdout(&text),
     }
 }
 
 async fn wait_for_stop(
     args: &ReportArgs,
+    signals: &mut Signals,
     process: &mut Process,
     probes: &Probes,
     plans: &[PoolPlan],
@@ -74,16 +119,19 @@ async fn wait_for_stop(
     started: Instant,
 ) -> Result<Stop> {
     let exit = process.exit_watch()?;
-    let signal_error = |e: std::io::Error| Error::Usage(format!("cannot handle signals: {e}"));
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
-    let deadline = args.duration.map(|d| tokio::time::Instant::from_std(started + d));
-    let period = if args.interval.is_zero() { Duration::from_secs(u64::MAX / 4) } else { args.interval };
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::from_std(started + period), period);
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::from_std(started + d));
+    let period = if args.interval.is_zero() {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        args.interval
+    };
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::from_std(started + period), period);
     loop {
         tokio::select! {
-            _ = interrupt.recv() => return Ok(Stop::Interrupted),
-            _ = terminate.recv() => return Ok(Stop::Interrupted),
+            _ = signals.recv() => return Ok(Stop::Interrupted),
             _ = exit.readable() => return Ok(Stop::TargetExited),
             _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
             _ = ticks.tick() => {
@@ -143,15 +191,34 @@ fn pool_specs(args: &PoolArgs) -> Result<Vec<PoolSpec>> {
             get: get.clone(),
             put: put.clone(),
             object: args.object,
-            get_key: probes::parse_override(args.get_key.as_deref(), Side::Get, "--get-key", false)?,
-            get_size: probes::parse_override(args.get_size.as_deref(), Side::Get, "--get-size", true)?,
-            put_key: probes::parse_override(args.put_key.as_deref(), Side::Put, "--put-key", false)?,
+            get_key: probes::parse_override(
+                args.get_key.as_deref(),
+                Side::Get,
+                "--get-key",
+                false,
+            )?,
+            get_size: probes::parse_override(
+                args.get_size.as_deref(),
+                Side::Get,
+                "--get-size",
+                true,
+            )?,
+            put_key: probes::parse_override(
+                args.put_key.as_deref(),
+                Side::Put,
+                "--put-key",
+                false,
+            )?,
         });
     } else if args.get_key.is_some() || args.get_size.is_some() || args.put_key.is_some() {
-        return Err(Error::Usage("--get-key, --get-size and --put-key apply to --get/--put".into()));
+        return Err(Error::Usage(
+            "--get-key, --get-size and --put-key apply to --get/--put".into(),
+        ));
     }
     if specs.is_empty() {
-        return Err(Error::Usage("name a pool: --get FUNC --put FUNC, or --pool sync".into()));
+        return Err(Error::Usage(
+            "name a pool: --get FUNC --put FUNC, or --pool sync".into(),
+        ));
     }
     Ok(specs)
 }
@@ -179,7 +246,11 @@ fn attach_summary(process: &Process, plans: &[PoolPlan], probes: &Probes) -> Str
             plan.put.function.name,
             site.addr - plan.put.function.addr,
             site.instruction,
-            if site.emulated { "emulated" } else { "single-stepped" },
+            if site.emulated {
+                "emulated"
+            } else {
+                "single-stepped"
+            },
         );
     }
     text
@@ -188,6 +259,8 @@ fn attach_summary(process: &Process, plans: &[PoolPlan], probes: &Probes) -> Str
 fn write_stdout(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`| head`) is the reader's choice, not an error worth a message.
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
     Ok(())
 }
