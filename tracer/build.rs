@@ -2,15 +2,22 @@
 
 use std::path::Path;
 
-use tracer_common::source_hash::{recorded_hash, sources_hash, HASH_PATH, OBJECT_PATH, SOURCE_DIRS};
+use tracer_common::source_hash::{
+    recorded_hash, sources_hash, HASH_PATH, OBJECT_PATH, SOURCE_DIRS,
+};
 
 fn main() {
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let workspace = Path::new(&manifest).parent().expect("tracer/ lives in the workspace");
+    let workspace = Path::new(&manifest)
+        .parent()
+        .expect("tracer/ lives in the workspace");
     for dir in SOURCE_DIRS {
         println!("cargo::rerun-if-changed={}", workspace.join(dir).display());
     }
-    println!("cargo::rerun-if-changed={}", workspace.join(HASH_PATH).display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        workspace.join(HASH_PATH).display()
+    );
 
     let object = workspace.join(OBJECT_PATH);
     let actual = match sources_hash(workspace) {
@@ -27,7 +34,10 @@ fn main() {
             "{OBJECT_PATH} or its source hash is missing; build it with `cargo xtask build-ebpf`"
         )),
     }
-    println!("cargo::rustc-env=POOLTRACE_EBPF_OBJECT={}", object.display());
+    println!(
+        "cargo::rustc-env=POOLTRACE_EBPF_OBJECT={}",
+        object.display()
+    );
 }
 
 fn fail(message: &str) -> ! {

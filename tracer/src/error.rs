@@ -26,27 +26,43 @@ pub enum Error {
     Stripped { path: PathBuf },
 
     #[error("no function {name} in {path}{}", suggestion_text(.suggestions))]
-    NoSuchFunction { name: String, path: PathBuf, suggestions: Vec<String> },
+    NoSuchFunction {
+        name: String,
+        path: PathBuf,
+        suggestions: Vec<String>,
+    },
 
     #[error("{name} has no machine code to probe ({reason})")]
     Unprobeable { name: String, reason: String },
 
     #[error("invalid {what} {spec:?}: {reason}")]
-    BadSpec { what: &'static str, spec: String, reason: String },
+    BadSpec {
+        what: &'static str,
+        spec: String,
+        reason: String,
+    },
 
     #[error("{0}")]
     Usage(String),
 
-    #[error(
-        "pooltrace needs {capability}{why}; run it as root (e.g. with sudo)"
-    )]
-    Privilege { capability: &'static str, why: &'static str },
+    #[error("pooltrace needs {capability}{why}; run it as root (e.g. with sudo)")]
+    Privilege {
+        capability: &'static str,
+        why: &'static str,
+    },
 
     #[error("cannot load the eBPF program: {0}")]
     Load(String),
 
-    #[error("cannot attach a uprobe to {function} at {address:#x} (file offset {offset:#x}): {reason}")]
-    Attach { function: String, address: u64, offset: u64, reason: String },
+    #[error(
+        "cannot attach a uprobe to {function} at {address:#x} (file offset {offset:#x}): {reason}"
+    )]
+    Attach {
+        function: String,
+        address: u64,
+        offset: u64,
+        reason: String,
+    },
 
     #[error("too many probe sites ({0}); pooltrace supports at most {max}", max = tracer_common::MAX_SITES)]
     TooManySites(usize),

@@ -4,7 +4,7 @@ use std::{fs, process::Command};
 
 use tracer_common::source_hash::{recorded_hash, sources_hash, HASH_PATH, OBJECT_PATH};
 
-use crate::{run, tools, workspace, Result};
+use crate::{exec, tools, workspace, Result};
 
 /// Whether the committed object was built from the sources in the tree.
 pub fn is_fresh() -> Result<bool> {
@@ -19,18 +19,38 @@ pub fn build() -> Result<()> {
     let root = workspace();
     let target_dir = root.join("target/ebpf");
     tools::say("building tracer-ebpf for bpfel-unknown-none");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    run(Command::new("rustup")
-        .args(["run", "nightly", "cargo", "build", "--package", "tracer-ebpf", "--release"])
-        .args(["-Z", "build-std=core", "--target", "bpfel-unknown-none", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(&root)
-        .env("PATH", path)
-        // The outer cargo (stable) must not leak into the nightly build.
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO"))?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    exec(
+        Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "build",
+                "--package",
+                "tracer-ebpf",
+                "--release",
+            ])
+            .args([
+                "-Z",
+                "build-std=core",
+                "--target",
+                "bpfel-unknown-none",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .current_dir(&root)
+            .env("PATH", path)
+            // The outer cargo (stable) must not leak into the nightly build.
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CARGO"),
+    )?;
     let built = target_dir.join("bpfel-unknown-none/release/pooltrace-ebpf");
     fs::create_dir_all(root.join(OBJECT_PATH).parent().ok_or("bad object path")?)?;
     fs::copy(&built, root.join(OBJECT_PATH))?;

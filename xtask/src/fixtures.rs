@@ -1,1 +1,55 @@
+//! Builds the Go test targets into `target/fixtures`, one file per toolchain and build mode.
 
+use std::path::{Path, PathBuf};
+
+use crate::{demo, exec, tools, workspace, Result};
+
+/// `poolfix` builds: name suffix, which Go, extra `go build` flags.
+const POOLFIX_BUILDS: [(&str, Toolchain, &[&str]); 4] = [
+    ("go1.27", Toolchain::Current, &[]),
+    ("go1.19", Toolchain::Go119, &[]),
+    ("go1.27-pie", Toolchain::Current, &["-buildmode=pie"]),
+    ("go1.27-stripped", Toolchain::Current, &["-ldflags=-s -w"]),
+];
+
+#[derive(Clone, Copy)]
+enum Toolchain {
+    Current,
+    Go119,
+}
+
+pub fn dir() -> PathBuf {
+    workspace().join("target/fixtures")
+}
+
+/// Builds every fixture and the demo service; returns the directory holding them.
+pub fn build_all() -> Result<PathBuf> {
+    let out = dir();
+    std::fs::create_dir_all(&out)?;
+    let current = tools::go()?;
+    let go119 = tools::go_119()?;
+    let source = workspace().join("tests/fixtures/poolfix");
+    for (suffix, toolchain, flags) in POOLFIX_BUILDS {
+        let go = match toolchain {
+            Toolchain::Current => &current,
+            Toolchain::Go119 => &go119,
+        };
+        go_build(go, &source, flags, &out.join(format!("poolfix-{suffix}")))?;
+    }
+    demo::build(&out)?;
+    Ok(out)
+}
+
+/// `go build -o OUT FLAGS .` in `package_dir`.
+pub fn go_build(go: &Path, package_dir: &Path, flags: &[&str], output: &Path) -> Result {
+    tools::say(&format!("building {}", output.display()));
+    exec(
+        tools::go_command(go)
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(output)
+            .arg(".")
+            .current_dir(package_dir),
+    )
+}

@@ -60,8 +60,10 @@ pub fn workspace() -> PathBuf {
 }
 
 /// Runs a command, failing with its command line when it does not succeed.
-pub fn run(command: &mut Command) -> Result {
-    let status = command.status().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+pub fn exec(command: &mut Command) -> Result {
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
     if status.success() {
         Ok(())
     } else {

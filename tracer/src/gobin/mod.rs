@@ -5,7 +5,11 @@
 
 mod names;
 
-use std::{collections::HashMap, fs::File, path::{Path, PathBuf}};
+use std::{
+    collections::HashMap,
+    fs::File,
+    path::{Path, PathBuf},
+};
 
 use memmap2::Mmap;
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
@@ -45,14 +49,21 @@ impl GoBinary {
     /// program with a symbol table. Messages name it `path` (e.g. the target of
     /// `/proc/PID/exe`, which is the file opened).
     pub fn open(file: &Path, path: &Path) -> Result<Self> {
-        let read_error = |source| Error::Read { path: path.to_path_buf(), source };
+        let read_error = |source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(file).map_err(read_error)?;
         // SAFETY: the mapping is read-only; a binary rewritten under a running process is
         // replaced (new inode) by every Go build and package manager, not written in place.
         let data = unsafe { Mmap::map(&file) }.map_err(read_error)?;
-        let parsed = object::File::parse(&*data).map_err(|_| Error::NotElf { path: path.to_path_buf() })?;
+        let parsed = object::File::parse(&*data).map_err(|_| Error::NotElf {
+            path: path.to_path_buf(),
+        })?;
         if parsed.format() != object::BinaryFormat::Elf {
-            return Err(Error::NotElf { path: path.to_path_buf() });
+            return Err(Error::NotElf {
+                path: path.to_path_buf(),
+            });
         }
         if parsed.architecture() != object::Architecture::X86_64 {
             return Err(Error::WrongArchitecture {
@@ -61,23 +72,43 @@ impl GoBinary {
             });
         }
         if !is_go(&parsed) {
-            return Err(Error::NotGo { path: path.to_path_buf() });
+            return Err(Error::NotGo {
+                path: path.to_path_buf(),
+            });
         }
         let functions = function_symbols(&parsed);
         if functions.is_empty() {
-            return Err(Error::Stripped { path: path.to_path_buf() });
+            return Err(Error::Stripped {
+                path: path.to_path_buf(),
+            });
         }
-        let by_name = functions.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let by_name = functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
         let segments = parsed
             .segments()
             .map(|s| {
                 let (offset, filesz) = s.file_range();
-                Segment { vaddr: s.address(), memsz: s.size(), offset, filesz }
+                Segment {
+                    vaddr: s.address(),
+                    memsz: s.size(),
+                    offset,
+                    filesz,
+                }
             })
             .collect();
         let pie = matches!(parsed.kind(), object::ObjectKind::Dynamic);
         drop(parsed);
-        Ok(Self { path: path.to_path_buf(), data, pie, segments, functions, by_name })
+        Ok(Self {
+            path: path.to_path_buf(),
+            data,
+            pie,
+            segments,
+            functions,
+            by_name,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -104,7 +135,10 @@ impl GoBinary {
 
     /// The function whose code contains `vaddr`.
     pub fn function_at(&self, vaddr: u64) -> Option<&Function> {
-        let i = self.functions.partition_point(|f| f.addr <= vaddr).checked_sub(1)?;
+        let i = self
+            .functions
+            .partition_point(|f| f.addr <= vaddr)
+            .checked_sub(1)?;
         let f = &self.functions[i];
         (vaddr < f.addr + f.size.max(1)).then_some(f)
     }
@@ -136,7 +170,9 @@ impl GoBinary {
 
 fn is_go(file: &object::File) -> bool {
     const GO_SECTIONS: [&str; 3] = [".gopclntab", ".data.rel.ro.gopclntab", ".go.buildinfo"];
-    GO_SECTIONS.iter().any(|name| file.section_by_name(name).is_some())
+    GO_SECTIONS
+        .iter()
+        .any(|name| file.section_by_name(name).is_some())
         || file.symbols().any(|s| s.name() == Ok("runtime.main"))
 }
 
@@ -146,7 +182,11 @@ fn function_symbols(file: &object::File) -> Vec<Function> {
         .filter(|s| s.kind() == SymbolKind::Text && s.is_definition())
         .filter_map(|s| {
             let name = s.name().ok()?;
-            Some(Function { name: name.to_owned(), addr: s.address(), size: s.size() })
+            Some(Function {
+                name: name.to_owned(),
+                addr: s.address(),
+                size: s.size(),
+            })
         })
         .collect();
     functions.sort_by_key(|f| f.addr);

@@ -72,12 +72,16 @@ impl GoBinary {
             (_, many) => Err(Error::Usage(format!(
                 "{name} is reached through {} shape functions; name one: {}",
                 many.len(),
-                many.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
 
-    /// Up to three names close to `wanted`: same final element first, then by edit distance.
+    /// Up to three names close to `wanted`: same final element first, then by edit distance,
+    /// none more than one edit further than the closest.
     fn closest_names(&self, wanted: &str) -> Vec<String> {
         let last = |s: &str| s.rsplit('.').next().unwrap_or(s).to_owned();
         let wanted_last = last(wanted);
@@ -86,12 +90,29 @@ impl GoBinary {
             .functions()
             .iter()
             .filter(|f| f.name.len().abs_diff(wanted.len()) <= limit)
-            .map(|f| (last(&f.name) != wanted_last, edit_distance(wanted, &f.name), f.name.as_str()))
+            .map(|f| {
+                (
+                    last(&f.name) != wanted_last,
+                    edit_distance(wanted, &f.name),
+                    f.name.as_str(),
+                )
+            })
             .filter(|&(_, distance, _)| distance <= limit)
             .collect();
         scored.sort();
         scored.dedup_by(|a, b| a.2 == b.2);
-        scored.into_iter().take(3).map(|(_, _, name)| name.to_owned()).collect()
+        // Names much further off than the best one are noise next to it.
+        let best = scored
+            .iter()
+            .map(|&(_, distance, _)| distance)
+            .min()
+            .unwrap_or(0);
+        scored
+            .into_iter()
+            .filter(|&(_, distance, _)| distance <= best + 1)
+            .take(3)
+            .map(|(_, _, name)| name.to_owned())
+            .collect()
     }
 }
 
@@ -195,9 +216,13 @@ mod tests {
     #[test]
     fn methods_are_told_from_functions() {
         assert!(is_method("main.(*BufPool).Get"));
-        assert!(is_method("github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[go.shape.uint8]).Get"));
+        assert!(is_method(
+            "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[go.shape.uint8]).Get"
+        ));
         assert!(is_method("main.Pool.Get"));
-        assert!(!is_method("github.com/nats-io/nats-server/v2/server.nbPoolGet"));
+        assert!(!is_method(
+            "github.com/nats-io/nats-server/v2/server.nbPoolGet"
+        ));
         assert!(!is_method("main.getBuf"));
     }
 

@@ -37,7 +37,12 @@ pub struct Probes {
 }
 
 impl Probes {
-    pub fn attach(process: &Process, binary: &GoBinary, plans: &[PoolPlan], limits: Limits) -> Result<Self> {
+    pub fn attach(
+        process: &Process,
+        binary: &GoBinary,
+        plans: &[PoolPlan],
+        limits: Limits,
+    ) -> Result<Self> {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("OUTSTANDING", limits.max_objects)
@@ -50,14 +55,21 @@ impl Probes {
             for site in &plan.get_sites {
                 sites.push(("pool_get", &plan.get.function.name, site, plan.get_probe));
             }
-            sites.push(("pool_put", &plan.put.function.name, &plan.put_site, plan.put_probe));
+            sites.push((
+                "pool_put",
+                &plan.put.function.name,
+                &plan.put_site,
+                plan.put_probe,
+            ));
         }
         if sites.len() > MAX_SITES as usize {
             return Err(Error::TooManySites(sites.len()));
         }
         write_sites(&mut ebpf, &sites)?;
         for program in ["pool_get", "pool_put"] {
-            uprobe(&mut ebpf, program)?.load().map_err(|e| load_error(&e))?;
+            uprobe(&mut ebpf, program)?
+                .load()
+                .map_err(|e| load_error(&e))?;
         }
         let target = PathBuf::from(format!("/proc/{}/exe", process.pid()));
         for (cookie, (program, function, site, _)) in sites.iter().enumerate() {
@@ -72,7 +84,11 @@ impl Probes {
                 cookie: Some(cookie as u64),
             };
             uprobe(&mut ebpf, program)?
-                .attach(point, &target, UProbeScope::OneProcess(process.pid_nonzero()))
+                .attach(
+                    point,
+                    &target,
+                    UProbeScope::OneProcess(process.pid_nonzero()),
+                )
                 .map_err(|e| Error::Attach {
                     function: function.to_string(),
                     address: site.addr,
@@ -80,7 +96,10 @@ impl Probes {
                     reason: error_chain(&e),
                 })?;
         }
-        Ok(Self { ebpf, attached: sites.len() })
+        Ok(Self {
+            ebpf,
+            attached: sites.len(),
+        })
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -94,10 +113,15 @@ impl Probes {
 }
 
 fn write_sites(ebpf: &mut Ebpf, sites: &[(&str, &str, &Site, ProbeSite)]) -> Result<()> {
-    let map = ebpf.map_mut("SITES").ok_or_else(|| Error::Load("no SITES map".into()))?;
-    let mut array: Array<_, ProbeSite> = Array::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
+    let map = ebpf
+        .map_mut("SITES")
+        .ok_or_else(|| Error::Load("no SITES map".into()))?;
+    let mut array: Array<_, ProbeSite> =
+        Array::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
     for (i, (_, _, _, probe)) in sites.iter().enumerate() {
-        array.set(i as u32, probe, 0).map_err(|e| Error::Load(e.to_string()))?;
+        array
+            .set(i as u32, probe, 0)
+            .map_err(|e| Error::Load(e.to_string()))?;
     }
     Ok(())
 }
@@ -141,7 +165,10 @@ pub fn check_privileges() -> Result<()> {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones (this one) charge the
 /// memory cgroup, and raising the limit without CAP_SYS_RESOURCE fails. So failure is fine.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }

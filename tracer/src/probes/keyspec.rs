@@ -44,10 +44,18 @@ pub enum Spec {
 impl Spec {
     /// Parses `rN`, `aN`, `*rN+OFF`, `iface:rN` (and `none` where `allow_none`).
     pub fn parse(text: &str, side: Side, what: &'static str, allow_none: bool) -> Result<Self> {
-        let bad = |reason: String| Error::BadSpec { what, spec: text.to_owned(), reason };
+        let bad = |reason: String| Error::BadSpec {
+            what,
+            spec: text.to_owned(),
+            reason,
+        };
         let trimmed = text.trim();
         if trimmed == "none" {
-            return if allow_none { Ok(Self::None) } else { Err(bad("an identity is required".into())) };
+            return if allow_none {
+                Ok(Self::None)
+            } else {
+                Err(bad("an identity is required".into()))
+            };
         }
         if let Some(word) = trimmed.strip_prefix("iface:") {
             return Ok(Self::Iface(parse_word(word, side).map_err(bad)?));
@@ -57,7 +65,10 @@ impl Spec {
                 Some((word, offset)) => (word, parse_offset(offset).map_err(bad)?),
                 None => (load, 0),
             };
-            return Ok(Self::Load { word: parse_word(word, side).map_err(bad)?, offset });
+            return Ok(Self::Load {
+                word: parse_word(word, side).map_err(bad)?,
+                offset,
+            });
         }
         Ok(Self::Word(parse_word(trimmed, side).map_err(bad)?))
     }
@@ -78,7 +89,12 @@ impl Spec {
                 Ok(reg)
             }
         };
-        let spec = |kind, reg, offset| WordSpec { kind, reg, _pad: [0; 2], offset };
+        let spec = |kind, reg, offset| WordSpec {
+            kind,
+            reg,
+            _pad: [0; 2],
+            offset,
+        };
         Ok(match self {
             Self::None => spec(WORD_NONE, 0, 0),
             Self::Word(w) => spec(WORD_REG, register(w, 1)?, 0),
@@ -96,7 +112,13 @@ impl ObjectKind {
             // A slice result is (ptr, len, cap) in r0..r2.
             Self::Slice => (Spec::Word(0), Spec::Word(2)),
             // cap is the third word of the slice header the pointer points at.
-            Self::SlicePtr => (Spec::Word(0), Spec::Load { word: 0, offset: 16 }),
+            Self::SlicePtr => (
+                Spec::Word(0),
+                Spec::Load {
+                    word: 0,
+                    offset: 16,
+                },
+            ),
             Self::Iface => (Spec::Iface(0), Spec::None),
         }
     }
@@ -118,9 +140,14 @@ fn parse_word(text: &str, side: Side) -> Result<u8, String> {
     let index = text
         .strip_prefix(prefix)
         .ok_or_else(|| format!("expected {expected} (e.g. {prefix}0)"))?;
-    let n: u8 = index.parse().map_err(|_| format!("{index:?} is not a word number"))?;
+    let n: u8 = index
+        .parse()
+        .map_err(|_| format!("{index:?} is not a word number"))?;
     if usize::from(n) >= tracer_common::GO_ABI_REGS.len() {
-        return Err(format!("word {n} is past the {} register words", tracer_common::GO_ABI_REGS.len()));
+        return Err(format!(
+            "word {n} is past the {} register words",
+            tracer_common::GO_ABI_REGS.len()
+        ));
     }
     Ok(n)
 }
@@ -144,11 +171,26 @@ mod tests {
     #[test]
     fn parses_every_form() {
         assert_eq!(get("r0").unwrap(), Spec::Word(0));
-        assert_eq!(get("*r0+16").unwrap(), Spec::Load { word: 0, offset: 16 });
-        assert_eq!(get("*r1+0x10").unwrap(), Spec::Load { word: 1, offset: 16 });
+        assert_eq!(
+            get("*r0+16").unwrap(),
+            Spec::Load {
+                word: 0,
+                offset: 16
+            }
+        );
+        assert_eq!(
+            get("*r1+0x10").unwrap(),
+            Spec::Load {
+                word: 1,
+                offset: 16
+            }
+        );
         assert_eq!(get("iface:r0").unwrap(), Spec::Iface(0));
         assert_eq!(get("none").unwrap(), Spec::None);
-        assert_eq!(Spec::parse("a2", Side::Put, "key", false).unwrap(), Spec::Word(2));
+        assert_eq!(
+            Spec::parse("a2", Side::Put, "key", false).unwrap(),
+            Spec::Word(2)
+        );
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl PoolPlan {
         let get_size = spec.get_size.unwrap_or(default_size);
         let put_key = spec.put_key.unwrap_or(spec.object.put_default(first_arg));
         if get_key == Spec::None || put_key == Spec::None {
-            return Err(Error::Usage("an object identity (--get-key, --put-key) cannot be none".into()));
+            return Err(Error::Usage(
+                "an object identity (--get-key, --put-key) cannot be none".into(),
+            ));
         }
         let put_shift = u8::from(put.takes_dictionary);
         let get_probe = ProbeSite {
@@ -82,21 +84,40 @@ impl PoolPlan {
             key: put_key.to_word_spec(put_shift)?,
             size: Spec::None.to_word_spec(0)?,
         };
-        Ok(Self { get, put, get_sites, put_site, get_probe, put_probe })
+        Ok(Self {
+            get,
+            put,
+            get_sites,
+            put_site,
+            get_probe,
+            put_probe,
+        })
     }
 }
 
 /// Parses the user's optional override of a spec.
-pub fn parse_override(text: Option<&str>, side: Side, what: &'static str, allow_none: bool) -> Result<Option<Spec>> {
-    text.map(|t| Spec::parse(t, side, what, allow_none)).transpose()
+pub fn parse_override(
+    text: Option<&str>,
+    side: Side,
+    what: &'static str,
+    allow_none: bool,
+) -> Result<Option<Spec>> {
+    text.map(|t| Spec::parse(t, side, what, allow_none))
+        .transpose()
 }
 
 fn code<'a>(binary: &'a GoBinary, f: &ResolvedFunction) -> Result<&'a [u8]> {
-    binary
-        .code(&f.function)
-        .ok_or_else(|| unprobeable(f, "its symbol lies outside the file's loaded segments".into()))
+    binary.code(&f.function).ok_or_else(|| {
+        unprobeable(
+            f,
+            "its symbol lies outside the file's loaded segments".into(),
+        )
+    })
 }
 
 fn unprobeable(f: &ResolvedFunction, reason: String) -> Error {
-    Error::Unprobeable { name: f.function.name.clone(), reason }
+    Error::Unprobeable {
+        name: f.function.name.clone(),
+        reason,
+    }
 }

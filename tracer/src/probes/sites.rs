@@ -38,7 +38,11 @@ pub fn ret_sites(code: &[u8], addr: u64) -> Result<Vec<Site>, String> {
 /// jbe`) stack check, or the entry (after any ENDBR64) when there is none.
 pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
     let prologue: Vec<Instruction> = decode(code, addr)?.into_iter().take(6).collect();
-    let entry = usize::from(prologue.first().is_some_and(|i| i.mnemonic() == Mnemonic::Endbr64));
+    let entry = usize::from(
+        prologue
+            .first()
+            .is_some_and(|i| i.mnemonic() == Mnemonic::Endbr64),
+    );
     let past_check = prologue.windows(2).position(|pair| {
         is_stack_guard_compare(&pair[0]) && pair[1].flow_control() == FlowControl::ConditionalBranch
     });
@@ -46,7 +50,10 @@ pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
         Some(cmp) if cmp + 2 < prologue.len() => cmp + 2,
         _ => entry,
     };
-    prologue.get(chosen).map(site).ok_or_else(|| "it is empty".to_owned())
+    prologue
+        .get(chosen)
+        .map(site)
+        .ok_or_else(|| "it is empty".to_owned())
 }
 
 /// `cmp reg, [r14+0x10]`: compares a stack address with `g.stackguard0`.
@@ -70,7 +77,11 @@ fn decode(code: &[u8], addr: u64) -> Result<Vec<Instruction>, String> {
 }
 
 fn site(i: &Instruction) -> Site {
-    Site { addr: i.ip(), instruction: i.to_string(), emulated: is_emulated(i) }
+    Site {
+        addr: i.ip(),
+        instruction: i.to_string(),
+        emulated: is_emulated(i),
+    }
 }
 
 /// Instructions the x86 uprobe code emulates instead of single-stepping (arch/x86/kernel/
@@ -89,17 +100,22 @@ mod tests {
 
     // Go 1.21+: cmp rsp,[r14+10h]; jbe +0x20; push rbp; mov rbp,rsp; ...; pop rbp; ret
     const GO_NEW: [u8; 16] = [
-        0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55, 0x48, 0x89, 0xe5, 0x90, 0x90, 0x90, 0x90, 0x5d, 0xc3,
+        0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55, 0x48, 0x89, 0xe5, 0x90, 0x90, 0x90, 0x90, 0x5d,
+        0xc3,
     ];
     // Go 1.19: cmp rsp,[r14+10h]; jbe +0x20; sub rsp,18h; mov [rsp+10h],rbp; ... ret
     const GO_OLD: [u8; 16] = [
-        0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0x6c, 0x24, 0x10, 0xc3,
+        0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x48, 0x83, 0xec, 0x18, 0x48, 0x89, 0x6c, 0x24, 0x10,
+        0xc3,
     ];
 
     #[test]
     fn put_site_is_past_the_stack_check() {
         let site = put_site(&GO_NEW, 0x1000).unwrap();
-        assert_eq!((site.addr, site.instruction.as_str(), site.emulated), (0x1006, "push rbp", true));
+        assert_eq!(
+            (site.addr, site.instruction.as_str(), site.emulated),
+            (0x1006, "push rbp", true)
+        );
         let old = put_site(&GO_OLD, 0x1000).unwrap();
         assert_eq!((old.addr, old.emulated), (0x1006, false));
     }
@@ -115,7 +131,11 @@ mod tests {
     fn every_ret_is_found_on_instruction_boundaries() {
         // mov eax,0xc3c3c3c3 (c3 bytes inside an instruction); ret; ret
         let code = [0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3];
-        let rets: Vec<u64> = ret_sites(&code, 0).unwrap().iter().map(|s| s.addr).collect();
+        let rets: Vec<u64> = ret_sites(&code, 0)
+            .unwrap()
+            .iter()
+            .map(|s| s.addr)
+            .collect();
         assert_eq!(rets, vec![5, 6]);
     }
 

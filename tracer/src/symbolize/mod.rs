@@ -48,7 +48,11 @@ pub struct Symbolizer<'a> {
 
 impl<'a> Symbolizer<'a> {
     pub fn new(binary: &'a GoBinary) -> Self {
-        Self { binary, dwarf: load_dwarf(binary.data()), cache: HashMap::new() }
+        Self {
+            binary,
+            dwarf: load_dwarf(binary.data()),
+            cache: HashMap::new(),
+        }
     }
 
     pub fn has_dwarf(&self) -> bool {
@@ -68,7 +72,12 @@ impl<'a> Symbolizer<'a> {
 
     /// The runtime entry address of `function`, given a runtime address inside it (the same
     /// load bias applies to both; it is not 0 for PIE).
-    pub fn runtime_entry(&self, process: &Process, inside: u64, function: &Function) -> Option<u64> {
+    pub fn runtime_entry(
+        &self,
+        process: &Process,
+        inside: u64,
+        function: &Function,
+    ) -> Option<u64> {
         let vaddr = self.vaddr(process, inside)?;
         Some(inside - vaddr.checked_sub(function.addr)?)
     }
@@ -76,11 +85,20 @@ impl<'a> Symbolizer<'a> {
     /// The link-time address of a runtime address in the executable.
     fn vaddr(&self, process: &Process, address: u64) -> Option<u64> {
         let mapping = process.mapping_at(address).filter(|m| process.is_exe(m))?;
-        self.binary.vaddr_of_offset(address - mapping.start + mapping.offset)
+        self.binary
+            .vaddr_of_offset(address - mapping.start + mapping.offset)
     }
 
     fn lookup(&self, process: &Process, address: u64, kind: AddressKind) -> Vec<Frame> {
-        let unknown = |function: String| vec![Frame { address, function, file: None, line: None, inlined: false }];
+        let unknown = |function: String| {
+            vec![Frame {
+                address,
+                function,
+                file: None,
+                line: None,
+                inlined: false,
+            }]
+        };
         let Some(mapping) = process.mapping_at(address) else {
             return unknown(format!("{address:#x}"));
         };
@@ -107,8 +125,12 @@ impl<'a> Symbolizer<'a> {
     }
 
     fn dwarf_frames(&self, probe: u64, address: u64) -> Vec<Frame> {
-        let Some(dwarf) = &self.dwarf else { return Vec::new() };
-        let Ok(mut iter) = dwarf.find_frames(probe).skip_all_loads() else { return Vec::new() };
+        let Some(dwarf) = &self.dwarf else {
+            return Vec::new();
+        };
+        let Ok(mut iter) = dwarf.find_frames(probe).skip_all_loads() else {
+            return Vec::new();
+        };
         let mut frames = Vec::new();
         while let Ok(Some(frame)) = iter.next() {
             let Some(function) = frame.function.as_ref().and_then(|f| f.raw_name().ok()) else {
@@ -117,7 +139,11 @@ impl<'a> Symbolizer<'a> {
             frames.push(Frame {
                 address,
                 function: function.into_owned(),
-                file: frame.location.as_ref().and_then(|l| l.file).map(str::to_owned),
+                file: frame
+                    .location
+                    .as_ref()
+                    .and_then(|l| l.file)
+                    .map(str::to_owned),
                 line: frame.location.as_ref().and_then(|l| l.line),
                 inlined: true,
             });

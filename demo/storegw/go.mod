@@ -1,0 +1,3 @@
+module storegw
+
+go 1.21

@@ -1,0 +1,117 @@
+//! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
+
+use std::{os::unix::process::CommandExt, process::Command};
+
+use pooltrace_tests::{fixture, pooltrace_bin, run_pooltrace, Target};
+
+/// Asserts the run failed with exit status 1 and exactly `expected` as its only stderr line.
+fn assert_fails_with(output: std::process::Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), [expected]);
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_pid_that_does_not_exist_is_named() {
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let pid = gone.id();
+    gone.wait().expect("reap true");
+    let output = run_pooltrace(&["report", "--pid", &pid.to_string(), "--pool", "sync"]);
+    assert_fails_with(
+        output,
+        &format!("pooltrace: error: no process with PID {pid}"),
+    );
+}
+
+#[test]
+fn a_missing_symbol_gets_close_names_suggested() {
+    let binary = fixture("poolfix-go1.27");
+    let target = Target::start(&binary);
+    let output = run_pooltrace(&[
+        "report",
+        "--pid",
+        &target.pid.to_string(),
+        "--get",
+        "main.(*BufPool).Gett",
+        "--put",
+        "main.(*BufPool).Put",
+    ]);
+    assert_fails_with(
+        output,
+        &format!(
+            "pooltrace: error: no function main.(*BufPool).Gett in {}; did you mean main.(*BufPool).Get?",
+            binary.display()
+        ),
+    );
+}
+
+#[test]
+fn a_non_go_binary_is_refused() {
+    let mut sleep = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", sleep.id())).expect("readlink");
+    let output = run_pooltrace(&["report", "--pid", &sleep.id().to_string(), "--pool", "sync"]);
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_fails_with(
+        output,
+        &format!(
+            "pooltrace: error: {} is not a Go program (it has no .gopclntab, .go.buildinfo or runtime.main)",
+            exe.display()
+        ),
+    );
+}
+
+#[test]
+fn a_stripped_binary_is_explained() {
+    let binary = fixture("poolfix-go1.27-stripped");
+    let target = Target::start(&binary);
+    let output = run_pooltrace(&["report", "--pid", &target.pid.to_string(), "--pool", "sync"]);
+    assert_fails_with(
+        output,
+        &format!(
+            "pooltrace: error: {} is stripped (no .symtab): pooltrace cannot yet find functions \
+             through Go's own table (gopclntab); trace a build without -ldflags='-s -w'",
+            binary.display()
+        ),
+    );
+}
+
+#[test]
+fn missing_privileges_name_the_capability() {
+    let target = Target::start(&fixture("poolfix-go1.27"));
+    let output = Command::new(pooltrace_bin())
+        .args(["report", "--pid", &target.pid.to_string(), "--pool", "sync"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run pooltrace as nobody");
+    assert_fails_with(
+        output,
+        "pooltrace: error: pooltrace needs CAP_SYS_ADMIN (to load eBPF programs and open uprobes); \
+         run it as root (e.g. with sudo)",
+    );
+}
+
+#[test]
+fn a_malformed_key_spec_is_explained() {
+    let target = Target::start(&fixture("poolfix-go1.27"));
+    let output = run_pooltrace(&[
+        "report",
+        "--pid",
+        &target.pid.to_string(),
+        "--get",
+        "main.(*BufPool).Get",
+        "--put",
+        "main.(*BufPool).Put",
+        "--get-key",
+        "a1",
+    ]);
+    assert_fails_with(
+        output,
+        "pooltrace: error: invalid --get-key \"a1\": expected a result word rN (e.g. r0)",
+    );
+}

@@ -1,0 +1,136 @@
+//! pooltrace counts every Get and Put exactly, on every build of the fixture: Go 1.27
+//! (push rbp prologue), Go 1.19 (sub rsp prologue, `go.shape.T_0` names) and a PIE build.
+
+use pooltrace_tests::{fixture, pool, u64_of, Target, Tracer};
+
+const BUF_GET: &str = "main.(*BufPool).Get";
+const BUF_PUT: &str = "main.(*BufPool).Put";
+const CHUNK_GET: &str = "main.(*BucketedPool[uint8]).Get";
+const CHUNK_PUT: &str = "main.(*BucketedPool[uint8]).Put";
+
+/// Two rounds under the tracer, then the target exits and pooltrace reports by itself.
+fn traced_rounds(build: &str, args: &[&str]) -> (pooltrace_tests::Counts, pooltrace_tests::Value) {
+    let mut target = Target::start(&fixture(build));
+    let tracer = Tracer::attach(target.pid, args);
+    target.round();
+    let counts = target.round();
+    let (status, _) = target.exit();
+    assert_eq!(status.code(), Some(3));
+    let finished = tracer.finish();
+    assert!(
+        finished.stderr.iter().any(|l| l.ends_with("exited")),
+        "pooltrace did not notice the exit: {:?}",
+        finished.stderr
+    );
+    (counts, finished.json())
+}
+
+fn assert_pointer_pool_exact(build: &str) {
+    let (counts, report) = traced_rounds(build, &["--get", BUF_GET, "--put", BUF_PUT]);
+    let pool = pool(&report, BUF_GET);
+    assert_eq!(u64_of(&pool["gets"]), counts.get("buf_gets"));
+    assert_eq!(u64_of(&pool["puts"]), counts.get("buf_puts"));
+    assert_eq!(
+        u64_of(&pool["outstanding"]),
+        counts.get("buf_gets") - counts.get("buf_puts")
+    );
+    for lost in [
+        "unmatched_puts",
+        "dropped",
+        "collected",
+        "stack_failures",
+        "read_faults",
+    ] {
+        assert_eq!(u64_of(&pool[lost]), 0, "{lost} in {pool:#}");
+    }
+}
+
+fn assert_generic_pool_exact(build: &str) {
+    let (counts, report) = traced_rounds(
+        build,
+        &[
+            "--get",
+            CHUNK_GET,
+            "--put",
+            CHUNK_PUT,
+            "--object",
+            "slice-ptr",
+        ],
+    );
+    let pool = pool(&report, CHUNK_GET);
+    assert!(
+        pool["get_probed"]
+            .as_str()
+            .unwrap_or("")
+            .contains("[go.shape.uint8"),
+        "{pool:#}"
+    );
+    // Per round 50 direct calls and 30 through the ChunkPool interface: both are counted.
+    assert_eq!(u64_of(&pool["gets"]), counts.get("chunk_gets"));
+    assert_eq!(u64_of(&pool["puts"]), counts.get("chunk_puts"));
+    assert_eq!(
+        u64_of(&pool["outstanding"]),
+        counts.get("chunk_gets") - counts.get("chunk_puts")
+    );
+    assert_eq!(u64_of(&pool["unmatched_puts"]), 0);
+    // The leaked chunks came through the interface; each has cap 128 (the bucket for 100).
+    let stacks = pool["stacks"].as_array().expect("stacks");
+    assert_eq!(stacks.len(), 1, "{pool:#}");
+    assert_eq!(
+        u64_of(&stacks[0]["bytes"]),
+        128 * u64_of(&pool["outstanding"])
+    );
+    let frames = pooltrace_tests::functions(&stacks[0]);
+    assert!(
+        frames.contains(&"main.chunksViaInterface".to_owned()),
+        "{frames:?}"
+    );
+}
+
+#[test]
+fn pointer_pool_counts_are_exact_go1_27() {
+    assert_pointer_pool_exact("poolfix-go1.27");
+}
+
+#[test]
+fn pointer_pool_counts_are_exact_go1_19() {
+    assert_pointer_pool_exact("poolfix-go1.19");
+}
+
+#[test]
+fn pointer_pool_counts_are_exact_pie() {
+    assert_pointer_pool_exact("poolfix-go1.27-pie");
+}
+
+#[test]
+fn generic_pool_counts_direct_and_interface_calls_go1_27() {
+    assert_generic_pool_exact("poolfix-go1.27");
+}
+
+#[test]
+fn generic_pool_counts_direct_and_interface_calls_go1_19() {
+    assert_generic_pool_exact("poolfix-go1.19");
+}
+
+#[test]
+fn generic_pool_counts_direct_and_interface_calls_pie() {
+    assert_generic_pool_exact("poolfix-go1.27-pie");
+}
+
+#[test]
+fn generic_shape_function_is_probed_by_its_own_name_too() {
+    let (counts, report) = traced_rounds(
+        "poolfix-go1.27",
+        &[
+            "--get",
+            "main.(*BucketedPool[go.shape.uint8]).Get",
+            "--put",
+            "main.(*BucketedPool[go.shape.uint8]).Put",
+            "--object",
+            "slice-ptr",
+        ],
+    );
+    let pool = pool(&report, "main.(*BucketedPool[go.shape.uint8]).Get");
+    assert_eq!(u64_of(&pool["gets"]), counts.get("chunk_gets"));
+    assert_eq!(u64_of(&pool["puts"]), counts.get("chunk_puts"));
+}

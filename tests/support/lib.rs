@@ -1,0 +1,350 @@
+//! Harness for the integration tests: start a Go fixture that waits for commands, attach the
+//! real `pooltrace` binary to it, drive both, and read what each printed.
+//!
+//! `cargo xtask test` builds the fixtures and passes their directory in `POOLTRACE_FIXTURES`
+//! and the tracer in `POOLTRACE_BIN`; the tests refuse to run without them rather than skip.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Read, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::mpsc::{channel, Receiver},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+/// How long any single step may take before the test fails instead of hanging.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn pooltrace_bin() -> PathBuf {
+    env_path("POOLTRACE_BIN")
+}
+
+/// A built fixture, e.g. `fixture("poolfix-go1.27")`.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = env_path("POOLTRACE_FIXTURES").join(name);
+    assert!(
+        path.is_file(),
+        "fixture {} is missing: run `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+fn env_path(name: &str) -> PathBuf {
+    let value = std::env::var_os(name).unwrap_or_else(|| {
+        panic!("{name} is not set: run the integration tests with `cargo xtask test`")
+    });
+    PathBuf::from(value)
+}
+
+/// Reads a stream line by line on a thread, so the test can wait with a timeout.
+fn line_channel(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (send, receive) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+/// A running fixture speaking the fixtures' protocol: it prints `ready PID`, then obeys
+/// `round` (prints `counts k=v ...`) and `exit`.
+pub struct Target {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// Every line the target printed so far.
+    pub output: Vec<String>,
+    pub pid: i32,
+}
+
+impl Target {
+    pub fn start(path: &Path) -> Self {
+        let mut child = Command::new(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdin = child.stdin.take();
+        let lines = line_channel(child.stdout.take().expect("piped stdout"));
+        let mut target = Self {
+            pid: child.id() as i32,
+            child,
+            stdin,
+            lines,
+            output: Vec::new(),
+        };
+        let ready = target.expect_line("ready");
+        assert_eq!(ready, format!("ready {}", target.pid));
+        target
+    }
+
+    pub fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().expect("target stdin open");
+        writeln!(stdin, "{command}")
+            .and_then(|()| stdin.flush())
+            .expect("write to target");
+    }
+
+    /// Waits for the next line starting with `prefix`, keeping every line in `output`.
+    pub fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "target printed no {prefix:?} line; it printed {:?}",
+                    self.output
+                )
+            });
+            self.output.push(line.clone());
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Runs one workload round and returns the fixture's own cumulative counts.
+    pub fn round(&mut self) -> Counts {
+        self.send("round");
+        Counts::parse_line(&self.expect_line("counts"))
+    }
+
+    /// Asks the target to exit and returns its status.
+    pub fn exit(mut self) -> (ExitStatus, Vec<String>) {
+        self.send("exit");
+        self.expect_line("bye");
+        self.stdin.take();
+        let status = wait_with_timeout(&mut self.child).expect("target exits");
+        (status, std::mem::take(&mut self.output))
+    }
+
+    /// Reads `len` bytes of the target's memory at `addr` (to check code is left untouched).
+    pub fn read_memory(&self, addr: u64, len: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mem =
+            std::fs::File::open(format!("/proc/{}/mem", self.pid)).expect("open /proc/PID/mem");
+        let mut bytes = vec![0; len];
+        mem.read_exact_at(&mut bytes, addr)
+            .expect("read target memory");
+        bytes
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `counts k=v ...` line of a fixture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts(pub HashMap<String, u64>);
+
+impl Counts {
+    /// Parses a `counts k=v ...` line.
+    pub fn parse_line(line: &str) -> Self {
+        let pairs = line.split_whitespace().skip(1).filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        });
+        Self(pairs.collect())
+    }
+
+    pub fn get(&self, key: &str) -> u64 {
+        *self
+            .0
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in counts {:?}", self.0))
+    }
+}
+
+/// A running `pooltrace report`, attached (its "attached" line has been seen).
+pub struct Tracer {
+    child: Child,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Receiver<String>,
+    pub stderr_lines: Vec<String>,
+}
+
+/// What a finished pooltrace printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: Vec<String>,
+}
+
+impl Finished {
+    pub fn json(&self) -> Value {
+        assert!(
+            self.status.success(),
+            "pooltrace failed: {:?}\n{}",
+            self.status,
+            self.stderr.join("\n")
+        );
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("pooltrace printed no JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl Tracer {
+    /// Starts `pooltrace report --pid PID --format json --interval 0 ARGS` and waits until
+    /// it says it attached.
+    pub fn attach(pid: i32, args: &[&str]) -> Self {
+        let mut child = Command::new(pooltrace_bin())
+            .args([
+                "report",
+                "--pid",
+                &pid.to_string(),
+                "--format",
+                "json",
+                "--interval",
+                "0",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pooltrace");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let stdout = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        let stderr = line_channel(child.stderr.take().expect("piped stderr"));
+        let mut tracer = Self {
+            child,
+            stdout: Some(stdout),
+            stderr,
+            stderr_lines: Vec::new(),
+        };
+        tracer.wait_for_stderr("pooltrace: attached");
+        tracer
+    }
+
+    fn wait_for_stderr(&mut self, prefix: &str) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.starts_with(prefix);
+                    self.stderr_lines.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "pooltrace never printed {prefix:?}; stderr: {:?}",
+                    self.stderr_lines
+                ),
+            }
+        }
+    }
+
+    /// Ctrl-C: pooltrace prints its final report and detaches.
+    pub fn interrupt(self) -> Finished {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    /// Waits for pooltrace to stop by itself (target exit or --duration).
+    pub fn finish(mut self) -> Finished {
+        let status = wait_with_timeout(&mut self.child).expect("pooltrace exits");
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let mut stderr = std::mem::take(&mut self.stderr_lines);
+        stderr.extend(self.stderr.try_iter());
+        Finished {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_with_timeout(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Runs pooltrace to completion with `args` (for commands expected to fail fast).
+pub fn run_pooltrace(args: &[&str]) -> std::process::Output {
+    Command::new(pooltrace_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pooltrace")
+}
+
+/// The pool in a report whose `get` is `get`.
+pub fn pool<'a>(report: &'a Value, get: &str) -> &'a Value {
+    report["pools"]
+        .as_array()
+        .and_then(|pools| pools.iter().find(|p| p["get"] == get))
+        .unwrap_or_else(|| panic!("no pool {get} in {report:#}"))
+}
+
+/// Function names of a stack's frames, innermost first.
+pub fn functions(stack: &Value) -> Vec<String> {
+    stack["frames"]
+        .as_array()
+        .map(|frames| {
+            frames
+                .iter()
+                .filter_map(|f| f["function"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Address of a function symbol in an ELF file (link-time).
+pub fn symbol_address(binary: &Path, name: &str) -> (u64, u64) {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(binary).expect("read fixture");
+    let file = object::File::parse(&*data).expect("parse fixture");
+    let symbol = file
+        .symbols()
+        .find(|s| s.name() == Ok(name))
+        .unwrap_or_else(|| panic!("no symbol {name}"));
+    (symbol.address(), symbol.size())
+}
+
+pub fn u64_of(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}

@@ -1,0 +1,68 @@
+//! Tracing never harms the target: it keeps running, prints exactly what it prints untraced,
+//! exits with its own status, and its code is byte-for-byte restored when pooltrace detaches.
+
+use pooltrace_tests::{fixture, symbol_address, Target, Tracer};
+
+const ARGS: [&str; 4] = [
+    "--get",
+    "main.(*BufPool).Get",
+    "--put",
+    "main.(*BufPool).Put",
+];
+
+#[test]
+fn output_and_exit_status_are_unchanged_across_repeated_attach_and_detach() {
+    let reference = {
+        let mut target = Target::start(&fixture("poolfix-go1.27"));
+        for _ in 0..5 {
+            target.round();
+        }
+        target.exit()
+    };
+
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    target.round();
+    for _ in 0..2 {
+        let tracer = Tracer::attach(target.pid, &ARGS);
+        target.round();
+        let finished = tracer.interrupt();
+        assert!(finished.status.success(), "{:?}", finished.stderr);
+        assert!(target.is_running());
+        target.round();
+    }
+    let traced = target.exit();
+
+    assert_eq!(traced.0.code(), Some(3));
+    assert_eq!(traced.0.code(), reference.0.code());
+    // Every line, the fixture's own counts included, is the same as in the untraced run.
+    assert_eq!(traced.1[1..], reference.1[1..]);
+}
+
+#[test]
+fn code_is_restored_byte_for_byte_after_detach() {
+    let binary = fixture("poolfix-go1.27");
+    let mut target = Target::start(&binary);
+    let functions =
+        ["main.(*BufPool).Get", "main.(*BufPool).Put"].map(|f| symbol_address(&binary, f));
+    let read_all = |target: &Target| -> Vec<Vec<u8>> {
+        functions
+            .iter()
+            .map(|&(addr, size)| target.read_memory(addr, size as usize))
+            .collect()
+    };
+    let before = read_all(&target);
+
+    let tracer = Tracer::attach(target.pid, &ARGS);
+    let during = read_all(&target);
+    // The kernel's breakpoints (int3) are visible while attached: this check can fail.
+    assert_ne!(during, before);
+    let int3s: usize = during.iter().flatten().filter(|&&b| b == 0xcc).count()
+        - before.iter().flatten().filter(|&&b| b == 0xcc).count();
+    assert_eq!(int3s, 4, "3 RETs of Get and 1 site in Put");
+    target.round();
+    tracer.interrupt();
+
+    assert_eq!(read_all(&target), before);
+    target.round();
+    assert_eq!(target.exit().0.code(), Some(3));
+}
