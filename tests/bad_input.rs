@@ -25,6 +25,19 @@ fn a_pid_that_does_not_exist_is_named() {
 }
 
 #[test]
+fn a_process_that_exited_but_was_not_reaped_is_called_exited() {
+    let mut zombie = Command::new("true").spawn().expect("spawn true");
+    let pid = zombie.id();
+    // Not waited for yet: it stays a zombie, with a PID but no executable.
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let output = run_pooltrace(&["report", "--pid", &pid.to_string(), "--pool", "sync"]);
+    zombie.wait().expect("reap true");
+    assert_fails_with(output, &format!("pooltrace: error: process {pid} has exited"));
+}
+
+#[test]
 fn a_missing_symbol_gets_close_names_suggested() {
     let binary = fixture("poolfix-go1.27");
     let target = Target::start(&binary);

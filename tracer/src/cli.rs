@@ -57,7 +57,7 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub pools: PoolArgs,
 
-    /// Print the top call paths this often (0 disables the periodic table).
+    /// Print the top call paths this often, e.g. 10s or 500ms (0 disables the periodic table).
     #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub interval: Duration,
 
@@ -66,7 +66,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub min_age: Duration,
 
-    /// Stop after this long (default: until Ctrl-C or the process exits).
+    /// Stop after this long, e.g. 30s or 5m (default: until Ctrl-C or the process exits).
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
@@ -110,15 +110,17 @@ pub struct PoolArgs {
     pub object: ObjectKind,
 
     /// Where Get's result object is: rN = result word N; *rN+OFF = the 8 bytes at rN+OFF;
-    /// iface:rN = the interface in rN, rN+1.
+    /// iface:rN = the interface in rN, rN+1. E.g. --get-key r0 for `Get() *T`.
     #[arg(long, value_name = "SPEC")]
     pub get_key: Option<String>,
 
     /// Where the object's size in bytes is at Get's return (same forms, or none).
+    /// E.g. --get-size '*r0+16' for the capacity of the slice a `*[]T` points at.
     #[arg(long, value_name = "SPEC")]
     pub get_size: Option<String>,
 
     /// Where Put's object is: aN = argument word N, counting the receiver of a method as a0.
+    /// E.g. --put-key a1 for `func (p *Pool) Put(b *T)`.
     #[arg(long, value_name = "SPEC")]
     pub put_key: Option<String>,
 }

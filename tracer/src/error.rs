@@ -7,6 +7,9 @@ pub enum Error {
     #[error("no process with PID {0}")]
     NoSuchProcess(i32),
 
+    #[error("process {0} has exited")]
+    Exited(i32),
+
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
 

@@ -52,9 +52,13 @@ impl Process {
         let pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as i32) });
         let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
         let exe_name = fs::read_link(&exe_link)
-            .map_err(|source| Error::Read {
-                path: exe_link,
-                source,
+            .map_err(|source| match source.kind() {
+                // A zombie keeps its PID but no longer has an executable.
+                std::io::ErrorKind::NotFound => Error::Exited(pid),
+                _ => Error::Read {
+                    path: exe_link,
+                    source,
+                },
             })?
             .to_string_lossy()
             .into_owned();
