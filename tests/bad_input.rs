@@ -34,7 +34,10 @@ fn a_process_that_exited_but_was_not_reaped_is_called_exited() {
     }
     let output = run_pooltrace(&["report", "--pid", &pid.to_string(), "--pool", "sync"]);
     zombie.wait().expect("reap true");
-    assert_fails_with(output, &format!("pooltrace: error: process {pid} has exited"));
+    assert_fails_with(
+        output,
+        &format!("pooltrace: error: process {pid} has exited"),
+    );
 }
 
 #[test]

@@ -16,8 +16,11 @@ pub const MAX_POOLS: u32 = 16;
 pub const MAX_SITES: u32 = 512;
 /// Default capacity of `OUTSTANDING`; user space resizes it before load (`--max-objects`).
 pub const DEFAULT_MAX_OBJECTS: u32 = 262_144;
-/// Default bucket count of `STACKS`; user space resizes it before load (`--max-stacks`).
+/// Default capacity of `STACKS` (distinct Get stacks); user space resizes it before load
+/// (`--max-stacks`).
 pub const DEFAULT_MAX_STACKS: u32 = 8_192;
+/// Frames kept per stack, innermost first; deeper frames (outermost) are cut.
+pub const MAX_STACK_DEPTH: usize = 64;
 /// Capacity of `COLLECTED` (distinct call paths with objects collected without a Put).
 pub const MAX_COLLECTED_PATHS: u32 = 16_384;
 
@@ -83,9 +86,9 @@ pub struct ObjectKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outstanding {
-    /// Id in `STACKS` of the user stack at the Get's RET (its first frame is the Get itself),
-    /// or a negative errno when the capture failed (counted in `stack_failures`).
-    pub stack_id: i64,
+    /// Key in `STACKS` of the user stack at the Get's RET (its first frame is the Get
+    /// itself), or 0 when it could not be captured (counted in `stack_failures`).
+    pub stack: u64,
     /// Return address into Get's caller, read from `[rsp]` at the RET: the frame-pointer walk
     /// starts at the caller's frame and so never contains it.
     pub caller: u64,
@@ -103,8 +106,21 @@ pub struct Outstanding {
 pub struct PathKey {
     pub pool: u32,
     pub _pad: u32,
-    pub stack_id: i64,
+    pub stack: u64,
     pub caller: u64,
+}
+
+/// Value of `STACKS`, keyed by a 64-bit FNV-1a hash of the frames.
+///
+/// Not a `BPF_MAP_TYPE_STACK_TRACE`: that map keeps one stack per hash bucket and fails the
+/// capture on a collision (or, with `BPF_F_REUSE_STACKID`, silently gives older objects the
+/// wrong stack). A hundred distinct stacks collide in 8192 buckets about half the time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackFrames {
+    /// Frames in `ips` that are filled.
+    pub len: u64,
+    pub ips: [u64; MAX_STACK_DEPTH],
 }
 
 /// Value of `COLLECTED` (per CPU): objects of a call path that were dropped without a Put.
@@ -135,7 +151,7 @@ pub struct PoolCounters {
     pub unmatched_puts: u64,
     /// Objects not tracked because `OUTSTANDING` was full.
     pub dropped: u64,
-    /// Objects tracked without a stack (`bpf_get_stackid` failed, e.g. `STACKS` full).
+    /// Objects tracked without a stack (`bpf_get_stack` failed, or `STACKS` was full).
     pub stack_failures: u64,
     /// Objects handed out again while still tracked as outstanding: the earlier object was
     /// dropped without a Put and collected (or its Put was invisible, e.g. inlined).
@@ -149,7 +165,9 @@ pub struct PoolCounters {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite};
+    use super::{
+        ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames,
+    };
 
     // SAFETY: plain #[repr(C)] data with no padding beyond explicit `_pad` fields; every bit
     // pattern is a valid value.
@@ -159,4 +177,5 @@ mod pod {
     unsafe impl aya::Pod for PoolCounters {}
     unsafe impl aya::Pod for PathKey {}
     unsafe impl aya::Pod for PathTotals {}
+    unsafe impl aya::Pod for StackFrames {}
 }

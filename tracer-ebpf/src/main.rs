@@ -9,16 +9,16 @@
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_get_attach_cookie, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
-    programs::{tracing::StackIdContext, ProbeContext},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    programs::ProbeContext,
     EbpfContext,
 };
 use tracer_common::{
-    ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, WordSpec,
+    ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames, WordSpec,
     DEFAULT_MAX_OBJECTS, DEFAULT_MAX_STACKS, GO_KIND_MASK, GO_KIND_SLICE, GO_TYPE_KIND_OFFSET,
-    MAX_COLLECTED_PATHS, MAX_POOLS, MAX_SITES, WORD_IFACE, WORD_LOAD, WORD_REG,
+    MAX_COLLECTED_PATHS, MAX_POOLS, MAX_SITES, MAX_STACK_DEPTH, WORD_IFACE, WORD_LOAD, WORD_REG,
 };
 
 /// What each attached site reads; indexed by the attach cookie.
@@ -30,9 +30,13 @@ static SITES: Array<ProbeSite> = Array::with_max_entries(MAX_SITES, 0);
 static OUTSTANDING: HashMap<ObjectKey, Outstanding> =
     HashMap::with_max_entries(DEFAULT_MAX_OBJECTS, 0);
 
-/// User stacks of the Gets, deduplicated by the kernel.
+/// User stacks of the Gets, by a hash of their frames.
 #[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(DEFAULT_MAX_STACKS, 0);
+static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(DEFAULT_MAX_STACKS, 0);
+
+/// Where a stack is captured before it is hashed (too big for the 512-byte BPF stack).
+#[map]
+static SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
 /// Objects dropped without a Put and collected, by the call path that took them.
 #[map]
@@ -44,6 +48,7 @@ static COLLECTED: PerCpuHashMap<PathKey, PathTotals> =
 static COUNTERS: PerCpuArray<PoolCounters> = PerCpuArray::with_max_entries(MAX_POOLS, 0);
 
 const E2BIG: i32 = 7;
+const EEXIST: i32 = -17;
 
 #[uprobe]
 pub fn pool_get(ctx: ProbeContext) -> u32 {
@@ -87,13 +92,10 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         counters.read_faults += 1;
         0
     });
-    let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id,
-        Err(errno) => {
-            counters.stack_failures += 1;
-            errno as i64
-        }
-    };
+    let stack = capture_stack(ctx).unwrap_or_else(|| {
+        counters.stack_failures += 1;
+        0
+    });
     // At a RET, [rsp] is the return address into Get's caller.
     let caller = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
     let key = ObjectKey {
@@ -102,7 +104,7 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         addr,
     };
     let value = Outstanding {
-        stack_id,
+        stack,
         caller,
         size,
         taken_ns: unsafe { bpf_ktime_get_ns() },
@@ -129,7 +131,7 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
     let path = PathKey {
         pool,
         _pad: 0,
-        stack_id: earlier.stack_id,
+        stack: earlier.stack,
         caller: earlier.caller,
     };
     match COLLECTED.get_ptr_mut(&path) {
@@ -166,6 +168,45 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     if OUTSTANDING.remove(&key).is_err() {
         counters.unmatched_puts += 1;
     }
+}
+
+/// Captures the user stack into `STACKS`; returns its key, or `None` when it could not be
+/// captured or stored.
+fn capture_stack(ctx: &ProbeContext) -> Option<u64> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot; nothing else runs on this CPU meanwhile.
+    let frames = unsafe { &mut *scratch };
+    let size = core::mem::size_of_val(&frames.ips) as u32;
+    let copied = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames.ips.as_mut_ptr().cast(),
+            size,
+            BPF_F_USER_STACK as u64,
+        )
+    };
+    if copied <= 0 {
+        return None;
+    }
+    frames.len = copied as u64 / 8;
+    let key = fnv1a(frames);
+    match STACKS.insert(&key, frames, BPF_NOEXIST as u64) {
+        // Already there: the same frames, since the key is a 64-bit hash of them.
+        Ok(()) | Err(EEXIST) => Some(key),
+        Err(_) => None,
+    }
+}
+
+/// FNV-1a over the filled frames, never 0 (0 means "no stack").
+fn fnv1a(frames: &StackFrames) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..MAX_STACK_DEPTH {
+        if i as u64 >= frames.len {
+            break;
+        }
+        hash = (hash ^ frames.ips[i]).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.max(1)
 }
 
 /// Reads one word as `spec` says; `None` when target memory could not be read.

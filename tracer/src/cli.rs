@@ -86,7 +86,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS)]
     pub max_objects: u32,
 
-    /// Distinct Get stacks kept (kernel stack map buckets, ~1 KiB each).
+    /// Distinct Get stacks kept (kernel hash map entries, ~530 bytes each).
     #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_STACKS)]
     pub max_stacks: u32,
 }

@@ -168,7 +168,7 @@ fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
     let mut index: HashMap<Vec<u64>, usize> = HashMap::new();
     for group in groups {
         // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
-        let stack = tracking::stack(ebpf, group.stack_id).unwrap_or_default();
+        let stack = tracking::stack(ebpf, group.stack).unwrap_or_default();
         let mut outer = vec![group.caller];
         outer.extend(stack.iter().skip(1));
         let i = *index.entry(outer.clone()).or_insert_with(|| {

@@ -5,17 +5,18 @@
 use std::collections::HashMap;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
-use tracer_common::{ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters};
+use tracer_common::{ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, StackFrames};
 
 use crate::error::{Error, Result};
 
 /// Objects of one pool taken by one call path (one stack and one immediate caller).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
-    pub stack_id: i64,
+    /// Key in `STACKS`, 0 when the stack was not captured.
+    pub stack: u64,
     pub caller: u64,
     /// Outstanding objects at least `min_age` old.
     pub count: u64,
@@ -28,9 +29,9 @@ pub struct Group {
 }
 
 impl Group {
-    fn new(stack_id: i64, caller: u64) -> Self {
+    fn new(stack: u64, caller: u64) -> Self {
         Self {
-            stack_id,
+            stack,
             caller,
             count: 0,
             bytes: 0,
@@ -67,7 +68,7 @@ impl Snapshot {
         let now_ns = monotonic_ns();
         let mut states = read_counters(ebpf, pools)?;
         let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> = map(ebpf, "OUTSTANDING")?;
-        let mut groups: HashMap<(u32, i64, u64), Group> = HashMap::new();
+        let mut groups: HashMap<(u32, u64, u64), Group> = HashMap::new();
         for entry in outstanding.iter() {
             // An entry deleted between the key walk and its lookup is just gone: skip it.
             let Ok((key, object)) = entry else { continue };
@@ -80,8 +81,8 @@ impl Snapshot {
                 continue;
             }
             let group = groups
-                .entry((key.pool, object.stack_id, object.caller))
-                .or_insert_with(|| Group::new(object.stack_id, object.caller));
+                .entry((key.pool, object.stack, object.caller))
+                .or_insert_with(|| Group::new(object.stack, object.caller));
             group.count += 1;
             group.bytes += object.size;
             group.oldest_taken_ns = group.oldest_taken_ns.min(object.taken_ns);
@@ -93,8 +94,8 @@ impl Snapshot {
                 continue;
             }
             let group = groups
-                .entry((path.pool, path.stack_id, path.caller))
-                .or_insert_with(|| Group::new(path.stack_id, path.caller));
+                .entry((path.pool, path.stack, path.caller))
+                .or_insert_with(|| Group::new(path.stack, path.caller));
             for totals in per_cpu.iter() {
                 group.collected += totals.count;
                 group.collected_bytes += totals.bytes;
@@ -110,15 +111,22 @@ impl Snapshot {
     }
 }
 
-/// The user stack recorded under `stack_id`, innermost first.
-pub fn stack(ebpf: &Ebpf, stack_id: i64) -> Result<Vec<u64>> {
-    let Ok(id) = u32::try_from(stack_id) else {
+/// The user stack recorded under `stack`, innermost first (empty when none was captured).
+pub fn stack(ebpf: &Ebpf, stack: u64) -> Result<Vec<u64>> {
+    if stack == 0 {
         return Ok(Vec::new());
-    };
-    let stacks: StackTraceMap<&MapData> = map(ebpf, "STACKS")?;
+    }
+    let stacks: BpfHashMap<&MapData, u64, StackFrames> = map(ebpf, "STACKS")?;
     Ok(stacks
-        .get(&id, 0)
-        .map(|s| s.frames().iter().map(|f| f.ip).collect())
+        .get(&stack, 0)
+        .map(|frames| {
+            frames
+                .ips
+                .iter()
+                .take(frames.len as usize)
+                .copied()
+                .collect()
+        })
         .unwrap_or_default())
 }
 
