@@ -19,14 +19,11 @@ pub enum Error {
     #[error("{path} is a {machine} ELF file; pooltrace traces x86-64 Go programs")]
     WrongArchitecture { path: PathBuf, machine: String },
 
-    #[error("{path} is not a Go program (it has no .gopclntab, .go.buildinfo or runtime.main)")]
+    #[error("{path} is not a Go program (it has no gopclntab, .go.buildinfo or runtime.main)")]
     NotGo { path: PathBuf },
 
-    #[error(
-        "{path} is stripped (no .symtab): pooltrace cannot yet find functions through Go's own \
-         table (gopclntab); trace a build without -ldflags='-s -w'"
-    )]
-    Stripped { path: PathBuf },
+    #[error("{path} has neither a symbol table nor a readable Go function table (gopclntab)")]
+    NoFunctions { path: PathBuf },
 
     #[error("no function {name} in {path}{}", suggestion_text(.suggestions))]
     NoSuchFunction {

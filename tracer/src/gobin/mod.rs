@@ -1,9 +1,14 @@
-//! Reading Go binaries: the ELF layout (segments, address <-> file offset), the function
-//! symbols, and which function a user's Go name means (generic shape functions included).
+//! Reading Go binaries: the ELF layout (segments, address <-> file offset), Go's own
+//! function table (pclntab, present even when stripped), the ELF symbols, the build info,
+//! and which function a user's Go name means (generic shape functions included).
 //!
 //! The file is memory-mapped, not copied: Go binaries run to hundreds of megabytes.
 
+pub mod buildinfo;
+pub mod calls;
+mod locate;
 mod names;
+pub mod pclntab;
 
 use std::{
     collections::HashMap,
@@ -15,9 +20,11 @@ use memmap2::Mmap;
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 use crate::error::{Error, Result};
+pub use buildinfo::BuildInfo;
 pub use names::{is_method, ResolvedFunction};
+use pclntab::{Layout, Pclntab};
 
-/// One function symbol.
+/// One function: from `.symtab`, or from pclntab when the binary is stripped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Function {
     pub name: String,
@@ -32,6 +39,24 @@ struct Segment {
     memsz: u64,
     offset: u64,
     filesz: u64,
+    executable: bool,
+}
+
+/// Where pclntab is and what its offsets are relative to.
+#[derive(Clone, Debug)]
+struct PclnInfo {
+    layout: Layout,
+    /// Address function entries are relative to (`runtime.text`).
+    text_base: u64,
+    /// Address of `go:func.*`, the base of funcdata offsets (1.18+).
+    gofunc: Option<u64>,
+}
+
+/// Where the function names came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolSource {
+    Symtab,
+    Pclntab,
 }
 
 pub struct GoBinary {
@@ -39,15 +64,18 @@ pub struct GoBinary {
     data: Mmap,
     pie: bool,
     segments: Vec<Segment>,
-    /// Sorted by address.
+    /// Functions by address: `.symtab`'s, or pclntab's for a stripped binary.
     functions: Vec<Function>,
     by_name: HashMap<String, usize>,
+    source: SymbolSource,
+    pcln: Option<PclnInfo>,
+    build: Option<BuildInfo>,
 }
 
 impl GoBinary {
     /// Maps `file` and reads what pooltrace needs from it; fails unless it is an x86-64 Go
-    /// program with a symbol table. Messages name it `path` (e.g. the target of
-    /// `/proc/PID/exe`, which is the file opened).
+    /// program. Messages name it `path` (e.g. the target of `/proc/PID/exe`, which is the
+    /// file opened).
     pub fn open(file: &Path, path: &Path) -> Result<Self> {
         let read_error = |source| Error::Read {
             path: path.to_path_buf(),
@@ -57,58 +85,103 @@ impl GoBinary {
         // SAFETY: the mapping is read-only; a binary rewritten under a running process is
         // replaced (new inode) by every Go build and package manager, not written in place.
         let data = unsafe { Mmap::map(&file) }.map_err(read_error)?;
-        let parsed = object::File::parse(&*data).map_err(|_| Error::NotElf {
-            path: path.to_path_buf(),
-        })?;
+        Self::from_data(data, path)
+    }
+
+    fn from_data(data: Mmap, path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let parsed =
+            object::File::parse(&*data).map_err(|_| Error::NotElf { path: path.clone() })?;
         if parsed.format() != object::BinaryFormat::Elf {
-            return Err(Error::NotElf {
-                path: path.to_path_buf(),
-            });
+            return Err(Error::NotElf { path });
         }
         if parsed.architecture() != object::Architecture::X86_64 {
-            return Err(Error::WrongArchitecture {
-                path: path.to_path_buf(),
-                machine: format!("{:?}", parsed.architecture()),
-            });
+            let machine = format!("{:?}", parsed.architecture());
+            return Err(Error::WrongArchitecture { path, machine });
         }
-        if !is_go(&parsed) {
-            return Err(Error::NotGo {
-                path: path.to_path_buf(),
-            });
+        let segments: Vec<Segment> = parsed
+            .segments()
+            .map(|s| {
+                let (offset, filesz) = s.file_range();
+                let executable = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0);
+                Segment { vaddr: s.address(), memsz: s.size(), offset, filesz, executable }
+            })
+            .collect();
+        let symbols = function_symbols(&parsed);
+        let pcln = locate::pclntab(&parsed, &data, &segments);
+        let build = locate::build_info(&parsed, &data, &segments);
+        let is_go =
+            pcln.is_some() || build.is_some() || symbols.iter().any(|f| f.name == "runtime.main");
+        if !is_go {
+            return Err(Error::NotGo { path });
         }
-        let functions = function_symbols(&parsed);
+        let pie = matches!(parsed.kind(), object::ObjectKind::Dynamic);
+        drop(parsed);
+        let mut binary = Self {
+            path,
+            data,
+            pie,
+            segments,
+            functions: Vec::new(),
+            by_name: HashMap::new(),
+            source: SymbolSource::Symtab,
+            pcln,
+            build,
+        };
+        let (functions, source) = if symbols.is_empty() {
+            (binary.pclntab_functions(), SymbolSource::Pclntab)
+        } else {
+            (symbols, SymbolSource::Symtab)
+        };
         if functions.is_empty() {
-            return Err(Error::Stripped {
-                path: path.to_path_buf(),
-            });
+            return Err(Error::NoFunctions { path: binary.path });
         }
-        let by_name = functions
+        binary.by_name = functions
             .iter()
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
-        let segments = parsed
-            .segments()
-            .map(|s| {
-                let (offset, filesz) = s.file_range();
-                Segment {
-                    vaddr: s.address(),
-                    memsz: s.size(),
-                    offset,
-                    filesz,
-                }
+        binary.functions = functions;
+        binary.source = source;
+        Ok(binary)
+    }
+
+    /// Go's function table, when the binary has one that could be read.
+    pub fn pclntab(&self) -> Option<Pclntab<'_>> {
+        let info = self.pcln.as_ref()?;
+        Some(Pclntab::new(
+            &info.layout,
+            &self.data,
+            info.text_base,
+            info.gofunc,
+            &self.segments,
+        ))
+    }
+
+    fn pclntab_functions(&self) -> Vec<Function> {
+        let Some(table) = self.pclntab() else {
+            return Vec::new();
+        };
+        table
+            .funcs()
+            .filter_map(|f| {
+                let name = table.name(&f)?;
+                Some(Function {
+                    name: name.to_owned(),
+                    addr: f.entry,
+                    size: f.end - f.entry,
+                })
             })
-            .collect();
-        let pie = matches!(parsed.kind(), object::ObjectKind::Dynamic);
-        drop(parsed);
-        Ok(Self {
-            path: path.to_path_buf(),
-            data,
-            pie,
-            segments,
-            functions,
-            by_name,
-        })
+            .collect()
+    }
+
+    pub fn build_info(&self) -> Option<&BuildInfo> {
+        self.build.as_ref()
+    }
+
+    /// Where function names came from.
+    pub fn symbol_source(&self) -> SymbolSource {
+        self.source
     }
 
     pub fn path(&self) -> &Path {
@@ -146,18 +219,12 @@ impl GoBinary {
     /// File offset of a virtual address, through the PT_LOAD segment that holds it
     /// (`vaddr - p_vaddr + p_offset`).
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz.min(s.memsz))
-            .map(|s| vaddr - s.vaddr + s.offset)
+        file_offset(&self.segments, vaddr)
     }
 
     /// Virtual address of a file offset; the inverse of [`Self::file_offset`].
     pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|s| offset >= s.offset && offset < s.offset + s.filesz)
-            .map(|s| offset - s.offset + s.vaddr)
+        locate::vaddr_of(&self.segments, offset)
     }
 
     /// The machine code of `function`, as the file holds it.
@@ -168,12 +235,12 @@ impl GoBinary {
     }
 }
 
-fn is_go(file: &object::File) -> bool {
-    const GO_SECTIONS: [&str; 3] = [".gopclntab", ".data.rel.ro.gopclntab", ".go.buildinfo"];
-    GO_SECTIONS
+/// File offset of `vaddr` through the segment that holds it in the file.
+fn file_offset(segments: &[Segment], vaddr: u64) -> Option<u64> {
+    segments
         .iter()
-        .any(|name| file.section_by_name(name).is_some())
-        || file.symbols().any(|s| s.name() == Ok("runtime.main"))
+        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz.min(s.memsz))
+        .map(|s| vaddr - s.vaddr + s.offset)
 }
 
 fn function_symbols(file: &object::File) -> Vec<Function> {

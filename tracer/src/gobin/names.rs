@@ -33,6 +33,12 @@ impl GoBinary {
             if let Some(shape) = self.shape_function(name)? {
                 return Ok(resolved(shape));
             }
+            if let Some(shape) = self.elided_shape_function(name) {
+                return Ok(ResolvedFunction {
+                    takes_dictionary: true,
+                    ..resolved(shape)
+                });
+            }
         }
         match self.function(name) {
             Some(function) => Ok(resolved(function)),
@@ -78,6 +84,30 @@ impl GoBinary {
                     .join(", ")
             ))),
         }
+    }
+
+    /// Go 1.18 and 1.19 write generic names into pclntab with the type arguments elided:
+    /// in a stripped binary `main.(*P[...]).Get` names the wrappers and the shape function
+    /// alike. The shape function is the one the others call.
+    fn elided_shape_function(&self, name: &str) -> Option<&Function> {
+        let (prefix, _, suffix) = split_type_args(name)?;
+        let elided = format!("{prefix}[...]{suffix}");
+        let candidates: Vec<&Function> = self
+            .functions()
+            .iter()
+            .filter(|f| f.name == elided)
+            .collect();
+        if let [only] = candidates.as_slice() {
+            return Some(only);
+        }
+        let called = |target: &Function| {
+            candidates.iter().any(|caller| {
+                self.code(caller).is_some_and(|code| {
+                    super::calls::direct_call_targets(code, caller.addr).any(|t| t == target.addr)
+                })
+            })
+        };
+        candidates.iter().copied().find(|f| called(f))
     }
 
     /// Up to three names close to `wanted`: same final element first, then by edit distance,
