@@ -4,16 +4,20 @@
 use std::{
     fs,
     io::Write,
+    os::fd::OwnedFd,
     path::Path,
     time::{Duration, Instant},
 };
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, Signal, SignalKind},
+};
 
 use crate::{
     cli::{Format, PoolArgs, Preset, ReportArgs},
     error::{Error, Result},
-    gobin::GoBinary,
+    gobin::{GoBinary, SymbolSource},
     probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
     process::Process,
     report::{self, Report},
@@ -69,33 +73,25 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         max_stacks: args.max_stacks,
     };
     let probes = Probes::attach(&process, &binary, &plans, limits)?;
-    let started = Instant::now();
-    eprint!("{}", attach_summary(&process, &plans, &probes));
-    let mut symbolizer = Symbolizer::new(&binary);
-    if !symbolizer.has_dwarf() {
-        eprintln!(
-            "pooltrace: {} has no DWARF: frames show function+offset",
-            process.exe_name()
-        );
-    }
+    let exit = process.exit_watch()?;
+    let mut trace = Trace {
+        args: &args,
+        binary: &binary,
+        process,
+        probes,
+        plans,
+        symbolizer: Symbolizer::new(&binary),
+        started: Instant::now(),
+    };
+    eprint!("{}", trace.attach_summary());
 
-    let stop = wait_for_stop(
-        &args,
-        &mut signals,
-        &mut process,
-        &probes,
-        &plans,
-        &mut symbolizer,
-        started,
-    )
-    .await?;
-    match stop {
+    match trace.run_until_stopped(&mut signals, &exit).await? {
         Stop::Interrupted => eprintln!("pooltrace: interrupted, detaching"),
         Stop::DurationElapsed => eprintln!("pooltrace: --duration reached, detaching"),
-        Stop::TargetExited => eprintln!("pooltrace: PID {} exited", process.pid()),
+        Stop::TargetExited => eprintln!("pooltrace: PID {} exited", trace.process.pid()),
     }
-    let last = build_report(&args, &process, &probes, &plans, &mut symbolizer, started)?;
-    drop(probes);
+    let last = trace.report()?;
+    drop(trace);
     let text = match args.format {
         Format::Text => report::render_final(&last),
         Format::Json => last.to_json() + "\n",
@@ -109,41 +105,89 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     }
 }
 
-async fn wait_for_stop(
-    args: &ReportArgs,
-    signals: &mut Signals,
-    process: &mut Process,
-    probes: &Probes,
-    plans: &[PoolPlan],
-    symbolizer: &mut Symbolizer<'_>,
+/// One attached run; dropping it detaches the probes.
+struct Trace<'a> {
+    args: &'a ReportArgs,
+    binary: &'a GoBinary,
+    process: Process,
+    probes: Probes,
+    plans: Vec<PoolPlan>,
+    symbolizer: Symbolizer<'a>,
     started: Instant,
-) -> Result<Stop> {
-    let exit = process.exit_watch()?;
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::from_std(started + d));
-    let period = if args.interval.is_zero() {
-        Duration::from_secs(u64::MAX / 4)
-    } else {
-        args.interval
-    };
-    let mut ticks =
-        tokio::time::interval_at(tokio::time::Instant::from_std(started + period), period);
-    loop {
-        tokio::select! {
-            _ = signals.recv() => return Ok(Stop::Interrupted),
-            _ = exit.readable() => return Ok(Stop::TargetExited),
-            _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
-            _ = ticks.tick() => {
-                process.refresh_mappings()?;
-                let current = build_report(args, process, probes, plans, symbolizer, started)?;
-                let table = report::render_interval(&current);
-                match args.format {
-                    Format::Text => write_stdout(&table)?,
-                    Format::Json => eprint!("{table}"),
+}
+
+impl Trace<'_> {
+    /// Prints the periodic tables until a signal, `--duration` or the target's exit.
+    async fn run_until_stopped(
+        &mut self,
+        signals: &mut Signals,
+        exit: &AsyncFd<OwnedFd>,
+    ) -> Result<Stop> {
+        let deadline = self
+            .args
+            .duration
+            .map(|d| tokio::time::Instant::from_std(self.started + d));
+        let period = match self.args.interval {
+            interval if interval.is_zero() => Duration::from_secs(u64::MAX / 4),
+            interval => interval,
+        };
+        let first = tokio::time::Instant::from_std(self.started + period);
+        let mut ticks = tokio::time::interval_at(first, period);
+        loop {
+            tokio::select! {
+                _ = signals.recv() => return Ok(Stop::Interrupted),
+                _ = exit.readable() => return Ok(Stop::TargetExited),
+                _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
+                _ = ticks.tick() => {
+                    self.process.refresh_mappings()?;
+                    let table = report::render_interval(&self.report()?);
+                    match self.args.format {
+                        Format::Text => write_stdout(&table)?,
+                        Format::Json => eprint!("{table}"),
+                    }
                 }
             }
         }
+    }
+
+    fn report(&mut self) -> Result<Report> {
+        let min_age_ns = u64::try_from(self.args.min_age.as_nanos()).unwrap_or(u64::MAX);
+        let snapshot = Snapshot::read(self.probes.ebpf(), self.plans.len(), min_age_ns)?;
+        Ok(Report::build(
+            &snapshot,
+            report::Context {
+                process: &self.process,
+                build: self.binary.build_info(),
+                plans: &self.plans,
+                symbolizer: &mut self.symbolizer,
+                ebpf: self.probes.ebpf(),
+                elapsed_ms: self.started.elapsed().as_millis() as u64,
+                min_age_ms: self.args.min_age.as_millis() as u64,
+                top: self.args.top,
+            },
+        ))
+    }
+
+    fn attach_summary(&self) -> String {
+        let build = self
+            .binary
+            .build_info()
+            .map(|b| format!(", {}", b.go_version))
+            .unwrap_or_default();
+        let symbols = match self.binary.symbol_source() {
+            SymbolSource::Symtab => "symbols from .symtab",
+            SymbolSource::Pclntab => "stripped: symbols from gopclntab",
+        };
+        let mut text = format!(
+            "pooltrace: attached {} uprobes to PID {} ({}{build}; {symbols})\n",
+            self.probes.attached(),
+            self.process.pid(),
+            self.process.exe_name()
+        );
+        for plan in &self.plans {
+            text += &plan_summary(plan);
+        }
+        text
     }
 }
 
@@ -152,30 +196,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-fn build_report(
-    args: &ReportArgs,
-    process: &Process,
-    probes: &Probes,
-    plans: &[PoolPlan],
-    symbolizer: &mut Symbolizer<'_>,
-    started: Instant,
-) -> Result<Report> {
-    let min_age_ns = u64::try_from(args.min_age.as_nanos()).unwrap_or(u64::MAX);
-    let snapshot = Snapshot::read(probes.ebpf(), plans.len(), min_age_ns)?;
-    Ok(Report::build(
-        &snapshot,
-        report::Context {
-            process,
-            plans,
-            symbolizer,
-            ebpf: probes.ebpf(),
-            elapsed_ms: started.elapsed().as_millis() as u64,
-            min_age_ms: args.min_age.as_millis() as u64,
-            top: args.top,
-        },
-    ))
 }
 
 fn pool_specs(args: &PoolArgs) -> Result<Vec<PoolSpec>> {
@@ -223,37 +243,29 @@ fn pool_specs(args: &PoolArgs) -> Result<Vec<PoolSpec>> {
     Ok(specs)
 }
 
-fn attach_summary(process: &Process, plans: &[PoolPlan], probes: &Probes) -> String {
-    let mut text = format!(
-        "pooltrace: attached {} uprobes to PID {} ({})\n",
-        probes.attached(),
-        process.pid(),
-        process.exe_name()
-    );
-    for plan in plans {
-        let rets: Vec<String> = plan
-            .get_sites
-            .iter()
-            .map(|s| format!("+{:#x}", s.addr - plan.get.function.addr))
-            .collect();
-        let site = &plan.put_site;
-        text += &format!(
-            "  Get {} at its {} RET{} ({})\n  Put {} at +{:#x} ({}, {})\n",
-            plan.get.function.name,
-            rets.len(),
-            if rets.len() == 1 { "" } else { "s" },
-            rets.join(", "),
-            plan.put.function.name,
-            site.addr - plan.put.function.addr,
-            site.instruction,
-            if site.emulated {
-                "emulated"
-            } else {
-                "single-stepped"
-            },
-        );
-    }
-    text
+/// Where one pool's probes sit, e.g. "Get main.(*P).Get at its 3 RETs (+0xfa, ...)".
+fn plan_summary(plan: &PoolPlan) -> String {
+    let rets: Vec<String> = plan
+        .get_sites
+        .iter()
+        .map(|s| format!("+{:#x}", s.addr - plan.get.function.addr))
+        .collect();
+    let site = &plan.put_site;
+    format!(
+        "  Get {} at its {} RET{} ({})\n  Put {} at +{:#x} ({}, {})\n",
+        plan.get.function.name,
+        rets.len(),
+        if rets.len() == 1 { "" } else { "s" },
+        rets.join(", "),
+        plan.put.function.name,
+        site.addr - plan.put.function.addr,
+        site.instruction,
+        if site.emulated {
+            "emulated"
+        } else {
+            "single-stepped"
+        },
+    )
 }
 
 fn write_stdout(text: &str) -> Result<()> {

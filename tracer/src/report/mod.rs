@@ -10,6 +10,7 @@ use serde::Serialize;
 pub use text::{render_final, render_interval};
 
 use crate::{
+    gobin::BuildInfo,
     probes::PoolPlan,
     process::Process,
     symbolize::{AddressKind, Frame, Symbolizer},
@@ -20,6 +21,10 @@ use crate::{
 pub struct Report {
     pub pid: i32,
     pub binary: String,
+    /// From `.go.buildinfo`, e.g. "go1.27.3".
+    pub go_version: Option<String>,
+    /// The main module and its version, e.g. "github.com/nats-io/nats-server/v2 v2.15.1".
+    pub module: Option<String>,
     /// Milliseconds since the probes were attached.
     pub elapsed_ms: u64,
     /// Objects younger than this were left out of `stacks` (they still count in totals).
@@ -72,6 +77,7 @@ pub struct StackReport {
 /// What a report needs besides the snapshot.
 pub struct Context<'a, 'b> {
     pub process: &'a Process,
+    pub build: Option<&'a BuildInfo>,
     pub plans: &'a [PoolPlan],
     pub symbolizer: &'a mut Symbolizer<'b>,
     pub ebpf: &'a aya::Ebpf,
@@ -128,6 +134,11 @@ impl Report {
         Report {
             pid: cx.process.pid(),
             binary: cx.process.exe_name().to_owned(),
+            go_version: cx.build.map(|b| b.go_version.clone()),
+            module: cx
+                .build
+                .and_then(|b| b.module.as_ref())
+                .map(|(path, version)| format!("{path} {version}")),
             elapsed_ms: cx.elapsed_ms,
             min_age_ms: cx.min_age_ms,
             pools,

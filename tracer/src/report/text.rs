@@ -18,9 +18,14 @@ pub fn render_interval(report: &Report) -> String {
 /// The report printed when tracing stops: totals, call paths, and every loss explained.
 pub fn render_final(report: &Report) -> String {
     let mut out = String::new();
+    let build = match (&report.go_version, &report.module) {
+        (Some(go), Some(module)) => format!(", {go}, {module}"),
+        (Some(go), None) => format!(", {go}"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "pooltrace: PID {} ({}), traced for {}",
+        "pooltrace: PID {} ({}{build}), traced for {}",
         report.pid,
         report.binary,
         seconds(report.elapsed_ms)

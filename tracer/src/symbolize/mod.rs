@@ -1,7 +1,9 @@
 //! Turning runtime addresses of the traced process into Go frames: function, file and line,
-//! with inlined calls expanded (from DWARF), falling back to `function+offset` from `.symtab`.
+//! with inlined calls expanded. Go code is read from pclntab, which even stripped binaries
+//! carry; DWARF (loaded only if pclntab has no answer, as for cgo's C code) and then the ELF
+//! symbols (`function+offset`) are the fallbacks.
 
-use std::{borrow::Cow, collections::HashMap, rc::Rc};
+use std::{borrow::Cow, cell::OnceCell, collections::HashMap, rc::Rc};
 
 use addr2line::Context;
 use object::{Object, ObjectSection};
@@ -42,7 +44,8 @@ pub enum AddressKind {
 
 pub struct Symbolizer<'a> {
     binary: &'a GoBinary,
-    dwarf: Option<Context<Reader>>,
+    /// Inflating Go's compressed DWARF takes a while on big binaries: done on first need.
+    dwarf: OnceCell<Option<Context<Reader>>>,
     cache: HashMap<(u64, bool), Vec<Frame>>,
 }
 
@@ -50,13 +53,9 @@ impl<'a> Symbolizer<'a> {
     pub fn new(binary: &'a GoBinary) -> Self {
         Self {
             binary,
-            dwarf: load_dwarf(binary.data()),
+            dwarf: OnceCell::new(),
             cache: HashMap::new(),
         }
-    }
-
-    pub fn has_dwarf(&self) -> bool {
-        self.dwarf.is_some()
     }
 
     /// The frames at one runtime address: more than one when calls were inlined there.
@@ -114,7 +113,10 @@ impl<'a> Symbolizer<'a> {
             AddressKind::Executing => vaddr,
             AddressKind::ReturnAddress => vaddr.saturating_sub(1),
         };
-        let mut frames = self.dwarf_frames(probe, address);
+        let mut frames = self.pclntab_frames(probe, address);
+        if frames.is_empty() {
+            frames = self.dwarf_frames(probe, address);
+        }
         if frames.is_empty() {
             frames = match self.binary.function_at(probe) {
                 Some(f) => unknown(format!("{}+{:#x}", f.name, vaddr - f.addr)),
@@ -124,8 +126,28 @@ impl<'a> Symbolizer<'a> {
         frames
     }
 
+    fn pclntab_frames(&self, probe: u64, address: u64) -> Vec<Frame> {
+        let Some(table) = self.binary.pclntab() else {
+            return Vec::new();
+        };
+        let Some(function) = table.find(probe) else {
+            return Vec::new();
+        };
+        table
+            .frames(&function, probe)
+            .into_iter()
+            .map(|f| Frame {
+                address,
+                function: f.function.to_owned(),
+                file: f.file.map(str::to_owned),
+                line: f.line,
+                inlined: f.inlined,
+            })
+            .collect()
+    }
+
     fn dwarf_frames(&self, probe: u64, address: u64) -> Vec<Frame> {
-        let Some(dwarf) = &self.dwarf else {
+        let Some(dwarf) = self.dwarf.get_or_init(|| load_dwarf(self.binary.data())) else {
             return Vec::new();
         };
         let Ok(mut iter) = dwarf.find_frames(probe).skip_all_loads() else {
