@@ -14,7 +14,11 @@ fn fixture_line(needle: &str) -> u64 {
 }
 
 fn trace_two_rounds(args: &[&str]) -> (pooltrace_tests::Counts, Value) {
-    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    trace_build_two_rounds("poolfix-go1.27", args)
+}
+
+fn trace_build_two_rounds(build: &str, args: &[&str]) -> (pooltrace_tests::Counts, Value) {
+    let mut target = Target::start(&fixture(build));
     let tracer = Tracer::attach(target.pid, args);
     target.round();
     let counts = target.round();
@@ -37,11 +41,13 @@ fn leaking_path_is_reported_with_the_immediate_caller_of_get() {
     ]);
     let pool = pool(&report, "main.(*BufPool).Get");
     let stacks = pool["stacks"].as_array().expect("stacks");
-    // balancedHandler's objects all came back: only leakyHandler's path is left.
-    assert_eq!(stacks.len(), 1, "{pool:#}");
+    // balancedHandler's objects all came back: only the leaking paths are left, 7 objects a
+    // round from leakyHandler (first) and 1 from inlinedLeak.
+    assert_eq!(stacks.len(), 2, "{pool:#}");
     let leak = &stacks[0];
+    assert_eq!(u64_of(&leak["outstanding"]), 14);
     assert_eq!(
-        u64_of(&leak["outstanding"]),
+        u64_of(&leak["outstanding"]) + u64_of(&stacks[1]["outstanding"]),
         counts.get("buf_gets") - counts.get("buf_puts")
     );
     let names = functions(leak);
@@ -135,10 +141,12 @@ fn objects_dropped_without_put_are_counted_as_collected_under_their_path() {
         u64_of(&pool["outstanding"]) + u64_of(&pool["collected"]),
         counts.get("buf_gets") - counts.get("buf_puts")
     );
+    // Exactly the dropped Bufs whose address a later Get handed out again.
     assert!(
-        u64_of(&pool["collected"]) > 0,
-        "no dropped Buf was recycled: {pool:#}"
+        counts.get("reused") > 0,
+        "the fixture never saw an address recycled"
     );
+    assert_eq!(u64_of(&pool["collected"]), counts.get("reused"), "{pool:#}");
     for stack in pool["stacks"].as_array().expect("stacks") {
         let caller = &functions(stack)[1];
         assert_eq!(
@@ -153,4 +161,89 @@ fn objects_dropped_without_put_are_counted_as_collected_under_their_path() {
         .map(|s| u64_of(&s["collected"]))
         .sum();
     assert_eq!(collected_under_path, u64_of(&pool["collected"]));
+}
+
+const BUF_ARGS: [&str; 4] = [
+    "--get",
+    "main.(*BufPool).Get",
+    "--put",
+    "main.(*BufPool).Put",
+];
+
+/// The frames of a stack without their runtime addresses (which differ between builds).
+fn frames_without_addresses(stack: &Value) -> Vec<(String, String, u64, bool)> {
+    stack["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap_or("").to_owned(),
+                f["file"].as_str().unwrap_or("").to_owned(),
+                f["line"].as_u64().unwrap_or(0),
+                f["inlined"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn assert_inlined_call_is_expanded(build: &str) {
+    let (_, report) = trace_build_two_rounds(build, &BUF_ARGS);
+    let pool = pool(&report, "main.(*BufPool).Get");
+    let stack = pool["stacks"]
+        .as_array()
+        .expect("stacks")
+        .iter()
+        .find(|s| functions(s).contains(&"main.inlinedLeak".to_owned()))
+        .unwrap_or_else(|| panic!("no inlinedLeak path in {pool:#}"));
+    assert_eq!(u64_of(&stack["outstanding"]), 2);
+    let frames = frames_without_addresses(stack);
+    assert_eq!(frames[1].0, "main.takeBuf");
+    assert_eq!(
+        (frames[1].2, frames[1].3),
+        (fixture_line("return bufs.Get(2048)"), true)
+    );
+    assert_eq!(frames[2].0, "main.inlinedLeak");
+    assert_eq!(
+        (frames[2].2, frames[2].3),
+        (
+            fixture_line("leakedBufs = append(leakedBufs, takeBuf())"),
+            false
+        )
+    );
+}
+
+#[test]
+fn an_inlined_caller_of_get_is_expanded_in_the_leak_path() {
+    assert_inlined_call_is_expanded("poolfix-go1.27");
+    assert_inlined_call_is_expanded("poolfix-go1.19");
+}
+
+#[test]
+fn an_inlined_caller_of_get_is_expanded_in_stripped_builds() {
+    assert_inlined_call_is_expanded("poolfix-go1.27-stripped");
+    assert_inlined_call_is_expanded("poolfix-go1.19-stripped");
+    assert_inlined_call_is_expanded("poolfix-go1.27-pie-stripped");
+}
+
+#[test]
+fn stripped_builds_report_the_same_counts_and_frames_as_unstripped() {
+    for (full, stripped) in [
+        ("poolfix-go1.27", "poolfix-go1.27-stripped"),
+        ("poolfix-go1.19", "poolfix-go1.19-stripped"),
+        ("poolfix-go1.27-pie", "poolfix-go1.27-pie-stripped"),
+    ] {
+        let summary = |build: &str| {
+            let (_, report) = trace_build_two_rounds(build, &BUF_ARGS);
+            let pool = pool(&report, "main.(*BufPool).Get").clone();
+            let stacks: Vec<_> = pool["stacks"]
+                .as_array()
+                .expect("stacks")
+                .iter()
+                .map(|s| (u64_of(&s["outstanding"]), frames_without_addresses(s)))
+                .collect();
+            (u64_of(&pool["gets"]), u64_of(&pool["puts"]), stacks)
+        };
+        assert_eq!(summary(full), summary(stripped), "{full} vs {stripped}");
+    }
 }

@@ -5,11 +5,17 @@ use std::path::{Path, PathBuf};
 use crate::{demo, exec, tools, workspace, Result};
 
 /// `poolfix` builds: name suffix, which Go, extra `go build` flags.
-const POOLFIX_BUILDS: [(&str, Toolchain, &[&str]); 4] = [
+const POOLFIX_BUILDS: [(&str, Toolchain, &[&str]); 6] = [
     ("go1.27", Toolchain::Current, &[]),
     ("go1.19", Toolchain::Go119, &[]),
     ("go1.27-pie", Toolchain::Current, &["-buildmode=pie"]),
     ("go1.27-stripped", Toolchain::Current, &["-ldflags=-s -w"]),
+    ("go1.19-stripped", Toolchain::Go119, &["-ldflags=-s -w"]),
+    (
+        "go1.27-pie-stripped",
+        Toolchain::Current,
+        &["-buildmode=pie", "-ldflags=-s -w"],
+    ),
 ];
 
 #[derive(Clone, Copy)]
