@@ -25,8 +25,18 @@ fn traced_rounds(build: &str, args: &[&str]) -> (pooltrace_tests::Counts, pooltr
     );
     let report = finished.json();
     // The build info read from .go.buildinfo names the toolchain the fixture was built with.
-    let go = if build.contains("go1.19") { "go1.19." } else { "go1.27." };
-    assert!(report["go_version"].as_str().is_some_and(|v| v.starts_with(go)), "{}", report["go_version"]);
+    let go = if build.contains("go1.19") {
+        "go1.19."
+    } else {
+        "go1.27."
+    };
+    assert!(
+        report["go_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(go)),
+        "{}",
+        report["go_version"]
+    );
     assert_eq!(report["module"], "poolfix (devel)");
     (counts, report)
 }

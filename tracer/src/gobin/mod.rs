@@ -59,9 +59,26 @@ pub enum SymbolSource {
     Pclntab,
 }
 
+/// The file's bytes: mapped from disk, or owned (for tests that mutate binaries).
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(map) => map,
+            Self::Owned(bytes) => bytes,
+        }
+    }
+}
+
 pub struct GoBinary {
     path: PathBuf,
-    data: Mmap,
+    data: Bytes,
     pie: bool,
     segments: Vec<Segment>,
     /// Functions by address: `.symtab`'s, or pclntab's for a stripped binary.
@@ -85,10 +102,15 @@ impl GoBinary {
         // SAFETY: the mapping is read-only; a binary rewritten under a running process is
         // replaced (new inode) by every Go build and package manager, not written in place.
         let data = unsafe { Mmap::map(&file) }.map_err(read_error)?;
-        Self::from_data(data, path)
+        Self::from_data(Bytes::Mapped(data), path)
     }
 
-    fn from_data(data: Mmap, path: &Path) -> Result<Self> {
+    /// Reads a binary held in memory; `path` names it in messages.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self> {
+        Self::from_data(Bytes::Owned(bytes), path)
+    }
+
+    fn from_data(data: Bytes, path: &Path) -> Result<Self> {
         let path = path.to_path_buf();
         let parsed =
             object::File::parse(&*data).map_err(|_| Error::NotElf { path: path.clone() })?;
