@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::probes::keyspec::ObjectKind;
+use crate::probes::{keyspec::ObjectKind, presets::Preset};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,7 +93,7 @@ pub struct ReportArgs {
 
 #[derive(Debug, Args)]
 pub struct PoolArgs {
-    /// A pool preset (repeatable): sync = sync.(*Pool).Get/Put.
+    /// A pool preset (repeatable).
     #[arg(long = "pool", value_enum, value_name = "PRESET")]
     pub presets: Vec<Preset>,
 
@@ -123,12 +123,6 @@ pub struct PoolArgs {
     /// E.g. --put-key a1 for `func (p *Pool) Put(b *T)`.
     #[arg(long, value_name = "SPEC")]
     pub put_key: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Preset {
-    /// sync.(*Pool).Get / sync.(*Pool).Put
-    Sync,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

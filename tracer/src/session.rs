@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    cli::{Format, PoolArgs, Preset, ReportArgs},
+    cli::{Format, PoolArgs, ReportArgs},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
     probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
@@ -59,10 +59,11 @@ impl Signals {
 
 pub async fn report(args: ReportArgs) -> Result<()> {
     let mut signals = Signals::install()?;
-    let specs = pool_specs(&args.pools)?;
+    check_pool_args(&args.pools)?;
     probes::check_privileges()?;
     let mut process = Process::open(args.pid)?;
     let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
+    let specs = pool_specs(&args.pools, &binary)?;
     let plans = specs
         .iter()
         .enumerate()
@@ -198,14 +199,28 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn pool_specs(args: &PoolArgs) -> Result<Vec<PoolSpec>> {
-    let mut specs: Vec<PoolSpec> = args
-        .presets
-        .iter()
-        .map(|preset| match preset {
-            Preset::Sync => PoolSpec::sync_pool(),
-        })
-        .collect();
+/// Mistakes in naming the pools, caught before anything is opened.
+fn check_pool_args(args: &PoolArgs) -> Result<()> {
+    let overrides = args.get_key.is_some() || args.get_size.is_some() || args.put_key.is_some();
+    if args.get.is_none() && overrides {
+        return Err(Error::Usage(
+            "--get-key, --get-size and --put-key apply to --get/--put".into(),
+        ));
+    }
+    if args.get.is_none() && args.presets.is_empty() {
+        return Err(Error::Usage(
+            "name a pool: --get FUNC --put FUNC, or --pool PRESET".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The pools to trace: the presets' pools, then the one named by --get/--put.
+fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
+    let mut specs = Vec::new();
+    for preset in &args.presets {
+        specs.extend(preset.pools(binary)?);
+    }
     if let (Some(get), Some(put)) = (&args.get, &args.put) {
         specs.push(PoolSpec {
             get: get.clone(),
@@ -230,15 +245,6 @@ fn pool_specs(args: &PoolArgs) -> Result<Vec<PoolSpec>> {
                 false,
             )?,
         });
-    } else if args.get_key.is_some() || args.get_size.is_some() || args.put_key.is_some() {
-        return Err(Error::Usage(
-            "--get-key, --get-size and --put-key apply to --get/--put".into(),
-        ));
-    }
-    if specs.is_empty() {
-        return Err(Error::Usage(
-            "name a pool: --get FUNC --put FUNC, or --pool sync".into(),
-        ));
     }
     Ok(specs)
 }

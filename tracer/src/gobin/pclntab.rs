@@ -99,10 +99,6 @@ impl Layout {
             functab: abs(funcs..table.len()),
         })
     }
-
-    pub fn function_count(&self) -> usize {
-        self.nfunc
-    }
 }
 
 /// A read-only view of the table over the mapped file.
@@ -157,7 +153,7 @@ impl<'a> Pclntab<'a> {
         usize::try_from(file_offset(self.segments, vaddr)?).ok()
     }
 
-    pub fn len(&self) -> usize {
+    pub fn function_count(&self) -> usize {
         self.layout.nfunc
     }
 

@@ -3,6 +3,7 @@
 
 mod attach;
 pub mod keyspec;
+pub mod presets;
 pub mod sites;
 
 pub use attach::{check_privileges, Limits, Probes};
@@ -25,20 +26,6 @@ pub struct PoolSpec {
     pub get_key: Option<Spec>,
     pub get_size: Option<Spec>,
     pub put_key: Option<Spec>,
-}
-
-impl PoolSpec {
-    /// `--pool sync`: `sync.(*Pool).Get() any` / `Put(x any)`.
-    pub fn sync_pool() -> Self {
-        Self {
-            get: "sync.(*Pool).Get".into(),
-            put: "sync.(*Pool).Put".into(),
-            object: ObjectKind::Iface,
-            get_key: None,
-            get_size: None,
-            put_key: None,
-        }
-    }
 }
 
 /// A pool resolved against one binary: the functions, the sites, what each site reads.

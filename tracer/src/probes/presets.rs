@@ -1,0 +1,123 @@
+//! Pools pooltrace knows by name: `--pool sync|thanos|prometheus|nats`. A preset may stand
+//! for several pools (one per generic instantiation) and may read the binary to choose the
+//! signature its version uses.
+
+use clap::ValueEnum;
+
+use super::{keyspec::ObjectKind, PoolSpec};
+use crate::{
+    error::{Error, Result},
+    gobin::{calls::direct_call_targets, GoBinary},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// sync.(*Pool).Get / Put: objects boxed in `any`.
+    Sync,
+    /// Thanos' pkg/pool: every instantiation of BucketedPool[T] (`*[]T`, since 2024-09) and the
+    /// older BucketedBytes (`*[]byte`); sizes from the slice's capacity.
+    Thanos,
+    /// Prometheus' util/pool.(*Pool): `[]byte`, or `interface{}` in older releases.
+    Prometheus,
+    /// nats-server's byte buffers: server.nbPoolGet / nbPoolPut (`[]byte`).
+    Nats,
+}
+
+const THANOS_POOL: &str = "github.com/thanos-io/thanos/pkg/pool.";
+const PROMETHEUS_POOL: &str = "github.com/prometheus/prometheus/util/pool.(*Pool).";
+const NATS_SERVER: &str = "github.com/nats-io/nats-server/v2/server.";
+
+impl Preset {
+    /// The pools this preset stands for in `binary`.
+    pub fn pools(self, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
+        let pools = match self {
+            Self::Sync => vec![spec(
+                "sync.(*Pool).Get",
+                "sync.(*Pool).Put",
+                ObjectKind::Iface,
+            )],
+            Self::Nats => {
+                let (get, put) = (
+                    format!("{NATS_SERVER}nbPoolGet"),
+                    format!("{NATS_SERVER}nbPoolPut"),
+                );
+                present(binary, vec![spec(&get, &put, ObjectKind::Slice)])
+            }
+            Self::Prometheus => {
+                let (get, put) = (
+                    format!("{PROMETHEUS_POOL}Get"),
+                    format!("{PROMETHEUS_POOL}Put"),
+                );
+                // The interface{} Put reads the capacity through reflect; the []byte one does not.
+                let object = match binary.function(&put) {
+                    Some(f) if calls_reflect(binary, f) => ObjectKind::Iface,
+                    _ => ObjectKind::Slice,
+                };
+                present(binary, vec![spec(&get, &put, object)])
+            }
+            Self::Thanos => present(binary, thanos_pools(binary)),
+        };
+        if pools.is_empty() {
+            return Err(Error::Usage(format!(
+                "--pool {}: none of its pools is in {}",
+                self.to_possible_value()
+                    .map(|v| v.get_name().to_owned())
+                    .unwrap_or_default(),
+                binary.path().display()
+            )));
+        }
+        Ok(pools)
+    }
+}
+
+/// Every instantiation of BucketedPool (its shape functions, or Go 1.19's `[...]` names) and
+/// BucketedBytes.
+fn thanos_pools(binary: &GoBinary) -> Vec<PoolSpec> {
+    let generic = format!("{THANOS_POOL}(*BucketedPool[");
+    let mut pools: Vec<PoolSpec> = binary
+        .functions()
+        .iter()
+        .filter_map(|f| {
+            let args = f.name.strip_prefix(&generic)?.strip_suffix("]).Get")?;
+            (args.starts_with("go.shape.") || args == "...").then(|| {
+                let put = format!("{generic}{args}]).Put");
+                spec(&f.name, &put, ObjectKind::SlicePtr)
+            })
+        })
+        .collect();
+    pools.dedup_by(|a, b| a.get == b.get);
+    let bytes = format!("{THANOS_POOL}(*BucketedBytes).");
+    pools.push(spec(
+        &format!("{bytes}Get"),
+        &format!("{bytes}Put"),
+        ObjectKind::SlicePtr,
+    ));
+    pools
+}
+
+/// Keeps the pools whose Get and Put are both in the binary.
+fn present(binary: &GoBinary, pools: Vec<PoolSpec>) -> Vec<PoolSpec> {
+    pools
+        .into_iter()
+        .filter(|p| binary.resolve(&p.get).is_ok() && binary.resolve(&p.put).is_ok())
+        .collect()
+}
+
+fn calls_reflect(binary: &GoBinary, f: &crate::gobin::Function) -> bool {
+    binary.code(f).is_some_and(|code| {
+        direct_call_targets(code, f.addr)
+            .filter_map(|target| binary.function_at(target))
+            .any(|callee| callee.name.starts_with("reflect."))
+    })
+}
+
+fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
+    PoolSpec {
+        get: get.to_owned(),
+        put: put.to_owned(),
+        object,
+        get_key: None,
+        get_size: None,
+        put_key: None,
+    }
+}
