@@ -34,7 +34,9 @@ impl Rng {
     }
 }
 
+/// What was done to a mutant; printed when it breaks a reader.
 #[derive(Debug)]
+#[expect(dead_code, reason = "the fields are read through Debug, in failure messages")]
 enum Mutation {
     FlipBytes { at: usize, count: usize },
     ClobberWord { at: usize, value: u64 },
@@ -183,6 +185,6 @@ fn unmutated_binaries_read_completely() {
     let binary =
         GoBinary::open(&fixture("poolfix-go1.27-stripped"), Path::new("poolfix")).expect("opens");
     let table = binary.pclntab().expect("pclntab");
-    assert!(table.len() > 1000);
+    assert!(table.function_count() > 1000);
     assert!(binary.resolve("main.(*BufPool).Get").is_ok());
 }

@@ -34,6 +34,17 @@ pub fn fixture(name: &str) -> PathBuf {
     path
 }
 
+/// A real program installed by `cargo xtask test`, by its environment variable.
+pub fn real_program(variable: &str) -> PathBuf {
+    let path = env_path(variable);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
 fn env_path(name: &str) -> PathBuf {
     let value = std::env::var_os(name).unwrap_or_else(|| {
         panic!("{name} is not set: run the integration tests with `cargo xtask test`")

