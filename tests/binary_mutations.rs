@@ -36,7 +36,10 @@ impl Rng {
 
 /// What was done to a mutant; printed when it breaks a reader.
 #[derive(Debug)]
-#[expect(dead_code, reason = "the fields are read through Debug, in failure messages")]
+#[expect(
+    dead_code,
+    reason = "the fields are read through Debug, in failure messages"
+)]
 enum Mutation {
     FlipBytes { at: usize, count: usize },
     ClobberWord { at: usize, value: u64 },

@@ -69,6 +69,9 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         .enumerate()
         .map(|(i, spec)| PoolPlan::new(&binary, i as u32, spec))
         .collect::<Result<Vec<_>>>()?;
+    for warning in inlining_warnings(&binary, &plans) {
+        eprintln!("pooltrace: warning: {warning}");
+    }
     let limits = Limits {
         max_objects: args.max_objects,
         max_stacks: args.max_stacks,
@@ -247,6 +250,24 @@ fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
         });
     }
     Ok(specs)
+}
+
+/// A Get or Put inlined into some callers runs there without a call: those calls are
+/// invisible, and their objects would look leaked (or never taken). Say so up front.
+fn inlining_warnings(binary: &GoBinary, plans: &[PoolPlan]) -> Vec<String> {
+    let functions: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| [p.get.function.name.as_str(), p.put.function.name.as_str()])
+        .collect();
+    functions
+        .iter()
+        .zip(binary.inlined_sites(&functions))
+        .filter(|&(_, sites)| sites > 0)
+        .map(|(name, sites)| {
+            let plural = if sites == 1 { "" } else { "s" };
+            format!("{name} is inlined at {sites} call site{plural}; calls there are not seen")
+        })
+        .collect()
 }
 
 /// Where one pool's probes sit, e.g. "Get main.(*P).Get at its 3 RETs (+0xfa, ...)".

@@ -35,6 +35,12 @@ pub fn build_all() -> Result<PathBuf> {
     let current = tools::go()?;
     let go119 = tools::go_119()?;
     let source = workspace().join("tests/fixtures/poolfix");
+    // The compiler's own account of what it inlined: ground truth for the inlining warnings.
+    let decisions = tools::go_command(&current)
+        .args(["build", "-o", "/dev/null", "-gcflags=-m"])
+        .current_dir(&source)
+        .output()?;
+    std::fs::write(out.join("poolfix-go1.27.inlining.txt"), decisions.stderr)?;
     for (suffix, toolchain, flags) in POOLFIX_BUILDS {
         let go = match toolchain {
             Toolchain::Current => &current,

@@ -197,6 +197,23 @@ impl GoBinary {
             .collect()
     }
 
+    /// For each name, at how many call sites the compiler inlined it (from pclntab's inline
+    /// trees): calls that no probe on the function can see.
+    pub fn inlined_sites(&self, names: &[&str]) -> Vec<usize> {
+        let mut counts = vec![0; names.len()];
+        let Some(table) = self.pclntab() else {
+            return counts;
+        };
+        for f in table.funcs() {
+            for call in table.inlined_calls(&f) {
+                if let Some(i) = names.iter().position(|&n| n == call) {
+                    counts[i] += 1;
+                }
+            }
+        }
+        counts
+    }
+
     pub fn build_info(&self) -> Option<&BuildInfo> {
         self.build.as_ref()
     }

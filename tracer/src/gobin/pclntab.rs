@@ -311,6 +311,59 @@ impl<'a> Pclntab<'a> {
         }
     }
 
+    /// Names of the calls inlined into `f`, one per inlined call site.
+    pub fn inlined_calls(&self, f: &Func) -> Vec<&'a str> {
+        let Some(tree) = self.inline_tree(f) else {
+            return Vec::new();
+        };
+        let Some(last) = self.max_pcdata_value(f, PCDATA_INL_TREE_INDEX) else {
+            return Vec::new();
+        };
+        (0..=last)
+            .filter_map(|index| {
+                self.inline_entry(tree, index)
+                    .and_then(|(name_off, _)| self.name_at(name_off))
+            })
+            .collect()
+    }
+
+    /// The largest value a pcdata table takes over `f` (the inline tree's last index).
+    fn max_pcdata_value(&self, f: &Func, table: u32) -> Option<usize> {
+        let npcdata = u32_at(self.data, f.record + self.field(Field::NPcData))?;
+        if table >= npcdata {
+            return None;
+        }
+        let off = u32_at(
+            self.data,
+            f.record + self.header_size() + 4 * table as usize,
+        )?;
+        if off == 0 {
+            return None;
+        }
+        let values = self
+            .data
+            .get(self.layout.pctab.clone())?
+            .get(off as usize..)?;
+        let (mut at, mut value, mut max) = (0usize, -1i64, -1i64);
+        // One entry per pc range; a table has no more entries than the function has bytes.
+        for _ in 0..=(f.end - f.entry) {
+            let (value_delta, n) = uvarint(values.get(at..)?)?;
+            if value_delta == 0 && at > 0 {
+                break;
+            }
+            at += n;
+            value += if value_delta & 1 != 0 {
+                -((value_delta >> 1) as i64) - 1
+            } else {
+                (value_delta >> 1) as i64
+            };
+            max = max.max(value);
+            let (_, n) = uvarint(values.get(at..)?)?;
+            at += n;
+        }
+        usize::try_from(max).ok()
+    }
+
     /// How many of up to `samples` inline trees look right with this table's `gofunc`: the
     /// first entry of each names a function and points back into its caller. `None` when any
     /// does not, i.e. `gofunc` is wrong. Used to pick `gofunc` among moduledata's words in
