@@ -27,6 +27,36 @@ pub enum Command {
     /// Attach to a running process and report the call paths holding pool objects.
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
+    /// List the pool-like Get/Put pairs in a Go binary, with how many call sites reach them.
+    #[command(after_help = LIST_EXAMPLES)]
+    List(ListArgs),
+}
+
+const LIST_EXAMPLES: &str = "\
+Examples:
+  What pools does a running service have?
+    pooltrace list --pid 4242
+
+  The same for a binary on disk, as JSON:
+    pooltrace list --binary ./storegw --format json
+
+Pairs are methods Get and Put of one type (generic types by instantiation, with the shape
+function pooltrace probes) and functions whose names differ only in Get/Put. CALLS counts
+direct call sites; INLINED counts sites where the compiler inlined the call, which no probe
+can see. Needs no privileges beyond reading the binary.";
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// A running process whose executable to read.
+    #[arg(short, long, value_name = "PID", conflicts_with = "binary")]
+    pub pid: Option<i32>,
+
+    /// A Go binary on disk.
+    #[arg(short, long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 const REPORT_EXAMPLES: &str = "\

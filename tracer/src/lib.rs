@@ -5,12 +5,13 @@
 //! - [`probes`] decides where to probe and attaches the eBPF programs;
 //! - [`tracking`] reads what the kernel side recorded;
 //! - [`symbolize`] turns addresses into Go frames;
-//! - [`report`] renders text and JSON;
+//! - [`report`] renders text and JSON; [`list`] shows the pools a binary has;
 //! - [`process`] knows the traced process; [`session`] runs one trace from attach to detach.
 
 pub mod cli;
 pub mod error;
 pub mod gobin;
+pub mod list;
 pub mod probes;
 pub mod process;
 pub mod report;
@@ -28,5 +29,6 @@ pub fn run(cli: cli::Cli) -> Result<()> {
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
     match cli.command {
         cli::Command::Report(args) => runtime.block_on(session::report(args)),
+        cli::Command::List(args) => list::list(&args),
     }
 }

@@ -9,6 +9,7 @@ pub mod calls;
 mod locate;
 mod names;
 pub mod pclntab;
+mod pools;
 
 use std::{
     collections::HashMap,
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 pub use buildinfo::BuildInfo;
 pub use names::{is_method, ResolvedFunction};
 use pclntab::{Layout, Pclntab};
+pub use pools::PoolPair;
 
 /// One function: from `.symtab`, or from pclntab when the binary is stripped.
 #[derive(Clone, Debug, PartialEq, Eq)]

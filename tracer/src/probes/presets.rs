@@ -28,6 +28,28 @@ const PROMETHEUS_POOL: &str = "github.com/prometheus/prometheus/util/pool.(*Pool
 const NATS_SERVER: &str = "github.com/nats-io/nats-server/v2/server.";
 
 impl Preset {
+    /// Its name on the command line.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The preset that traces the pool whose Get is `get`.
+    pub fn covering(get: &str) -> Option<Self> {
+        if get == "sync.(*Pool).Get" {
+            Some(Self::Sync)
+        } else if get.starts_with(THANOS_POOL) {
+            Some(Self::Thanos)
+        } else if get.starts_with(PROMETHEUS_POOL) {
+            Some(Self::Prometheus)
+        } else if get == format!("{NATS_SERVER}nbPoolGet") {
+            Some(Self::Nats)
+        } else {
+            None
+        }
+    }
+
     /// The pools this preset stands for in `binary`.
     pub fn pools(self, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
         let pools = match self {
