@@ -60,18 +60,30 @@ pub const WORD_LOAD: u8 = 2;
 /// slice the slice's data pointer that the data word points at.
 pub const WORD_IFACE: u8 = 3;
 
-/// What one probe site (a Get RET or a Put entry) does; indexed by the attach cookie.
+/// What one probe site (a Get entry or RET, a Put entry) does; indexed by the attach cookie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeSite {
     /// Index of the pool this site belongs to (into `COUNTERS`, and part of [`ObjectKey`]).
     pub pool: u32,
-    pub _pad: u32,
+    /// `SITE_*` flags.
+    pub flags: u32,
     /// The object's identity: the word that is the same at Get and at Put.
     pub key: WordSpec,
     /// The object's size in bytes, or `WORD_NONE`.
     pub size: WordSpec,
+    /// Where the pool instance (the method's receiver) is, at entry sites.
+    pub receiver: WordSpec,
+    pub _pad: u32,
+    /// Only this pool instance is traced, when not 0.
+    pub receiver_filter: u64,
 }
+
+/// The Get RET takes the receiver its entry probe stashed in `RECEIVERS`.
+pub const SITE_TRACKS_RECEIVER: u32 = 1;
+/// Capacity of `RECEIVERS`: Gets in flight at once (an LRU map, so a Get that never
+/// returns, e.g. panics, cannot fill it).
+pub const MAX_GETS_IN_FLIGHT: u32 = 65_536;
 
 /// Key of `OUTSTANDING`: one object out of one pool.
 #[repr(C)]
@@ -98,6 +110,8 @@ pub struct Outstanding {
     pub taken_ns: u64,
     /// The goroutine (`g` pointer in R14) that took it.
     pub goroutine: u64,
+    /// The pool instance (Get's receiver) it came from, 0 when not tracked.
+    pub receiver: u64,
 }
 
 /// Key of `COLLECTED`: one call path of one pool (as in [`Outstanding`]).
@@ -108,6 +122,7 @@ pub struct PathKey {
     pub _pad: u32,
     pub stack: u64,
     pub caller: u64,
+    pub receiver: u64,
 }
 
 /// Value of `STACKS`, keyed by a 64-bit FNV-1a hash of the frames.

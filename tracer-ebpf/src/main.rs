@@ -11,14 +11,15 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_attach_cookie, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::ProbeContext,
     EbpfContext,
 };
 use tracer_common::{
     ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames, WordSpec,
     DEFAULT_MAX_OBJECTS, DEFAULT_MAX_STACKS, GO_KIND_MASK, GO_KIND_SLICE, GO_TYPE_KIND_OFFSET,
-    MAX_COLLECTED_PATHS, MAX_POOLS, MAX_SITES, MAX_STACK_DEPTH, WORD_IFACE, WORD_LOAD, WORD_REG,
+    MAX_COLLECTED_PATHS, MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_SITES, MAX_STACK_DEPTH,
+    SITE_TRACKS_RECEIVER, WORD_IFACE, WORD_LOAD, WORD_REG,
 };
 
 /// What each attached site reads; indexed by the attach cookie.
@@ -43,6 +44,11 @@ static SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 static COLLECTED: PerCpuHashMap<PathKey, PathTotals> =
     PerCpuHashMap::with_max_entries(MAX_COLLECTED_PATHS, 0);
 
+/// Receivers of the Gets in flight, by (pool, goroutine): the entry probe stashes the
+/// receiver, which is gone from the registers by the time the RET probe runs.
+#[map]
+static RECEIVERS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_GETS_IN_FLIGHT, 0);
+
 /// Per-pool event counters, one copy per CPU so no update needs an atomic.
 #[map]
 static COUNTERS: PerCpuArray<PoolCounters> = PerCpuArray::with_max_entries(MAX_POOLS, 0);
@@ -54,6 +60,20 @@ const EEXIST: i32 = -17;
 pub fn pool_get(ctx: ProbeContext) -> u32 {
     if let Some((site, counters)) = site_and_counters(&ctx) {
         on_get(&ctx, site, counters);
+    }
+    0
+}
+
+#[uprobe]
+pub fn pool_get_entry(ctx: ProbeContext) -> u32 {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if let Some(site) = SITES.get(cookie as u32) {
+        let regs = unsafe { &*ctx.regs };
+        if let Some(receiver) = read_word(&GoRegs::read(regs), &site.receiver) {
+            if site.receiver_filter == 0 || receiver == site.receiver_filter {
+                let _ = RECEIVERS.insert(&in_flight_key(site.pool, regs.r14), &receiver, 0);
+            }
+        }
     }
     0
 }
@@ -79,6 +99,19 @@ fn site_and_counters(
 fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let regs = unsafe { &*ctx.regs };
     let words = GoRegs::read(regs);
+    let mut receiver = 0;
+    if site.flags & SITE_TRACKS_RECEIVER != 0 {
+        let in_flight = in_flight_key(site.pool, regs.r14);
+        match unsafe { RECEIVERS.get(&in_flight) } {
+            Some(&stashed) => {
+                receiver = stashed;
+                let _ = RECEIVERS.remove(&in_flight);
+            }
+            // Another pool instance (filtered at entry), or a call that began before attach.
+            None if site.receiver_filter != 0 => return,
+            None => {}
+        }
+    }
     let Some(addr) = read_word(&words, &site.key) else {
         counters.read_faults += 1;
         return;
@@ -109,6 +142,7 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         size,
         taken_ns: unsafe { bpf_ktime_get_ns() },
         goroutine: regs.r14,
+        receiver,
     };
     match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
         Ok(()) => {}
@@ -133,6 +167,7 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
         _pad: 0,
         stack: earlier.stack,
         caller: earlier.caller,
+        receiver: earlier.receiver,
     };
     match COLLECTED.get_ptr_mut(&path) {
         // SAFETY: this CPU's copy of the value.
@@ -154,6 +189,10 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
 
 fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let words = GoRegs::read(unsafe { &*ctx.regs });
+    if site.receiver_filter != 0 && read_word(&words, &site.receiver) != Some(site.receiver_filter)
+    {
+        return;
+    }
     counters.puts += 1;
     let Some(addr) = read_word(&words, &site.key) else {
         counters.read_faults += 1;
@@ -168,6 +207,11 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     if OUTSTANDING.remove(&key).is_err() {
         counters.unmatched_puts += 1;
     }
+}
+
+/// Key of `RECEIVERS`: a goroutine's Get from one pool (heap addresses fit in 48 bits).
+fn in_flight_key(pool: u32, goroutine: u64) -> u64 {
+    (u64::from(pool) << 48) ^ goroutine
 }
 
 /// Captures the user stack into `STACKS`; returns its key, or `None` when it could not be

@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Attach to a running process and report the call paths holding pool objects.
     #[command(after_help = REPORT_EXAMPLES)]
-    Report(ReportArgs),
+    Report(Box<ReportArgs>),
     /// List the pool-like Get/Put pairs in a Go binary, with how many call sites reach them.
     #[command(after_help = LIST_EXAMPLES)]
     List(ListArgs),
@@ -149,6 +149,11 @@ pub struct PoolArgs {
     #[arg(long, value_name = "SPEC")]
     pub get_size: Option<String>,
 
+    /// Trace only the pool instance at ADDR (the Get/Put receiver, e.g. 0xc000123400, as
+    /// shown in a report): one shape function serves every instance of its shape.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub receiver: Option<u64>,
+
     /// Where Put's object is: aN = argument word N, counting the receiver of a method as a0.
     /// E.g. --put-key a1 for `func (p *Pool) Put(b *T)`.
     #[arg(long, value_name = "SPEC")]
@@ -159,6 +164,15 @@ pub struct PoolArgs {
 pub enum Format {
     Text,
     Json,
+}
+
+/// "0xc000123400" (or without the 0x).
+fn parse_address(text: &str) -> Result<u64, String> {
+    let digits = text.trim().trim_start_matches("0x");
+    match u64::from_str_radix(digits, 16) {
+        Ok(0) | Err(_) => Err(format!("{text:?} is not an address (e.g. 0xc000123400)")),
+        Ok(address) => Ok(address),
+    }
 }
 
 /// "5s", "250ms", "2m", "1h", or bare seconds.

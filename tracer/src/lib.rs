@@ -28,7 +28,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
     match cli.command {
-        cli::Command::Report(args) => runtime.block_on(session::report(args)),
+        cli::Command::Report(args) => runtime.block_on(session::report(*args)),
         cli::Command::List(args) => list::list(&args),
     }
 }

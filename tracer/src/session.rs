@@ -225,29 +225,21 @@ fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
         specs.extend(preset.pools(binary)?);
     }
     if let (Some(get), Some(put)) = (&args.get, &args.put) {
+        let spec = |text: &Option<String>, side, what, allow_none| {
+            probes::parse_override(text.as_deref(), side, what, allow_none)
+        };
         specs.push(PoolSpec {
             get: get.clone(),
             put: put.clone(),
             object: args.object,
-            get_key: probes::parse_override(
-                args.get_key.as_deref(),
-                Side::Get,
-                "--get-key",
-                false,
-            )?,
-            get_size: probes::parse_override(
-                args.get_size.as_deref(),
-                Side::Get,
-                "--get-size",
-                true,
-            )?,
-            put_key: probes::parse_override(
-                args.put_key.as_deref(),
-                Side::Put,
-                "--put-key",
-                false,
-            )?,
+            get_key: spec(&args.get_key, Side::Get, "--get-key", false)?,
+            get_size: spec(&args.get_size, Side::Get, "--get-size", true)?,
+            put_key: spec(&args.put_key, Side::Put, "--put-key", false)?,
+            receiver: None,
         });
+    }
+    for spec in &mut specs {
+        spec.receiver = args.receiver;
     }
     Ok(specs)
 }

@@ -52,6 +52,14 @@ impl Probes {
 
         let mut sites: Vec<(&str, &str, &Site, ProbeSite)> = Vec::new();
         for plan in plans {
+            if let Some(site) = &plan.get_entry_site {
+                sites.push((
+                    "pool_get_entry",
+                    &plan.get.function.name,
+                    site,
+                    plan.get_probe,
+                ));
+            }
             for site in &plan.get_sites {
                 sites.push(("pool_get", &plan.get.function.name, site, plan.get_probe));
             }
@@ -66,7 +74,7 @@ impl Probes {
             return Err(Error::TooManySites(sites.len()));
         }
         write_sites(&mut ebpf, &sites)?;
-        for program in ["pool_get", "pool_put"] {
+        for program in ["pool_get", "pool_get_entry", "pool_put"] {
             uprobe(&mut ebpf, program)?
                 .load()
                 .map_err(|e| load_error(&e))?;

@@ -73,17 +73,21 @@ impl Spec {
         Ok(Self::Word(parse_word(trimmed, side).map_err(bad)?))
     }
 
-    /// The kernel-side form; `arg_shift` is 1 on Put of a shape function (the dictionary
-    /// takes the first register) and 0 otherwise.
-    pub fn to_word_spec(self, arg_shift: u8) -> Result<WordSpec> {
+    /// The kernel-side form. `dictionary` is the argument slot of a shape function's
+    /// dictionary (see `ResolvedFunction::dictionary`): argument words from it on sit one
+    /// register later. Result words pass `None`.
+    pub fn to_word_spec(self, dictionary: Option<u8>) -> Result<WordSpec> {
         let last = tracer_common::GO_ABI_REGS.len() as u8 - 1;
         let register = |word: u8, width: u8| {
-            let reg = word + arg_shift;
+            let reg = match dictionary {
+                Some(slot) if word >= slot => word + 1,
+                _ => word,
+            };
             if reg + width - 1 > last {
                 Err(Error::Usage(format!(
                     "word {word} is passed on the stack, not in a register; pooltrace reads \
                      the first {} register words",
-                    last + 1 - arg_shift
+                    last + 1
                 )))
             } else {
                 Ok(reg)
@@ -202,9 +206,14 @@ mod tests {
     }
 
     #[test]
-    fn dictionary_shift_moves_arguments_one_register_later() {
-        let spec = Spec::Word(1).to_word_spec(1).unwrap();
-        assert_eq!((spec.kind, spec.reg), (WORD_REG, 2));
-        assert!(Spec::Iface(7).to_word_spec(1).is_err());
+    fn the_dictionary_moves_the_words_after_it_one_register_later() {
+        // A Go 1.20+ method: receiver, dictionary, then the arguments.
+        let receiver = Spec::Word(0).to_word_spec(Some(1)).unwrap();
+        let argument = Spec::Word(1).to_word_spec(Some(1)).unwrap();
+        assert_eq!((receiver.reg, argument.reg), (0, 2));
+        // A Go 1.19 method or any generic function: the dictionary first.
+        assert_eq!(Spec::Word(0).to_word_spec(Some(0)).unwrap().reg, 1);
+        assert_eq!(Spec::Word(1).to_word_spec(None).unwrap().reg, 1);
+        assert!(Spec::Iface(7).to_word_spec(Some(0)).is_err());
     }
 }

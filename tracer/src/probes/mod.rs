@@ -9,7 +9,7 @@ pub mod sites;
 pub use attach::{check_privileges, Limits, Probes};
 use keyspec::{ObjectKind, Side, Spec};
 use sites::Site;
-use tracer_common::ProbeSite;
+use tracer_common::{ProbeSite, SITE_TRACKS_RECEIVER};
 
 use crate::{
     error::{Error, Result},
@@ -26,6 +26,8 @@ pub struct PoolSpec {
     pub get_key: Option<Spec>,
     pub get_size: Option<Spec>,
     pub put_key: Option<Spec>,
+    /// Trace only the pool instance (receiver) at this address.
+    pub receiver: Option<u64>,
 }
 
 /// A pool resolved against one binary: the functions, the sites, what each site reads.
@@ -35,6 +37,9 @@ pub struct PoolPlan {
     pub put: ResolvedFunction,
     pub get_sites: Vec<Site>,
     pub put_site: Site,
+    /// Where Get's receiver is stashed, when pool instances are told apart: a generic shape
+    /// function serves every instance of its shape, and `--receiver` picks one.
+    pub get_entry_site: Option<Site>,
     pub get_probe: ProbeSite,
     pub put_probe: ProbeSite,
 }
@@ -58,24 +63,51 @@ impl PoolPlan {
                 "an object identity (--get-key, --put-key) cannot be none".into(),
             ));
         }
-        let put_shift = u8::from(put.takes_dictionary);
+
+        let get_is_method = is_method(&get.requested);
+        if spec.receiver.is_some() && !(get_is_method && first_arg == 1) {
+            return Err(Error::Usage(format!(
+                "--receiver picks a pool instance, but {} and {} are not both methods",
+                get.requested, put.requested
+            )));
+        }
+        let get_entry_site =
+            match (get_is_method && get.dictionary.is_some()) || spec.receiver.is_some() {
+                true => Some(
+                    sites::put_site(code(binary, &get)?, get.function.addr)
+                        .map_err(|r| unprobeable(&get, r))?,
+                ),
+                false => None,
+            };
+        let receiver_filter = spec.receiver.unwrap_or(0);
         let get_probe = ProbeSite {
             pool,
+            flags: if get_entry_site.is_some() {
+                SITE_TRACKS_RECEIVER
+            } else {
+                0
+            },
+            key: get_key.to_word_spec(None)?,
+            size: get_size.to_word_spec(None)?,
+            receiver: Spec::Word(0).to_word_spec(get.dictionary)?,
             _pad: 0,
-            key: get_key.to_word_spec(0)?,
-            size: get_size.to_word_spec(0)?,
+            receiver_filter,
         };
         let put_probe = ProbeSite {
             pool,
+            flags: 0,
+            key: put_key.to_word_spec(put.dictionary)?,
+            size: Spec::None.to_word_spec(None)?,
+            receiver: Spec::Word(0).to_word_spec(put.dictionary)?,
             _pad: 0,
-            key: put_key.to_word_spec(put_shift)?,
-            size: Spec::None.to_word_spec(0)?,
+            receiver_filter,
         };
         Ok(Self {
             get,
             put,
             get_sites,
             put_site,
+            get_entry_site,
             get_probe,
             put_probe,
         })

@@ -141,5 +141,6 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         get_key: None,
         get_size: None,
         put_key: None,
+        receiver: None,
     }
 }

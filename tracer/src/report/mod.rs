@@ -62,6 +62,10 @@ pub struct PoolReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StackReport {
+    /// The pool instance (Get's receiver, hex) the objects came from, where instances are
+    /// told apart (generic pools, `--receiver`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
     /// Objects out of the pool now (at least `min_age_ms` old).
     pub outstanding: u64,
     pub bytes: u64,
@@ -98,6 +102,7 @@ impl Report {
                     .iter()
                     .take(cx.top)
                     .map(|path| StackReport {
+                        receiver: (path.receiver != 0).then(|| format!("{:#x}", path.receiver)),
                         outstanding: path.count,
                         bytes: path.bytes,
                         oldest_age_ms: match path.count {
@@ -159,6 +164,8 @@ struct CallPath {
     get_ret: Option<u64>,
     /// The immediate caller's return address, then the frame-pointer walk beyond it.
     outer: Vec<u64>,
+    /// The pool instance, 0 when not tracked.
+    receiver: u64,
     count: u64,
     bytes: u64,
     oldest_taken_ns: u64,
@@ -176,24 +183,27 @@ impl CallPath {
 /// Merges groups into call paths, most objects held or collected first, then oldest first.
 fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
     let mut paths: Vec<CallPath> = Vec::new();
-    let mut index: HashMap<Vec<u64>, usize> = HashMap::new();
+    let mut index: HashMap<(u64, Vec<u64>), usize> = HashMap::new();
     for group in groups {
         // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
         let stack = tracking::stack(ebpf, group.stack).unwrap_or_default();
         let mut outer = vec![group.caller];
         outer.extend(stack.iter().skip(1));
-        let i = *index.entry(outer.clone()).or_insert_with(|| {
-            paths.push(CallPath {
-                get_ret: None,
-                outer,
-                count: 0,
-                bytes: 0,
-                oldest_taken_ns: u64::MAX,
-                collected: 0,
-                collected_bytes: 0,
+        let i = *index
+            .entry((group.receiver, outer.clone()))
+            .or_insert_with(|| {
+                paths.push(CallPath {
+                    get_ret: None,
+                    outer,
+                    receiver: group.receiver,
+                    count: 0,
+                    bytes: 0,
+                    oldest_taken_ns: u64::MAX,
+                    collected: 0,
+                    collected_bytes: 0,
+                });
+                paths.len() - 1
             });
-            paths.len() - 1
-        });
         let path = &mut paths[i];
         path.get_ret = path.get_ret.or(stack.first().copied());
         path.count += group.count;

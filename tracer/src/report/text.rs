@@ -79,7 +79,12 @@ fn render_stacks(out: &mut String, pool: &PoolReport) {
 }
 
 fn render_stack(out: &mut String, stack: &StackReport) {
-    let _ = writeln!(out, "  {}, from:", held_summary(stack));
+    let instance = stack
+        .receiver
+        .as_ref()
+        .map(|r| format!(" of pool {r}"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "  {}{instance}, from:", held_summary(stack));
     for frame in &stack.frames {
         let location = match (&frame.file, frame.line) {
             (Some(file), Some(line)) => format!("  {file}:{line}"),

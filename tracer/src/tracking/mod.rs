@@ -18,6 +18,8 @@ pub struct Group {
     /// Key in `STACKS`, 0 when the stack was not captured.
     pub stack: u64,
     pub caller: u64,
+    /// The pool instance, 0 when not tracked.
+    pub receiver: u64,
     /// Outstanding objects at least `min_age` old.
     pub count: u64,
     pub bytes: u64,
@@ -29,10 +31,11 @@ pub struct Group {
 }
 
 impl Group {
-    fn new(stack: u64, caller: u64) -> Self {
+    fn new(stack: u64, caller: u64, receiver: u64) -> Self {
         Self {
             stack,
             caller,
+            receiver,
             count: 0,
             bytes: 0,
             oldest_taken_ns: u64::MAX,
@@ -68,7 +71,7 @@ impl Snapshot {
         let now_ns = monotonic_ns();
         let mut states = read_counters(ebpf, pools)?;
         let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> = map(ebpf, "OUTSTANDING")?;
-        let mut groups: HashMap<(u32, u64, u64), Group> = HashMap::new();
+        let mut groups: HashMap<(u32, u64, u64, u64), Group> = HashMap::new();
         for entry in outstanding.iter() {
             // An entry deleted between the key walk and its lookup is just gone: skip it.
             let Ok((key, object)) = entry else { continue };
@@ -81,8 +84,8 @@ impl Snapshot {
                 continue;
             }
             let group = groups
-                .entry((key.pool, object.stack, object.caller))
-                .or_insert_with(|| Group::new(object.stack, object.caller));
+                .entry((key.pool, object.stack, object.caller, object.receiver))
+                .or_insert_with(|| Group::new(object.stack, object.caller, object.receiver));
             group.count += 1;
             group.bytes += object.size;
             group.oldest_taken_ns = group.oldest_taken_ns.min(object.taken_ns);
@@ -94,14 +97,14 @@ impl Snapshot {
                 continue;
             }
             let group = groups
-                .entry((path.pool, path.stack, path.caller))
-                .or_insert_with(|| Group::new(path.stack, path.caller));
+                .entry((path.pool, path.stack, path.caller, path.receiver))
+                .or_insert_with(|| Group::new(path.stack, path.caller, path.receiver));
             for totals in per_cpu.iter() {
                 group.collected += totals.count;
                 group.collected_bytes += totals.bytes;
             }
         }
-        for ((pool, _, _), group) in groups {
+        for ((pool, _, _, _), group) in groups {
             states[pool as usize].groups.push(group);
         }
         Ok(Self {
