@@ -80,26 +80,82 @@ fn assert_generic_pool_exact(build: &str) {
         probed.contains("[go.shape.uint8") || probed.contains("[...]"),
         "{pool:#}"
     );
-    // Per round 50 direct calls and 30 through the ChunkPool interface: both are counted.
-    assert_eq!(u64_of(&pool["gets"]), counts.get("chunk_gets"));
-    assert_eq!(u64_of(&pool["puts"]), counts.get("chunk_puts"));
-    assert_eq!(
-        u64_of(&pool["outstanding"]),
-        counts.get("chunk_gets") - counts.get("chunk_puts")
-    );
+    // Per round 50 direct calls and 30 through the ChunkPool interface on `chunks`, and 12
+    // on `otherChunks`: one shape function serves both instances, and every call counts.
+    let gets = counts.get("chunk_gets") + counts.get("other_gets");
+    let puts = counts.get("chunk_puts") + counts.get("other_puts");
+    assert_eq!((u64_of(&pool["gets"]), u64_of(&pool["puts"])), (gets, puts));
+    assert_eq!(u64_of(&pool["outstanding"]), gets - puts);
     assert_eq!(u64_of(&pool["unmatched_puts"]), 0);
-    // The leaked chunks came through the interface; each has cap 128 (the bucket for 100).
+    // Each instance's leaks are reported under it: chunks leaked through the interface
+    // (cap 128, the bucket for 100), otherChunks' through otherRoundTrip (cap 256).
     let stacks = pool["stacks"].as_array().expect("stacks");
-    assert_eq!(stacks.len(), 1, "{pool:#}");
-    assert_eq!(
-        u64_of(&stacks[0]["bytes"]),
-        128 * u64_of(&pool["outstanding"])
-    );
-    let frames = pooltrace_tests::functions(&stacks[0]);
-    assert!(
-        frames.contains(&"main.chunksViaInterface".to_owned()),
-        "{frames:?}"
-    );
+    assert_eq!(stacks.len(), 2, "{pool:#}");
+    for (caller, instance, leaked, cap) in [
+        (
+            "main.chunksViaInterface",
+            "chunks_addr",
+            counts.get("chunk_gets") - counts.get("chunk_puts"),
+            128,
+        ),
+        (
+            "main.otherRoundTrip",
+            "other_addr",
+            counts.get("other_gets") - counts.get("other_puts"),
+            256,
+        ),
+    ] {
+        let stack = stacks
+            .iter()
+            .find(|s| pooltrace_tests::functions(s).contains(&caller.to_owned()))
+            .unwrap_or_else(|| panic!("no {caller} path in {pool:#}"));
+        assert_eq!(
+            stack["receiver"],
+            format!("{:#x}", counts.get(instance)),
+            "{stack:#}"
+        );
+        assert_eq!(u64_of(&stack["outstanding"]), leaked);
+        assert_eq!(u64_of(&stack["bytes"]), cap * leaked);
+    }
+}
+
+#[test]
+fn receiver_restricts_a_shared_shape_function_to_one_instance() {
+    for build in ["poolfix-go1.27", "poolfix-go1.19"] {
+        let mut target = Target::start(&fixture(build));
+        // A first, untraced round tells where the second pool instance lives.
+        let before = target.round();
+        let receiver = format!("{:#x}", before.get("other_addr"));
+        let tracer = Tracer::attach(
+            target.pid,
+            &[
+                "--get",
+                CHUNK_GET,
+                "--put",
+                CHUNK_PUT,
+                "--object",
+                "slice-ptr",
+                "--receiver",
+                &receiver,
+            ],
+        );
+        target.round();
+        let after = target.round();
+        let report = tracer.interrupt().json();
+        target.exit();
+        let pool = pool(&report, CHUNK_GET);
+        let delta = |key: &str| after.get(key) - before.get(key);
+        assert_eq!(
+            (u64_of(&pool["gets"]), u64_of(&pool["puts"])),
+            (delta("other_gets"), delta("other_puts")),
+            "{build}"
+        );
+        let stacks = pool["stacks"].as_array().expect("stacks");
+        assert!(!stacks.is_empty(), "{build}: {pool:#}");
+        for stack in stacks {
+            assert_eq!(stack["receiver"], receiver.as_str(), "{build}");
+        }
+    }
 }
 
 #[test]
@@ -167,6 +223,7 @@ fn generic_shape_function_is_probed_by_its_own_name_too() {
         ],
     );
     let pool = pool(&report, "main.(*BucketedPool[go.shape.uint8]).Get");
-    assert_eq!(u64_of(&pool["gets"]), counts.get("chunk_gets"));
-    assert_eq!(u64_of(&pool["puts"]), counts.get("chunk_puts"));
+    // Both instances of the shape.
+    assert_eq!(u64_of(&pool["gets"]), counts.get("chunk_gets") + counts.get("other_gets"));
+    assert_eq!(u64_of(&pool["puts"]), counts.get("chunk_puts") + counts.get("other_puts"));
 }

@@ -182,6 +182,11 @@ impl GoBinary {
         ))
     }
 
+    /// The pclntab format, which tells Go releases apart when build info is missing.
+    pub fn pclntab_version(&self) -> Option<pclntab::Version> {
+        self.pcln.as_ref().map(|info| info.layout.version)
+    }
+
     fn pclntab_functions(&self) -> Vec<Function> {
         let Some(table) = self.pclntab() else {
             return Vec::new();

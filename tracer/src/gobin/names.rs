@@ -3,11 +3,13 @@
 //! Generic code is compiled once per GC shape: `pool.(*P[uint8]).Get` is a small wrapper kept
 //! for interface calls and method values, while every call, direct or through the wrapper,
 //! reaches the shape function `pool.(*P[go.shape.uint8]).Get` (Go 1.19 writes
-//! `go.shape.uint8_0`), which takes the instantiation's dictionary as a hidden first argument.
-//! So a generic name resolves to its shape function, and the caller is told about the extra
-//! argument.
+//! `go.shape.uint8_0`), which takes the instantiation's dictionary as a hidden argument. So a
+//! generic name resolves to its shape function, and the caller is told where the extra
+//! argument sits: first in functions, and in methods first up to Go 1.19 but after the
+//! receiver from Go 1.20 on (the unified IR builds shaped methods as receiver, dictionary,
+//! parameters).
 
-use super::{Function, GoBinary};
+use super::{pclntab::Version, BuildInfo, Function, GoBinary};
 use crate::error::{Error, Result};
 
 /// A function to probe and how its arguments are laid out.
@@ -16,38 +18,45 @@ pub struct ResolvedFunction {
     /// The name the user gave.
     pub requested: String,
     pub function: Function,
-    /// It is a generic shape function: the dictionary occupies the first argument register,
-    /// so the Go-level arguments start one register later. Results are not shifted.
-    pub takes_dictionary: bool,
+    /// For a generic shape function, the argument slot of its dictionary: Go-level argument
+    /// words from that slot on sit one register later. Results are not shifted.
+    pub dictionary: Option<u8>,
 }
 
 impl GoBinary {
     /// Resolves a Go function name; unknown names get an error with the closest names.
     pub fn resolve(&self, name: &str) -> Result<ResolvedFunction> {
-        let resolved = |function: &Function| ResolvedFunction {
+        let resolved = |function: &Function, shape: bool| ResolvedFunction {
             requested: name.to_owned(),
             function: function.clone(),
-            takes_dictionary: function.name.contains("go.shape."),
+            dictionary: shape.then(|| self.dictionary_slot(name)),
         };
         if name.contains('[') && !name.contains("go.shape.") {
             if let Some(shape) = self.shape_function(name)? {
-                return Ok(resolved(shape));
+                return Ok(resolved(shape, true));
             }
             if let Some(shape) = self.elided_shape_function(name) {
-                return Ok(ResolvedFunction {
-                    takes_dictionary: true,
-                    ..resolved(shape)
-                });
+                return Ok(resolved(shape, true));
             }
         }
         match self.function(name) {
-            Some(function) => Ok(resolved(function)),
+            Some(function) => Ok(resolved(function, function.name.contains("go.shape."))),
             None => Err(Error::NoSuchFunction {
                 name: name.to_owned(),
                 path: self.path().to_path_buf(),
                 suggestions: self.closest_names(name),
             }),
         }
+    }
+
+    /// Where a shape function named `name` takes its dictionary: after the receiver in methods
+    /// built by Go 1.20+, else first.
+    fn dictionary_slot(&self, name: &str) -> u8 {
+        let unified_ir = match self.build_info().and_then(BuildInfo::go_release) {
+            Some(release) => release >= (1, 20),
+            None => self.pclntab_version().is_some_and(|v| v >= Version::Go120),
+        };
+        u8::from(is_method(name) && unified_ir)
     }
 
     /// The shape function behind an instantiated generic name, e.g.
