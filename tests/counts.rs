@@ -224,6 +224,12 @@ fn generic_shape_function_is_probed_by_its_own_name_too() {
     );
     let pool = pool(&report, "main.(*BucketedPool[go.shape.uint8]).Get");
     // Both instances of the shape.
-    assert_eq!(u64_of(&pool["gets"]), counts.get("chunk_gets") + counts.get("other_gets"));
-    assert_eq!(u64_of(&pool["puts"]), counts.get("chunk_puts") + counts.get("other_puts"));
+    assert_eq!(
+        u64_of(&pool["gets"]),
+        counts.get("chunk_gets") + counts.get("other_gets")
+    );
+    assert_eq!(
+        u64_of(&pool["puts"]),
+        counts.get("chunk_puts") + counts.get("other_puts")
+    );
 }

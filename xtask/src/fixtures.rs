@@ -48,6 +48,14 @@ pub fn build_all() -> Result<PathBuf> {
         };
         go_build(go, &source, flags, &out.join(format!("poolfix-{suffix}")))?;
     }
+    let thanos = workspace().join("tests/fixtures/thanospool/cmd/thanospool");
+    go_build(&current, &thanos, &[], &out.join("thanospool"))?;
+    go_build(
+        &current,
+        &thanos,
+        &["-ldflags=-s -w"],
+        &out.join("thanospool-stripped"),
+    )?;
     demo::build(&out)?;
     Ok(out)
 }

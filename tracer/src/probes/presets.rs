@@ -81,10 +81,8 @@ impl Preset {
         };
         if pools.is_empty() {
             return Err(Error::Usage(format!(
-                "--pool {}: none of its pools is in {}",
-                self.to_possible_value()
-                    .map(|v| v.get_name().to_owned())
-                    .unwrap_or_default(),
+                "--pool {}: none of its pools is in {} (see `pooltrace list`)",
+                self.name(),
                 binary.path().display()
             )));
         }
