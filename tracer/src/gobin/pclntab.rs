@@ -329,39 +329,8 @@ impl<'a> Pclntab<'a> {
 
     /// The largest value a pcdata table takes over `f` (the inline tree's last index).
     fn max_pcdata_value(&self, f: &Func, table: u32) -> Option<usize> {
-        let npcdata = u32_at(self.data, f.record + self.field(Field::NPcData))?;
-        if table >= npcdata {
-            return None;
-        }
-        let off = u32_at(
-            self.data,
-            f.record + self.header_size() + 4 * table as usize,
-        )?;
-        if off == 0 {
-            return None;
-        }
-        let values = self
-            .data
-            .get(self.layout.pctab.clone())?
-            .get(off as usize..)?;
-        let (mut at, mut value, mut max) = (0usize, -1i64, -1i64);
-        // One entry per pc range; a table has no more entries than the function has bytes.
-        for _ in 0..=(f.end - f.entry) {
-            let (value_delta, n) = uvarint(values.get(at..)?)?;
-            if value_delta == 0 && at > 0 {
-                break;
-            }
-            at += n;
-            value += if value_delta & 1 != 0 {
-                -((value_delta >> 1) as i64) - 1
-            } else {
-                (value_delta >> 1) as i64
-            };
-            max = max.max(value);
-            let (_, n) = uvarint(values.get(at..)?)?;
-            at += n;
-        }
-        usize::try_from(max).ok()
+        let values = self.pc_values(f, self.pcdata_offset(f, table)?)?;
+        usize::try_from(values.map(|(value, _)| value).max()?).ok()
     }
 
     /// How many of up to `samples` inline trees look right with this table's `gofunc`: the
@@ -416,25 +385,34 @@ impl<'a> Pclntab<'a> {
     }
 
     fn pcdata_value(&self, f: &Func, table: u32, pc: u64) -> Option<i32> {
+        self.value_at(f, self.pcdata_offset(f, table)?, pc)
+    }
+
+    /// Where pcdata table `table` of `f` starts in pctab.
+    fn pcdata_offset(&self, f: &Func, table: u32) -> Option<u32> {
         let npcdata = u32_at(self.data, f.record + self.field(Field::NPcData))?;
         if table >= npcdata {
             return None;
         }
-        let off = u32_at(
+        u32_at(
             self.data,
             f.record + self.header_size() + 4 * table as usize,
-        )?;
-        self.decode_pcvalue(f, off, pc)
+        )
     }
 
     fn pcvalue(&self, f: &Func, field: Field, pc: u64) -> Option<i32> {
         let off = u32_at(self.data, f.record + self.field(field))?;
-        self.decode_pcvalue(f, off, pc)
+        self.value_at(f, off, pc)
     }
 
-    /// Walks a pc-value table (zig-zag value deltas, pc deltas in instruction quanta) to the
-    /// value in effect at `pc`.
-    fn decode_pcvalue(&self, f: &Func, off: u32, pc: u64) -> Option<i32> {
+    /// The value in effect at `pc` in the table at `off`.
+    fn value_at(&self, f: &Func, off: u32, pc: u64) -> Option<i32> {
+        let (value, _) = self.pc_values(f, off)?.find(|&(_, end)| pc < end)?;
+        i32::try_from(value).ok()
+    }
+
+    /// The runs of the pc-value table at `off` (0: none) of `f`.
+    fn pc_values(&self, f: &Func, off: u32) -> Option<PcValues<'a>> {
         if off == 0 {
             return None;
         }
@@ -442,29 +420,13 @@ impl<'a> Pclntab<'a> {
             .data
             .get(self.layout.pctab.clone())?
             .get(off as usize..)?;
-        let (mut at, mut value, mut cur) = (0usize, -1i64, f.entry);
-        let mut first = true;
-        while at < table.len() {
-            let (value_delta, n) = uvarint(table.get(at..)?)?;
-            at += n;
-            if value_delta == 0 && !first {
-                return None;
-            }
-            first = false;
-            let delta = if value_delta & 1 != 0 {
-                -((value_delta >> 1) as i64) - 1
-            } else {
-                (value_delta >> 1) as i64
-            };
-            value = value.checked_add(delta)?;
-            let (pc_delta, n) = uvarint(table.get(at..)?)?;
-            at += n;
-            cur = cur.checked_add(pc_delta.checked_mul(self.layout.quantum)?)?;
-            if pc < cur {
-                return i32::try_from(value).ok();
-            }
-        }
-        None
+        Some(PcValues {
+            table,
+            at: 0,
+            value: -1,
+            pc: f.entry,
+            quantum: self.layout.quantum,
+        })
     }
 
     fn header_size(&self) -> usize {
@@ -499,6 +461,39 @@ enum Field {
     NPcData,
     CuOffset,
     NFuncData,
+}
+
+/// A pc-value table as (value, end pc) runs: zig-zag value deltas and pc deltas in
+/// instruction quanta, ended by a zero value delta. Every step moves forward through the
+/// table, so iteration ends at the table's end at the latest.
+struct PcValues<'a> {
+    table: &'a [u8],
+    at: usize,
+    value: i64,
+    pc: u64,
+    quantum: u64,
+}
+
+impl Iterator for PcValues<'_> {
+    type Item = (i64, u64);
+
+    fn next(&mut self) -> Option<(i64, u64)> {
+        let (value_delta, used) = uvarint(self.table.get(self.at..)?)?;
+        if value_delta == 0 && self.at > 0 {
+            return None;
+        }
+        self.at += used;
+        let delta = if value_delta & 1 != 0 {
+            -((value_delta >> 1) as i64) - 1
+        } else {
+            (value_delta >> 1) as i64
+        };
+        self.value = self.value.checked_add(delta)?;
+        let (pc_delta, used) = uvarint(self.table.get(self.at..)?)?;
+        self.at += used;
+        self.pc = self.pc.checked_add(pc_delta.checked_mul(self.quantum)?)?;
+        Some((self.value, self.pc))
+    }
 }
 
 struct InlinedCall {
