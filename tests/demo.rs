@@ -14,6 +14,59 @@ const PUT: &str = "storegw/pool.(*BucketedPool[uint8]).Put";
 
 struct Killed(Child);
 
+/// storegw serving on loopback under its load generator for `seconds`.
+struct Demo {
+    server: Killed,
+    _load: Killed,
+}
+
+impl Demo {
+    fn start(seconds: u32) -> Self {
+        let storegw = fixture("storegw");
+        let mut server = Killed(
+            Command::new(&storegw)
+                .arg("serve")
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("serve"),
+        );
+        let mut stdout = BufReader::new(server.0.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("listening line");
+        // Keep reading, or storegw's next status line dies of SIGPIPE.
+        std::thread::spawn(move || stdout.lines().for_each(drop));
+        let addr = first
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .expect("address")
+            .to_owned();
+        let load = Killed(
+            Command::new(&storegw)
+                .args(["load", "-addr", &addr, "-duration", &format!("{seconds}s")])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("load"),
+        );
+        Self {
+            server,
+            _load: load,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.server.0.id() as i32
+    }
+}
+
+fn stack_through<'a>(
+    stacks: &'a [pooltrace_tests::Value],
+    function: &str,
+) -> Option<&'a pooltrace_tests::Value> {
+    stacks
+        .iter()
+        .find(|s| functions(s).iter().any(|f| f == function))
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -23,34 +76,9 @@ impl Drop for Killed {
 
 #[test]
 fn demo_reports_the_leaking_stream_path_first_and_not_the_healthy_one() {
-    let storegw = fixture("storegw");
-    let mut server = Killed(
-        Command::new(&storegw)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("serve"),
-    );
-    let mut stdout = BufReader::new(server.0.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("listening line");
-    // Keep reading, or storegw's next status line dies of SIGPIPE.
-    std::thread::spawn(move || stdout.lines().for_each(drop));
-    let addr = first
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .expect("address")
-        .to_owned();
-    let _load = Killed(
-        Command::new(&storegw)
-            .args(["load", "-addr", &addr, "-duration", "20s"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("load"),
-    );
-
+    let demo = Demo::start(20);
     let tracer = Tracer::attach(
-        server.0.id() as i32,
+        demo.pid(),
         &[
             "--get",
             GET,
@@ -88,13 +116,90 @@ fn demo_reports_the_leaking_stream_path_first_and_not_the_healthy_one() {
         "{top:?}"
     );
     assert!(u64_of(&stacks[0]["collected"]) + u64_of(&stacks[0]["outstanding"]) > 0);
-    for stack in stacks {
-        let frames = functions(stack);
-        assert!(
-            !frames
-                .iter()
-                .any(|f| f == "storegw/store.(*BucketStore).Series"),
-            "the healthy path has objects older than 2 s: {stack:#}"
-        );
-    }
+    assert!(
+        stack_through(stacks, "storegw/store.(*BucketStore).Series").is_none(),
+        "the healthy path has objects older than 2 s: {stacks:#?}"
+    );
+}
+
+#[test]
+fn the_leak_outscores_a_busy_healthy_path_whose_release_path_names_its_close() {
+    let demo = Demo::start(20);
+    let tracer = Tracer::attach(
+        demo.pid(),
+        &[
+            "--get",
+            GET,
+            "--put",
+            PUT,
+            "--object",
+            "slice-ptr",
+            "--interval",
+            "3s",
+            "--duration",
+            "12s",
+        ],
+    );
+    let report = tracer.finish().json();
+    let pool = pool(&report, GET);
+    let stacks = pool["stacks"].as_array().expect("stacks");
+    let leak = &stacks[0];
+    assert!(
+        functions(leak)
+            .iter()
+            .any(|f| f == "storegw/store.(*BucketStore).SeriesStream"),
+        "{leak:#}"
+    );
+    assert!(
+        leak["leak_score"].as_f64().unwrap_or(0.0) >= 50.0,
+        "{leak:#}"
+    );
+    assert!(
+        leak["reasons"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("dropped without a Put"),
+        "{leak:#}"
+    );
+    // Series holds its chunks ~20 ms while it sends, so it always has young objects out.
+    let healthy = stack_through(stacks, "storegw/store.(*BucketStore).Series")
+        .expect("the busy healthy path");
+    assert!(u64_of(&healthy["outstanding"]) > 0);
+    assert!(
+        healthy["leak_score"].as_f64().unwrap_or(100.0) < 20.0,
+        "{healthy:#}"
+    );
+    assert!(
+        healthy["age_ms"]["p99"].as_f64().unwrap_or(f64::MAX) < 1000.0,
+        "{healthy:#}"
+    );
+    assert!(
+        healthy["hold_ms"]["p50"].as_f64().unwrap_or(0.0) >= 15.0,
+        "{healthy:#}"
+    );
+    // Its objects come back through the merge's Close, every one of them.
+    let release = &healthy["release_paths"][0];
+    assert!(
+        release["share"].as_f64().unwrap_or(0.0) > 0.999,
+        "{healthy:#}"
+    );
+    let via = functions(release);
+    assert_eq!(
+        via[0], "storegw/pool.(*BucketedPool[go.shape.uint8]).Put",
+        "{via:?}"
+    );
+    assert_eq!(
+        via[1], "storegw/store.(*bucketChunkReader).Close",
+        "{via:?}"
+    );
+    assert!(
+        via.iter()
+            .any(|f| f == "storegw/store.(*mergedSeries).Close"),
+        "{via:?}"
+    );
+    // Reports every 3 s fed the trend.
+    assert!(
+        leak["trend"].as_array().map_or(0, Vec::len) >= 4,
+        "{leak:#}"
+    );
 }

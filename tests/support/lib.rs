@@ -213,19 +213,17 @@ impl Finished {
 }
 
 impl Tracer {
-    /// Starts `pooltrace report --pid PID --format json --interval 0 ARGS` and waits until
-    /// it says it attached.
+    /// Starts `pooltrace report --pid PID --format json ARGS` (with `--interval 0` unless ARGS
+    /// set one) and waits until it says it attached.
     pub fn attach(pid: i32, args: &[&str]) -> Self {
+        let interval: &[&str] = if args.contains(&"--interval") {
+            &[]
+        } else {
+            &["--interval", "0"]
+        };
         let mut child = Command::new(pooltrace_bin())
-            .args([
-                "report",
-                "--pid",
-                &pid.to_string(),
-                "--format",
-                "json",
-                "--interval",
-                "0",
-            ])
+            .args(["report", "--pid", &pid.to_string(), "--format", "json"])
+            .args(interval)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -81,6 +81,10 @@ pub struct ProbeSite {
 
 /// The Get RET takes the receiver its entry probe stashed in `RECEIVERS`.
 pub const SITE_TRACKS_RECEIVER: u32 = 1;
+/// The Put records the stack it was called from in `RELEASES`.
+pub const SITE_RELEASE_PATHS: u32 = 2;
+/// The site sends every event to `EVENTS` (stream mode).
+pub const SITE_STREAM: u32 = 4;
 /// Capacity of `RECEIVERS`: Gets in flight at once (an LRU map, so a Get that never
 /// returns, e.g. panics, cannot fill it).
 pub const MAX_GETS_IN_FLIGHT: u32 = 65_536;
@@ -151,6 +155,73 @@ pub struct PathTotals {
     pub bytes: u64,
 }
 
+/// Buckets of [`HoldHistogram`]: two per power of two of nanoseconds.
+pub const HOLD_BUCKETS: usize = 128;
+/// Capacity of `HOLD_TIMES` and `RELEASES` (call paths, and acquire/release path pairs).
+pub const MAX_RELEASE_PATHS: u32 = 8_192;
+
+/// Value of `HOLD_TIMES` (per CPU): how long objects of one call path stayed out before their
+/// Put, in half-octave buckets (see [`hold_bucket`]). Kept in the kernel so that report mode
+/// does no work per event in user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldHistogram {
+    pub buckets: [u64; HOLD_BUCKETS],
+}
+
+/// The bucket of a hold time: `2 * floor(log2 ns)`, plus one in the upper half of the octave.
+pub fn hold_bucket(ns: u64) -> usize {
+    if ns < 2 {
+        return ns as usize;
+    }
+    let log = 63 - ns.leading_zeros() as usize;
+    let upper_half = ((ns >> (log - 1)) & 1) as usize;
+    (2 * log + upper_half).min(HOLD_BUCKETS - 1)
+}
+
+/// The smallest hold time in nanoseconds that falls in `bucket`.
+pub fn hold_bucket_floor(bucket: usize) -> u64 {
+    if bucket < 2 {
+        return bucket as u64;
+    }
+    let log = (bucket / 2) as u32;
+    (1u64 << log) + (bucket as u64 % 2) * (1u64 << (log - 1))
+}
+
+/// Key of `RELEASES`: objects of one acquire path (as [`PathKey`]) given back through one
+/// release path (the Put's stack and caller).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ReleaseKey {
+    pub acquire: PathKey,
+    pub release_stack: u64,
+    pub release_caller: u64,
+}
+
+/// What `EVENTS` carries in stream mode: one Get or Put.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// `EVENT_GET` or `EVENT_PUT`.
+    pub kind: u32,
+    pub pool: u32,
+    pub time_ns: u64,
+    pub goroutine: u64,
+    pub object: u64,
+    /// Size at Get (0 when unknown or at Put).
+    pub size: u64,
+    /// Key in `STACKS` (0: none), and the immediate caller.
+    pub stack: u64,
+    pub caller: u64,
+    /// At Put: how long the object was out, or `u64::MAX` when its Get was not seen.
+    pub age_ns: u64,
+}
+
+pub const EVENT_GET: u32 = 1;
+pub const EVENT_PUT: u32 = 2;
+/// Size of `EVENTS`, the stream mode ring buffer.
+pub const EVENTS_BYTES: u32 = 1 << 22;
+
 /// Per-pool counters, one copy per CPU (`PerCpuArray`), summed by user space.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -176,12 +247,36 @@ pub struct PoolCounters {
     pub collected_dropped: u64,
     /// Key or size words that could not be read from the target's memory.
     pub read_faults: u64,
+    /// Hold times or release paths not recorded because their maps were full.
+    pub paths_dropped: u64,
+    /// Stream events lost because the ring buffer was full.
+    pub stream_lost: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_buckets_are_half_octaves_and_floors_invert_them() {
+        assert_eq!(hold_bucket(0), 0);
+        assert_eq!(hold_bucket(1), 1);
+        assert_eq!(hold_bucket(2), 2);
+        assert_eq!(hold_bucket(3), 3);
+        assert_eq!(hold_bucket(1000), 19);
+        for bucket in 2..HOLD_BUCKETS - 2 {
+            let floor = hold_bucket_floor(bucket);
+            assert_eq!(hold_bucket(floor), bucket);
+            assert_eq!(hold_bucket(hold_bucket_floor(bucket + 1) - 1), bucket);
+        }
+    }
 }
 
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames,
+        HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite,
+        ReleaseKey, StackFrames, StreamEvent,
     };
 
     // SAFETY: plain #[repr(C)] data with no padding beyond explicit `_pad` fields; every bit
@@ -193,4 +288,7 @@ mod pod {
     unsafe impl aya::Pod for PathKey {}
     unsafe impl aya::Pod for PathTotals {}
     unsafe impl aya::Pod for StackFrames {}
+    unsafe impl aya::Pod for HoldHistogram {}
+    unsafe impl aya::Pod for ReleaseKey {}
+    unsafe impl aya::Pod for StreamEvent {}
 }

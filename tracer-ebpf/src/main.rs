@@ -11,9 +11,13 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_attach_cookie, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
     EbpfContext,
+};
+use tracer_common::{
+    hold_bucket, HoldHistogram, ReleaseKey, StreamEvent, EVENTS_BYTES, EVENT_GET, EVENT_PUT,
+    HOLD_BUCKETS, MAX_RELEASE_PATHS, SITE_RELEASE_PATHS, SITE_STREAM,
 };
 use tracer_common::{
     ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames, WordSpec,
@@ -48,6 +52,24 @@ static COLLECTED: PerCpuHashMap<PathKey, PathTotals> =
 /// receiver, which is gone from the registers by the time the RET probe runs.
 #[map]
 static RECEIVERS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_GETS_IN_FLIGHT, 0);
+
+/// How long objects stayed out before their Put, by the call path that took them.
+#[map]
+static HOLD_TIMES: PerCpuHashMap<PathKey, HoldHistogram> =
+    PerCpuHashMap::with_max_entries(MAX_RELEASE_PATHS, 0);
+
+/// A zeroed histogram to insert from (it is too big for the BPF stack).
+#[map]
+static ZERO_HISTOGRAM: Array<HoldHistogram> = Array::with_max_entries(1, 0);
+
+/// Objects given back, by acquire path and release path (the Put's stack).
+#[map]
+static RELEASES: PerCpuHashMap<ReleaseKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_RELEASE_PATHS, 0);
+
+/// Stream mode: every Get and Put, in order.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Per-pool event counters, one copy per CPU so no update needs an atomic.
 #[map]
@@ -144,6 +166,9 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         goroutine: regs.r14,
         receiver,
     };
+    if site.flags & SITE_STREAM != 0 {
+        stream_get(site, counters, &value, addr);
+    }
     match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
         Ok(()) => {}
         Err(errno) if -errno == E2BIG => counters.dropped += 1,
@@ -188,7 +213,8 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
 }
 
 fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
-    let words = GoRegs::read(unsafe { &*ctx.regs });
+    let regs = unsafe { &*ctx.regs };
+    let words = GoRegs::read(regs);
     if site.receiver_filter != 0 && read_word(&words, &site.receiver) != Some(site.receiver_filter)
     {
         return;
@@ -204,9 +230,134 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         _pad: 0,
         addr,
     };
-    if OUTSTANDING.remove(&key).is_err() {
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Copied out before the entry goes: the hold time and release path need it.
+    let Some(taken) = (unsafe { OUTSTANDING.get(&key) }).copied() else {
         counters.unmatched_puts += 1;
+        if site.flags & SITE_STREAM != 0 {
+            stream(site, counters, EVENT_PUT, regs, addr, 0, u64::MAX);
+        }
+        return;
+    };
+    if OUTSTANDING.remove(&key).is_err() {
+        // Another CPU's Put of the same object won the race.
+        counters.unmatched_puts += 1;
+        return;
     }
+    let acquire = PathKey {
+        pool: site.pool,
+        _pad: 0,
+        stack: taken.stack,
+        caller: taken.caller,
+        receiver: taken.receiver,
+    };
+    let held = now.saturating_sub(taken.taken_ns);
+    record_hold_time(&acquire, held, counters);
+    if site.flags & SITE_RELEASE_PATHS != 0 {
+        record_release(ctx, regs, acquire, counters);
+    }
+    if site.flags & SITE_STREAM != 0 {
+        stream(site, counters, EVENT_PUT, regs, addr, 0, held);
+    }
+}
+
+fn record_hold_time(acquire: &PathKey, held: u64, counters: &mut PoolCounters) {
+    // Masked where it is used: LLVM knows hold_bucket() < HOLD_BUCKETS and drops a bounds
+    // check, but the verifier must see one. black_box hides the range from LLVM.
+    let bucket = core::hint::black_box(hold_bucket(held)) & (HOLD_BUCKETS - 1);
+    if HOLD_TIMES.get_ptr_mut(acquire).is_none() {
+        // A zeroed histogram is too big for the BPF stack: copy it from a map.
+        let Some(zero) = ZERO_HISTOGRAM.get(0) else {
+            return;
+        };
+        if HOLD_TIMES
+            .insert(acquire, zero, BPF_NOEXIST as u64)
+            .is_err()
+            && HOLD_TIMES.get_ptr_mut(acquire).is_none()
+        {
+            counters.paths_dropped += 1;
+            return;
+        }
+    }
+    if let Some(histogram) = HOLD_TIMES.get_ptr_mut(acquire) {
+        // SAFETY: this CPU's copy; the bucket index is below HOLD_BUCKETS.
+        unsafe {
+            if let Some(count) = (*histogram).buckets.get_mut(bucket) {
+                *count += 1;
+            }
+        }
+    }
+}
+
+/// Counts the object under its acquire path and the stack of this Put.
+fn record_release(
+    ctx: &ProbeContext,
+    regs: &pt_regs,
+    acquire: PathKey,
+    counters: &mut PoolCounters,
+) {
+    let release = ReleaseKey {
+        acquire,
+        release_stack: capture_stack(ctx).unwrap_or(0),
+        // Before Put's prologue, [rsp] is the return address into its caller.
+        release_caller: unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0),
+    };
+    match RELEASES.get_ptr_mut(&release) {
+        // SAFETY: this CPU's copy of the counter.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            if RELEASES.insert(&release, &1, 0).is_err() {
+                counters.paths_dropped += 1;
+            }
+        }
+    }
+}
+
+fn stream_get(site: &ProbeSite, counters: &mut PoolCounters, taken: &Outstanding, object: u64) {
+    let Some(mut entry) = EVENTS.reserve::<StreamEvent>(0) else {
+        counters.stream_lost += 1;
+        return;
+    };
+    entry.write(StreamEvent {
+        kind: EVENT_GET,
+        pool: site.pool,
+        time_ns: taken.taken_ns,
+        goroutine: taken.goroutine,
+        object,
+        size: taken.size,
+        stack: taken.stack,
+        caller: taken.caller,
+        age_ns: 0,
+    });
+    entry.submit(0);
+}
+
+/// Sends one Get or Put to `EVENTS`; a full ring buffer is counted, never silent.
+fn stream(
+    site: &ProbeSite,
+    counters: &mut PoolCounters,
+    kind: u32,
+    regs: &pt_regs,
+    object: u64,
+    size: u64,
+    age_ns: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<StreamEvent>(0) else {
+        counters.stream_lost += 1;
+        return;
+    };
+    entry.write(StreamEvent {
+        kind,
+        pool: site.pool,
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        goroutine: regs.r14,
+        object,
+        size,
+        stack: 0,
+        caller: unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0),
+        age_ns,
+    });
+    entry.submit(0);
 }
 
 /// Key of `RECEIVERS`: a goroutine's Get from one pool (heap addresses fit in 48 bits).

@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::probes::{keyspec::ObjectKind, presets::Preset};
+use crate::{
+    probes::{keyspec::ObjectKind, presets::Preset},
+    report::SortBy,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -100,6 +103,10 @@ pub struct ReportArgs {
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// Order of the call paths: score (likeliest leak first), count, bytes or age.
+    #[arg(long, value_enum, default_value_t = SortBy::Score)]
+    pub sort: SortBy,
+
     /// Show at most this many call paths per pool.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
     pub top: usize,
@@ -148,6 +155,11 @@ pub struct PoolArgs {
     /// E.g. --get-size '*r0+16' for the capacity of the slice a `*[]T` points at.
     #[arg(long, value_name = "SPEC")]
     pub get_size: Option<String>,
+
+    /// Skip recording the Put stacks objects come back through: saves a stack capture per
+    /// Put, at the cost of the report's release paths.
+    #[arg(long)]
+    pub no_release_paths: bool,
 
     /// Trace only the pool instance at ADDR (the Get/Put receiver, e.g. 0xc000123400, as
     /// shown in a report): one shape function serves every instance of its shape.

@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    io::Write,
+    io::{IsTerminal, Write},
     os::fd::OwnedFd,
     path::Path,
     time::{Duration, Instant},
@@ -20,7 +20,7 @@ use crate::{
     gobin::{GoBinary, SymbolSource},
     probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
     process::Process,
-    report::{self, Report},
+    report::{self, History, Report, Style},
     symbolize::Symbolizer,
     tracking::Snapshot,
 };
@@ -85,6 +85,7 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         probes,
         plans,
         symbolizer: Symbolizer::new(&binary),
+        history: History::default(),
         started: Instant::now(),
     };
     eprint!("{}", trace.attach_summary());
@@ -97,7 +98,12 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     let last = trace.report()?;
     drop(trace);
     let text = match args.format {
-        Format::Text => report::render_final(&last),
+        Format::Text => report::render_final(
+            &last,
+            Style {
+                color: args.output.is_none() && std::io::stdout().is_terminal(),
+            },
+        ),
         Format::Json => last.to_json() + "\n",
     };
     match &args.output {
@@ -117,6 +123,7 @@ struct Trace<'a> {
     probes: Probes,
     plans: Vec<PoolPlan>,
     symbolizer: Symbolizer<'a>,
+    history: History,
     started: Instant,
 }
 
@@ -144,10 +151,10 @@ impl Trace<'_> {
                 _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
                 _ = ticks.tick() => {
                     self.process.refresh_mappings()?;
-                    let table = report::render_interval(&self.report()?);
+                    let report = self.report()?;
                     match self.args.format {
-                        Format::Text => write_stdout(&table)?,
-                        Format::Json => eprint!("{table}"),
+                        Format::Text => write_stdout(&report::render_interval(&report, Style { color: std::io::stdout().is_terminal() }))?,
+                        Format::Json => eprint!("{}", report::render_interval(&report, Style { color: std::io::stderr().is_terminal() })),
                     }
                 }
             }
@@ -165,6 +172,8 @@ impl Trace<'_> {
                 plans: &self.plans,
                 symbolizer: &mut self.symbolizer,
                 ebpf: self.probes.ebpf(),
+                history: &mut self.history,
+                sort: self.args.sort,
                 elapsed_ms: self.started.elapsed().as_millis() as u64,
                 min_age_ms: self.args.min_age.as_millis() as u64,
                 top: self.args.top,
@@ -236,10 +245,12 @@ fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
             get_size: spec(&args.get_size, Side::Get, "--get-size", true)?,
             put_key: spec(&args.put_key, Side::Put, "--put-key", false)?,
             receiver: None,
+            release_paths: true,
         });
     }
     for spec in &mut specs {
         spec.receiver = args.receiver;
+        spec.release_paths = !args.no_release_paths;
     }
     Ok(specs)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"time"
 
 	"storegw/pool"
 )
@@ -52,8 +53,8 @@ func NewBucketStore(chunkPool *pool.BucketedPool[byte], nBlocks int) *BucketStor
 	return s
 }
 
-// Series loads the chunks of every selected block and closes the merge when done, on every
-// path, with defer.
+// Series loads the chunks of every selected block, holds them while the response is sent
+// (SendDelay), and closes the merge when done, on every path, with defer.
 //
 //go:noinline
 func (s *BucketStore) Series(req Request) (Response, error) {
@@ -65,8 +66,13 @@ func (s *BucketStore) Series(req Request) (Response, error) {
 			return Response{}, err
 		}
 	}
+	time.Sleep(SendDelay)
 	return resp, nil
 }
+
+// SendDelay is how long Series holds its chunks while sending: a busy, healthy path always
+// has some objects out.
+var SendDelay = 20 * time.Millisecond
 
 // SeriesStream is the streaming variant. A refactor dropped its `defer merge.Close()` in
 // favour of a Close at the end of the success path: when a block fails (a chunk limit is

@@ -9,7 +9,7 @@ pub mod sites;
 pub use attach::{check_privileges, Limits, Probes};
 use keyspec::{ObjectKind, Side, Spec};
 use sites::Site;
-use tracer_common::{ProbeSite, SITE_TRACKS_RECEIVER};
+use tracer_common::{ProbeSite, SITE_RELEASE_PATHS, SITE_TRACKS_RECEIVER};
 
 use crate::{
     error::{Error, Result},
@@ -28,6 +28,8 @@ pub struct PoolSpec {
     pub put_key: Option<Spec>,
     /// Trace only the pool instance (receiver) at this address.
     pub receiver: Option<u64>,
+    /// Record the Put stacks objects come back through.
+    pub release_paths: bool,
 }
 
 /// A pool resolved against one binary: the functions, the sites, what each site reads.
@@ -95,7 +97,11 @@ impl PoolPlan {
         };
         let put_probe = ProbeSite {
             pool,
-            flags: 0,
+            flags: if spec.release_paths {
+                SITE_RELEASE_PATHS
+            } else {
+                0
+            },
             key: put_key.to_word_spec(put.dictionary)?,
             size: Spec::None.to_word_spec(None)?,
             receiver: Spec::Word(0).to_word_spec(put.dictionary)?,

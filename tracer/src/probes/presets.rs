@@ -140,5 +140,6 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         get_size: None,
         put_key: None,
         receiver: None,
+        release_paths: true,
     }
 }

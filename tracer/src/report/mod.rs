@@ -1,16 +1,19 @@
 //! Reporting: turning a snapshot of the kernel maps into call paths a user can read, as text
 //! or as the JSON other tools parse (field names are a contract: add, never rename).
 
+pub mod analysis;
 mod text;
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-pub use text::{render_final, render_interval};
+pub use text::{render_final, render_interval, Style};
+
+use analysis::{Evidence, Percentiles};
 
 use crate::{
-    gobin::BuildInfo,
+    gobin::{BuildInfo, Function},
     probes::PoolPlan,
     process::Process,
     symbolize::{AddressKind, Frame, Symbolizer},
@@ -42,6 +45,9 @@ pub struct PoolReport {
     pub put_probed: String,
     pub gets: u64,
     pub puts: u64,
+    /// Rates since the previous report (or since attach).
+    pub gets_per_s: f64,
+    pub puts_per_s: f64,
     pub outstanding: u64,
     pub outstanding_bytes: u64,
     pub unmatched_puts: u64,
@@ -53,8 +59,12 @@ pub struct PoolReport {
     pub collected: u64,
     pub collected_dropped: u64,
     pub read_faults: u64,
-    /// Call paths that hold outstanding objects or dropped some without a Put, those with
-    /// the most such objects first.
+    /// Hold times and release paths not recorded because their maps were full.
+    pub paths_dropped: u64,
+    /// Stream events lost because the ring buffer was full.
+    pub stream_lost: u64,
+    /// Call paths that hold outstanding objects or dropped some without a Put, in `--sort`
+    /// order (by default the likeliest leak first).
     pub stacks: Vec<StackReport>,
     /// Call paths left out by `--top`.
     pub stacks_omitted: usize,
@@ -62,6 +72,10 @@ pub struct PoolReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StackReport {
+    /// How likely this path leaks, 0 to 100 (see `analysis::judge`).
+    pub leak_score: f64,
+    /// Why, in words.
+    pub reasons: Vec<String>,
     /// The pool instance (Get's receiver, hex) the objects came from, where instances are
     /// told apart (generic pools, `--receiver`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,11 +85,80 @@ pub struct StackReport {
     pub bytes: u64,
     /// Age of the oldest of them; 0 when none is outstanding.
     pub oldest_age_ms: u64,
+    /// Ages of the outstanding objects.
+    pub age_ms: Option<Percentiles>,
+    /// How long the objects that came back were held, Get to Put.
+    pub hold_ms: Option<Percentiles>,
+    /// How many came back.
+    pub returned: u64,
     /// Objects from this path that were dropped without a Put and garbage-collected.
     pub collected: u64,
     pub collected_bytes: u64,
+    /// What this path held (outstanding + collected) at each report so far, oldest first.
+    pub trend: Vec<u64>,
+    /// The Put call paths its objects came back through, the most used first.
+    pub release_paths: Vec<ReleasePath>,
     /// Innermost first: the Get function, its caller, and so on out.
     pub frames: Vec<Frame>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReleasePath {
+    /// Share of the returned objects that came back this way, 0 to 1.
+    pub share: f64,
+    /// Innermost first: the Put function, its caller, and so on out.
+    pub frames: Vec<Frame>,
+}
+
+/// How `stacks` are ordered (`--sort`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    /// Likeliest leak first.
+    Score,
+    /// Most objects held (outstanding + collected) first.
+    Count,
+    /// Most bytes held first.
+    Bytes,
+    /// Oldest outstanding object first.
+    Age,
+}
+
+/// What each call path held at every report so far (a path's trend), and each pool's
+/// counts at the last report (for rates).
+#[derive(Default)]
+pub struct History {
+    held: HashMap<(usize, u64, Vec<u64>), Vec<u64>>,
+    last_counts: HashMap<usize, (u64, u64, u64)>,
+}
+
+/// Reports of history kept per path.
+const TREND_LENGTH: usize = 60;
+
+impl History {
+    fn record(&mut self, pool: usize, path: &CallPath) -> Vec<u64> {
+        let trend = self
+            .held
+            .entry((pool, path.receiver, path.outer.clone()))
+            .or_default();
+        trend.push(path.held());
+        if trend.len() > TREND_LENGTH {
+            trend.remove(0);
+        }
+        trend.clone()
+    }
+
+    /// Gets/s and puts/s since the previous report of `pool`.
+    fn rates(&mut self, pool: usize, gets: u64, puts: u64, elapsed_ms: u64) -> (f64, f64) {
+        let (last_gets, last_puts, last_ms) = self
+            .last_counts
+            .insert(pool, (gets, puts, elapsed_ms))
+            .unwrap_or_default();
+        let seconds = (elapsed_ms.saturating_sub(last_ms)).max(1) as f64 / 1000.0;
+        (
+            gets.saturating_sub(last_gets) as f64 / seconds,
+            puts.saturating_sub(last_puts) as f64 / seconds,
+        )
+    }
 }
 
 /// What a report needs besides the snapshot.
@@ -85,57 +168,64 @@ pub struct Context<'a, 'b> {
     pub plans: &'a [PoolPlan],
     pub symbolizer: &'a mut Symbolizer<'b>,
     pub ebpf: &'a aya::Ebpf,
+    pub history: &'a mut History,
     pub elapsed_ms: u64,
     pub min_age_ms: u64,
     pub top: usize,
+    pub sort: SortBy,
 }
 
 impl Report {
     pub fn build(snapshot: &Snapshot, cx: Context) -> Self {
-        let pools = snapshot
-            .pools
-            .iter()
-            .zip(cx.plans)
-            .map(|(state, plan)| {
-                let paths = call_paths(cx.ebpf, &state.groups);
-                let stacks: Vec<StackReport> = paths
-                    .iter()
-                    .take(cx.top)
-                    .map(|path| StackReport {
-                        receiver: (path.receiver != 0).then(|| format!("{:#x}", path.receiver)),
-                        outstanding: path.count,
-                        bytes: path.bytes,
-                        oldest_age_ms: match path.count {
-                            0 => 0,
-                            _ => snapshot.now_ns.saturating_sub(path.oldest_taken_ns) / 1_000_000,
-                        },
-                        collected: path.collected,
-                        collected_bytes: path.collected_bytes,
-                        frames: path_frames(cx.process, cx.symbolizer, plan, path),
-                    })
-                    .collect();
-                let c = state.counters;
-                PoolReport {
-                    get: plan.get.requested.clone(),
-                    put: plan.put.requested.clone(),
-                    get_probed: plan.get.function.name.clone(),
-                    put_probed: plan.put.function.name.clone(),
-                    gets: c.gets,
-                    puts: c.puts,
-                    outstanding: state.outstanding,
-                    outstanding_bytes: state.outstanding_bytes,
-                    unmatched_puts: c.unmatched_puts,
-                    dropped: c.dropped,
-                    nil_gets: c.nil_gets,
-                    stack_failures: c.stack_failures,
-                    collected: c.collected,
-                    collected_dropped: c.collected_dropped,
-                    read_faults: c.read_faults,
-                    stacks_omitted: paths.len().saturating_sub(stacks.len()),
-                    stacks,
-                }
-            })
-            .collect();
+        let mut pools = Vec::new();
+        for (index, (state, plan)) in snapshot.pools.iter().zip(cx.plans).enumerate() {
+            let paths = call_paths(cx.ebpf, &state.groups);
+            let mut shown: Vec<(StackReport, &CallPath)> = paths
+                .iter()
+                .filter(|path| path.held() > 0)
+                .map(|path| {
+                    (
+                        stack_report(snapshot, path, cx.history.record(index, path)),
+                        path,
+                    )
+                })
+                .collect();
+            shown.sort_by(|a, b| order(cx.sort, &a.0, &b.0));
+            let omitted = shown.len().saturating_sub(cx.top);
+            shown.truncate(cx.top);
+            let stacks = shown
+                .into_iter()
+                .map(|(mut stack, path)| {
+                    symbolize(&mut stack, path, cx.process, cx.symbolizer, plan);
+                    stack
+                })
+                .collect();
+            let c = state.counters;
+            let (gets_per_s, puts_per_s) = cx.history.rates(index, c.gets, c.puts, cx.elapsed_ms);
+            pools.push(PoolReport {
+                gets_per_s,
+                puts_per_s,
+                stream_lost: c.stream_lost,
+                get: plan.get.requested.clone(),
+                put: plan.put.requested.clone(),
+                get_probed: plan.get.function.name.clone(),
+                put_probed: plan.put.function.name.clone(),
+                gets: c.gets,
+                puts: c.puts,
+                outstanding: state.outstanding,
+                outstanding_bytes: state.outstanding_bytes,
+                unmatched_puts: c.unmatched_puts,
+                dropped: c.dropped,
+                nil_gets: c.nil_gets,
+                stack_failures: c.stack_failures,
+                collected: c.collected,
+                collected_dropped: c.collected_dropped,
+                read_faults: c.read_faults,
+                paths_dropped: c.paths_dropped,
+                stacks_omitted: omitted,
+                stacks,
+            });
+        }
         Report {
             pid: cx.process.pid(),
             binary: cx.process.exe_name().to_owned(),
@@ -156,9 +246,53 @@ impl Report {
     }
 }
 
-/// Objects taken through one call path: the same caller of Get and the same frames beyond
-/// it. Which RET of Get they left through does not matter to a user, so groups that differ
-/// only there are merged.
+fn stack_report(snapshot: &Snapshot, path: &CallPath, trend: Vec<u64>) -> StackReport {
+    let hold_ms = analysis::hold_times(&path.hold);
+    let verdict = analysis::judge(&Evidence {
+        outstanding_ages_ns: &path.ages_ns,
+        collected: path.collected,
+        hold: hold_ms,
+        trend: &trend,
+    });
+    StackReport {
+        leak_score: (verdict.score * 10.0).round() / 10.0,
+        reasons: verdict.reasons,
+        receiver: (path.receiver != 0).then(|| format!("{:#x}", path.receiver)),
+        outstanding: path.count,
+        bytes: path.bytes,
+        oldest_age_ms: match path.count {
+            0 => 0,
+            _ => snapshot.now_ns.saturating_sub(path.oldest_taken_ns) / 1_000_000,
+        },
+        age_ms: analysis::ages(&path.ages_ns),
+        hold_ms,
+        returned: path.hold.iter().sum(),
+        collected: path.collected,
+        collected_bytes: path.collected_bytes,
+        trend,
+        // Symbolized once the stacks shown are chosen.
+        release_paths: Vec::new(),
+        frames: Vec::new(),
+    }
+}
+
+/// `--sort`: which of two stacks comes first.
+fn order(by: SortBy, a: &StackReport, b: &StackReport) -> std::cmp::Ordering {
+    let held = |s: &StackReport| s.outstanding + s.collected;
+    match by {
+        SortBy::Score => b
+            .leak_score
+            .total_cmp(&a.leak_score)
+            .then(held(b).cmp(&held(a))),
+        SortBy::Count => held(b).cmp(&held(a)),
+        SortBy::Bytes => (b.bytes + b.collected_bytes).cmp(&(a.bytes + a.collected_bytes)),
+        SortBy::Age => b.oldest_age_ms.cmp(&a.oldest_age_ms),
+    }
+}
+
+/// Objects taken through one call path: the same caller of Get, the same frames beyond it
+/// and the same pool instance. Which RET of Get they left through does not matter to a
+/// user, so groups that differ only there are merged.
 struct CallPath {
     /// Runtime address of one of Get's RETs, when the stack was captured.
     get_ret: Option<u64>,
@@ -169,8 +303,20 @@ struct CallPath {
     count: u64,
     bytes: u64,
     oldest_taken_ns: u64,
+    ages_ns: Vec<u64>,
     collected: u64,
     collected_bytes: u64,
+    hold: Vec<u64>,
+    /// Objects returned, by the outer frames of the Put that returned them.
+    releases: HashMap<Vec<u64>, Release>,
+}
+
+/// Objects of a call path that came back through one release path.
+#[derive(Default)]
+struct Release {
+    /// Runtime address of the Put probe site, when the stack was captured.
+    put_site: Option<u64>,
+    count: u64,
 }
 
 impl CallPath {
@@ -180,15 +326,26 @@ impl CallPath {
     }
 }
 
-/// Merges groups into call paths, most objects held or collected first, then oldest first.
+/// The immediate caller and the frame-pointer walk past a stack's first (probed) frame.
+fn outer_frames(ebpf: &aya::Ebpf, stack: u64, caller: u64) -> (Option<u64>, Vec<u64>) {
+    // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
+    let frames = tracking::stack(ebpf, stack).unwrap_or_default();
+    // At a `push rbp` entry site this kernel (6.x) already adds the caller from [rsp] to the
+    // user stack; at a RET or a Go 1.19 entry it does not. Add it only where it is missing.
+    let mut outer = Vec::with_capacity(frames.len());
+    if frames.get(1) != Some(&caller) {
+        outer.push(caller);
+    }
+    outer.extend(frames.iter().skip(1));
+    (frames.first().copied(), outer)
+}
+
+/// Merges groups into call paths.
 fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
     let mut paths: Vec<CallPath> = Vec::new();
     let mut index: HashMap<(u64, Vec<u64>), usize> = HashMap::new();
     for group in groups {
-        // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
-        let stack = tracking::stack(ebpf, group.stack).unwrap_or_default();
-        let mut outer = vec![group.caller];
-        outer.extend(stack.iter().skip(1));
+        let (first, outer) = outer_frames(ebpf, group.stack, group.caller);
         let i = *index
             .entry((group.receiver, outer.clone()))
             .or_insert_with(|| {
@@ -199,50 +356,89 @@ fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
                     count: 0,
                     bytes: 0,
                     oldest_taken_ns: u64::MAX,
+                    ages_ns: Vec::new(),
                     collected: 0,
                     collected_bytes: 0,
+                    hold: vec![0; group.hold.len()],
+                    releases: HashMap::new(),
                 });
                 paths.len() - 1
             });
         let path = &mut paths[i];
-        path.get_ret = path.get_ret.or(stack.first().copied());
+        path.get_ret = path.get_ret.or(first);
         path.count += group.count;
         path.bytes += group.bytes;
         path.oldest_taken_ns = path.oldest_taken_ns.min(group.oldest_taken_ns);
+        path.ages_ns.extend(&group.ages_ns);
         path.collected += group.collected;
         path.collected_bytes += group.collected_bytes;
+        for (sum, count) in path.hold.iter_mut().zip(&group.hold) {
+            *sum += count;
+        }
+        for &(stack, caller, count) in &group.releases {
+            let (put_site, outer) = outer_frames(ebpf, stack, caller);
+            let release = path.releases.entry(outer).or_default();
+            release.put_site = release.put_site.or(put_site);
+            release.count += count;
+        }
     }
-    paths.sort_by(|a, b| {
-        b.held()
-            .cmp(&a.held())
-            .then(a.oldest_taken_ns.cmp(&b.oldest_taken_ns))
-    });
     paths
 }
 
-/// The frames of a call path, innermost first: Get itself (at its entry line), its caller
-/// (which the frame-pointer walk misses at a RET, field notes §4), and so on out.
-fn path_frames(
+/// Fills in the frames of a chosen stack and of its release paths.
+fn symbolize(
+    stack: &mut StackReport,
+    path: &CallPath,
     process: &Process,
     symbolizer: &mut Symbolizer,
     plan: &PoolPlan,
-    path: &CallPath,
+) {
+    stack.frames = frames(
+        process,
+        symbolizer,
+        &plan.get.function,
+        path.get_ret,
+        &path.outer,
+    );
+    let returned: u64 = path.releases.values().map(|r| r.count).sum();
+    let mut releases: Vec<(&Vec<u64>, &Release)> = path.releases.iter().collect();
+    releases.sort_by_key(|(_, release)| std::cmp::Reverse(release.count));
+    stack.release_paths = releases
+        .into_iter()
+        .map(|(outer, release)| ReleasePath {
+            share: release.count as f64 / returned.max(1) as f64,
+            frames: frames(
+                process,
+                symbolizer,
+                &plan.put.function,
+                release.put_site,
+                outer,
+            ),
+        })
+        .collect();
+}
+
+/// The frames of a path, innermost first: the probed function itself (at its entry line),
+/// its caller (which the frame-pointer walk misses at a probe, field notes §4), and on out.
+fn frames(
+    process: &Process,
+    symbolizer: &mut Symbolizer,
+    function: &Function,
+    site: Option<u64>,
+    outer: &[u64],
 ) -> Vec<Frame> {
-    let get = &plan.get.function;
-    let mut frames = match path
-        .get_ret
-        .and_then(|ret| symbolizer.runtime_entry(process, ret, get))
-    {
+    let mut frames = match site.and_then(|site| symbolizer.runtime_entry(process, site, function)) {
         Some(entry) => symbolizer.frames(process, entry, AddressKind::Executing),
+        // The stack was not captured (counted in stack_failures): still name the function.
         None => vec![Frame {
             address: 0,
-            function: get.name.clone(),
+            function: function.name.clone(),
             file: None,
             line: None,
             inlined: false,
         }],
     };
-    for &address in path.outer.iter().filter(|&&a| a != 0) {
+    for &address in outer.iter().filter(|&&a| a != 0) {
         frames.extend(symbolizer.frames(process, address, AddressKind::ReturnAddress));
     }
     frames

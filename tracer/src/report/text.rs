@@ -3,20 +3,66 @@
 
 use std::fmt::Write;
 
-use super::{PoolReport, Report, StackReport};
+use super::{analysis::Percentiles, PoolReport, Report, StackReport};
+use crate::symbolize::Frame;
 
 /// The periodic table: one header line per pool, then its top call paths.
-pub fn render_interval(report: &Report) -> String {
+pub fn render_interval(report: &Report, style: Style) -> String {
     let mut out = String::new();
     for pool in &report.pools {
-        let _ = writeln!(out, "[{:>7}] {}", seconds(report.elapsed_ms), summary(pool));
-        render_stacks(&mut out, pool);
+        let header = format!(
+            "[{:>7}] {}: {:.0} gets/s, {:.0} puts/s, {} outstanding{}, {} collected, {} dropped",
+            seconds(report.elapsed_ms),
+            pool.get,
+            pool.gets_per_s,
+            pool.puts_per_s,
+            pool.outstanding,
+            bytes_suffix(pool.outstanding_bytes),
+            pool.collected,
+            pool.dropped + pool.stream_lost,
+        );
+        let _ = writeln!(out, "{}", style.bold(&header));
+        render_stacks(&mut out, pool, style);
     }
     out
 }
 
+/// Terminal styling: ANSI colour when writing to a terminal, plain text otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn bold(self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    fn dim(self, text: &str) -> String {
+        self.paint("2", text)
+    }
+
+    /// Red for a likely leak, yellow for a suspect, plain otherwise.
+    fn score(self, score: f64) -> String {
+        let text = format!("[score {score:>3.0}]");
+        match score {
+            s if s >= 50.0 => self.paint("1;31", &text),
+            s if s >= 20.0 => self.paint("33", &text),
+            _ => text,
+        }
+    }
+}
+
 /// The report printed when tracing stops: totals, call paths, and every loss explained.
-pub fn render_final(report: &Report) -> String {
+pub fn render_final(report: &Report, style: Style) -> String {
     let mut out = String::new();
     let build = match (&report.go_version, &report.module) {
         (Some(go), Some(module)) => format!(", {go}, {module}"),
@@ -39,7 +85,7 @@ pub fn render_final(report: &Report) -> String {
                 seconds(report.min_age_ms)
             );
         }
-        render_stacks(&mut out, pool);
+        render_stacks(&mut out, pool, style);
         for warning in warnings(pool) {
             let _ = writeln!(out, "  warning: {warning}");
         }
@@ -65,9 +111,9 @@ fn summary(pool: &PoolReport) -> String {
     )
 }
 
-fn render_stacks(out: &mut String, pool: &PoolReport) {
+fn render_stacks(out: &mut String, pool: &PoolReport, style: Style) {
     for stack in &pool.stacks {
-        render_stack(out, stack);
+        render_stack(out, stack, style);
     }
     if pool.stacks_omitted > 0 {
         let _ = writeln!(
@@ -78,22 +124,101 @@ fn render_stacks(out: &mut String, pool: &PoolReport) {
     }
 }
 
-fn render_stack(out: &mut String, stack: &StackReport) {
+fn render_stack(out: &mut String, stack: &StackReport, style: Style) {
     let instance = stack
         .receiver
         .as_ref()
         .map(|r| format!(" of pool {r}"))
         .unwrap_or_default();
-    let _ = writeln!(out, "  {}{instance}, from:", held_summary(stack));
+    let _ = writeln!(
+        out,
+        "  {} {}{instance}, from:",
+        style.score(stack.leak_score),
+        held_summary(stack)
+    );
+    let width = stack
+        .frames
+        .iter()
+        .map(|f| f.function.len() + if f.inlined { 10 } else { 0 })
+        .max()
+        .unwrap_or(0)
+        .min(90);
     for frame in &stack.frames {
+        let name = if frame.inlined {
+            format!("{} (inlined)", frame.function)
+        } else {
+            frame.function.clone()
+        };
         let location = match (&frame.file, frame.line) {
-            (Some(file), Some(line)) => format!("  {file}:{line}"),
-            (Some(file), None) => format!("  {file}"),
+            (Some(file), Some(line)) => format!("{file}:{line}"),
+            (Some(file), None) => file.clone(),
             _ => String::new(),
         };
-        let inlined = if frame.inlined { " (inlined)" } else { "" };
-        let _ = writeln!(out, "      {}{inlined}{location}", frame.function);
+        let _ = writeln!(out, "      {name:<width$}  {}", style.dim(&location));
     }
+    for reason in &stack.reasons {
+        let _ = writeln!(out, "    why: {reason}");
+    }
+    let mut timing = Vec::new();
+    if let Some(hold) = stack.hold_ms {
+        timing.push(format!(
+            "held {} ({} returned)",
+            percentiles(hold),
+            stack.returned
+        ));
+    }
+    if let Some(age) = stack.age_ms {
+        timing.push(format!("out now {}", percentiles(age)));
+    }
+    if !timing.is_empty() {
+        let _ = writeln!(out, "    {}", timing.join("; "));
+    }
+    for release in stack.release_paths.iter().take(3) {
+        let _ = writeln!(
+            out,
+            "    released via {}: {:.0}%",
+            release_path(&release.frames),
+            release.share * 100.0
+        );
+    }
+}
+
+fn percentiles(p: Percentiles) -> String {
+    let ms = |v: f64| {
+        if v < 1.0 {
+            format!("{:.0}us", v * 1000.0)
+        } else {
+            seconds(v as u64)
+        }
+    };
+    format!("p50 {}, p99 {}, max {}", ms(p.p50), ms(p.p99), ms(p.max))
+}
+
+/// "(*mergedSeries).Close -> (*blockSeriesClient).Close -> Put", outermost first: the three
+/// frames above Put, with package paths cut to their last element.
+fn release_path(frames: &[Frame]) -> String {
+    let short = |name: &str| {
+        name.rsplit('/')
+            .next()
+            .unwrap_or(name)
+            .split_once('.')
+            .map_or(name, |(_, rest)| rest)
+            .to_owned()
+    };
+    let mut names: Vec<String> = frames
+        .iter()
+        .skip(1)
+        .take(3)
+        .map(|f| short(&f.function))
+        .collect();
+    names.reverse();
+    names.push(
+        frames
+            .first()
+            .map(|f| short(&f.function))
+            .unwrap_or_default(),
+    );
+    names.join(" -> ")
 }
 
 /// "812 objects (12.7 MiB) outstanding, oldest 14.2s; 40 more (1.1 MiB) dropped without a
@@ -158,6 +283,18 @@ fn warnings(pool: &PoolReport) -> Vec<String> {
         warnings.push(format!(
             "{} collected objects are in the totals but not under a call path (too many paths)",
             pool.collected_dropped
+        ));
+    }
+    if pool.paths_dropped > 0 {
+        warnings.push(format!(
+            "{} hold times or release paths were not recorded (too many distinct paths)",
+            pool.paths_dropped
+        ));
+    }
+    if pool.stream_lost > 0 {
+        warnings.push(format!(
+            "{} stream events were lost (the ring buffer was full)",
+            pool.stream_lost
         ));
     }
     if pool.read_faults > 0 {

@@ -8,11 +8,15 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
-use tracer_common::{ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, StackFrames};
+use tracer_common::{
+    HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ReleaseKey,
+    StackFrames, HOLD_BUCKETS,
+};
 
 use crate::error::{Error, Result};
 
-/// Objects of one pool taken by one call path (one stack and one immediate caller).
+/// Objects of one pool taken by one call path (one stack, one immediate caller, one pool
+/// instance): what is out now, what was dropped, and how long returned ones were held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     /// Key in `STACKS`, 0 when the stack was not captured.
@@ -25,9 +29,15 @@ pub struct Group {
     pub bytes: u64,
     /// `taken_ns` of the oldest of them (`u64::MAX` when there are none).
     pub oldest_taken_ns: u64,
+    /// Their ages in nanoseconds.
+    pub ages_ns: Vec<u64>,
     /// Objects dropped without a Put and collected (see `tracer_common::PathTotals`).
     pub collected: u64,
     pub collected_bytes: u64,
+    /// Hold times of the objects that came back, in `tracer_common::hold_bucket`s.
+    pub hold: Vec<u64>,
+    /// The Puts they came back through: (release stack, release caller, objects).
+    pub releases: Vec<(u64, u64, u64)>,
 }
 
 impl Group {
@@ -39,8 +49,11 @@ impl Group {
             count: 0,
             bytes: 0,
             oldest_taken_ns: u64::MAX,
+            ages_ns: Vec::new(),
             collected: 0,
             collected_bytes: 0,
+            hold: vec![0; HOLD_BUCKETS],
+            releases: Vec::new(),
         }
     }
 }
@@ -51,8 +64,7 @@ pub struct PoolState {
     /// Objects outstanding right now, of any age.
     pub outstanding: u64,
     pub outstanding_bytes: u64,
-    /// Groups with outstanding objects at least `min_age` old or with collected objects,
-    /// in no particular order.
+    /// Every call path the kernel knows of (objects out, dropped or returned), in no order.
     pub groups: Vec<Group>,
 }
 
@@ -64,14 +76,17 @@ pub struct Snapshot {
     pub pools: Vec<PoolState>,
 }
 
+type GroupKey = (u32, u64, u64, u64);
+
 impl Snapshot {
-    /// Reads counters and outstanding objects for `pools` pools; objects younger than
+    /// Reads counters and per-path state for `pools` pools; objects younger than
     /// `min_age_ns` count in the totals but not in the groups.
     pub fn read(ebpf: &Ebpf, pools: usize, min_age_ns: u64) -> Result<Self> {
         let now_ns = monotonic_ns();
         let mut states = read_counters(ebpf, pools)?;
+        let mut groups: HashMap<GroupKey, Group> = HashMap::new();
+
         let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> = map(ebpf, "OUTSTANDING")?;
-        let mut groups: HashMap<(u32, u64, u64, u64), Group> = HashMap::new();
         for entry in outstanding.iter() {
             // An entry deleted between the key walk and its lookup is just gone: skip it.
             let Ok((key, object)) = entry else { continue };
@@ -80,28 +95,49 @@ impl Snapshot {
             };
             state.outstanding += 1;
             state.outstanding_bytes += object.size;
-            if now_ns.saturating_sub(object.taken_ns) < min_age_ns {
+            let age = now_ns.saturating_sub(object.taken_ns);
+            if age < min_age_ns {
                 continue;
             }
-            let group = groups
-                .entry((key.pool, object.stack, object.caller, object.receiver))
-                .or_insert_with(|| Group::new(object.stack, object.caller, object.receiver));
-            group.count += 1;
-            group.bytes += object.size;
-            group.oldest_taken_ns = group.oldest_taken_ns.min(object.taken_ns);
+            let path = PathKey {
+                pool: key.pool,
+                _pad: 0,
+                stack: object.stack,
+                caller: object.caller,
+                receiver: object.receiver,
+            };
+            if let Some(group) = group_of(&mut groups, pools, &path) {
+                group.count += 1;
+                group.bytes += object.size;
+                group.oldest_taken_ns = group.oldest_taken_ns.min(object.taken_ns);
+                group.ages_ns.push(age);
+            }
         }
         let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, "COLLECTED")?;
-        for entry in collected.iter() {
-            let Ok((path, per_cpu)) = entry else { continue };
-            if path.pool as usize >= states.len() {
-                continue;
+        for (path, per_cpu) in collected.iter().flatten() {
+            if let Some(group) = group_of(&mut groups, pools, &path) {
+                group.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
+                group.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
             }
-            let group = groups
-                .entry((path.pool, path.stack, path.caller, path.receiver))
-                .or_insert_with(|| Group::new(path.stack, path.caller, path.receiver));
-            for totals in per_cpu.iter() {
-                group.collected += totals.count;
-                group.collected_bytes += totals.bytes;
+        }
+        let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, "HOLD_TIMES")?;
+        for (path, per_cpu) in hold.iter().flatten() {
+            if let Some(group) = group_of(&mut groups, pools, &path) {
+                for histogram in per_cpu.iter() {
+                    for (sum, count) in group.hold.iter_mut().zip(histogram.buckets) {
+                        *sum += count;
+                    }
+                }
+            }
+        }
+        let releases: PerCpuHashMap<&MapData, ReleaseKey, u64> = map(ebpf, "RELEASES")?;
+        for (release, per_cpu) in releases.iter().flatten() {
+            if let Some(group) = group_of(&mut groups, pools, &release.acquire) {
+                group.releases.push((
+                    release.release_stack,
+                    release.release_caller,
+                    per_cpu.iter().sum(),
+                ));
             }
         }
         for ((pool, _, _, _), group) in groups {
@@ -112,6 +148,19 @@ impl Snapshot {
             pools: states,
         })
     }
+}
+
+/// The group of `path`, created on first sight; `None` for a pool index out of range.
+fn group_of<'a>(
+    groups: &'a mut HashMap<GroupKey, Group>,
+    pools: usize,
+    path: &PathKey,
+) -> Option<&'a mut Group> {
+    ((path.pool as usize) < pools).then(|| {
+        groups
+            .entry((path.pool, path.stack, path.caller, path.receiver))
+            .or_insert_with(|| Group::new(path.stack, path.caller, path.receiver))
+    })
 }
 
 /// The user stack recorded under `stack`, innermost first (empty when none was captured).
@@ -152,6 +201,8 @@ fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
                     collected: sum.collected + c.collected,
                     collected_dropped: sum.collected_dropped + c.collected_dropped,
                     read_faults: sum.read_faults + c.read_faults,
+                    paths_dropped: sum.paths_dropped + c.paths_dropped,
+                    stream_lost: sum.stream_lost + c.stream_lost,
                 });
             Ok(PoolState {
                 counters,

@@ -1,0 +1,214 @@
+//! Telling a leak from a busy path. Thanos' leaking objects and its healthy ones were taken
+//! by the same Get path; what differed was how long they stayed out and whether they came
+//! back. So a path is judged by its objects dropped without a Put, by how its outstanding
+//! objects' ages compare with how long its returned objects were held, and by whether what
+//! it holds keeps growing.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tracer_common::{hold_bucket_floor, HOLD_BUCKETS};
+
+use super::text::seconds;
+
+/// p50, p99 and max of a distribution, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Option<Self> {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        (!histogram.is_empty()).then(|| Self {
+            p50: ms(histogram.value_at_quantile(0.5)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        })
+    }
+}
+
+/// Hold times from the kernel's half-octave buckets (each bucket counted at its middle, so
+/// values are within ~20% of the truth).
+pub fn hold_times(buckets: &[u64]) -> Option<Percentiles> {
+    let mut histogram = Histogram::<u64>::new(2).ok()?;
+    for (bucket, &count) in buckets.iter().enumerate().filter(|(_, &c)| c > 0) {
+        let low = hold_bucket_floor(bucket);
+        let high = if bucket + 1 < HOLD_BUCKETS {
+            hold_bucket_floor(bucket + 1)
+        } else {
+            low.saturating_mul(2)
+        };
+        histogram.record_n(low + (high - low) / 2, count).ok()?;
+    }
+    Percentiles::of(&histogram)
+}
+
+/// Ages of the outstanding objects, in nanoseconds.
+pub fn ages(ages_ns: &[u64]) -> Option<Percentiles> {
+    let mut histogram = Histogram::<u64>::new(2).ok()?;
+    for &age in ages_ns {
+        histogram.record(age).ok()?;
+    }
+    Percentiles::of(&histogram)
+}
+
+/// The evidence about one call path.
+pub struct Evidence<'a> {
+    pub outstanding_ages_ns: &'a [u64],
+    pub collected: u64,
+    /// How long its returned objects were held, if any came back.
+    pub hold: Option<Percentiles>,
+    /// Objects it held (outstanding + collected) at each past interval, oldest first.
+    pub trend: &'a [u64],
+}
+
+/// How sure pooltrace is that a path leaks (0 to 100), and why, in words.
+pub struct Verdict {
+    pub score: f64,
+    pub reasons: Vec<String>,
+}
+
+/// Objects older than this many times their path's p99 hold time count as stuck.
+const STUCK_FACTOR: f64 = 10.0;
+/// ... and never younger than this, so sub-millisecond paths are not judged on jitter.
+const STUCK_FLOOR_MS: f64 = 1000.0;
+
+pub fn judge(evidence: &Evidence) -> Verdict {
+    let mut score = 0.0;
+    let mut reasons = Vec::new();
+    if evidence.collected > 0 {
+        score += 60.0 + (10.0 * (evidence.collected as f64).log10()).min(20.0);
+        reasons.push(format!(
+            "{} objects were dropped without a Put and garbage-collected",
+            evidence.collected
+        ));
+    }
+    let threshold_ms = evidence.hold.map_or(STUCK_FLOOR_MS, |h| {
+        (h.p99 * STUCK_FACTOR).max(STUCK_FLOOR_MS)
+    });
+    let stuck = evidence
+        .outstanding_ages_ns
+        .iter()
+        .filter(|&&age| age as f64 / 1e6 > threshold_ms)
+        .count();
+    if stuck > 0 {
+        let share = stuck as f64 / evidence.outstanding_ages_ns.len() as f64;
+        score += 40.0 * share + (10.0 * (stuck as f64).log10()).min(20.0);
+        let usual = match evidence.hold {
+            Some(hold) => format!(
+                "objects from this path normally come back within {} (p99)",
+                seconds_f(hold.p99)
+            ),
+            None => "no object from this path has come back".to_owned(),
+        };
+        reasons.push(format!(
+            "{stuck} objects older than {}; {usual}",
+            seconds_f(threshold_ms)
+        ));
+    }
+    // A busy path's count wobbles; a leaking one climbs, and ends well above where it began.
+    let (grew, steps) = growth(evidence.trend);
+    let (first, last) = (
+        evidence.trend.first().copied().unwrap_or(0),
+        evidence.trend.last().copied().unwrap_or(0),
+    );
+    if steps >= 3 && grew * 3 >= steps * 2 && last * 2 >= first * 3 && last > first {
+        score += 10.0;
+        reasons.push(format!(
+            "what it holds grew in {grew} of the last {steps} intervals"
+        ));
+    }
+    Verdict {
+        score: score.min(100.0),
+        reasons,
+    }
+}
+
+/// (intervals in which the count rose, intervals compared).
+fn growth(trend: &[u64]) -> (usize, usize) {
+    let grew = trend.windows(2).filter(|w| w[1] > w[0]).count();
+    (grew, trend.len().saturating_sub(1))
+}
+
+fn seconds_f(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0}us", ms * 1000.0)
+    } else {
+        seconds(ms as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn hold(p99_ms: f64) -> Option<Percentiles> {
+        Some(Percentiles {
+            p50: p99_ms / 4.0,
+            p99: p99_ms,
+            max: p99_ms * 2.0,
+        })
+    }
+
+    #[test]
+    fn a_busy_path_with_only_young_objects_scores_zero() {
+        let ages = vec![SECOND / 100; 500];
+        let verdict = judge(&Evidence {
+            outstanding_ages_ns: &ages,
+            collected: 0,
+            hold: hold(35.0),
+            trend: &[480, 510, 495, 500],
+        });
+        assert_eq!(verdict.score, 0.0);
+        assert!(verdict.reasons.is_empty());
+    }
+
+    #[test]
+    fn old_objects_beyond_the_usual_hold_time_are_explained() {
+        let ages = vec![90 * SECOND; 412];
+        let verdict = judge(&Evidence {
+            outstanding_ages_ns: &ages,
+            collected: 0,
+            hold: hold(35.0),
+            trend: &[],
+        });
+        assert!(verdict.score > 50.0);
+        assert_eq!(
+            verdict.reasons,
+            ["412 objects older than 1.0s; objects from this path normally come back within 35ms (p99)"]
+        );
+    }
+
+    #[test]
+    fn collected_objects_and_growth_outrank_everything_else() {
+        let leak = judge(&Evidence {
+            outstanding_ages_ns: &[],
+            collected: 5820,
+            hold: hold(5.0),
+            trend: &[10, 20, 30, 40],
+        });
+        let old = judge(&Evidence {
+            outstanding_ages_ns: &[90 * SECOND; 10],
+            collected: 0,
+            hold: hold(5.0),
+            trend: &[],
+        });
+        assert!(leak.score > old.score);
+        assert_eq!(leak.reasons.len(), 2);
+        assert!(leak.reasons[1].starts_with("what it holds grew in 3 of the last 3 intervals"));
+    }
+
+    #[test]
+    fn hold_time_percentiles_come_back_from_buckets_within_their_width() {
+        let mut buckets = vec![0; HOLD_BUCKETS];
+        buckets[tracer_common::hold_bucket(35_000_000)] = 99;
+        buckets[tracer_common::hold_bucket(900_000_000)] = 1;
+        let p = hold_times(&buckets).unwrap();
+        assert!((p.p50 - 35.0).abs() < 35.0 * 0.3, "{p:?}");
+        assert!((p.max - 900.0).abs() < 900.0 * 0.3, "{p:?}");
+    }
+}
