@@ -213,16 +213,22 @@ impl Finished {
 }
 
 impl Tracer {
-    /// Starts `pooltrace report --pid PID --format json ARGS` (with `--interval 0` unless ARGS
-    /// set one) and waits until it says it attached.
+    /// Starts `pooltrace report --pid PID ARGS` (with `--format json` and `--interval 0`
+    /// unless ARGS set them) and waits until it says it attached.
     pub fn attach(pid: i32, args: &[&str]) -> Self {
         let interval: &[&str] = if args.contains(&"--interval") {
             &[]
         } else {
             &["--interval", "0"]
         };
+        let format: &[&str] = if args.contains(&"--format") {
+            &[]
+        } else {
+            &["--format", "json"]
+        };
         let mut child = Command::new(pooltrace_bin())
-            .args(["report", "--pid", &pid.to_string(), "--format", "json"])
+            .args(["report", "--pid", &pid.to_string()])
+            .args(format)
             .args(interval)
             .args(args)
             .stdin(Stdio::null())

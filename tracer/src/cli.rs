@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     probes::{keyspec::ObjectKind, presets::Preset},
-    report::SortBy,
+    report::{ReportFormat, SortBy},
 };
 
 #[derive(Debug, Parser)]
@@ -71,6 +71,10 @@ Examples:
   Trace sync.Pool for 30 s and write the final report as JSON:
     sudo pooltrace report --pid 4242 --pool sync --duration 30s --format json --output leaks.json
 
+  A flame graph, or a profile for `go tool pprof -top leaks.pb.gz`:
+    sudo pooltrace report --pid 4242 --pool sync --duration 30s --format svg --output leaks.svg
+    sudo pooltrace report --pid 4242 --pool sync --duration 30s --format pprof --output leaks.pb.gz
+
   A generic pool, named by its instantiation (the shape function is probed):
     sudo pooltrace report --pid 4242 --object slice-ptr \\
         --get 'main.(*BucketedPool[uint8]).Get' --put 'main.(*BucketedPool[uint8]).Put'
@@ -111,9 +115,9 @@ pub struct ReportArgs {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
-    /// Format of the final report. With json, the periodic tables go to stderr.
-    #[arg(short, long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Format of the final report. With any but text, the periodic tables go to stderr.
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
 
     /// Write the final report to FILE instead of stdout.
     #[arg(short, long, value_name = "FILE")]

@@ -15,12 +15,12 @@ use tokio::{
 };
 
 use crate::{
-    cli::{Format, PoolArgs, ReportArgs},
+    cli::{PoolArgs, ReportArgs},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
     probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
     process::Process,
-    report::{self, History, Report, Style},
+    report::{self, History, Report, ReportFormat, Style},
     symbolize::Symbolizer,
     tracking::Snapshot,
 };
@@ -97,21 +97,16 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     }
     let last = trace.report()?;
     drop(trace);
-    let text = match args.format {
-        Format::Text => report::render_final(
-            &last,
-            Style {
-                color: args.output.is_none() && std::io::stdout().is_terminal(),
-            },
-        ),
-        Format::Json => last.to_json() + "\n",
-    };
+    let color = args.output.is_none() && std::io::stdout().is_terminal();
+    let rendered = last
+        .render(args.format, Style { color })
+        .map_err(|e| Error::Usage(format!("cannot render the report: {e}")))?;
     match &args.output {
-        Some(path) => fs::write(path, text).map_err(|source| Error::Write {
+        Some(path) => fs::write(path, rendered).map_err(|source| Error::Write {
             path: path.clone(),
             source,
         }),
-        None => write_stdout(&text),
+        None => write_stdout(&rendered),
     }
 }
 
@@ -153,8 +148,11 @@ impl Trace<'_> {
                     self.process.refresh_mappings()?;
                     let report = self.report()?;
                     match self.args.format {
-                        Format::Text => write_stdout(&report::render_interval(&report, Style { color: std::io::stdout().is_terminal() }))?,
-                        Format::Json => eprint!("{}", report::render_interval(&report, Style { color: std::io::stderr().is_terminal() })),
+                        ReportFormat::Text => {
+                            let style = Style { color: std::io::stdout().is_terminal() };
+                            write_stdout(report::render_interval(&report, style).as_bytes())?
+                        }
+                        _ => eprint!("{}", report::render_interval(&report, Style { color: std::io::stderr().is_terminal() })),
                     }
                 }
             }
@@ -298,11 +296,9 @@ fn plan_summary(plan: &PoolPlan) -> String {
     )
 }
 
-fn write_stdout(text: &str) -> Result<()> {
+fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`| head`) is the reader's choice, not an error worth a message.
-    let _ = stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush());
+    let _ = stdout.write_all(bytes).and_then(|()| stdout.flush());
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! or as the JSON other tools parse (field names are a contract: add, never rename).
 
 pub mod analysis;
+mod flame;
+mod pprof;
 mod text;
 
 use std::collections::HashMap;
@@ -108,6 +110,21 @@ pub struct ReleasePath {
     pub share: f64,
     /// Innermost first: the Put function, its caller, and so on out.
     pub frames: Vec<Frame>,
+}
+
+/// The final report's format (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned text, colour on a terminal.
+    Text,
+    /// The JSON other tools parse.
+    Json,
+    /// Folded stacks (`frame;frame count`, outermost first) for flame graph tools.
+    Folded,
+    /// An SVG flame graph of the objects each path holds.
+    Svg,
+    /// A gzipped pprof profile for `go tool pprof`.
+    Pprof,
 }
 
 /// How `stacks` are ordered (`--sort`).
@@ -243,6 +260,17 @@ impl Report {
     pub fn to_json(&self) -> String {
         // A derived Serialize of plain data cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The final report in `format`.
+    pub fn render(&self, format: ReportFormat, style: Style) -> std::io::Result<Vec<u8>> {
+        Ok(match format {
+            ReportFormat::Text => render_final(self, style).into_bytes(),
+            ReportFormat::Json => (self.to_json() + "\n").into_bytes(),
+            ReportFormat::Folded => flame::folded(self).into_bytes(),
+            ReportFormat::Svg => flame::svg(self)?,
+            ReportFormat::Pprof => pprof::encode(self)?,
+        })
     }
 }
 
