@@ -84,7 +84,6 @@ impl Builder {
             period_type,
             period: 1,
             default_sample_type,
-            ..Profile::default()
         }
     }
 
