@@ -30,10 +30,24 @@ pub enum Command {
     /// Attach to a running process and report the call paths holding pool objects.
     #[command(after_help = REPORT_EXAMPLES)]
     Report(Box<ReportArgs>),
+    /// Start a program with its output passed through, traced from its first instruction,
+    /// and report when it exits (or on Ctrl-C). Exits with the program's status.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(Box<RunArgs>),
     /// List the pool-like Get/Put pairs in a Go binary, with how many call sites reach them.
     #[command(after_help = LIST_EXAMPLES)]
     List(ListArgs),
 }
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  Count every Get and Put of a test server from its start:
+    sudo pooltrace run --pool sync --format json --output pools.json -- ./server --port 8080
+
+  The same options as `pooltrace report` apply (without --pid).
+
+The probes are in place before the program's first instruction: pooltrace starts it through
+a shell that waits until the uprobes are attached, then execs it in the same process.";
 
 const LIST_EXAMPLES: &str = "\
 Examples:
@@ -91,6 +105,23 @@ pub struct ReportArgs {
     #[arg(short, long, value_name = "PID")]
     pub pid: i32,
 
+    #[command(flatten)]
+    pub trace: TraceOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub trace: TraceOptions,
+
+    /// The program to start and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// What to trace and how to report it, for `report` and `run`.
+#[derive(Debug, Args)]
+pub struct TraceOptions {
     #[command(flatten)]
     pub pools: PoolArgs,
 

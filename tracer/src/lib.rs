@@ -21,14 +21,15 @@ pub mod tracking;
 
 pub use error::{Error, Result};
 
-/// Runs one parsed command line.
-pub fn run(cli: cli::Cli) -> Result<()> {
+/// Runs one parsed command line; the exit status pooltrace should end with.
+pub fn run(cli: cli::Cli) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
     match cli.command {
-        cli::Command::Report(args) => runtime.block_on(session::report(*args)),
-        cli::Command::List(args) => list::list(&args),
+        cli::Command::Report(args) => runtime.block_on(session::report(*args)).map(|()| 0),
+        cli::Command::Run(args) => runtime.block_on(session::run(*args)),
+        cli::Command::List(args) => list::list(&args).map(|()| 0),
     }
 }

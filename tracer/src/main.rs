@@ -2,8 +2,11 @@ use clap::Parser;
 
 fn main() {
     let cli = pooltrace::cli::Cli::parse();
-    if let Err(error) = pooltrace::run(cli) {
-        eprintln!("pooltrace: error: {error}");
-        std::process::exit(1);
+    match pooltrace::run(cli) {
+        Ok(status) => std::process::exit(status),
+        Err(error) => {
+            eprintln!("pooltrace: error: {error}");
+            std::process::exit(1);
+        }
     }
 }

@@ -2,9 +2,14 @@
 
 use std::{
     fs,
+    io::Write,
     num::NonZeroU32,
-    os::fd::{FromRawFd, OwnedFd},
-    path::PathBuf,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::process::{CommandExt, ExitStatusExt},
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command},
 };
 
 use tokio::io::unix::AsyncFd;
@@ -28,6 +33,8 @@ pub struct Process {
     /// What `/proc/PID/exe` points at, as the process sees it (for messages and for finding
     /// the executable's lines in `maps`).
     exe_name: String,
+    /// The file to read and attach uprobes to.
+    exe_path: PathBuf,
     mappings: Vec<Mapping>,
 }
 
@@ -43,33 +50,70 @@ impl Process {
         if !alive {
             return Err(Error::NoSuchProcess(pid));
         }
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(Error::NoSuchProcess(pid));
-        }
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        let pidfd = Some(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        let pidfd = Some(pidfd_open(pid)?);
         let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
         let exe_name = fs::read_link(&exe_link)
             .map_err(|source| match source.kind() {
                 // A zombie keeps its PID but no longer has an executable.
                 std::io::ErrorKind::NotFound => Error::Exited(pid),
                 _ => Error::Read {
-                    path: exe_link,
+                    path: PathBuf::from(format!("/proc/{pid}/exe")),
                     source,
                 },
             })?
             .to_string_lossy()
             .into_owned();
-        let mut process = Self {
+        let mappings = read_mappings(pid)?;
+        Ok(Self {
             pid: nonzero,
             pidfd,
             exe_name,
+            // Through /proc: the very file the process runs, even if it was replaced on
+            // disk or lives in another mount namespace.
+            exe_path: PathBuf::from(format!("/proc/{pid}/exe")),
+            mappings,
+        })
+    }
+
+    /// A child started by `Spawned`, which will exec `program`: attached to through
+    /// `program` itself, since `/proc/PID/exe` is still the shell holding it.
+    pub fn spawned(pid: i32, program: &Path) -> Result<Self> {
+        let nonzero = u32::try_from(pid)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or(Error::NoSuchProcess(pid))?;
+        let canonical = fs::canonicalize(program).map_err(|source| Error::Read {
+            path: program.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            pid: nonzero,
+            pidfd: Some(pidfd_open(pid)?),
+            exe_name: canonical.to_string_lossy().into_owned(),
+            exe_path: canonical,
             mappings: Vec::new(),
-        };
-        process.refresh_mappings()?;
-        Ok(process)
+        })
+    }
+
+    /// Waits (briefly) until the process runs `program`, then reads its mappings: a PIE's
+    /// load address is only known once it is mapped.
+    pub fn wait_for_exec(&mut self, program: &Path) -> Result<()> {
+        let exe = PathBuf::from(format!("/proc/{}/exe", self.pid));
+        for _ in 0..2000 {
+            match fs::read_link(&exe) {
+                Ok(target) if target.to_string_lossy() == self.exe_name => {
+                    self.refresh_mappings();
+                    return Ok(());
+                }
+                // Exited already: the report can still name non-PIE frames.
+                Err(_) => return Ok(()),
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        Err(Error::Usage(format!(
+            "{} did not start within 2 s",
+            program.display()
+        )))
     }
 
     pub fn pid(&self) -> i32 {
@@ -80,26 +124,19 @@ impl Process {
         self.pid
     }
 
-    /// The executable, opened through `/proc` so it is the very file the process runs even
-    /// if it was replaced on disk or lives in another mount namespace.
+    /// The executable's file, to read and to attach uprobes to.
     pub fn exe_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/exe", self.pid))
+        self.exe_path.clone()
     }
 
     pub fn exe_name(&self) -> &str {
         &self.exe_name
     }
 
-    /// Re-reads `/proc/PID/maps`; keeps the last good copy once the process is gone.
-    pub fn refresh_mappings(&mut self) -> Result<()> {
-        let path = PathBuf::from(format!("/proc/{}/maps", self.pid));
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                self.mappings = text.lines().filter_map(parse_mapping).collect();
-                Ok(())
-            }
-            Err(_) if !self.mappings.is_empty() => Ok(()),
-            Err(source) => Err(Error::Read { path, source }),
+    /// Re-reads `/proc/PID/maps`; once the process is gone, the last copy stays.
+    pub fn refresh_mappings(&mut self) {
+        if let Ok(mappings) = read_mappings(self.pid()) {
+            self.mappings = mappings;
         }
     }
 
@@ -127,6 +164,132 @@ impl Process {
             source: e.into_parts().1,
         })
     }
+}
+
+fn read_mappings(pid: i32) -> Result<Vec<Mapping>> {
+    let path = PathBuf::from(format!("/proc/{pid}/maps"));
+    let text = fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
+    Ok(text.lines().filter_map(parse_mapping).collect())
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Error::NoSuchProcess(pid));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A program started for `pooltrace run`, held before its first instruction: a shell waits
+/// for a byte on fd 3, then execs the program in the same process (same PID), so uprobes
+/// attached to that PID in between see every call the program makes.
+pub struct Spawned {
+    child: Child,
+    program: PathBuf,
+    door: Option<std::fs::File>,
+}
+
+/// Waits for the door, closes it, and becomes the program.
+const HOLD_AND_EXEC: &str = "read -r _ <&3; exec 3<&-; exec \"$0\" \"$@\"";
+
+impl Spawned {
+    pub fn start(command: &[String]) -> Result<Self> {
+        let (name, args) = command
+            .split_first()
+            .ok_or_else(|| Error::Usage("name a program to run after --".into()))?;
+        let program = find_program(name)?;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(Error::Usage(format!(
+                "cannot create a pipe: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fresh descriptors owned by nothing else.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let door_fd = read_end.as_raw_fd();
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(HOLD_AND_EXEC)
+            .arg(&program)
+            .args(args);
+        // SAFETY: dup2 is async-signal-safe; it gives the shell the door as fd 3 (not
+        // close-on-exec, unlike the original).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(door_fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| Error::Read {
+            path: PathBuf::from("/bin/sh"),
+            source,
+        })?;
+        drop(read_end);
+        Ok(Self {
+            child,
+            program,
+            door: Some(std::fs::File::from(write_end)),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// Lets the program start.
+    pub fn release(&mut self) -> Result<()> {
+        let mut door = self
+            .door
+            .take()
+            .ok_or_else(|| Error::Usage("released twice".into()))?;
+        door.write_all(b"\n").map_err(|source| Error::Write {
+            path: PathBuf::from("pipe"),
+            source,
+        })
+    }
+
+    /// The program's exit status, as a shell reports it (128 + signal when killed).
+    pub fn wait(mut self) -> Result<i32> {
+        let status = self.child.wait().map_err(|source| Error::Read {
+            path: self.program.clone(),
+            source,
+        })?;
+        Ok(status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(1))
+    }
+}
+
+/// `name` as a path, or found on `PATH` like a shell would.
+fn find_program(name: &str) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![PathBuf::from(name)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join(name))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    candidates
+        .into_iter()
+        .find(|path| path.is_file())
+        .ok_or_else(|| Error::Usage(format!("no program {name} (not a file, nor on PATH)")))
 }
 
 fn parse_mapping(line: &str) -> Option<Mapping> {

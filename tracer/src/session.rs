@@ -15,11 +15,11 @@ use tokio::{
 };
 
 use crate::{
-    cli::{PoolArgs, ReportArgs},
+    cli::{PoolArgs, ReportArgs, RunArgs, TraceOptions},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
     probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
-    process::Process,
+    process::{Process, Spawned},
     report::{self, History, Report, ReportFormat, Style},
     symbolize::Symbolizer,
     tracking::Snapshot,
@@ -59,49 +59,79 @@ impl Signals {
 
 pub async fn report(args: ReportArgs) -> Result<()> {
     let mut signals = Signals::install()?;
-    check_pool_args(&args.pools)?;
+    check_pool_args(&args.trace.pools)?;
     probes::check_privileges()?;
-    let mut process = Process::open(args.pid)?;
+    let process = Process::open(args.pid)?;
     let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
-    let specs = pool_specs(&args.pools, &binary)?;
+    trace(&args.trace, &mut signals, process, &binary, |_| Ok(())).await
+}
+
+/// `pooltrace run`: starts the program held at the door, attaches, lets it in, and reports
+/// when it exits; returns its exit status.
+pub async fn run(args: RunArgs) -> Result<i32> {
+    let mut signals = Signals::install()?;
+    check_pool_args(&args.trace.pools)?;
+    probes::check_privileges()?;
+    let mut child = Spawned::start(&args.command)?;
+    let binary = GoBinary::open(child.program(), child.program())?;
+    let process = Process::spawned(child.pid(), child.program())?;
+    trace(&args.trace, &mut signals, process, &binary, |process| {
+        child.release()?;
+        process.wait_for_exec(child.program())
+    })
+    .await?;
+    child.wait()
+}
+
+/// Attaches to `process`, calls `attached` (the probes are live), reports until a signal,
+/// `--duration` or the process's exit, then writes the final report and detaches.
+async fn trace(
+    options: &TraceOptions,
+    signals: &mut Signals,
+    mut process: Process,
+    binary: &GoBinary,
+    attached: impl FnOnce(&mut Process) -> Result<()>,
+) -> Result<()> {
+    let specs = pool_specs(&options.pools, binary)?;
     let plans = specs
         .iter()
         .enumerate()
-        .map(|(i, spec)| PoolPlan::new(&binary, i as u32, spec))
+        .map(|(i, spec)| PoolPlan::new(binary, i as u32, spec))
         .collect::<Result<Vec<_>>>()?;
-    for warning in inlining_warnings(&binary, &plans) {
+    for warning in inlining_warnings(binary, &plans) {
         eprintln!("pooltrace: warning: {warning}");
     }
     let limits = Limits {
-        max_objects: args.max_objects,
-        max_stacks: args.max_stacks,
+        max_objects: options.max_objects,
+        max_stacks: options.max_stacks,
     };
-    let probes = Probes::attach(&process, &binary, &plans, limits)?;
+    let probes = Probes::attach(&process, binary, &plans, limits)?;
     let exit = process.exit_watch()?;
+    attached(&mut process)?;
     let mut trace = Trace {
-        args: &args,
-        binary: &binary,
+        args: options,
+        binary,
         process,
         probes,
         plans,
-        symbolizer: Symbolizer::new(&binary),
+        symbolizer: Symbolizer::new(binary),
         history: History::default(),
         started: Instant::now(),
     };
     eprint!("{}", trace.attach_summary());
 
-    match trace.run_until_stopped(&mut signals, &exit).await? {
+    match trace.run_until_stopped(signals, &exit).await? {
         Stop::Interrupted => eprintln!("pooltrace: interrupted, detaching"),
         Stop::DurationElapsed => eprintln!("pooltrace: --duration reached, detaching"),
         Stop::TargetExited => eprintln!("pooltrace: PID {} exited", trace.process.pid()),
     }
     let last = trace.report()?;
     drop(trace);
-    let color = args.output.is_none() && std::io::stdout().is_terminal();
+    let color = options.output.is_none() && std::io::stdout().is_terminal();
     let rendered = last
-        .render(args.format, Style { color })
+        .render(options.format, Style { color })
         .map_err(|e| Error::Usage(format!("cannot render the report: {e}")))?;
-    match &args.output {
+    match &options.output {
         Some(path) => fs::write(path, rendered).map_err(|source| Error::Write {
             path: path.clone(),
             source,
@@ -112,7 +142,7 @@ pub async fn report(args: ReportArgs) -> Result<()> {
 
 /// One attached run; dropping it detaches the probes.
 struct Trace<'a> {
-    args: &'a ReportArgs,
+    args: &'a TraceOptions,
     binary: &'a GoBinary,
     process: Process,
     probes: Probes,
@@ -145,7 +175,7 @@ impl Trace<'_> {
                 _ = exit.readable() => return Ok(Stop::TargetExited),
                 _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
                 _ = ticks.tick() => {
-                    self.process.refresh_mappings()?;
+                    self.process.refresh_mappings();
                     let report = self.report()?;
                     match self.args.format {
                         ReportFormat::Text => {

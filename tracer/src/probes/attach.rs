@@ -2,8 +2,6 @@
 //! Dropping [`Probes`] detaches every probe; the target's code is never written to by us (the
 //! kernel's uprobe machinery owns the breakpoints and removes them on detach).
 
-use std::path::PathBuf;
-
 use aya::{
     maps::Array,
     programs::{
@@ -79,7 +77,7 @@ impl Probes {
                 .load()
                 .map_err(|e| load_error(&e))?;
         }
-        let target = PathBuf::from(format!("/proc/{}/exe", process.pid()));
+        let target = process.exe_path();
         for (cookie, (program, function, site, _)) in sites.iter().enumerate() {
             let offset = binary.file_offset(site.addr).ok_or_else(|| Error::Attach {
                 function: function.to_string(),

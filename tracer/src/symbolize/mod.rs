@@ -83,9 +83,16 @@ impl<'a> Symbolizer<'a> {
 
     /// The link-time address of a runtime address in the executable.
     fn vaddr(&self, process: &Process, address: u64) -> Option<u64> {
-        let mapping = process.mapping_at(address).filter(|m| process.is_exe(m))?;
-        self.binary
-            .vaddr_of_offset(address - mapping.start + mapping.offset)
+        match process.mapping_at(address) {
+            Some(mapping) if process.is_exe(mapping) => self
+                .binary
+                .vaddr_of_offset(address - mapping.start + mapping.offset),
+            Some(_) => None,
+            // No mapping was read (a program that exited at once): a non-PIE executable is
+            // loaded where it was linked, so its addresses need no translation.
+            None => (!self.binary.is_pie() && self.binary.function_at(address).is_some())
+                .then_some(address),
+        }
     }
 
     fn lookup(&self, process: &Process, address: u64, kind: AddressKind) -> Vec<Frame> {
@@ -98,15 +105,12 @@ impl<'a> Symbolizer<'a> {
                 inlined: false,
             }]
         };
-        let Some(mapping) = process.mapping_at(address) else {
-            return unknown(format!("{address:#x}"));
-        };
-        let file_offset = address - mapping.start + mapping.offset;
-        if !process.is_exe(mapping) {
+        if let Some(mapping) = process.mapping_at(address).filter(|m| !process.is_exe(m)) {
             let library = mapping.path.rsplit('/').next().unwrap_or(&mapping.path);
+            let file_offset = address - mapping.start + mapping.offset;
             return unknown(format!("[{library}]+{file_offset:#x}"));
         }
-        let Some(vaddr) = self.binary.vaddr_of_offset(file_offset) else {
+        let Some(vaddr) = self.vaddr(process, address) else {
             return unknown(format!("{address:#x}"));
         };
         let probe = match kind {
