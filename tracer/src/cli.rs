@@ -34,6 +34,9 @@ pub enum Command {
     /// and report when it exits (or on Ctrl-C). Exits with the program's status.
     #[command(after_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Print each Get and Put as it happens: time, goroutine, object, size or age, callers.
+    #[command(after_help = STREAM_EXAMPLES)]
+    Stream(Box<StreamArgs>),
     /// List the pool-like Get/Put pairs in a Go binary, with how many call sites reach them.
     #[command(after_help = LIST_EXAMPLES)]
     List(ListArgs),
@@ -48,6 +51,47 @@ Examples:
 
 The probes are in place before the program's first instruction: pooltrace starts it through
 a shell that waits until the uprobes are attached, then execs it in the same process.";
+
+const STREAM_EXAMPLES: &str = "\
+Examples:
+  Every sync.Pool Get and Put of a process:
+    sudo pooltrace stream --pid 4242 --pool sync
+
+  Only objects that were out at least 100 ms, from one caller, into a file:
+    sudo pooltrace stream --pid 4242 --pool sync --min-age 100ms --grep handleQuery --output slow.log
+
+Events come through a ring buffer; if the terminal or file cannot keep up and the buffer
+fills, the events lost are counted and reported, never dropped silently.";
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Process to trace (every thread of it).
+    #[arg(short, long, value_name = "PID")]
+    pub pid: i32,
+
+    #[command(flatten)]
+    pub pools: PoolArgs,
+
+    /// Show only events whose frames contain TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
+
+    /// Show only Puts of objects that were out at least this long (hides Gets).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_age: Option<Duration>,
+
+    /// Stop after this long.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Frames shown per event, from the caller out.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub frames: usize,
+
+    /// Write the events to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
 
 const LIST_EXAMPLES: &str = "\
 Examples:

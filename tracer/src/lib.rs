@@ -6,7 +6,8 @@
 //! - [`tracking`] reads what the kernel side recorded;
 //! - [`symbolize`] turns addresses into Go frames;
 //! - [`report`] renders text and JSON; [`list`] shows the pools a binary has;
-//! - [`process`] knows the traced process; [`session`] runs one trace from attach to detach.
+//! - [`process`] knows the traced process; [`session`] runs one trace from attach to detach;
+//!   [`stream`] prints every event as it happens.
 
 pub mod cli;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod probes;
 pub mod process;
 pub mod report;
 pub mod session;
+pub mod stream;
 pub mod symbolize;
 pub mod tracking;
 
@@ -30,6 +32,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
     match cli.command {
         cli::Command::Report(args) => runtime.block_on(session::report(*args)).map(|()| 0),
         cli::Command::Run(args) => runtime.block_on(session::run(*args)),
+        cli::Command::Stream(args) => runtime.block_on(stream::stream(*args)).map(|()| 0),
         cli::Command::List(args) => list::list(&args).map(|()| 0),
     }
 }

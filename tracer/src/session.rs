@@ -34,13 +34,13 @@ enum Stop {
 
 /// Ctrl-C and SIGTERM, caught from the start so that no signal kills a run before it has
 /// detached and reported.
-struct Signals {
+pub(crate) struct Signals {
     interrupt: Signal,
     terminate: Signal,
 }
 
 impl Signals {
-    fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         let install =
             |kind| signal(kind).map_err(|e| Error::Usage(format!("cannot handle signals: {e}")));
         Ok(Self {
@@ -49,7 +49,7 @@ impl Signals {
         })
     }
 
-    async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
@@ -232,7 +232,7 @@ impl Trace<'_> {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -240,7 +240,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Mistakes in naming the pools, caught before anything is opened.
-fn check_pool_args(args: &PoolArgs) -> Result<()> {
+pub(crate) fn check_pool_args(args: &PoolArgs) -> Result<()> {
     let overrides = args.get_key.is_some() || args.get_size.is_some() || args.put_key.is_some();
     if args.get.is_none() && overrides {
         return Err(Error::Usage(
@@ -256,7 +256,7 @@ fn check_pool_args(args: &PoolArgs) -> Result<()> {
 }
 
 /// The pools to trace: the presets' pools, then the one named by --get/--put.
-fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
+pub(crate) fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
     let mut specs = Vec::new();
     for preset in &args.presets {
         specs.extend(preset.pools(binary)?);
@@ -274,6 +274,7 @@ fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
             put_key: spec(&args.put_key, Side::Put, "--put-key", false)?,
             receiver: None,
             release_paths: true,
+            stream: false,
         });
     }
     for spec in &mut specs {
@@ -285,7 +286,7 @@ fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
 
 /// A Get or Put inlined into some callers runs there without a call: those calls are
 /// invisible, and their objects would look leaked (or never taken). Say so up front.
-fn inlining_warnings(binary: &GoBinary, plans: &[PoolPlan]) -> Vec<String> {
+pub(crate) fn inlining_warnings(binary: &GoBinary, plans: &[PoolPlan]) -> Vec<String> {
     let functions: Vec<&str> = plans
         .iter()
         .flat_map(|p| [p.get.function.name.as_str(), p.put.function.name.as_str()])

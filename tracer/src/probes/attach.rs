@@ -3,7 +3,7 @@
 //! kernel's uprobe machinery owns the breakpoints and removes them on detach).
 
 use aya::{
-    maps::Array,
+    maps::{Array, MapData, RingBuf},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         UProbe,
@@ -110,6 +110,15 @@ impl Probes {
 
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+
+    /// The stream mode ring buffer, taken out of the loaded object.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| Error::Load("no EVENTS map".into()))?;
+        RingBuf::try_from(map).map_err(|e| Error::Maps(e.to_string()))
     }
 
     /// Number of uprobes attached.

@@ -9,7 +9,7 @@ pub mod sites;
 pub use attach::{check_privileges, Limits, Probes};
 use keyspec::{ObjectKind, Side, Spec};
 use sites::Site;
-use tracer_common::{ProbeSite, SITE_RELEASE_PATHS, SITE_TRACKS_RECEIVER};
+use tracer_common::{ProbeSite, SITE_RELEASE_PATHS, SITE_STREAM, SITE_TRACKS_RECEIVER};
 
 use crate::{
     error::{Error, Result},
@@ -30,6 +30,8 @@ pub struct PoolSpec {
     pub receiver: Option<u64>,
     /// Record the Put stacks objects come back through.
     pub release_paths: bool,
+    /// Send every Get and Put to the stream ring buffer.
+    pub stream: bool,
 }
 
 /// A pool resolved against one binary: the functions, the sites, what each site reads.
@@ -82,13 +84,15 @@ impl PoolPlan {
                 false => None,
             };
         let receiver_filter = spec.receiver.unwrap_or(0);
+        let stream_flag = if spec.stream { SITE_STREAM } else { 0 };
         let get_probe = ProbeSite {
             pool,
-            flags: if get_entry_site.is_some() {
-                SITE_TRACKS_RECEIVER
-            } else {
-                0
-            },
+            flags: stream_flag
+                | if get_entry_site.is_some() {
+                    SITE_TRACKS_RECEIVER
+                } else {
+                    0
+                },
             key: get_key.to_word_spec(None)?,
             size: get_size.to_word_spec(None)?,
             receiver: Spec::Word(0).to_word_spec(get.dictionary)?,
@@ -97,11 +101,12 @@ impl PoolPlan {
         };
         let put_probe = ProbeSite {
             pool,
-            flags: if spec.release_paths {
-                SITE_RELEASE_PATHS
-            } else {
-                0
-            },
+            flags: stream_flag
+                | if spec.release_paths {
+                    SITE_RELEASE_PATHS
+                } else {
+                    0
+                },
             key: put_key.to_word_spec(put.dictionary)?,
             size: Spec::None.to_word_spec(None)?,
             receiver: Spec::Word(0).to_word_spec(put.dictionary)?,

@@ -141,5 +141,6 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         put_key: None,
         receiver: None,
         release_paths: true,
+        stream: false,
     }
 }

@@ -183,6 +183,17 @@ pub fn stack(ebpf: &Ebpf, stack: u64) -> Result<Vec<u64>> {
 }
 
 fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
+    Ok(counters(ebpf, pools)?
+        .into_iter()
+        .map(|counters| PoolState {
+            counters,
+            ..PoolState::default()
+        })
+        .collect())
+}
+
+/// The per-pool counters, summed over CPUs.
+pub fn counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
     let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, "COUNTERS")?;
     (0..pools as u32)
         .map(|pool| {
@@ -204,10 +215,7 @@ fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
                     paths_dropped: sum.paths_dropped + c.paths_dropped,
                     stream_lost: sum.stream_lost + c.stream_lost,
                 });
-            Ok(PoolState {
-                counters,
-                ..PoolState::default()
-            })
+            Ok(counters)
         })
         .collect()
 }

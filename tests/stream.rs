@@ -1,0 +1,94 @@
+//! `pooltrace stream` prints every Get and Put of the fixture's known sequence, with the
+//! callers, and its filters (by frame text, by age at Put) keep exactly what they promise.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Command, Stdio},
+    sync::mpsc::channel,
+    thread,
+    time::Duration,
+};
+
+use pooltrace_tests::{fixture, pooltrace_bin, Counts, Target};
+
+/// Streams two rounds of the fixture with `args`; the event lines and the fixture's counts.
+fn stream(args: &[&str]) -> (Vec<String>, Counts) {
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let mut child = Command::new(pooltrace_bin())
+        .args([
+            "stream",
+            "--pid",
+            &target.pid.to_string(),
+            "--get",
+            "main.(*BufPool).Get",
+            "--put",
+            "main.(*BufPool).Put",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pooltrace stream");
+    let (ready, streaming) = channel();
+    let stderr = child.stderr.take().expect("stderr");
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = ready.send(line);
+        }
+    });
+    let first = streaming
+        .recv_timeout(Duration::from_secs(30))
+        .expect("stream starts");
+    assert!(first.starts_with("pooltrace: streaming"), "{first}");
+    target.round();
+    let counts = target.round();
+    target.exit();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("events");
+    assert!(child.wait().expect("pooltrace exits").success());
+    let summary: Vec<String> = streaming.try_iter().collect();
+    assert!(
+        summary
+            .iter()
+            .any(|l| l.ends_with(" lost") && l.contains(" 0 lost")),
+        "{summary:?}"
+    );
+    (stdout.lines().map(str::to_owned).collect(), counts)
+}
+
+#[test]
+fn every_get_and_put_of_the_fixture_is_streamed_with_its_callers() {
+    let (lines, counts) = stream(&[]);
+    let gets = lines.iter().filter(|l| l.contains(" get ")).count() as u64;
+    let puts = lines.iter().filter(|l| l.contains(" put ")).count() as u64;
+    assert_eq!(
+        (gets, puts),
+        (counts.get("buf_gets"), counts.get("buf_puts"))
+    );
+    // leakyHandler takes 7 objects a round, each shown with its callers.
+    let leaky: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" get ") && l.contains("main.leakyHandler main.go:"))
+        .collect();
+    assert_eq!(leaky.len(), 14);
+    assert!(leaky.iter().all(|l| l.contains("< main.round main.go:")
+        && l.contains("obj=0x")
+        && l.contains("g=0x")));
+    // balancedHandler gives back what it takes, and the age is shown at Put.
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(" put ") && l.contains("age=") && l.contains("main.balancedHandler")));
+}
+
+#[test]
+fn filters_keep_only_matching_frames_and_old_objects() {
+    let (lines, _) = stream(&["--grep", "main.leakyHandler"]);
+    assert_eq!(lines.len(), 14, "{lines:?}");
+    let (lines, _) = stream(&["--min-age", "1h"]);
+    assert!(lines.is_empty(), "{lines:?}");
+}

@@ -1,0 +1,242 @@
+//! `pooltrace stream`: every Get and Put as it happens, read from the kernel's ring buffer.
+//! The probes only append to the ring; printing happens here, decoupled from the target, and
+//! whatever the ring cannot hold is counted and reported, never silently lost.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{BufWriter, IsTerminal, Write},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{StreamEvent, EVENT_GET};
+
+use crate::{
+    cli::StreamArgs,
+    error::{Error, Result},
+    gobin::GoBinary,
+    probes::{self, Limits, PoolPlan, Probes},
+    process::Process,
+    session::{check_pool_args, inlining_warnings, pool_specs, sleep_until, Signals},
+    symbolize::{AddressKind, Symbolizer},
+    tracking::{self, monotonic_ns},
+};
+
+pub async fn stream(args: StreamArgs) -> Result<()> {
+    let mut signals = Signals::install()?;
+    check_pool_args(&args.pools)?;
+    probes::check_privileges()?;
+    let mut process = Process::open(args.pid)?;
+    let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
+    let mut specs = pool_specs(&args.pools, &binary)?;
+    for spec in &mut specs {
+        spec.stream = true;
+        spec.release_paths = false;
+    }
+    let plans = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| PoolPlan::new(&binary, i as u32, spec))
+        .collect::<Result<Vec<_>>>()?;
+    for warning in inlining_warnings(&binary, &plans) {
+        eprintln!("pooltrace: warning: {warning}");
+    }
+    let limits = Limits {
+        max_objects: tracer_common::DEFAULT_MAX_OBJECTS,
+        max_stacks: tracer_common::DEFAULT_MAX_STACKS,
+    };
+    let mut probes = Probes::attach(&process, &binary, &plans, limits)?;
+    let ring = probes.take_events()?;
+    // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed.
+    let mut events = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| Error::Maps(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
+    let exit = process.exit_watch()?;
+    process.refresh_mappings();
+    let output: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(File::create(path).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?),
+        None => Box::new(std::io::stdout()),
+    };
+    eprintln!(
+        "pooltrace: streaming {} pool(s) of PID {} ({}); Ctrl-C stops",
+        plans.len(),
+        process.pid(),
+        process.exe_name()
+    );
+    let mut printer = Printer {
+        args: &args,
+        plans: &plans,
+        process: &process,
+        probes: &probes,
+        symbolizer: Symbolizer::new(&binary),
+        started_ns: monotonic_ns(),
+        frames: HashMap::new(),
+        out: BufWriter::new(output),
+        shown: 0,
+        lost_reported: 0,
+    };
+
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::from_std(Instant::now() + d));
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = signals.recv() => break,
+            _ = exit.readable() => break,
+            _ = sleep_until(deadline) => break,
+            _ = ticks.tick() => printer.report_losses()?,
+            ready = events.readable_mut() => {
+                let mut ready = ready.map_err(|e| Error::Maps(e.to_string()))?;
+                printer.drain(ready.get_inner_mut())?;
+                ready.clear_ready();
+            }
+        }
+    }
+    printer.drain(events.get_mut())?;
+    printer.report_losses()?;
+    printer.out.flush().map_err(|source| Error::Write {
+        path: "output".into(),
+        source,
+    })?;
+    eprintln!(
+        "pooltrace: {} events shown, {} lost",
+        printer.shown, printer.lost_reported
+    );
+    Ok(())
+}
+
+struct Printer<'a, 'b> {
+    args: &'a StreamArgs,
+    plans: &'a [PoolPlan],
+    process: &'a Process,
+    probes: &'a Probes,
+    symbolizer: Symbolizer<'b>,
+    started_ns: u64,
+    /// Rendered first frames, by (stack, caller): a path repeats, its symbols need not.
+    frames: HashMap<(u64, u64), String>,
+    out: BufWriter<Box<dyn Write>>,
+    shown: u64,
+    lost_reported: u64,
+}
+
+impl Printer<'_, '_> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<StreamEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole StreamEvent; read_unaligned copies it out.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StreamEvent>()) };
+            drop(item);
+            self.print(&event)?;
+        }
+        Ok(())
+    }
+
+    fn print(&mut self, event: &StreamEvent) -> Result<()> {
+        let is_get = event.kind == EVENT_GET;
+        if let Some(min_age) = self.args.min_age {
+            if is_get || (event.age_ns as u128) < min_age.as_nanos() {
+                return Ok(());
+            }
+        }
+        let frames = self.first_frames(event.stack, event.caller);
+        if self
+            .args
+            .grep
+            .as_ref()
+            .is_some_and(|needle| !frames.contains(needle.as_str()))
+        {
+            return Ok(());
+        }
+        let time = event.time_ns.saturating_sub(self.started_ns) as f64 / 1e9;
+        let pool = self
+            .plans
+            .get(event.pool as usize)
+            .map_or("?", |p| p.get.requested.as_str());
+        let detail = match (is_get, event.age_ns) {
+            (true, _) if event.size > 0 => format!("size={}", event.size),
+            (true, _) => String::new(),
+            (false, u64::MAX) => "age=? (taken before attach)".to_owned(),
+            (false, age) => format!("age={}", duration(age)),
+        };
+        let line = format!(
+            "{time:>11.6} {} g={:#x} obj={:#x} {detail:<12} {frames}  [{pool}]\n",
+            if is_get { "get" } else { "put" },
+            event.goroutine,
+            event.object,
+        );
+        self.shown += 1;
+        self.out
+            .write_all(line.as_bytes())
+            .map_err(|source| Error::Write {
+                path: "output".into(),
+                source,
+            })
+    }
+
+    /// The caller, then the next frames out, e.g. `main.leakyHandler main.go:124 < main.round ...`.
+    fn first_frames(&mut self, stack: u64, caller: u64) -> String {
+        if let Some(text) = self.frames.get(&(stack, caller)) {
+            return text.clone();
+        }
+        let walked = tracking::stack(self.probes.ebpf(), stack).unwrap_or_default();
+        let mut addresses = vec![caller];
+        addresses.extend(walked.iter().skip(1).filter(|&&a| a != caller));
+        let text = addresses
+            .iter()
+            .filter(|&&a| a != 0)
+            .flat_map(|&a| {
+                self.symbolizer
+                    .frames(self.process, a, AddressKind::ReturnAddress)
+            })
+            .take(self.args.frames)
+            .map(
+                |f| match (f.file.as_deref().and_then(|p| p.rsplit('/').next()), f.line) {
+                    (Some(file), Some(line)) => format!("{} {file}:{line}", f.function),
+                    _ => f.function,
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(" < ");
+        self.frames.insert((stack, caller), text.clone());
+        text
+    }
+
+    /// Says, once a second at most, how many events the ring buffer could not hold.
+    fn report_losses(&mut self) -> Result<()> {
+        let counters = tracking::counters(self.probes.ebpf(), self.plans.len())?;
+        let lost: u64 = counters.iter().map(|c| c.stream_lost).sum();
+        if lost > self.lost_reported {
+            let style = std::io::stderr().is_terminal();
+            let text = format!(
+                "pooltrace: {} events lost: the ring buffer was full",
+                lost - self.lost_reported
+            );
+            eprintln!(
+                "{}",
+                if style {
+                    format!("\x1b[33m{text}\x1b[0m")
+                } else {
+                    text
+                }
+            );
+            self.lost_reported = lost;
+        }
+        Ok(())
+    }
+}
+
+fn duration(ns: u64) -> String {
+    match ns {
+        0..1_000_000 => format!("{:.0}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
