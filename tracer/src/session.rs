@@ -20,7 +20,7 @@ use crate::{
     gobin::{GoBinary, SymbolSource},
     probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
     process::{Process, Spawned},
-    report::{self, History, Report, ReportFormat, Style},
+    report::{self, spinner, History, Report, ReportFormat, Style},
     symbolize::Symbolizer,
     tracking::Snapshot,
 };
@@ -62,8 +62,15 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     check_pool_args(&args.trace.pools)?;
     probes::check_privileges()?;
     let process = Process::open(args.pid)?;
-    let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
+    let binary = open_binary(&process)?;
     trace(&args.trace, &mut signals, process, &binary, |_| Ok(())).await
+}
+
+/// The traced executable, with a spinner while a large one's tables are read.
+pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
+    spinner::while_running(&format!("reading {}", process.exe_name()), || {
+        GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))
+    })
 }
 
 /// `pooltrace run`: starts the program held at the door, attaches, lets it in, and reports
@@ -73,7 +80,9 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     check_pool_args(&args.trace.pools)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
-    let binary = GoBinary::open(child.program(), child.program())?;
+    let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {
+        GoBinary::open(child.program(), child.program())
+    })?;
     let process = Process::spawned(child.pid(), child.program())?;
     trace(&args.trace, &mut signals, process, &binary, |process| {
         child.release()?;

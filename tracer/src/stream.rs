@@ -6,7 +6,6 @@ use std::{
     collections::HashMap,
     fs::File,
     io::{BufWriter, IsTerminal, Write},
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -17,10 +16,9 @@ use tracer_common::{StreamEvent, EVENT_GET};
 use crate::{
     cli::StreamArgs,
     error::{Error, Result},
-    gobin::GoBinary,
     probes::{self, Limits, PoolPlan, Probes},
     process::Process,
-    session::{check_pool_args, inlining_warnings, pool_specs, sleep_until, Signals},
+    session::{check_pool_args, inlining_warnings, open_binary, pool_specs, sleep_until, Signals},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns},
 };
@@ -30,7 +28,7 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     check_pool_args(&args.pools)?;
     probes::check_privileges()?;
     let mut process = Process::open(args.pid)?;
-    let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
+    let binary = open_binary(&process)?;
     let mut specs = pool_specs(&args.pools, &binary)?;
     for spec in &mut specs {
         spec.stream = true;

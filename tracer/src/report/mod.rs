@@ -4,6 +4,7 @@
 pub mod analysis;
 mod flame;
 mod pprof;
+pub mod spinner;
 mod text;
 
 use std::collections::HashMap;
