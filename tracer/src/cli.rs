@@ -198,6 +198,11 @@ pub struct TraceOptions {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Print where the probes would go (JSON: function, address, file offset, instruction,
+    /// whether the kernel emulates it) and exit without attaching.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Most objects tracked at once (kernel hash map entries, ~100 bytes each).
     #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS)]
     pub max_objects: u32,

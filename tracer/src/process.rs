@@ -191,8 +191,9 @@ pub struct Spawned {
     door: Option<std::fs::File>,
 }
 
-/// Waits for the door, closes it, and becomes the program.
-const HOLD_AND_EXEC: &str = "read -r _ <&3; exec 3<&-; exec \"$0\" \"$@\"";
+/// Waits for the door, closes it, and becomes the program. If pooltrace goes away without
+/// opening the door (EOF), the program must not run untraced: the shell exits 125.
+const HOLD_AND_EXEC: &str = "read -r _ <&3 || exit 125; exec 3<&-; exec \"$0\" \"$@\"";
 
 impl Spawned {
     pub fn start(command: &[String]) -> Result<Self> {

@@ -60,7 +60,9 @@ impl Signals {
 pub async fn report(args: ReportArgs) -> Result<()> {
     let mut signals = Signals::install()?;
     check_pool_args(&args.trace.pools)?;
-    probes::check_privileges()?;
+    if !args.trace.dry_run {
+        probes::check_privileges()?;
+    }
     let process = Process::open(args.pid)?;
     let binary = open_binary(&process)?;
     trace(&args.trace, &mut signals, process, &binary, |_| Ok(())).await
@@ -78,6 +80,11 @@ pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
 pub async fn run(args: RunArgs) -> Result<i32> {
     let mut signals = Signals::install()?;
     check_pool_args(&args.trace.pools)?;
+    if args.trace.dry_run {
+        return Err(Error::Usage(
+            "--dry-run applies to `pooltrace report`".into(),
+        ));
+    }
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
     let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {
@@ -109,6 +116,9 @@ async fn trace(
         .collect::<Result<Vec<_>>>()?;
     for warning in inlining_warnings(binary, &plans) {
         eprintln!("pooltrace: warning: {warning}");
+    }
+    if options.dry_run {
+        return write_stdout((probes::sites_json(binary, &plans) + "\n").as_bytes());
     }
     let limits = Limits {
         max_objects: options.max_objects,
@@ -229,10 +239,13 @@ impl Trace<'_> {
             SymbolSource::Pclntab => "stripped: symbols from gopclntab",
         };
         let mut text = format!(
-            "pooltrace: attached {} uprobes to PID {} ({}{build}; {symbols})\n",
+            "pooltrace: attached {} uprobes to PID {} ({}{build}; {symbols})\n  kernel maps: {} for up to {} objects and {} stacks (--max-objects, --max-stacks)\n",
             self.probes.attached(),
             self.process.pid(),
-            self.process.exe_name()
+            self.process.exe_name(),
+            crate::report::human_bytes(self.probes.kernel_memory()),
+            self.args.max_objects,
+            self.args.max_stacks,
         );
         for plan in &self.plans {
             text += &plan_summary(plan);

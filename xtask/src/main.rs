@@ -1,6 +1,7 @@
 //! Project chores: `cargo xtask <command>`. Each command installs what it needs into
 //! `.tools/` (idempotently) and says what it is doing.
 
+mod bench;
 mod demo;
 mod ebpf;
 mod fixtures;
@@ -20,6 +21,7 @@ usage: cargo xtask <command>
 commands:
   demo         build the leaking store-gateway demo, run it under load, attach pooltrace
   test         install what the tests need, then run unit and integration tests (as root)
+  bench        overhead against the probe floor and bpftrace, CPU, memory, attach times
   build-ebpf   rebuild tracer-ebpf/prebuilt/pooltrace-ebpf.o (nightly + bpf-linker, installed)
   check-ebpf   fail if the committed eBPF object is stale";
 
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(),
+        Some("bench") => bench::run(),
         Some("test") => test::run(&args[1..]),
         Some("build-ebpf") => ebpf::build(),
         Some("check-ebpf") => check_ebpf(),

@@ -125,6 +125,22 @@ impl Probes {
     pub fn attached(&self) -> usize {
         self.attached
     }
+
+    /// Kernel memory charged for the maps, from `memlock:` in `/proc/self/fdinfo` of every
+    /// BPF map this process holds (only ours).
+    pub fn kernel_memory(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
+            return 0;
+        };
+        entries
+            .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+            .filter(|info| info.contains("map_type:"))
+            .filter_map(|info| {
+                let line = info.lines().find(|l| l.starts_with("memlock:"))?;
+                line["memlock:".len()..].trim().parse::<u64>().ok()
+            })
+            .sum()
+    }
 }
 
 fn write_sites(ebpf: &mut Ebpf, sites: &[(&str, &str, &Site, ProbeSite)]) -> Result<()> {

@@ -125,6 +125,33 @@ impl PoolPlan {
     }
 }
 
+/// The sites of `plans` as JSON, for `--dry-run`: what would be probed, and where.
+pub fn sites_json(binary: &GoBinary, plans: &[PoolPlan]) -> String {
+    let site = |pool: &PoolPlan, role: &str, function: &crate::gobin::Function, site: &Site| {
+        serde_json::json!({
+            "pool": pool.get.requested,
+            "role": role,
+            "function": function.name,
+            "function_offset": binary.file_offset(function.addr).map(|o| format!("{o:#x}")),
+            "address": format!("{:#x}", site.addr),
+            "file_offset": binary.file_offset(site.addr).map(|o| format!("{o:#x}")),
+            "instruction": site.instruction,
+            "emulated": site.emulated,
+        })
+    };
+    let mut sites = Vec::new();
+    for plan in plans {
+        if let Some(entry) = &plan.get_entry_site {
+            sites.push(site(plan, "get-entry", &plan.get.function, entry));
+        }
+        for ret in &plan.get_sites {
+            sites.push(site(plan, "get-ret", &plan.get.function, ret));
+        }
+        sites.push(site(plan, "put", &plan.put.function, &plan.put_site));
+    }
+    serde_json::to_string_pretty(&sites).unwrap_or_default()
+}
+
 /// Parses the user's optional override of a spec.
 pub fn parse_override(
     text: Option<&str>,

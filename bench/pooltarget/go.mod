@@ -1,0 +1,3 @@
+module pooltarget
+
+go 1.21

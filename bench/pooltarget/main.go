@@ -1,0 +1,181 @@
+// pooltarget is the benchmarks' Go target: it times its own Get/Put loops, so a tracer's
+// attach and detach are never inside the measurement. Commands on stdin:
+//
+//	run sync|bucketed|parallel N   N Get+Put pairs; prints "ns_per_pair=X pairs=N"
+//	paced RATE SECONDS             sync.Pool pairs at RATE per second; prints the rate reached
+//	hold N                         takes N objects and keeps them; prints "held=N"
+//	release                        gives every kept object back; prints "released=N"
+//	exit
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// BucketedPool is a generic pool of *[]T by size class, as Thanos' is.
+type BucketedPool[T any] struct {
+	buckets []sync.Pool
+	sizes   []int
+}
+
+func NewBucketedPool[T any](minSize, maxSize int) *BucketedPool[T] {
+	p := &BucketedPool[T]{}
+	for s := minSize; s <= maxSize; s *= 2 {
+		p.sizes = append(p.sizes, s)
+	}
+	p.buckets = make([]sync.Pool, len(p.sizes))
+	return p
+}
+
+//go:noinline
+func (p *BucketedPool[T]) Get(sz int) *[]T {
+	for i, size := range p.sizes {
+		if sz <= size {
+			if b, ok := p.buckets[i].Get().(*[]T); ok {
+				return b
+			}
+			s := make([]T, 0, size)
+			return &s
+		}
+	}
+	s := make([]T, 0, sz)
+	return &s
+}
+
+//go:noinline
+func (p *BucketedPool[T]) Put(b *[]T) {
+	for i, size := range p.sizes {
+		if cap(*b) == size {
+			p.buckets[i].Put(b)
+			return
+		}
+	}
+}
+
+var chunks = NewBucketedPool[byte](64, 65536)
+
+// Obj is what hold takes out of holds, and never gives back.
+type Obj struct{ data [16]byte }
+
+type objPool struct{ free []*Obj }
+
+//go:noinline
+func (p *objPool) Get() *Obj {
+	if n := len(p.free); n > 0 {
+		o := p.free[n-1]
+		p.free = p.free[:n-1]
+		return o
+	}
+	return new(Obj)
+}
+
+//go:noinline
+func (p *objPool) Put(o *Obj) { p.free = append(p.free, o) }
+
+var (
+	holds objPool
+	kept  []*Obj
+)
+
+//go:noinline
+func syncPair() {
+	b := buffers.Get().(*[]byte)
+	buffers.Put(b)
+}
+
+//go:noinline
+func bucketedPair() {
+	b := chunks.Get(1000)
+	chunks.Put(b)
+}
+
+func timed(pairs int, body func(int)) time.Duration {
+	start := time.Now()
+	body(pairs)
+	return time.Since(start)
+}
+
+func run(mode string, pairs int) time.Duration {
+	switch mode {
+	case "sync":
+		return timed(pairs, func(n int) {
+			for i := 0; i < n; i++ {
+				syncPair()
+			}
+		})
+	case "bucketed":
+		return timed(pairs, func(n int) {
+			for i := 0; i < n; i++ {
+				bucketedPair()
+			}
+		})
+	case "parallel":
+		workers := runtime.GOMAXPROCS(0)
+		return timed(pairs, func(n int) {
+			var wg sync.WaitGroup
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < n/workers; i++ {
+						syncPair()
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+	panic("unknown mode " + mode)
+}
+
+// paced makes rate pairs a second for the given seconds, in 1 ms slices.
+func paced(rate, seconds int) float64 {
+	start := time.Now()
+	done := 0
+	for time.Since(start) < time.Duration(seconds)*time.Second {
+		due := int(time.Since(start).Seconds() * float64(rate))
+		for ; done < due; done++ {
+			syncPair()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return float64(done) / time.Since(start).Seconds()
+}
+
+func main() {
+	fmt.Printf("ready %d\n", os.Getpid())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		f := strings.Fields(in.Text())
+		arg := func(i int) int { n, _ := strconv.Atoi(f[i]); return n }
+		switch {
+		case len(f) == 3 && f[0] == "run":
+			d := run(f[1], arg(2))
+			fmt.Printf("ns_per_pair=%.1f pairs=%d\n", float64(d.Nanoseconds())/float64(arg(2)), arg(2))
+		case len(f) == 3 && f[0] == "paced":
+			fmt.Printf("rate=%.0f\n", paced(arg(1), arg(2)))
+		case len(f) == 2 && f[0] == "hold":
+			for i := 0; i < arg(1); i++ {
+				kept = append(kept, holds.Get())
+			}
+			fmt.Printf("held=%d\n", len(kept))
+		case len(f) == 1 && f[0] == "release":
+			for _, o := range kept {
+				holds.Put(o)
+			}
+			fmt.Printf("released=%d\n", len(kept))
+			kept = nil
+		case len(f) == 1 && f[0] == "exit":
+			return
+		}
+	}
+}

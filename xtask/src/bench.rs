@@ -1,0 +1,673 @@
+//! `cargo xtask bench`: what pooltrace costs a Go program, measured in one run against the
+//! floor (count-only uprobes at exactly pooltrace's sites) and against bpftrace doing the same
+//! job, with the configurations alternated over repeats because this machine is shared and
+//! noisy. Also: user CPU at a fixed rate, memory with a million objects out, attach and
+//! table-load times on real programs, and the event rate stream mode sustains.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{channel, Receiver},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{exec, fixtures, tools, workspace, Result};
+
+const REPEATS: usize = 3;
+/// Pairs per measurement with probes (~20 us a pair here) and without (~10 ns).
+const PROBED_PAIRS: u64 = 100_000;
+const UNPROBED_PAIRS: u64 = 20_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Config {
+    NoProbe,
+    Floor,
+    Report,
+    Stream,
+    Bpftrace,
+}
+
+const CONFIGS: [Config; 5] = [
+    Config::NoProbe,
+    Config::Floor,
+    Config::Report,
+    Config::Stream,
+    Config::Bpftrace,
+];
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Self::NoProbe => "no probe",
+            Self::Floor => "floor (count-only uprobes, same sites)",
+            Self::Report => "pooltrace report",
+            Self::Stream => "pooltrace stream > file",
+            Self::Bpftrace => "bpftrace (RETs + Put entry, ustack map)",
+        }
+    }
+}
+
+/// A Go micro-target and how pooltrace and bpftrace name its pool.
+struct Workload {
+    mode: &'static str,
+    pool_args: &'static [&'static str],
+    /// Registers holding the object at Get's RET and at Put's entry, for bpftrace.
+    get_key: &'static str,
+    put_key: &'static str,
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        mode: "sync",
+        pool_args: &["--pool", "sync"],
+        get_key: "bx",
+        put_key: "cx",
+    },
+    Workload {
+        mode: "bucketed",
+        pool_args: &[
+            "--get",
+            "main.(*BucketedPool[uint8]).Get",
+            "--put",
+            "main.(*BucketedPool[uint8]).Put",
+            "--object",
+            "slice-ptr",
+        ],
+        get_key: "ax",
+        put_key: "cx",
+    },
+    Workload {
+        mode: "parallel",
+        pool_args: &["--pool", "sync"],
+        get_key: "bx",
+        put_key: "cx",
+    },
+];
+
+pub fn run() -> Result {
+    let root = workspace();
+    let target = build(&root)?;
+    let pooltrace = root.join("target/release/pooltrace");
+    if !Path::new("/usr/bin/bpftrace").is_file() {
+        tools::say("installing Debian's bpftrace (the baseline)");
+        tools::apt_install(&["bpftrace"])?;
+    }
+    println!("pooltrace benchmarks, {}", machine());
+    for workload in &WORKLOADS {
+        overhead(&pooltrace, &target, workload)?;
+    }
+    cpu_at_rate(&pooltrace, &target)?;
+    memory_with_a_million_objects(&pooltrace, &target)?;
+    stream_rate(&pooltrace, &target)?;
+    attach_times(&pooltrace)?;
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<PathBuf> {
+    crate::ebpf::ensure_fresh()?;
+    tools::say("building pooltrace (release) and the Go targets");
+    exec(
+        Command::new("cargo")
+            .args(["build", "--quiet", "--release", "--package", "pooltrace"])
+            .current_dir(root),
+    )?;
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let target = out.join("pooltarget");
+    fixtures::go_build(&tools::go()?, &root.join("bench/pooltarget"), &[], &target)?;
+    Ok(target)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{} cores, {cpu}, kernel {}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    )
+}
+
+/// ns per Get/Put pair under each configuration, alternated over repeats.
+fn overhead(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result {
+    println!(
+        "\n== {} pool loop: ns per Get/Put pair ({REPEATS} repeats, alternating)",
+        workload.mode
+    );
+    let sites = planned_sites(pooltrace, target_bin, workload)?;
+    // A pair hits one of Get's RETs, the Put site, and Get's entry site if there is one.
+    let ret_stepped = usize::from(sites.iter().any(|s| s.role == "get-ret" && !s.emulated));
+    let single_stepped = ret_stepped
+        + sites
+            .iter()
+            .filter(|s| s.role != "get-ret" && !s.emulated)
+            .count();
+    println!(
+        "   sites: {}",
+        sites
+            .iter()
+            .map(|s| format!(
+                "{} {} ({})",
+                s.role,
+                s.instruction,
+                if s.emulated {
+                    "emulated"
+                } else {
+                    "single-stepped"
+                }
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("   single-stepped probe hits per pair: {single_stepped}");
+    let mut samples: Vec<(Config, Vec<f64>)> = CONFIGS.iter().map(|&c| (c, Vec::new())).collect();
+    for repeat in 0..REPEATS {
+        for shift in 0..CONFIGS.len() {
+            let config = CONFIGS[(repeat + shift) % CONFIGS.len()];
+            let ns = measure(pooltrace, target_bin, workload, &sites, config)?;
+            samples
+                .iter_mut()
+                .find(|(c, _)| *c == config)
+                .map(|(_, v)| v.push(ns));
+        }
+    }
+    let median = |config: Config| {
+        samples
+            .iter()
+            .find(|(c, _)| *c == config)
+            .map_or(f64::NAN, |(_, v)| stats(v).1)
+    };
+    for (config, values) in &samples {
+        let (min, med, max) = stats(values);
+        println!(
+            "   {:<42} min {:>9.1}  median {:>9.1}  max {:>9.1}",
+            config.name(),
+            min,
+            med,
+            max
+        );
+    }
+    let report = median(Config::Report);
+    println!(
+        "   ratios (medians): report/floor {:.2}, report/bpftrace {:.2}, stream/floor {:.2}",
+        report / median(Config::Floor),
+        report / median(Config::Bpftrace),
+        median(Config::Stream) / median(Config::Floor)
+    );
+    Ok(())
+}
+
+fn stats(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    (
+        sorted.first().copied().unwrap_or(f64::NAN),
+        median,
+        sorted.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+/// One measurement: a fresh target, the tracer attached (if any), N pairs timed by the target.
+fn measure(
+    pooltrace: &Path,
+    target_bin: &Path,
+    workload: &Workload,
+    sites: &[Site],
+    config: Config,
+) -> Result<f64> {
+    let mut target = Target::start(target_bin)?;
+    let tracer = match config {
+        Config::NoProbe => None,
+        Config::Floor => Some(bpftrace(&floor_script(target_bin, sites), target.pid)?),
+        Config::Bpftrace => Some(bpftrace(
+            &baseline_script(target_bin, sites, workload),
+            target.pid,
+        )?),
+        Config::Report => Some(pooltrace_tracer(
+            pooltrace,
+            "report",
+            target.pid,
+            workload,
+            &["--interval", "0"],
+            "pooltrace: attached",
+        )?),
+        Config::Stream => {
+            let file = std::env::temp_dir().join("pooltrace-bench-stream.log");
+            let output = file.to_string_lossy().into_owned();
+            Some(pooltrace_tracer(
+                pooltrace,
+                "stream",
+                target.pid,
+                workload,
+                &["--output", &output],
+                "pooltrace: streaming",
+            )?)
+        }
+    };
+    let pairs = if config == Config::NoProbe {
+        UNPROBED_PAIRS
+    } else {
+        PROBED_PAIRS
+    };
+    target.send(&format!("run {} {pairs}", workload.mode))?;
+    let line = target.expect("ns_per_pair=")?;
+    let ns = line
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.strip_prefix("ns_per_pair="))
+        .and_then(|v| v.parse().ok())
+        .ok_or("bad target output")?;
+    if let Some(tracer) = tracer {
+        tracer.stop()?;
+    }
+    target.exit()?;
+    Ok(ns)
+}
+
+#[derive(Debug)]
+struct Site {
+    role: String,
+    file_offset: String,
+    function_offset: String,
+    instruction: String,
+    emulated: bool,
+}
+
+/// Where pooltrace would probe, from `report --dry-run` on a running target.
+fn planned_sites(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result<Vec<Site>> {
+    let target = Target::start(target_bin)?;
+    let output = Command::new(pooltrace)
+        .args(["report", "--pid", &target.pid.to_string(), "--dry-run"])
+        .args(workload.pool_args)
+        .output()?;
+    target.exit()?;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "pooltrace --dry-run: {e}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or("").to_owned();
+    Ok(json
+        .as_array()
+        .ok_or("no sites")?
+        .iter()
+        .map(|s| Site {
+            role: text(s, "role"),
+            file_offset: text(s, "file_offset"),
+            function_offset: text(s, "function_offset"),
+            instruction: text(s, "instruction"),
+            emulated: s["emulated"].as_bool().unwrap_or(false),
+        })
+        .collect())
+}
+
+/// Count-only uprobes at exactly pooltrace's sites: what any tracer there pays.
+fn floor_script(target: &Path, sites: &[Site]) -> String {
+    let probes: Vec<String> = sites
+        .iter()
+        .map(|s| format!("uprobe:{}:{}", target.display(), s.file_offset))
+        .collect();
+    format!("{} {{ @hits = count(); }}", probes.join(", "))
+}
+
+/// The same job the way bpftrace users write it (field notes §8): Get at each RET keyed by
+/// the object with its user stack, Put at the function's entry deleting it.
+fn baseline_script(target: &Path, sites: &[Site], workload: &Workload) -> String {
+    let rets: Vec<String> = sites
+        .iter()
+        .filter(|s| s.role == "get-ret")
+        .map(|s| format!("uprobe:{}:{}", target.display(), s.file_offset))
+        .collect();
+    let put = sites
+        .iter()
+        .find(|s| s.role == "put")
+        .map(|s| s.function_offset.clone())
+        .unwrap_or_default();
+    format!(
+        "{} {{ @live[reg(\"{}\")] = ustack; }} uprobe:{}:{} {{ delete(@live[reg(\"{}\")]); }}",
+        rets.join(", "),
+        workload.get_key,
+        target.display(),
+        put,
+        workload.put_key
+    )
+}
+
+/// A tracer process, stopped with SIGINT.
+struct Tracer {
+    child: Child,
+}
+
+impl Tracer {
+    fn stop(mut self) -> Result<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        Ok(self.child.wait()?)
+    }
+}
+
+fn bpftrace(script: &str, pid: i32) -> Result<Tracer> {
+    let mut child = Command::new("bpftrace")
+        .args(["--unsafe", "-p", &pid.to_string(), "-e", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let lines = line_channel(child.stdout.take().ok_or("bpftrace stdout")?);
+    wait_for(&lines, "Attaching")?;
+    // bpftrace says "Attaching" before it attaches.
+    thread::sleep(Duration::from_millis(500));
+    Ok(Tracer { child })
+}
+
+fn pooltrace_tracer(
+    pooltrace: &Path,
+    command: &str,
+    pid: i32,
+    workload: &Workload,
+    extra: &[&str],
+    ready: &str,
+) -> Result<Tracer> {
+    let mut child = Command::new(pooltrace)
+        .args([command, "--pid", &pid.to_string()])
+        .args(workload.pool_args)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let lines = line_channel(child.stderr.take().ok_or("pooltrace stderr")?);
+    wait_for(&lines, ready)?;
+    Ok(Tracer { child })
+}
+
+/// The user CPU pooltrace report takes while the target makes 50,000 pairs a second.
+fn cpu_at_rate(pooltrace: &Path, target_bin: &Path) -> Result {
+    const RATE: u64 = 50_000;
+    const SECONDS: u64 = 10;
+    println!("\n== pooltrace report's own CPU while the target makes {RATE} sync.Pool pairs/s for {SECONDS} s");
+    let mut target = Target::start(target_bin)?;
+    let tracer = pooltrace_tracer(
+        pooltrace,
+        "report",
+        target.pid,
+        &WORKLOADS[0],
+        &["--interval", "5s"],
+        "pooltrace: attached",
+    )?;
+    let before = cpu_ticks(tracer.child.id())?;
+    let started = Instant::now();
+    target.send(&format!("paced {RATE} {SECONDS}"))?;
+    let rate = target.expect("rate=")?;
+    let ticks = cpu_ticks(tracer.child.id())? - before;
+    let seconds = started.elapsed().as_secs_f64();
+    tracer.stop()?;
+    target.exit()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    println!("   target reached {rate}/s; pooltrace used {:.2}% of one core (user+system, {ticks} ticks in {seconds:.1} s)", 100.0 * ticks as f64 / hz / seconds);
+    Ok(())
+}
+
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("bad stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// Peak resident memory of pooltrace with a million objects outstanding, including the
+/// final report that reads all of them.
+fn memory_with_a_million_objects(pooltrace: &Path, target_bin: &Path) -> Result {
+    const OBJECTS: u64 = 1_000_000;
+    println!("\n== pooltrace report with {OBJECTS} objects outstanding");
+    let mut target = Target::start(target_bin)?;
+    let workload = Workload {
+        mode: "hold",
+        pool_args: &[
+            "--get",
+            "main.(*objPool).Get",
+            "--put",
+            "main.(*objPool).Put",
+        ],
+        get_key: "ax",
+        put_key: "bx",
+    };
+    let mut child = Command::new(pooltrace)
+        .args([
+            "report",
+            "--pid",
+            &target.pid.to_string(),
+            "--interval",
+            "0",
+            "--max-objects",
+            "1100000",
+            "--format",
+            "json",
+        ])
+        .args(workload.pool_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let lines = line_channel(child.stderr.take().ok_or("stderr")?);
+    wait_for(&lines, "pooltrace: attached")?;
+    let maps = wait_for(&lines, "  kernel maps:")?;
+    target.send(&format!("hold {OBJECTS}"))?;
+    target.expect("held=")?;
+    let started = Instant::now();
+    // SAFETY: kill(2) and wait4(2) on our own child.
+    let peak_kib = unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(child.id() as i32, &mut status, 0, &mut usage);
+        usage.ru_maxrss
+    };
+    let _ = child.wait();
+    println!("   {}", maps.trim());
+    println!(
+        "   peak RSS {:.1} MiB (ru_maxrss); final report over {OBJECTS} objects took {:.1} s",
+        peak_kib as f64 / 1024.0,
+        started.elapsed().as_secs_f64()
+    );
+    target.exit()
+}
+
+/// Events per second stream mode writes to a file, and how many it lost.
+fn stream_rate(pooltrace: &Path, target_bin: &Path) -> Result {
+    const PAIRS: u64 = 200_000;
+    println!("\n== pooltrace stream to a file, sync.Pool loop at full speed ({PAIRS} pairs)");
+    let mut target = Target::start(target_bin)?;
+    let file = std::env::temp_dir().join("pooltrace-bench-rate.log");
+    let mut child = Command::new(pooltrace)
+        .args([
+            "stream",
+            "--pid",
+            &target.pid.to_string(),
+            "--pool",
+            "sync",
+            "--output",
+        ])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let lines = line_channel(child.stderr.take().ok_or("stderr")?);
+    wait_for(&lines, "pooltrace: streaming")?;
+    target.send(&format!("run sync {PAIRS}"))?;
+    let line = target.expect("ns_per_pair=")?;
+    let ns: f64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.strip_prefix("ns_per_pair="))
+        .and_then(|v| v.parse().ok())
+        .ok_or("bad output")?;
+    thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let summary = wait_for(&lines, " events shown, ")?;
+    let _ = child.wait();
+    let events_per_s = 2.0 * 1e9 / ns;
+    println!(
+        "   target made {:.0} events/s; pooltrace: {}",
+        events_per_s,
+        summary.trim_start_matches("pooltrace: ")
+    );
+    let _ = std::fs::remove_file(file);
+    target.exit()
+}
+
+/// Start to "attached" on real programs, and the table load alone (--dry-run).
+fn attach_times(pooltrace: &Path) -> Result {
+    println!("\n== attach time (pooltrace start to \"attached\", --pool sync), median of 3");
+    let programs = tools::real_programs()?;
+    let dir = std::env::temp_dir().join("pooltrace-bench-caddy");
+    std::fs::create_dir_all(&dir)?;
+    let caddyfile = dir.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        "{\n\tadmin off\n}\nhttp://127.0.0.1:18999 {\n\trespond ok\n}\n",
+    )?;
+    let runs: [(&str, PathBuf, Vec<String>); 2] = [
+        (
+            "nats-server 2.15.1 (19 MB, .symtab)",
+            programs.nats_server.clone(),
+            vec!["-a".into(), "127.0.0.1".into(), "-p".into(), "14999".into()],
+        ),
+        (
+            "caddy 2.11.7 (52 MB, stripped)",
+            programs.caddy.clone(),
+            vec![
+                "run".into(),
+                "--adapter".into(),
+                "caddyfile".into(),
+                "--config".into(),
+                caddyfile.to_string_lossy().into_owned(),
+            ],
+        ),
+    ];
+    for (name, program, args) in runs {
+        let mut server = Command::new(&program)
+            .args(&args)
+            .env("HOME", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        thread::sleep(Duration::from_secs(1));
+        let pid = server.id().to_string();
+        let mut attach = Vec::new();
+        let mut load = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let mut child = Command::new(pooltrace)
+                .args(["report", "--pid", &pid, "--pool", "sync", "--interval", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let lines = line_channel(child.stderr.take().ok_or("stderr")?);
+            wait_for(&lines, "pooltrace: attached")?;
+            attach.push(started.elapsed().as_secs_f64() * 1000.0);
+            Tracer { child }.stop()?;
+            let started = Instant::now();
+            exec(
+                Command::new(pooltrace)
+                    .args(["report", "--pid", &pid, "--pool", "sync", "--dry-run"])
+                    .stdout(Stdio::null()),
+            )?;
+            load.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        println!(
+            "   {name}: attach {:.0} ms, tables + plan (--dry-run) {:.0} ms",
+            stats(&attach).1,
+            stats(&load).1
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// The micro-target, speaking its stdin protocol.
+struct Target {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    pid: i32,
+}
+
+impl Target {
+    fn start(binary: &Path) -> Result<Self> {
+        let mut child = Command::new(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("stdin")?;
+        let lines = line_channel(child.stdout.take().ok_or("stdout")?);
+        let pid = child.id() as i32;
+        let target = Self {
+            child,
+            stdin,
+            lines,
+            pid,
+        };
+        target.expect("ready")?;
+        Ok(target)
+    }
+
+    fn send(&mut self, command: &str) -> Result {
+        writeln!(self.stdin, "{command}")?;
+        Ok(self.stdin.flush()?)
+    }
+
+    fn expect(&self, prefix: &str) -> Result<String> {
+        wait_for(&self.lines, prefix)
+    }
+
+    fn exit(mut self) -> Result {
+        self.send("exit")?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+fn line_channel(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (send, receive) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receive
+}
+
+fn wait_for(lines: &Receiver<String>, prefix: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .map_err(|_| format!("no line starting {prefix:?}"))?;
+        if line.starts_with(prefix) || (prefix.starts_with(' ') && line.contains(prefix)) {
+            return Ok(line);
+        }
+    }
+}
