@@ -247,3 +247,41 @@ fn stripped_builds_report_the_same_counts_and_frames_as_unstripped() {
         assert_eq!(summary(full), summary(stripped), "{full} vs {stripped}");
     }
 }
+
+#[test]
+fn sampling_gets_finds_no_false_leaks_and_still_sees_every_put() {
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let mut args = BUF_ARGS.to_vec();
+    args.extend(["--sample-gets", "0.5"]);
+    let tracer = Tracer::attach(target.pid, &args);
+    let mut counts = target.round();
+    // Rounds spread over 1.4 s span probed and unprobed halves of the 500 ms cycles.
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(140));
+        counts = target.round();
+    }
+    let report = tracer.interrupt().json();
+    target.exit();
+    assert_eq!(report["sample_gets"], 0.5);
+    let pool = pool(&report, "main.(*BufPool).Get");
+    // Put is always probed: every one is seen, matched or not.
+    assert_eq!(u64_of(&pool["puts"]), counts.get("buf_puts"));
+    assert!(
+        u64_of(&pool["gets"]) > 0 && u64_of(&pool["gets"]) < counts.get("buf_gets"),
+        "{pool:#}"
+    );
+    assert_eq!(
+        u64_of(&pool["puts"]) - u64_of(&pool["unmatched_puts"]) + u64_of(&pool["outstanding"]),
+        u64_of(&pool["gets"]),
+        "every tracked Get is either back or outstanding: {pool:#}"
+    );
+    // Only the leaking paths hold objects; the balanced one never looks leaked.
+    for stack in pool["stacks"].as_array().expect("stacks") {
+        let names = functions(stack);
+        assert!(
+            names.contains(&"main.leakyHandler".to_owned())
+                || names.contains(&"main.inlinedLeak".to_owned()),
+            "{names:?}"
+        );
+    }
+}

@@ -159,6 +159,9 @@ async fn trace(
     }
 }
 
+/// `--sample-gets` cycles Get's probes over this period.
+const SAMPLE_CYCLE: Duration = Duration::from_millis(500);
+
 /// One attached run; dropping it detaches the probes.
 struct Trace<'a> {
     args: &'a TraceOptions,
@@ -188,11 +191,23 @@ impl Trace<'_> {
         };
         let first = tokio::time::Instant::from_std(self.started + period);
         let mut ticks = tokio::time::interval_at(first, period);
+        let sampling = self.args.sample_gets.filter(|&fraction| fraction < 1.0);
+        let mut gets_probed = true;
+        let phase = |probed: bool, fraction: f64| {
+            let share = if probed { fraction } else { 1.0 - fraction };
+            tokio::time::Instant::now() + SAMPLE_CYCLE.mul_f64(share)
+        };
+        let mut toggle_at = sampling.map(|fraction| phase(true, fraction));
         loop {
             tokio::select! {
                 _ = signals.recv() => return Ok(Stop::Interrupted),
                 _ = exit.readable() => return Ok(Stop::TargetExited),
                 _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
+                _ = sleep_until(toggle_at) => {
+                    gets_probed = !gets_probed;
+                    self.probes.set_gets_probed(gets_probed)?;
+                    toggle_at = sampling.map(|fraction| phase(gets_probed, fraction));
+                }
                 _ = ticks.tick() => {
                     self.process.refresh_mappings();
                     let report = self.report()?;
@@ -223,6 +238,7 @@ impl Trace<'_> {
                 sort: self.args.sort,
                 elapsed_ms: self.started.elapsed().as_millis() as u64,
                 min_age_ms: self.args.min_age.as_millis() as u64,
+                sample_gets: self.args.sample_gets,
                 top: self.args.top,
             },
         ))

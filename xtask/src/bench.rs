@@ -95,9 +95,13 @@ pub fn run() -> Result {
         tools::apt_install(&["bpftrace"])?;
     }
     println!("pooltrace benchmarks, {}", machine());
+    if std::env::var_os("POOLTRACE_BENCH_ONLY").is_some_and(|only| only == "sampling") {
+        return sampling(&pooltrace, &target);
+    }
     for workload in &WORKLOADS {
         overhead(&pooltrace, &target, workload)?;
     }
+    sampling(&pooltrace, &target)?;
     cpu_at_rate(&pooltrace, &target)?;
     memory_with_a_million_objects(&pooltrace, &target)?;
     stream_rate(&pooltrace, &target)?;
@@ -169,24 +173,25 @@ fn overhead(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result 
             .join(", ")
     );
     println!("   single-stepped probe hits per pair: {single_stepped}");
-    let mut samples: Vec<(Config, Vec<f64>)> = CONFIGS.iter().map(|&c| (c, Vec::new())).collect();
+    // samples[i]: the measurements of CONFIGS[i].
+    let mut samples = vec![Vec::new(); CONFIGS.len()];
     for repeat in 0..REPEATS {
         for shift in 0..CONFIGS.len() {
-            let config = CONFIGS[(repeat + shift) % CONFIGS.len()];
-            let ns = measure(pooltrace, target_bin, workload, &sites, config)?;
-            samples
-                .iter_mut()
-                .find(|(c, _)| *c == config)
-                .map(|(_, v)| v.push(ns));
+            let index = (repeat + shift) % CONFIGS.len();
+            samples[index].push(measure(
+                pooltrace,
+                target_bin,
+                workload,
+                &sites,
+                CONFIGS[index],
+            )?);
         }
     }
     let median = |config: Config| {
-        samples
-            .iter()
-            .find(|(c, _)| *c == config)
-            .map_or(f64::NAN, |(_, v)| stats(v).1)
+        let index = CONFIGS.iter().position(|&c| c == config).unwrap_or(0);
+        stats(&samples[index]).1
     };
-    for (config, values) in &samples {
+    for (config, values) in CONFIGS.iter().zip(&samples) {
         let (min, med, max) = stats(values);
         println!(
             "   {:<42} min {:>9.1}  median {:>9.1}  max {:>9.1}",
@@ -347,13 +352,22 @@ fn baseline_script(target: &Path, sites: &[Site], workload: &Workload) -> String
 /// A tracer process, stopped with SIGINT.
 struct Tracer {
     child: Child,
+    /// Its diagnostics (stderr for pooltrace, stdout for bpftrace).
+    lines: Receiver<String>,
 }
 
 impl Tracer {
-    fn stop(mut self) -> Result<std::process::ExitStatus> {
+    /// Stops it; an error, with what it said, if it did not end cleanly.
+    fn stop(mut self) -> Result {
         // SAFETY: kill(2) on our own child, not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        Ok(self.child.wait()?)
+        let status = self.child.wait()?;
+        if status.success() {
+            Ok(())
+        } else {
+            let said: Vec<String> = self.lines.try_iter().collect();
+            Err(format!("tracer failed ({status}): {}", said.join(" | ")).into())
+        }
     }
 }
 
@@ -367,7 +381,7 @@ fn bpftrace(script: &str, pid: i32) -> Result<Tracer> {
     wait_for(&lines, "Attaching")?;
     // bpftrace says "Attaching" before it attaches.
     thread::sleep(Duration::from_millis(500));
-    Ok(Tracer { child })
+    Ok(Tracer { child, lines })
 }
 
 fn pooltrace_tracer(
@@ -387,7 +401,54 @@ fn pooltrace_tracer(
         .spawn()?;
     let lines = line_channel(child.stderr.take().ok_or("pooltrace stderr")?);
     wait_for(&lines, ready)?;
-    Ok(Tracer { child })
+    Ok(Tracer { child, lines })
+}
+
+/// `--sample-gets`: the cost against the fraction of time Get is probed, and that no
+/// false leak appears (the sync loop gives back everything it takes).
+fn sampling(pooltrace: &Path, target_bin: &Path) -> Result {
+    const PAIRS: u64 = 300_000;
+    println!("\n== pooltrace report --sample-gets, sync.Pool loop ({PAIRS} pairs, balanced)");
+    let report = std::env::temp_dir().join("pooltrace-bench-sample.json");
+    for fraction in ["1", "0.5", "0.25", "0.1"] {
+        let _ = std::fs::remove_file(&report);
+        let mut target = Target::start(target_bin)?;
+        let output = report.to_string_lossy().into_owned();
+        let args = [
+            "--interval",
+            "0",
+            "--sample-gets",
+            fraction,
+            "--format",
+            "json",
+            "--output",
+            &output,
+        ];
+        let tracer = pooltrace_tracer(
+            pooltrace,
+            "report",
+            target.pid,
+            &WORKLOADS[0],
+            &args,
+            "pooltrace: attached",
+        )?;
+        target.send(&format!("run sync {PAIRS}"))?;
+        let line = target.expect("ns_per_pair=")?;
+        tracer.stop()?;
+        target.exit()?;
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        let pool = &json["pools"][0];
+        println!(
+            "   probed {:>4}% of the time: {:<26} tracked gets {:>7}, outstanding {} (false leaks), unmatched puts {}",
+            fraction.parse::<f64>().unwrap_or(0.0) * 100.0,
+            line.split_whitespace().next().unwrap_or(""),
+            pool["gets"],
+            pool["outstanding"],
+            pool["unmatched_puts"]
+        );
+    }
+    let _ = std::fs::remove_file(report);
+    Ok(())
 }
 
 /// The user CPU pooltrace report takes while the target makes 50,000 pairs a second.
@@ -580,7 +641,7 @@ fn attach_times(pooltrace: &Path) -> Result {
             let lines = line_channel(child.stderr.take().ok_or("stderr")?);
             wait_for(&lines, "pooltrace: attached")?;
             attach.push(started.elapsed().as_secs_f64() * 1000.0);
-            Tracer { child }.stop()?;
+            Tracer { child, lines }.stop()?;
             let started = Instant::now();
             exec(
                 Command::new(pooltrace)

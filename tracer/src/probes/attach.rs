@@ -5,11 +5,13 @@
 use aya::{
     maps::{Array, MapData, RingBuf},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         UProbe,
     },
     Ebpf, EbpfLoader,
 };
+use std::{num::NonZeroU32, path::PathBuf};
+
 use tracer_common::{ProbeSite, MAX_SITES};
 
 use super::{sites::Site, PoolPlan};
@@ -32,6 +34,18 @@ pub struct Limits {
 pub struct Probes {
     ebpf: Ebpf,
     attached: usize,
+    target: PathBuf,
+    pid: NonZeroU32,
+    /// Get's sites (entry and RETs), which `--sample-gets` detaches and reattaches.
+    get_sites: Vec<GetSite>,
+}
+
+/// A Get site and its link while attached.
+struct GetSite {
+    program: &'static str,
+    offset: u64,
+    cookie: u64,
+    link: Option<UProbeLinkId>,
 }
 
 impl Probes {
@@ -48,7 +62,7 @@ impl Probes {
             .load(OBJECT)
             .map_err(|e| load_error(&e))?;
 
-        let mut sites: Vec<(&str, &str, &Site, ProbeSite)> = Vec::new();
+        let mut sites: Vec<(&'static str, &str, &Site, ProbeSite)> = Vec::new();
         for plan in plans {
             if let Some(site) = &plan.get_entry_site {
                 sites.push((
@@ -78,6 +92,13 @@ impl Probes {
                 .map_err(|e| load_error(&e))?;
         }
         let target = process.exe_path();
+        let mut probes = Self {
+            ebpf,
+            attached: 0,
+            target,
+            pid: process.pid_nonzero(),
+            get_sites: Vec::new(),
+        };
         for (cookie, (program, function, site, _)) in sites.iter().enumerate() {
             let offset = binary.file_offset(site.addr).ok_or_else(|| Error::Attach {
                 function: function.to_string(),
@@ -85,27 +106,74 @@ impl Probes {
                 offset: 0,
                 reason: "address is in no loaded segment".into(),
             })?;
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(offset),
-                cookie: Some(cookie as u64),
-            };
-            uprobe(&mut ebpf, program)?
-                .attach(
-                    point,
-                    &target,
-                    UProbeScope::OneProcess(process.pid_nonzero()),
-                )
-                .map_err(|e| Error::Attach {
+            let link = probes
+                .attach_one(program, offset, cookie as u64)
+                .map_err(|reason| Error::Attach {
                     function: function.to_string(),
                     address: site.addr,
                     offset,
-                    reason: error_chain(&e),
+                    reason,
                 })?;
+            if *program != "pool_put" {
+                probes.get_sites.push(GetSite {
+                    program,
+                    offset,
+                    cookie: cookie as u64,
+                    link: Some(link),
+                });
+            }
         }
-        Ok(Self {
-            ebpf,
-            attached: sites.len(),
-        })
+        probes.attached = sites.len();
+        Ok(probes)
+    }
+
+    fn attach_one(
+        &mut self,
+        program: &str,
+        offset: u64,
+        cookie: u64,
+    ) -> std::result::Result<UProbeLinkId, String> {
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(offset),
+            cookie: Some(cookie),
+        };
+        let (target, pid) = (self.target.clone(), self.pid);
+        uprobe(&mut self.ebpf, program)
+            .map_err(|e| e.to_string())?
+            .attach(point, &target, UProbeScope::OneProcess(pid))
+            .map_err(|e| error_chain(&e))
+    }
+
+    /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
+    /// while Get is probed is still seen coming back.
+    pub fn set_gets_probed(&mut self, probed: bool) -> Result<()> {
+        for i in 0..self.get_sites.len() {
+            let (program, offset, cookie) = (
+                self.get_sites[i].program,
+                self.get_sites[i].offset,
+                self.get_sites[i].cookie,
+            );
+            match (probed, self.get_sites[i].link.take()) {
+                (true, None) => {
+                    let link = self.attach_one(program, offset, cookie).map_err(|reason| {
+                        Error::Attach {
+                            function: program.to_owned(),
+                            address: 0,
+                            offset,
+                            reason,
+                        }
+                    })?;
+                    self.get_sites[i].link = Some(link);
+                }
+                (false, Some(link)) => {
+                    uprobe(&mut self.ebpf, program)?
+                        .detach(link)
+                        .map_err(|e| Error::Load(error_chain(&e)))?;
+                }
+                (_, link) => self.get_sites[i].link = link,
+            }
+        }
+        Ok(())
     }
 
     pub fn ebpf(&self) -> &Ebpf {

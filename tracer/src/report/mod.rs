@@ -35,6 +35,9 @@ pub struct Report {
     pub elapsed_ms: u64,
     /// Objects younger than this were left out of `stacks` (they still count in totals).
     pub min_age_ms: u64,
+    /// The fraction of the time Get was probed (`--sample-gets`), when not always.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_gets: Option<f64>,
     pub pools: Vec<PoolReport>,
 }
 
@@ -189,6 +192,7 @@ pub struct Context<'a, 'b> {
     pub history: &'a mut History,
     pub elapsed_ms: u64,
     pub min_age_ms: u64,
+    pub sample_gets: Option<f64>,
     pub top: usize,
     pub sort: SortBy,
 }
@@ -254,6 +258,7 @@ impl Report {
                 .map(|(path, version)| format!("{path} {version}")),
             elapsed_ms: cx.elapsed_ms,
             min_age_ms: cx.min_age_ms,
+            sample_gets: cx.sample_gets.filter(|&f| f < 1.0),
             pools,
         }
     }

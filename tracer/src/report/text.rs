@@ -76,6 +76,13 @@ pub fn render_final(report: &Report, style: Style) -> String {
         report.binary,
         seconds(report.elapsed_ms)
     );
+    if let Some(fraction) = report.sample_gets {
+        let _ = writeln!(
+            out,
+            "Gets were probed {:.0}% of the time (--sample-gets): counts cover those, and Puts of objects taken meanwhile are unmatched",
+            fraction * 100.0
+        );
+    }
     for pool in &report.pools {
         let _ = writeln!(out, "\n{}", summary(pool));
         if report.min_age_ms > 0 && pool.stacks.is_empty() && pool.outstanding > 0 {
