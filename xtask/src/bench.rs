@@ -95,17 +95,31 @@ pub fn run() -> Result {
         tools::apt_install(&["bpftrace"])?;
     }
     println!("pooltrace benchmarks, {}", machine());
-    if std::env::var_os("POOLTRACE_BENCH_ONLY").is_some_and(|only| only == "sampling") {
-        return sampling(&pooltrace, &target);
+    // POOLTRACE_BENCH_ONLY=overhead|sampling|cpu|memory|stream|attach runs one section.
+    let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
+    let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    if wanted("overhead") {
+        for workload in &WORKLOADS {
+            overhead(&pooltrace, &target, workload)?;
+        }
     }
-    for workload in &WORKLOADS {
-        overhead(&pooltrace, &target, workload)?;
+    if wanted("sampling") {
+        sampling(&pooltrace, &target)?;
     }
-    sampling(&pooltrace, &target)?;
-    cpu_at_rate(&pooltrace, &target)?;
-    memory_with_a_million_objects(&pooltrace, &target)?;
-    stream_rate(&pooltrace, &target)?;
-    attach_times(&pooltrace)?;
+    if wanted("cpu") {
+        cpu_at_rate(&pooltrace, &target)?;
+    }
+    if wanted("memory") {
+        memory_with_a_million_objects(&pooltrace, &target)?;
+    }
+    if wanted("stream") {
+        for mode in ["sync", "parallel"] {
+            stream_rate(&pooltrace, &target, mode)?;
+        }
+    }
+    if wanted("attach") {
+        attach_times(&pooltrace)?;
+    }
     Ok(())
 }
 
@@ -548,9 +562,9 @@ fn memory_with_a_million_objects(pooltrace: &Path, target_bin: &Path) -> Result 
 }
 
 /// Events per second stream mode writes to a file, and how many it lost.
-fn stream_rate(pooltrace: &Path, target_bin: &Path) -> Result {
+fn stream_rate(pooltrace: &Path, target_bin: &Path, mode: &str) -> Result {
     const PAIRS: u64 = 200_000;
-    println!("\n== pooltrace stream to a file, sync.Pool loop at full speed ({PAIRS} pairs)");
+    println!("\n== pooltrace stream to a file, {mode} sync.Pool loop at full speed ({PAIRS} pairs)");
     let mut target = Target::start(target_bin)?;
     let file = std::env::temp_dir().join("pooltrace-bench-rate.log");
     let mut child = Command::new(pooltrace)
@@ -568,7 +582,7 @@ fn stream_rate(pooltrace: &Path, target_bin: &Path) -> Result {
         .spawn()?;
     let lines = line_channel(child.stderr.take().ok_or("stderr")?);
     wait_for(&lines, "pooltrace: streaming")?;
-    target.send(&format!("run sync {PAIRS}"))?;
+    target.send(&format!("run {mode} {PAIRS}"))?;
     let line = target.expect("ns_per_pair=")?;
     let ns: f64 = line
         .split_whitespace()
