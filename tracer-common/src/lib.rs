@@ -85,8 +85,9 @@ pub const SITE_TRACKS_RECEIVER: u32 = 1;
 pub const SITE_RELEASE_PATHS: u32 = 2;
 /// The site sends every event to `EVENTS` (stream mode).
 pub const SITE_STREAM: u32 = 4;
-/// Capacity of `RECEIVERS`: Gets in flight at once (an LRU map, so a Get that never
-/// returns, e.g. panics, cannot fill it).
+/// Capacity of `RECEIVERS`: Gets in flight at once. An entry left by a Get that never
+/// returned (it panicked) is overwritten by its goroutine's next Get; goroutines that die
+/// so would count against this bound (a full map only loses receivers, never objects).
 pub const MAX_GETS_IN_FLIGHT: u32 = 65_536;
 
 /// Key of `OUTSTANDING`: one object out of one pool.

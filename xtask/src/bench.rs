@@ -564,7 +564,9 @@ fn memory_with_a_million_objects(pooltrace: &Path, target_bin: &Path) -> Result 
 /// Events per second stream mode writes to a file, and how many it lost.
 fn stream_rate(pooltrace: &Path, target_bin: &Path, mode: &str) -> Result {
     const PAIRS: u64 = 200_000;
-    println!("\n== pooltrace stream to a file, {mode} sync.Pool loop at full speed ({PAIRS} pairs)");
+    println!(
+        "\n== pooltrace stream to a file, {mode} sync.Pool loop at full speed ({PAIRS} pairs)"
+    );
     let mut target = Target::start(target_bin)?;
     let file = std::env::temp_dir().join("pooltrace-bench-rate.log");
     let mut child = Command::new(pooltrace)
