@@ -11,6 +11,13 @@ use pooltrace_tests::{fixture, functions, pool, u64_of, Tracer};
 
 const GET: &str = "storegw/pool.(*BucketedPool[uint8]).Get";
 const PUT: &str = "storegw/pool.(*BucketedPool[uint8]).Put";
+/// The demo's pool, as pooltrace names it.
+const POOL: [&str; 6] = ["--get", GET, "--put", PUT, "--object", "slice-ptr"];
+
+/// `POOL` followed by `extra`.
+fn pool_and(extra: &[&'static str]) -> Vec<&'static str> {
+    POOL.iter().chain(extra).copied().collect()
+}
 
 struct Killed(Child);
 
@@ -79,18 +86,7 @@ fn demo_reports_the_leaking_stream_path_first_and_not_the_healthy_one() {
     let demo = Demo::start(20);
     let tracer = Tracer::attach(
         demo.pid(),
-        &[
-            "--get",
-            GET,
-            "--put",
-            PUT,
-            "--object",
-            "slice-ptr",
-            "--min-age",
-            "2s",
-            "--duration",
-            "12s",
-        ],
+        &pool_and(&["--min-age", "2s", "--duration", "12s"]),
     );
     let finished = tracer.finish();
     assert!(
@@ -127,18 +123,7 @@ fn the_leak_outscores_a_busy_healthy_path_whose_release_path_names_its_close() {
     let demo = Demo::start(20);
     let tracer = Tracer::attach(
         demo.pid(),
-        &[
-            "--get",
-            GET,
-            "--put",
-            PUT,
-            "--object",
-            "slice-ptr",
-            "--interval",
-            "3s",
-            "--duration",
-            "12s",
-        ],
+        &pool_and(&["--interval", "3s", "--duration", "12s"]),
     );
     let report = tracer.finish().json();
     let pool = pool(&report, GET);

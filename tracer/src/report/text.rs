@@ -264,53 +264,22 @@ fn held_summary(stack: &StackReport) -> String {
         .join("; ")
 }
 
+/// Every event not recorded, with its reason: nothing is lost silently.
 fn warnings(pool: &PoolReport) -> Vec<String> {
-    let mut warnings = Vec::new();
-    if pool.dropped > 0 {
-        warnings.push(format!(
-            "{} objects were not tracked because the object map was full (raise --max-objects)",
-            pool.dropped
-        ));
-    }
-    if pool.stack_failures > 0 {
-        warnings.push(format!(
-            "{} objects were tracked without a stack (stack map full or colliding; raise --max-stacks)",
-            pool.stack_failures
-        ));
-    }
-    if pool.collected > 0 {
-        warnings.push(format!(
-            "{} objects were dropped without a Put: a later Get returned their recycled memory \
-             while they were still out (if Put is inlined into some callers, those Puts are \
-             invisible and look the same)",
-            pool.collected
-        ));
-    }
-    if pool.collected_dropped > 0 {
-        warnings.push(format!(
-            "{} collected objects are in the totals but not under a call path (too many paths)",
-            pool.collected_dropped
-        ));
-    }
-    if pool.paths_dropped > 0 {
-        warnings.push(format!(
-            "{} hold times or release paths were not recorded (too many distinct paths)",
-            pool.paths_dropped
-        ));
-    }
-    if pool.stream_lost > 0 {
-        warnings.push(format!(
-            "{} stream events were lost (the ring buffer was full)",
-            pool.stream_lost
-        ));
-    }
-    if pool.read_faults > 0 {
-        warnings.push(format!(
-            "{} object identities or sizes could not be read from the target's memory (check --get-key/--put-key/--get-size)",
-            pool.read_faults
-        ));
-    }
-    warnings
+    let losses = [
+        (pool.dropped, "objects were not tracked because the object map was full (raise --max-objects)"),
+        (pool.stack_failures, "objects were tracked without a stack (stack map full or colliding; raise --max-stacks)"),
+        (pool.collected, "objects were dropped without a Put: a later Get returned their recycled memory while they were still out (if Put is inlined into some callers, those Puts are invisible and look the same)"),
+        (pool.collected_dropped, "collected objects are in the totals but not under a call path (too many paths)"),
+        (pool.paths_dropped, "hold times or release paths were not recorded (too many distinct paths)"),
+        (pool.stream_lost, "stream events were lost (the ring buffer was full)"),
+        (pool.read_faults, "object identities or sizes could not be read from the target's memory (check --get-key/--put-key/--get-size)"),
+    ];
+    losses
+        .into_iter()
+        .filter(|&(count, _)| count > 0)
+        .map(|(count, what)| format!("{count} {what}"))
+        .collect()
 }
 
 fn bytes_suffix(bytes: u64) -> String {
