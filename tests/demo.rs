@@ -146,7 +146,8 @@ fn the_leak_outscores_a_busy_healthy_path_whose_release_path_names_its_close() {
             .contains("dropped without a Put"),
         "{leak:#}"
     );
-    // Series holds its chunks ~20 ms while it sends, so it always has young objects out.
+    // Series holds its chunks ~50 ms while it sends, so it always has young objects out
+    // (about 9 requests in flight at the load generator's rate).
     let healthy = stack_through(stacks, "storegw/store.(*BucketStore).Series")
         .expect("the busy healthy path");
     assert!(u64_of(&healthy["outstanding"]) > 0);

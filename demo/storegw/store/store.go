@@ -72,7 +72,7 @@ func (s *BucketStore) Series(req Request) (Response, error) {
 
 // SendDelay is how long Series holds its chunks while sending: a busy, healthy path always
 // has some objects out.
-var SendDelay = 20 * time.Millisecond
+var SendDelay = 50 * time.Millisecond
 
 // SeriesStream is the streaming variant. A refactor dropped its `defer merge.Close()` in
 // favour of a Close at the end of the success path: when a block fails (a chunk limit is
