@@ -8,6 +8,15 @@ const BUF_GET: &str = "main.(*BufPool).Get";
 const BUF_PUT: &str = "main.(*BufPool).Put";
 const CHUNK_GET: &str = "main.(*BucketedPool[uint8]).Get";
 const CHUNK_PUT: &str = "main.(*BucketedPool[uint8]).Put";
+/// The generic pool, as pooltrace names it.
+const CHUNK_ARGS: [&str; 6] = [
+    "--get",
+    CHUNK_GET,
+    "--put",
+    CHUNK_PUT,
+    "--object",
+    "slice-ptr",
+];
 
 /// Two rounds under the tracer, then the target exits and pooltrace reports by itself.
 fn traced_rounds(build: &str, args: &[&str]) -> (pooltrace_tests::Counts, pooltrace_tests::Value) {
@@ -62,17 +71,7 @@ fn assert_pointer_pool_exact(build: &str) {
 }
 
 fn assert_generic_pool_exact(build: &str) {
-    let (counts, report) = traced_rounds(
-        build,
-        &[
-            "--get",
-            CHUNK_GET,
-            "--put",
-            CHUNK_PUT,
-            "--object",
-            "slice-ptr",
-        ],
-    );
+    let (counts, report) = traced_rounds(build, &CHUNK_ARGS);
     let pool = pool(&report, CHUNK_GET);
     // Go 1.19's pclntab elides type arguments: a stripped 1.19 build names it `P[...]`.
     let probed = pool["get_probed"].as_str().unwrap_or("");
@@ -126,19 +125,9 @@ fn receiver_restricts_a_shared_shape_function_to_one_instance() {
         // A first, untraced round tells where the second pool instance lives.
         let before = target.round();
         let receiver = format!("{:#x}", before.get("other_addr"));
-        let tracer = Tracer::attach(
-            target.pid,
-            &[
-                "--get",
-                CHUNK_GET,
-                "--put",
-                CHUNK_PUT,
-                "--object",
-                "slice-ptr",
-                "--receiver",
-                &receiver,
-            ],
-        );
+        let mut args = CHUNK_ARGS.to_vec();
+        args.extend(["--receiver", &receiver]);
+        let tracer = Tracer::attach(target.pid, &args);
         target.round();
         let after = target.round();
         let report = tracer.interrupt().json();

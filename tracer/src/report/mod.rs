@@ -20,7 +20,7 @@ use crate::{
     probes::PoolPlan,
     process::Process,
     symbolize::{AddressKind, Frame, Symbolizer},
-    tracking::{self, Snapshot},
+    tracking::{self, Held, Snapshot},
 };
 
 #[derive(Clone, Debug, Serialize)]
@@ -161,7 +161,7 @@ impl History {
             .held
             .entry((pool, path.receiver, path.outer.clone()))
             .or_default();
-        trend.push(path.held());
+        trend.push(path.held.total());
         if trend.len() > TREND_LENGTH {
             trend.remove(0);
         }
@@ -204,7 +204,7 @@ impl Report {
             let paths = call_paths(cx.ebpf, &state.groups);
             let mut shown: Vec<(StackReport, &CallPath)> = paths
                 .iter()
-                .filter(|path| path.held() > 0)
+                .filter(|path| path.held.total() > 0)
                 .map(|path| {
                     (
                         stack_report(snapshot, path, cx.history.record(index, path)),
@@ -281,10 +281,11 @@ impl Report {
 }
 
 fn stack_report(snapshot: &Snapshot, path: &CallPath, trend: Vec<u64>) -> StackReport {
-    let hold_ms = analysis::hold_times(&path.hold);
+    let held = &path.held;
+    let hold_ms = analysis::hold_times(&held.hold);
     let verdict = analysis::judge(&Evidence {
-        outstanding_ages_ns: &path.ages_ns,
-        collected: path.collected,
+        outstanding_ages_ns: &held.ages_ns,
+        collected: held.collected,
         hold: hold_ms,
         trend: &trend,
     });
@@ -292,17 +293,17 @@ fn stack_report(snapshot: &Snapshot, path: &CallPath, trend: Vec<u64>) -> StackR
         leak_score: (verdict.score * 10.0).round() / 10.0,
         reasons: verdict.reasons,
         receiver: (path.receiver != 0).then(|| format!("{:#x}", path.receiver)),
-        outstanding: path.count,
-        bytes: path.bytes,
-        oldest_age_ms: match path.count {
+        outstanding: held.count,
+        bytes: held.bytes,
+        oldest_age_ms: match held.count {
             0 => 0,
-            _ => snapshot.now_ns.saturating_sub(path.oldest_taken_ns) / 1_000_000,
+            _ => snapshot.now_ns.saturating_sub(held.oldest_taken_ns) / 1_000_000,
         },
-        age_ms: analysis::ages(&path.ages_ns),
+        age_ms: analysis::ages(&held.ages_ns),
         hold_ms,
-        returned: path.hold.iter().sum(),
-        collected: path.collected,
-        collected_bytes: path.collected_bytes,
+        returned: held.hold.iter().sum(),
+        collected: held.collected,
+        collected_bytes: held.collected_bytes,
         trend,
         // Symbolized once the stacks shown are chosen.
         release_paths: Vec::new(),
@@ -334,13 +335,7 @@ struct CallPath {
     outer: Vec<u64>,
     /// The pool instance, 0 when not tracked.
     receiver: u64,
-    count: u64,
-    bytes: u64,
-    oldest_taken_ns: u64,
-    ages_ns: Vec<u64>,
-    collected: u64,
-    collected_bytes: u64,
-    hold: Vec<u64>,
+    held: Held,
     /// Objects returned, by the outer frames of the Put that returned them.
     releases: HashMap<Vec<u64>, Release>,
 }
@@ -351,13 +346,6 @@ struct Release {
     /// Runtime address of the Put probe site, when the stack was captured.
     put_site: Option<u64>,
     count: u64,
-}
-
-impl CallPath {
-    /// Objects this path failed to give back, or has not yet.
-    fn held(&self) -> u64 {
-        self.count + self.collected
-    }
 }
 
 /// The immediate caller and the frame-pointer walk past a stack's first (probed) frame.
@@ -387,28 +375,14 @@ fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
                     get_ret: None,
                     outer,
                     receiver: group.receiver,
-                    count: 0,
-                    bytes: 0,
-                    oldest_taken_ns: u64::MAX,
-                    ages_ns: Vec::new(),
-                    collected: 0,
-                    collected_bytes: 0,
-                    hold: vec![0; group.hold.len()],
+                    held: Held::default(),
                     releases: HashMap::new(),
                 });
                 paths.len() - 1
             });
         let path = &mut paths[i];
         path.get_ret = path.get_ret.or(first);
-        path.count += group.count;
-        path.bytes += group.bytes;
-        path.oldest_taken_ns = path.oldest_taken_ns.min(group.oldest_taken_ns);
-        path.ages_ns.extend(&group.ages_ns);
-        path.collected += group.collected;
-        path.collected_bytes += group.collected_bytes;
-        for (sum, count) in path.hold.iter_mut().zip(&group.hold) {
-            *sum += count;
-        }
+        path.held.merge(&group.held);
         for &(stack, caller, count) in &group.releases {
             let (put_site, outer) = outer_frames(ebpf, stack, caller);
             let release = path.releases.entry(outer).or_default();

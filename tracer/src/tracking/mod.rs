@@ -15,15 +15,10 @@ use tracer_common::{
 
 use crate::error::{Error, Result};
 
-/// Objects of one pool taken by one call path (one stack, one immediate caller, one pool
-/// instance): what is out now, what was dropped, and how long returned ones were held.
+/// What a call path holds and gave back: the part of a [`Group`] that adds up when paths
+/// are merged.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Group {
-    /// Key in `STACKS`, 0 when the stack was not captured.
-    pub stack: u64,
-    pub caller: u64,
-    /// The pool instance, 0 when not tracked.
-    pub receiver: u64,
+pub struct Held {
     /// Outstanding objects at least `min_age` old.
     pub count: u64,
     pub bytes: u64,
@@ -36,6 +31,52 @@ pub struct Group {
     pub collected_bytes: u64,
     /// Hold times of the objects that came back, in `tracer_common::hold_bucket`s.
     pub hold: Vec<u64>,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            bytes: 0,
+            oldest_taken_ns: u64::MAX,
+            ages_ns: Vec::new(),
+            collected: 0,
+            collected_bytes: 0,
+            hold: vec![0; HOLD_BUCKETS],
+        }
+    }
+}
+
+impl Held {
+    /// Objects not given back, yet or ever.
+    pub fn total(&self) -> u64 {
+        self.count + self.collected
+    }
+
+    /// Adds `other` in.
+    pub fn merge(&mut self, other: &Held) {
+        self.count += other.count;
+        self.bytes += other.bytes;
+        self.oldest_taken_ns = self.oldest_taken_ns.min(other.oldest_taken_ns);
+        self.ages_ns.extend(&other.ages_ns);
+        self.collected += other.collected;
+        self.collected_bytes += other.collected_bytes;
+        for (sum, count) in self.hold.iter_mut().zip(&other.hold) {
+            *sum += count;
+        }
+    }
+}
+
+/// Objects of one pool taken by one call path (one stack, one immediate caller, one pool
+/// instance): what is out now, what was dropped, and how long returned ones were held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// Key in `STACKS`, 0 when the stack was not captured.
+    pub stack: u64,
+    pub caller: u64,
+    /// The pool instance, 0 when not tracked.
+    pub receiver: u64,
+    pub held: Held,
     /// The Puts they came back through: (release stack, release caller, objects).
     pub releases: Vec<(u64, u64, u64)>,
 }
@@ -46,13 +87,7 @@ impl Group {
             stack,
             caller,
             receiver,
-            count: 0,
-            bytes: 0,
-            oldest_taken_ns: u64::MAX,
-            ages_ns: Vec::new(),
-            collected: 0,
-            collected_bytes: 0,
-            hold: vec![0; HOLD_BUCKETS],
+            held: Held::default(),
             releases: Vec::new(),
         }
     }
@@ -107,24 +142,25 @@ impl Snapshot {
                 receiver: object.receiver,
             };
             if let Some(group) = group_of(&mut groups, pools, &path) {
-                group.count += 1;
-                group.bytes += object.size;
-                group.oldest_taken_ns = group.oldest_taken_ns.min(object.taken_ns);
-                group.ages_ns.push(age);
+                let held = &mut group.held;
+                held.count += 1;
+                held.bytes += object.size;
+                held.oldest_taken_ns = held.oldest_taken_ns.min(object.taken_ns);
+                held.ages_ns.push(age);
             }
         }
         let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, "COLLECTED")?;
         for (path, per_cpu) in collected.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &path) {
-                group.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
-                group.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
+                group.held.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
+                group.held.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
             }
         }
         let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, "HOLD_TIMES")?;
         for (path, per_cpu) in hold.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &path) {
                 for histogram in per_cpu.iter() {
-                    for (sum, count) in group.hold.iter_mut().zip(histogram.buckets) {
+                    for (sum, count) in group.held.hold.iter_mut().zip(histogram.buckets) {
                         *sum += count;
                     }
                 }
