@@ -119,6 +119,19 @@ pub struct Outstanding {
     pub receiver: u64,
 }
 
+impl Outstanding {
+    /// The call path of pool `pool` that took this object.
+    pub fn path(&self, pool: u32) -> PathKey {
+        PathKey {
+            pool,
+            _pad: 0,
+            stack: self.stack,
+            caller: self.caller,
+            receiver: self.receiver,
+        }
+    }
+}
+
 /// Key of `COLLECTED`: one call path of one pool (as in [`Outstanding`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -197,13 +197,7 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
 
 fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounters) {
     counters.collected += 1;
-    let path = PathKey {
-        pool,
-        _pad: 0,
-        stack: earlier.stack,
-        caller: earlier.caller,
-        receiver: earlier.receiver,
-    };
+    let path = earlier.path(pool);
     match COLLECTED.get_ptr_mut(&path) {
         // SAFETY: this CPU's copy of the value.
         Some(totals) => unsafe {
@@ -254,13 +248,7 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         counters.unmatched_puts += 1;
         return;
     }
-    let acquire = PathKey {
-        pool: site.pool,
-        _pad: 0,
-        stack: taken.stack,
-        caller: taken.caller,
-        receiver: taken.receiver,
-    };
+    let acquire = taken.path(site.pool);
     let held = now.saturating_sub(taken.taken_ns);
     record_hold_time(&acquire, held, counters);
     // One Put in RELEASE_SAMPLE records its stack: each path's share stays an unbiased

@@ -134,13 +134,7 @@ impl Snapshot {
             if age < min_age_ns {
                 continue;
             }
-            let path = PathKey {
-                pool: key.pool,
-                _pad: 0,
-                stack: object.stack,
-                caller: object.caller,
-                receiver: object.receiver,
-            };
+            let path = object.path(key.pool);
             if let Some(group) = group_of(&mut groups, pools, &path) {
                 let held = &mut group.held;
                 held.count += 1;
