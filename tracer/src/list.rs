@@ -87,8 +87,14 @@ fn render(listing: &Listing) -> String {
             "{calls:>15}  {inlined:>9}  {preset:<10}  {} / {}",
             pair.get, pair.put
         );
-        if let Some(shape) = &pair.get_shape {
-            let _ = writeln!(out, "{:>40}probes the shape function {shape}", "");
+        let shapes = match (&pair.get_shape, &pair.put_shape) {
+            (Some(get), Some(put)) => Some(format!("{get} / {put}")),
+            (Some(get), None) => Some(format!("{get} (Get)")),
+            (None, Some(put)) => Some(format!("{put} (Put)")),
+            (None, None) => None,
+        };
+        if let Some(shapes) = shapes {
+            let _ = writeln!(out, "{:>40}probes the shape functions {shapes}", "");
         }
     }
     out

@@ -157,6 +157,22 @@ pub(super) fn build_info(
     })
 }
 
+/// Address range of the runtime type descriptors: `runtime.types` to `runtime.etypes` when
+/// symbols exist, else the section Go puts them in (`.go.type` from Go 1.26, before that the
+/// start of `.rodata`). A wrong guess mostly fails the checks names read through it must pass.
+pub(super) fn types(file: &object::File) -> Option<(u64, u64)> {
+    if let (Some(start), Some(end)) = (
+        symbol(file, "runtime.types"),
+        symbol(file, "runtime.etypes"),
+    ) {
+        return Some((start, end));
+    }
+    [".go.type", ".rodata", ".data.rel.ro"]
+        .iter()
+        .find_map(|name| file.section_by_name(name))
+        .map(|s| (s.address(), s.address() + s.size()))
+}
+
 /// File range of the first of `names` that exists.
 fn section_range(file: &object::File, names: &[&str]) -> Option<(usize, usize)> {
     names.iter().find_map(|name| {

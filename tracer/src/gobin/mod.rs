@@ -6,6 +6,7 @@
 
 pub mod buildinfo;
 pub mod calls;
+mod generics;
 mod locate;
 mod names;
 pub mod pclntab;
@@ -15,6 +16,7 @@ use std::{
     collections::HashMap,
     fs::File,
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use memmap2::Mmap;
@@ -24,7 +26,7 @@ use crate::error::{Error, Result};
 pub use buildinfo::BuildInfo;
 pub use names::{is_method, ResolvedFunction};
 use pclntab::{Layout, Pclntab};
-pub use pools::PoolPair;
+pub use pools::{NamedFrom, PoolPair};
 
 /// One function: from `.symtab`, or from pclntab when the binary is stripped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +91,12 @@ pub struct GoBinary {
     source: SymbolSource,
     pcln: Option<PclnInfo>,
     build: Option<BuildInfo>,
+    /// Dictionary symbols of generic code (`main..dict.P[uint8]`) by address; `.symtab` only.
+    dictionaries: HashMap<u64, String>,
+    /// Address range of the runtime type descriptors, the base of their name offsets.
+    types: Option<(u64, u64)>,
+    /// Instantiations named by dictionaries, built on first use (it decodes all code).
+    generics: OnceLock<generics::Index>,
 }
 
 impl GoBinary {
@@ -132,6 +140,8 @@ impl GoBinary {
             })
             .collect();
         let symbols = function_symbols(&parsed);
+        let dictionaries = dictionary_symbols(&parsed);
+        let types = locate::types(&parsed);
         let pcln = locate::pclntab(&parsed, &data, &segments);
         let build = locate::build_info(&parsed, &data, &segments);
         let is_go =
@@ -151,6 +161,9 @@ impl GoBinary {
             source: SymbolSource::Symtab,
             pcln,
             build,
+            dictionaries,
+            types,
+            generics: OnceLock::new(),
         };
         let (functions, source) = if symbols.is_empty() {
             (binary.pclntab_functions(), SymbolSource::Pclntab)
@@ -305,4 +318,13 @@ fn function_symbols(file: &object::File) -> Vec<Function> {
     functions.sort_by_key(|f| f.addr);
     functions.dedup_by(|a, b| a.addr == b.addr && a.name == b.name);
     functions
+}
+
+/// Generic dictionaries by address: data symbols named `pkg..dict.Name[args]`.
+fn dictionary_symbols(file: &object::File) -> HashMap<u64, String> {
+    file.symbols()
+        .filter(|s| s.kind() == SymbolKind::Data && s.is_definition())
+        .filter_map(|s| Some((s.address(), s.name().ok()?.to_owned())))
+        .filter(|(_, name)| name.contains("..dict."))
+        .collect()
 }

@@ -32,6 +32,10 @@ impl GoBinary {
             dictionary: shape.then(|| self.dictionary_slot(name)),
         };
         if name.contains('[') && !name.contains("go.shape.") {
+            // A dictionary passed to the shape function names this instantiation.
+            if let Some(shape) = self.generic_index().get(name) {
+                return Ok(resolved(shape, true));
+            }
             if let Some(shape) = self.shape_function(name)? {
                 return Ok(resolved(shape, true));
             }
@@ -51,7 +55,7 @@ impl GoBinary {
 
     /// Where a shape function named `name` takes its dictionary: after the receiver in methods
     /// built by Go 1.20+, else first.
-    fn dictionary_slot(&self, name: &str) -> u8 {
+    pub(super) fn dictionary_slot(&self, name: &str) -> u8 {
         let unified_ir = match self.build_info().and_then(BuildInfo::go_release) {
             Some(release) => release >= (1, 20),
             None => self.pclntab_version().is_some_and(|v| v >= Version::Go120),
@@ -156,7 +160,7 @@ impl GoBinary {
 }
 
 /// Splits `pkg.(*P[A, B]).Get` into (`pkg.(*P`, `A, B`, `).Get`) at the outermost brackets.
-fn split_type_args(name: &str) -> Option<(&str, &str, &str)> {
+pub(super) fn split_type_args(name: &str) -> Option<(&str, &str, &str)> {
     let open = name.find('[')?;
     let mut depth = 0usize;
     for (i, c) in name[open..].char_indices() {

@@ -1,12 +1,14 @@
 //! Finding pool-like Get/Put pairs in a binary, for `pooltrace list`: methods `Get` and
-//! `Put` of one type (generic ones by instantiation), and plain functions whose names differ
-//! only in Get/Put (`nbPoolGet`/`nbPoolPut`).
+//! `Put` of one type, and plain functions whose names differ only in Get/Put
+//! (`nbPoolGet`/`nbPoolPut`). Generic pools are listed per instantiation the dictionaries
+//! name (see `generics`), so a pool whose Get or Put exists only as a shape function is
+//! found too; a pair of shape functions no dictionary names is listed by the shape names.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{calls::direct_call_targets, GoBinary};
+use super::{calls::direct_call_targets, names::split_type_args, Function, GoBinary};
 
 /// One Get/Put pair and how the program reaches it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -14,8 +16,11 @@ pub struct PoolPair {
     /// The names to give `--get`/`--put`.
     pub get: String,
     pub put: String,
-    /// The shape function probed for a generic instantiation.
+    /// The shape functions probed for a generic instantiation.
     pub get_shape: Option<String>,
+    pub put_shape: Option<String>,
+    /// Where a generic pair's names come from.
+    pub named_from: Option<NamedFrom>,
     /// Direct call sites of the probed Get and Put.
     pub get_calls: usize,
     pub put_calls: usize,
@@ -24,14 +29,83 @@ pub struct PoolPair {
     pub put_inlined: usize,
 }
 
+/// How a generic pair is named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedFrom {
+    /// The instantiation, from the dictionary its callers pass (`main.(*P[uint8]).Get`).
+    Dictionary,
+    /// The instantiation, from a wrapper's name, where no dictionary could be read.
+    Wrapper,
+    /// The shape function itself: no instantiation could be named.
+    Shape,
+}
+
+/// A pair before counting: its names and the functions probed for them.
+struct Found {
+    get: String,
+    put: String,
+    get_fn: Function,
+    put_fn: Function,
+    named_from: Option<NamedFrom>,
+}
+
 impl GoBinary {
-    /// Every pool-like pair, most-called first.
+    /// Every pool-like pair, most-called first. Generic pools are listed once per
+    /// instantiation their dictionaries name, and by their shape functions when none does.
     pub fn pool_pairs(&self) -> Vec<PoolPair> {
+        let mut found = self.dictionary_pairs();
+        let covered = |found: &[Found], get: &Function, put: &Function| {
+            found
+                .iter()
+                .any(|f| f.get_fn.addr == get.addr && f.put_fn.addr == put.addr)
+        };
+        for pair in self.named_pairs() {
+            let generic = pair.named_from.is_some();
+            // An elided name (`main.(*P[...]).Get`, stripped Go 1.18/1.19) stands for every
+            // instantiation at once: useless next to the ones the dictionaries name.
+            let elided_and_named =
+                pair.get.contains("[...]") && found.iter().any(|f| same_generic(&f.get, &pair.get));
+            if !elided_and_named && !(generic && covered(&found, &pair.get_fn, &pair.put_fn)) {
+                found.push(pair);
+            }
+        }
+        for pair in self.shape_pairs() {
+            if !covered(&found, &pair.get_fn, &pair.put_fn) {
+                found.push(pair);
+            }
+        }
+        self.counted(found)
+    }
+
+    /// Generic pairs named by the dictionaries passed to their shape functions.
+    fn dictionary_pairs(&self) -> Vec<Found> {
+        let index = self.generic_index();
+        let mut found: Vec<Found> = index
+            .iter()
+            .filter_map(|(get, get_fn)| {
+                let put = counterpart(get)?;
+                let put_fn = index.get(&put)?;
+                Some(Found {
+                    get: get.clone(),
+                    put,
+                    get_fn: get_fn.clone(),
+                    put_fn: put_fn.clone(),
+                    named_from: Some(NamedFrom::Dictionary),
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.get.cmp(&b.get));
+        found
+    }
+
+    /// Pairs whose Get and Put are both functions named in the binary (shape functions
+    /// aside), resolved as `--get`/`--put` would resolve them.
+    fn named_pairs(&self) -> Vec<Found> {
         let names: HashSet<&str> = self.functions().iter().map(|f| f.name.as_str()).collect();
         let mut candidates: Vec<(String, String)> = self
             .functions()
             .iter()
-            // Shape functions are listed through their instantiations.
             .filter(|f| !f.name.contains("go.shape."))
             .filter_map(|f| {
                 Some((
@@ -42,34 +116,65 @@ impl GoBinary {
             .collect();
         candidates.sort();
         candidates.dedup();
-        let resolved: Vec<(String, String, super::Function, super::Function)> = candidates
+        candidates
             .into_iter()
             .filter_map(|(get, put)| {
-                let (get_fn, put_fn) = (
-                    self.resolve(&get).ok()?.function,
-                    self.resolve(&put).ok()?.function,
-                );
-                Some((get, put, get_fn, put_fn))
+                let get_fn = self.resolve(&get).ok()?.function;
+                let put_fn = self.resolve(&put).ok()?.function;
+                let named_from = get.contains('[').then_some(NamedFrom::Wrapper);
+                Some(Found {
+                    get,
+                    put,
+                    get_fn,
+                    put_fn,
+                    named_from,
+                })
             })
-            .collect();
-        let probed: Vec<&str> = resolved
+            .collect()
+    }
+
+    /// Pairs of shape functions, named as they are (`main.(*P[go.shape.uint8]).Get`).
+    fn shape_pairs(&self) -> Vec<Found> {
+        self.functions()
             .iter()
-            .flat_map(|(_, _, g, p)| [g.name.as_str(), p.name.as_str()])
+            .filter(|f| f.name.contains("go.shape."))
+            .filter_map(|get_fn| {
+                let put = counterpart(&get_fn.name)?;
+                let put_fn = self.function(&put)?;
+                Some(Found {
+                    get: get_fn.name.clone(),
+                    put,
+                    get_fn: get_fn.clone(),
+                    put_fn: put_fn.clone(),
+                    named_from: Some(NamedFrom::Shape),
+                })
+            })
+            .collect()
+    }
+
+    /// Call sites and inlined sites of each pair, most-called first.
+    fn counted(&self, found: Vec<Found>) -> Vec<PoolPair> {
+        let probed: Vec<&str> = found
+            .iter()
+            .flat_map(|f| [f.get_fn.name.as_str(), f.put_fn.name.as_str()])
             .collect();
         let inlined = self.inlined_sites(&probed);
         let calls = self.direct_call_counts();
         let count = |addr: u64| calls.get(&addr).copied().unwrap_or(0);
-        let mut pairs: Vec<PoolPair> = resolved
+        let shape = |name: &str, f: &Function| (f.name != name).then(|| f.name.clone());
+        let mut pairs: Vec<PoolPair> = found
             .iter()
             .zip(inlined.chunks(2))
-            .map(|((get, put, get_fn, put_fn), inlined)| PoolPair {
-                get: get.clone(),
-                put: put.clone(),
-                get_shape: (&get_fn.name != get).then(|| get_fn.name.clone()),
-                get_calls: count(get_fn.addr),
-                put_calls: count(put_fn.addr),
+            .map(|(f, inlined)| PoolPair {
+                get_shape: shape(&f.get, &f.get_fn),
+                put_shape: shape(&f.put, &f.put_fn),
+                named_from: f.named_from,
+                get_calls: count(f.get_fn.addr),
+                put_calls: count(f.put_fn.addr),
                 get_inlined: inlined[0],
                 put_inlined: inlined[1],
+                get: f.get.clone(),
+                put: f.put.clone(),
             })
             .collect();
         pairs.sort_by(|a, b| {
@@ -90,6 +195,14 @@ impl GoBinary {
             }
         }
         counts
+    }
+}
+
+/// Whether two names are instantiations of one generic function or method.
+fn same_generic(a: &str, b: &str) -> bool {
+    match (split_type_args(a), split_type_args(b)) {
+        (Some((pa, _, sa)), Some((pb, _, sb))) => pa == pb && sa == sb,
+        _ => false,
     }
 }
 
