@@ -18,10 +18,29 @@ const POOLFIX_BUILDS: [(&str, Toolchain, &[&str]); 6] = [
     ),
 ];
 
+/// `shapes` builds (a generic pool whose methods exist only as shape functions): what
+/// `pooltrace list` must find from symbols, from stripped Go 1.27 names, and from stripped
+/// Go 1.19 names with elided type arguments.
+const SHAPES_BUILDS: [(&str, Toolchain, &[&str]); 4] = [
+    ("go1.27", Toolchain::Current, &[]),
+    ("go1.19", Toolchain::Go119, &[]),
+    ("go1.27-stripped", Toolchain::Current, &["-ldflags=-s -w"]),
+    ("go1.19-stripped", Toolchain::Go119, &["-ldflags=-s -w"]),
+];
+
 #[derive(Clone, Copy)]
 enum Toolchain {
     Current,
     Go119,
+}
+
+impl Toolchain {
+    fn pick<'a>(self, current: &'a Path, go119: &'a Path) -> &'a Path {
+        match self {
+            Self::Current => current,
+            Self::Go119 => go119,
+        }
+    }
 }
 
 pub fn dir() -> PathBuf {
@@ -42,11 +61,13 @@ pub fn build_all() -> Result<PathBuf> {
         .output()?;
     std::fs::write(out.join("poolfix-go1.27.inlining.txt"), decisions.stderr)?;
     for (suffix, toolchain, flags) in POOLFIX_BUILDS {
-        let go = match toolchain {
-            Toolchain::Current => &current,
-            Toolchain::Go119 => &go119,
-        };
+        let go = toolchain.pick(&current, &go119);
         go_build(go, &source, flags, &out.join(format!("poolfix-{suffix}")))?;
+    }
+    let shapes = workspace().join("tests/fixtures/shapes");
+    for (suffix, toolchain, flags) in SHAPES_BUILDS {
+        let go = toolchain.pick(&current, &go119);
+        go_build(go, &shapes, flags, &out.join(format!("shapes-{suffix}")))?;
     }
     let thanos = workspace().join("tests/fixtures/thanospool/cmd/thanospool");
     go_build(&current, &thanos, &[], &out.join("thanospool"))?;
