@@ -1,10 +1,12 @@
 //! `pooltrace list` finds the pool-like pairs of a binary, counts their call sites the way
 //! objdump sees them and their inlined sites the way the compiler reports them, gives the
-//! same answer for a stripped build, and needs no privileges.
+//! same answer for a stripped build, lists generic pools that exist only as shape functions
+//! under names `report` accepts, and needs no privileges.
 
 use std::{os::unix::process::CommandExt, process::Command};
 
-use pooltrace_tests::{fixture, pooltrace_bin, run_pooltrace, Value};
+use pooltrace::gobin::GoBinary;
+use pooltrace_tests::{fixture, pooltrace_bin, run_pooltrace, Target, Value};
 
 fn listing(build: &str) -> Value {
     let output = run_pooltrace(&[
@@ -93,4 +95,174 @@ fn listing_needs_no_privileges() {
     );
     assert!(String::from_utf8_lossy(&output.stdout)
         .contains("main.(*BufPool).Get / main.(*BufPool).Put"));
+}
+
+/// The `shapes` builds, each with its unstripped twin (the same code at the same addresses).
+const SHAPES_BUILDS: [(&str, &str); 4] = [
+    ("shapes-go1.27", "shapes-go1.27"),
+    ("shapes-go1.19", "shapes-go1.19"),
+    ("shapes-go1.27-stripped", "shapes-go1.27"),
+    ("shapes-go1.19-stripped", "shapes-go1.19"),
+];
+
+/// The fixture's instantiations: type argument, Go 1.27 shape, and the direct call sites of
+/// the shape Get and Put (uint8's shape serves Pool[uint8] and Pool[Small]; Pool[uint8].Get
+/// and Pool[string]'s methods are called from their wrappers).
+const SHAPES_POOLS: [(&str, &str, u64, u64); 4] = [
+    ("int64", "int64", 1, 1),
+    ("main.Small", "uint8", 2, 2),
+    ("string", "string", 1, 1),
+    ("uint8", "uint8", 2, 2),
+];
+
+fn method(type_arg: &str, name: &str) -> String {
+    format!("main.(*Pool[{type_arg}]).{name}")
+}
+
+/// The shape function a build names for `shape`'s method: Go 1.19 appends `_0`, and its
+/// stripped pclntab elides the type arguments.
+fn shape_name(build: &str, shape: &str, name: &str) -> String {
+    match build {
+        "shapes-go1.27" | "shapes-go1.27-stripped" => method(&format!("go.shape.{shape}"), name),
+        "shapes-go1.19" => method(&format!("go.shape.{shape}_0"), name),
+        _ => method("...", name),
+    }
+}
+
+/// The listed pairs of the generic `main.Pool`, by Get name.
+fn generic_pairs(listing: &Value) -> Vec<Value> {
+    let mut pairs: Vec<Value> = listing["pairs"]
+        .as_array()
+        .expect("pairs")
+        .iter()
+        .filter(|p| {
+            p["get"]
+                .as_str()
+                .is_some_and(|g| g.starts_with("main.(*Pool["))
+        })
+        .cloned()
+        .collect();
+    pairs.sort_by_key(|p| p["get"].as_str().map(str::to_owned));
+    pairs
+}
+
+#[test]
+fn generic_pools_are_listed_per_instantiation_even_as_shape_functions_alone() {
+    for (build, _) in SHAPES_BUILDS {
+        let pairs = generic_pairs(&listing(build));
+        let expected: Vec<Value> = SHAPES_POOLS
+            .iter()
+            .map(|&(arg, shape, get_calls, put_calls)| {
+                serde_json::json!({
+                    "get": method(arg, "Get"),
+                    "put": method(arg, "Put"),
+                    "get_shape": shape_name(build, shape, "Get"),
+                    "put_shape": shape_name(build, shape, "Put"),
+                    "named_from": "dictionary",
+                    "get_calls": get_calls,
+                    "put_calls": put_calls,
+                    "get_inlined": 0,
+                    "put_inlined": 0,
+                    "preset": null,
+                })
+            })
+            .collect();
+        assert_eq!(pairs, expected, "{build}");
+    }
+}
+
+#[test]
+fn stripped_shape_builds_list_what_unstripped_ones_do() {
+    for (build, twin) in SHAPES_BUILDS {
+        let shapes_aside = |listing: Value| -> Vec<Value> {
+            let mut pairs = listing["pairs"].as_array().expect("pairs").clone();
+            for pair in &mut pairs {
+                let pair = pair.as_object_mut().expect("pair object");
+                // Stripped Go 1.19 names every shape function `main.(*Pool[...]).Get`.
+                pair.remove("get_shape");
+                pair.remove("put_shape");
+            }
+            pairs
+        };
+        assert_eq!(
+            shapes_aside(listing(build)),
+            shapes_aside(listing(twin)),
+            "{build} against {twin}"
+        );
+    }
+}
+
+#[test]
+fn listed_generic_names_resolve_to_their_own_shape_functions() {
+    for (build, twin) in SHAPES_BUILDS {
+        let path = fixture(build);
+        let binary = GoBinary::open(&path, &path).expect("open fixture");
+        let twin_path = fixture(twin);
+        let symbols = GoBinary::open(&twin_path, &twin_path).expect("open fixture");
+        for (arg, shape, _, _) in SHAPES_POOLS {
+            for name in ["Get", "Put"] {
+                let resolved = binary
+                    .resolve(&method(arg, name))
+                    .unwrap_or_else(|e| panic!("{build}: {e}"));
+                let expected = symbols
+                    .function(&shape_name(twin, shape, name))
+                    .expect("shape symbol");
+                assert_eq!(
+                    resolved.function.addr,
+                    expected.addr,
+                    "{build}: {}",
+                    method(arg, name)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn report_accepts_the_listed_generic_names_as_printed() {
+    for (build, _) in SHAPES_BUILDS {
+        let pairs = generic_pairs(&listing(build));
+        let target = Target::start(&fixture(build));
+        let pid = target.pid.to_string();
+        for pair in &pairs {
+            let (get, put) = (pair["get"].as_str().unwrap(), pair["put"].as_str().unwrap());
+            let output = run_pooltrace(&[
+                "report",
+                "--pid",
+                &pid,
+                "--dry-run",
+                "--get",
+                get,
+                "--put",
+                put,
+            ]);
+            assert!(
+                output.status.success(),
+                "{build} {get}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let sites: Value = serde_json::from_slice(&output.stdout).expect("JSON sites");
+            let probed = |role: &str| -> Vec<&str> {
+                sites
+                    .as_array()
+                    .expect("sites")
+                    .iter()
+                    .filter(|s| s["role"] == role)
+                    .filter_map(|s| s["function"].as_str())
+                    .collect()
+            };
+            let get_rets = probed("get-ret");
+            assert!(
+                !get_rets.is_empty() && get_rets.iter().all(|&f| pair["get_shape"] == f),
+                "{build} {get}: {sites:#}"
+            );
+            assert_eq!(
+                probed("put"),
+                [pair["put_shape"].as_str().unwrap()],
+                "{build} {put}"
+            );
+        }
+        let (status, _) = target.exit();
+        assert!(status.success(), "{build} exited with {status}");
+    }
 }

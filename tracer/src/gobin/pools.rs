@@ -66,7 +66,8 @@ impl GoBinary {
             // instantiation at once: useless next to the ones the dictionaries name.
             let elided_and_named =
                 pair.get.contains("[...]") && found.iter().any(|f| same_generic(&f.get, &pair.get));
-            if !elided_and_named && !(generic && covered(&found, &pair.get_fn, &pair.put_fn)) {
+            let listed = generic && covered(&found, &pair.get_fn, &pair.put_fn);
+            if !elided_and_named && !listed {
                 found.push(pair);
             }
         }
