@@ -69,6 +69,9 @@ pub fn build_all() -> Result<PathBuf> {
         let go = toolchain.pick(&current, &go119);
         go_build(go, &shapes, flags, &out.join(format!("shapes-{suffix}")))?;
     }
+    let busy = workspace().join("tests/fixtures/busy");
+    go_build(&current, &busy, &[], &out.join("busy-go1.27"))?;
+    go_build(&go119, &busy, &[], &out.join("busy-go1.19"))?;
     let thanos = workspace().join("tests/fixtures/thanospool/cmd/thanospool");
     go_build(&current, &thanos, &[], &out.join("thanospool"))?;
     go_build(

@@ -33,19 +33,82 @@ pub struct Limits {
 /// Loaded programs and maps, attached to one process.
 pub struct Probes {
     ebpf: Ebpf,
-    attached: usize,
     target: PathBuf,
     pid: NonZeroU32,
-    /// Get's sites (entry and RETs), which `--sample-gets` detaches and reattaches.
-    get_sites: Vec<GetSite>,
+    /// Every site with its link while attached, in the order they went live.
+    sites: Vec<AttachedSite>,
 }
 
-/// A Get site and its link while attached.
-struct GetSite {
-    program: &'static str,
+/// The eBPF program that runs at a site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Program {
+    Put,
+    GetEntry,
+    GetRet,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Program::Put => "pool_put",
+            Program::GetEntry => "pool_get_entry",
+            Program::GetRet => "pool_get",
+        }
+    }
+}
+
+/// A site, its program and cookie, and its link while attached.
+struct AttachedSite {
+    program: Program,
     offset: u64,
     cookie: u64,
     link: Option<UProbeLinkId>,
+}
+
+/// One site to attach, before it is.
+struct Planned<'a> {
+    program: Program,
+    function: &'a str,
+    site: &'a Site,
+    probe: ProbeSite,
+}
+
+/// The sites of `plans` in the order they must go live: every Put site of every pool first,
+/// then Get's entries (which stash receivers for the RETs), then Get's RETs. A Get recorded
+/// while a Put of its pool is not yet probed could be given back unseen and would then look
+/// outstanding forever, or collected once Go hands its address out again: on a busy process
+/// attach would invent leaks. Detaching runs the same list backwards.
+fn arming_order(plans: &[PoolPlan]) -> Vec<Planned<'_>> {
+    let mut order = Vec::new();
+    for plan in plans {
+        order.push(Planned {
+            program: Program::Put,
+            function: &plan.put.function.name,
+            site: &plan.put_site,
+            probe: plan.put_probe,
+        });
+    }
+    for plan in plans {
+        if let Some(site) = &plan.get_entry_site {
+            order.push(Planned {
+                program: Program::GetEntry,
+                function: &plan.get.function.name,
+                site,
+                probe: plan.get_probe,
+            });
+        }
+    }
+    for plan in plans {
+        for site in &plan.get_sites {
+            order.push(Planned {
+                program: Program::GetRet,
+                function: &plan.get.function.name,
+                site,
+                probe: plan.get_probe,
+            });
+        }
+    }
+    order
 }
 
 impl Probes {
@@ -62,74 +125,50 @@ impl Probes {
             .load(OBJECT)
             .map_err(|e| load_error(&e))?;
 
-        let mut sites: Vec<(&'static str, &str, &Site, ProbeSite)> = Vec::new();
-        for plan in plans {
-            if let Some(site) = &plan.get_entry_site {
-                sites.push((
-                    "pool_get_entry",
-                    &plan.get.function.name,
-                    site,
-                    plan.get_probe,
-                ));
-            }
-            for site in &plan.get_sites {
-                sites.push(("pool_get", &plan.get.function.name, site, plan.get_probe));
-            }
-            sites.push((
-                "pool_put",
-                &plan.put.function.name,
-                &plan.put_site,
-                plan.put_probe,
-            ));
+        let planned = arming_order(plans);
+        if planned.len() > MAX_SITES as usize {
+            return Err(Error::TooManySites(planned.len()));
         }
-        if sites.len() > MAX_SITES as usize {
-            return Err(Error::TooManySites(sites.len()));
-        }
-        write_sites(&mut ebpf, &sites)?;
-        for program in ["pool_get", "pool_get_entry", "pool_put"] {
-            uprobe(&mut ebpf, program)?
+        write_sites(&mut ebpf, &planned)?;
+        for program in [Program::Put, Program::GetEntry, Program::GetRet] {
+            uprobe(&mut ebpf, program.name())?
                 .load()
                 .map_err(|e| load_error(&e))?;
         }
-        let target = process.exe_path();
         let mut probes = Self {
             ebpf,
-            attached: 0,
-            target,
+            target: process.exe_path(),
             pid: process.pid_nonzero(),
-            get_sites: Vec::new(),
+            sites: Vec::with_capacity(planned.len()),
         };
-        for (cookie, (program, function, site, _)) in sites.iter().enumerate() {
-            let offset = binary.file_offset(site.addr).ok_or_else(|| Error::Attach {
-                function: function.to_string(),
-                address: site.addr,
-                offset: 0,
-                reason: "address is in no loaded segment".into(),
-            })?;
+        // On an error, dropping `probes` detaches what went live, in reverse.
+        for (cookie, planned) in planned.iter().enumerate() {
+            let address = planned.site.addr;
+            let attach_error = |offset, reason| Error::Attach {
+                function: planned.function.to_string(),
+                address,
+                offset,
+                reason,
+            };
+            let offset = binary
+                .file_offset(address)
+                .ok_or_else(|| attach_error(0, "address is in no loaded segment".into()))?;
             let link = probes
-                .attach_one(program, offset, cookie as u64)
-                .map_err(|reason| Error::Attach {
-                    function: function.to_string(),
-                    address: site.addr,
-                    offset,
-                    reason,
-                })?;
-            if *program != "pool_put" {
-                probes.get_sites.push(GetSite {
-                    program,
-                    offset,
-                    cookie: cookie as u64,
-                    link: Some(link),
-                });
-            }
+                .attach_one(planned.program, offset, cookie as u64)
+                .map_err(|reason| attach_error(offset, reason))?;
+            probes.sites.push(AttachedSite {
+                program: planned.program,
+                offset,
+                cookie: cookie as u64,
+                link: Some(link),
+            });
         }
-        probes.attached = sites.len();
         Ok(probes)
     }
 
     fn attach_one(
         &mut self,
-        program: &str,
+        program: Program,
         offset: u64,
         cookie: u64,
     ) -> std::result::Result<UProbeLinkId, String> {
@@ -138,7 +177,7 @@ impl Probes {
             cookie: Some(cookie),
         };
         let (target, pid) = (self.target.clone(), self.pid);
-        uprobe(&mut self.ebpf, program)
+        uprobe(&mut self.ebpf, program.name())
             .map_err(|e| e.to_string())?
             .attach(point, &target, UProbeScope::OneProcess(pid))
             .map_err(|e| error_chain(&e))
@@ -147,33 +186,39 @@ impl Probes {
     /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
     /// while Get is probed is still seen coming back.
     pub fn set_gets_probed(&mut self, probed: bool) -> Result<()> {
-        for i in 0..self.get_sites.len() {
-            let (program, offset, cookie) = (
-                self.get_sites[i].program,
-                self.get_sites[i].offset,
-                self.get_sites[i].cookie,
-            );
-            match (probed, self.get_sites[i].link.take()) {
+        for i in 0..self.sites.len() {
+            let AttachedSite {
+                program,
+                offset,
+                cookie,
+                ..
+            } = self.sites[i];
+            if program == Program::Put {
+                continue;
+            }
+            match (probed, self.sites[i].link.take()) {
                 (true, None) => {
                     let link = self.attach_one(program, offset, cookie).map_err(|reason| {
                         Error::Attach {
-                            function: program.to_owned(),
+                            function: program.name().to_owned(),
                             address: 0,
                             offset,
                             reason,
                         }
                     })?;
-                    self.get_sites[i].link = Some(link);
+                    self.sites[i].link = Some(link);
                 }
-                (false, Some(link)) => {
-                    uprobe(&mut self.ebpf, program)?
-                        .detach(link)
-                        .map_err(|e| Error::Load(error_chain(&e)))?;
-                }
-                (_, link) => self.get_sites[i].link = link,
+                (false, Some(link)) => self.detach_one(program, link)?,
+                (_, link) => self.sites[i].link = link,
             }
         }
         Ok(())
+    }
+
+    fn detach_one(&mut self, program: Program, link: UProbeLinkId) -> Result<()> {
+        uprobe(&mut self.ebpf, program.name())?
+            .detach(link)
+            .map_err(|e| Error::Load(error_chain(&e)))
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -191,7 +236,7 @@ impl Probes {
 
     /// Number of uprobes attached.
     pub fn attached(&self) -> usize {
-        self.attached
+        self.sites.len()
     }
 
     /// Kernel memory charged for the maps, from `memlock:` in `/proc/self/fdinfo` of every
@@ -211,15 +256,28 @@ impl Probes {
     }
 }
 
-fn write_sites(ebpf: &mut Ebpf, sites: &[(&str, &str, &Site, ProbeSite)]) -> Result<()> {
+/// Detaches in the reverse of the arming order: Get's probes go before any Put's, so no
+/// object is taken while its Put could pass unseen.
+impl Drop for Probes {
+    fn drop(&mut self) {
+        while let Some(site) = self.sites.pop() {
+            if let Some(link) = site.link {
+                // Failing here leaves the link to aya, which detaches it with the program.
+                let _ = self.detach_one(site.program, link);
+            }
+        }
+    }
+}
+
+fn write_sites(ebpf: &mut Ebpf, sites: &[Planned]) -> Result<()> {
     let map = ebpf
         .map_mut("SITES")
         .ok_or_else(|| Error::Load("no SITES map".into()))?;
     let mut array: Array<_, ProbeSite> =
         Array::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
-    for (i, (_, _, _, probe)) in sites.iter().enumerate() {
+    for (i, planned) in sites.iter().enumerate() {
         array
-            .set(i as u32, probe, 0)
+            .set(i as u32, planned.probe, 0)
             .map_err(|e| Error::Load(e.to_string()))?;
     }
     Ok(())
