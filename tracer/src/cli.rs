@@ -151,6 +151,11 @@ pub struct ReportArgs {
 
     #[command(flatten)]
     pub trace: TraceOptions,
+
+    /// Print where the probes would go (JSON: function, address, file offset, instruction,
+    /// whether the kernel emulates it) and exit without attaching.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -205,17 +210,14 @@ pub struct TraceOptions {
     #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
     pub sample_gets: Option<f64>,
 
-    /// Print where the probes would go (JSON: function, address, file offset, instruction,
-    /// whether the kernel emulates it) and exit without attaching.
-    #[arg(long)]
-    pub dry_run: bool,
-
     /// Most objects tracked at once (kernel hash map entries, ~100 bytes each).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS)]
+    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_objects: u32,
 
     /// Distinct Get stacks kept (kernel hash map entries, ~530 bytes each).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_STACKS)]
+    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_STACKS,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub max_stacks: u32,
 }
 

@@ -67,6 +67,9 @@ pub enum Error {
     #[error("too many probe sites ({0}); pooltrace supports at most {max}", max = tracer_common::MAX_SITES)]
     TooManySites(usize),
 
+    #[error("{0} pools named; pooltrace traces at most {max} at once", max = tracer_common::MAX_POOLS)]
+    TooManyPools(usize),
+
     #[error("cannot read the kernel maps: {0}")]
     Maps(String),
 

@@ -13,6 +13,7 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, Signal, SignalKind},
 };
+use tracer_common::MAX_POOLS;
 
 use crate::{
     cli::{PoolArgs, ReportArgs, RunArgs, TraceOptions},
@@ -60,12 +61,19 @@ impl Signals {
 pub async fn report(args: ReportArgs) -> Result<()> {
     let mut signals = Signals::install()?;
     check_pool_args(&args.trace.pools)?;
-    if !args.trace.dry_run {
+    if !args.dry_run {
         probes::check_privileges()?;
     }
     let process = Process::open(args.pid)?;
     let binary = open_binary(&process)?;
-    trace(&args.trace, &mut signals, process, &binary, |_| Ok(())).await
+    let plans = plan_pools(&args.trace.pools, &binary, |_| {})?;
+    if args.dry_run {
+        return write_stdout((probes::sites_json(&binary, &plans) + "\n").as_bytes());
+    }
+    trace(&args.trace, plans, &mut signals, process, &binary, |_| {
+        Ok(())
+    })
+    .await
 }
 
 /// The traced executable, with a spinner while a large one's tables are read.
@@ -80,21 +88,24 @@ pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
 pub async fn run(args: RunArgs) -> Result<i32> {
     let mut signals = Signals::install()?;
     check_pool_args(&args.trace.pools)?;
-    if args.trace.dry_run {
-        return Err(Error::Usage(
-            "--dry-run applies to `pooltrace report`".into(),
-        ));
-    }
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
     let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {
         GoBinary::open(child.program(), child.program())
     })?;
     let process = Process::spawned(child.pid(), child.program())?;
-    trace(&args.trace, &mut signals, process, &binary, |process| {
-        child.release()?;
-        process.wait_for_exec(child.program())
-    })
+    let plans = plan_pools(&args.trace.pools, &binary, |_| {})?;
+    trace(
+        &args.trace,
+        plans,
+        &mut signals,
+        process,
+        &binary,
+        |process| {
+            child.release()?;
+            process.wait_for_exec(child.program())
+        },
+    )
     .await?;
     child.wait()
 }
@@ -103,23 +114,12 @@ pub async fn run(args: RunArgs) -> Result<i32> {
 /// `--duration` or the process's exit, then writes the final report and detaches.
 async fn trace(
     options: &TraceOptions,
+    plans: Vec<PoolPlan>,
     signals: &mut Signals,
     mut process: Process,
     binary: &GoBinary,
     attached: impl FnOnce(&mut Process) -> Result<()>,
 ) -> Result<()> {
-    let specs = pool_specs(&options.pools, binary)?;
-    let plans = specs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| PoolPlan::new(binary, i as u32, spec))
-        .collect::<Result<Vec<_>>>()?;
-    for warning in inlining_warnings(binary, &plans) {
-        eprintln!("pooltrace: warning: {warning}");
-    }
-    if options.dry_run {
-        return write_stdout((probes::sites_json(binary, &plans) + "\n").as_bytes());
-    }
     let limits = Limits {
         max_objects: options.max_objects,
         max_stacks: options.max_stacks,
@@ -320,6 +320,30 @@ pub(crate) fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolS
         spec.release_paths = !args.no_release_paths;
     }
     Ok(specs)
+}
+
+/// The pools named by `args`, planned against `binary` (with `adjust` applied to each spec),
+/// with their inlining warnings printed. Fails before anything is attached when there are
+/// more pools than the kernel side counts.
+pub(crate) fn plan_pools(
+    args: &PoolArgs,
+    binary: &GoBinary,
+    adjust: impl Fn(&mut PoolSpec),
+) -> Result<Vec<PoolPlan>> {
+    let mut specs = pool_specs(args, binary)?;
+    if specs.len() > MAX_POOLS as usize {
+        return Err(Error::TooManyPools(specs.len()));
+    }
+    specs.iter_mut().for_each(adjust);
+    let plans = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| PoolPlan::new(binary, i as u32, spec))
+        .collect::<Result<Vec<_>>>()?;
+    for warning in inlining_warnings(binary, &plans) {
+        eprintln!("pooltrace: warning: {warning}");
+    }
+    Ok(plans)
 }
 
 /// A Get or Put inlined into some callers runs there without a call: those calls are

@@ -18,7 +18,7 @@ use crate::{
     error::{Error, Result},
     probes::{self, Limits, PoolPlan, Probes},
     process::Process,
-    session::{check_pool_args, inlining_warnings, open_binary, pool_specs, sleep_until, Signals},
+    session::{check_pool_args, open_binary, plan_pools, sleep_until, Signals},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns},
 };
@@ -29,19 +29,10 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     probes::check_privileges()?;
     let mut process = Process::open(args.pid)?;
     let binary = open_binary(&process)?;
-    let mut specs = pool_specs(&args.pools, &binary)?;
-    for spec in &mut specs {
+    let plans = plan_pools(&args.pools, &binary, |spec| {
         spec.stream = true;
         spec.release_paths = false;
-    }
-    let plans = specs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| PoolPlan::new(&binary, i as u32, spec))
-        .collect::<Result<Vec<_>>>()?;
-    for warning in inlining_warnings(&binary, &plans) {
-        eprintln!("pooltrace: warning: {warning}");
-    }
+    })?;
     let limits = Limits {
         max_objects: tracer_common::DEFAULT_MAX_OBJECTS,
         max_stacks: tracer_common::DEFAULT_MAX_STACKS,
