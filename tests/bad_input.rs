@@ -116,3 +116,53 @@ fn a_malformed_key_spec_is_explained() {
         "pooltrace: error: invalid --get-key \"a1\": expected a result word rN (e.g. r0)",
     );
 }
+
+#[test]
+fn a_kernel_thread_is_named_as_one() {
+    // PID 2 is kthreadd on Linux: a PID with no executable, like a zombie, but alive.
+    let output = run_pooltrace(&["report", "--pid", "2", "--pool", "sync"]);
+    assert_fails_with(
+        output,
+        "pooltrace: error: PID 2 is the kernel thread kthreadd, not a program; trace a Go process",
+    );
+}
+
+#[test]
+fn zero_map_sizes_are_refused_naming_the_option() {
+    let target = Target::start(&fixture("poolfix-go1.27"));
+    for option in ["--max-objects", "--max-stacks"] {
+        let output = run_pooltrace(&[
+            "report",
+            "--pid",
+            &target.pid.to_string(),
+            "--pool",
+            "sync",
+            option,
+            "0",
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(
+            stderr.lines().next(),
+            Some(
+                format!("error: invalid value '0' for '{option} <N>': 0 is not in 1..=4294967295")
+                    .as_str()
+            )
+        );
+    }
+}
+
+/// `run` starts its program and attaches; a dry run is `report`'s alone, so `run` neither
+/// offers nor accepts it.
+#[test]
+fn help_offers_no_option_the_command_refuses() {
+    let help = run_pooltrace(&["run", "--help"]);
+    assert!(help.status.success());
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("--dry-run"));
+    let output = run_pooltrace(&["run", "--pool", "sync", "--dry-run", "--", "true"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .starts_with("error: unexpected argument '--dry-run'"));
+    let report_help = run_pooltrace(&["report", "--help"]);
+    assert!(String::from_utf8_lossy(&report_help.stdout).contains("--dry-run"));
+}

@@ -74,7 +74,7 @@ pub struct ProbeSite {
     pub size: WordSpec,
     /// Where the pool instance (the method's receiver) is, at entry sites.
     pub receiver: WordSpec,
-    pub _pad: u32,
+    pub _pad: u64,
     /// Only this pool instance is traced, when not 0.
     pub receiver_filter: u64,
 }
@@ -267,6 +267,41 @@ pub struct PoolCounters {
     pub stream_lost: u64,
 }
 
+/// Fails the build when a type's size is not the sum of the sizes of its fields: padding the
+/// compiler inserts is never initialised, and these bytes cross into the kernel. The
+/// destructuring names every field (the compiler refuses a missing one), and each field's size
+/// is taken from the value, so the check cannot drift from the definition.
+macro_rules! assert_no_padding {
+    ($($ty:ident { $($field:ident),+ $(,)? });+ $(;)?) => {
+        $(const _: () = {
+            // SAFETY: every type checked here is plain integers, for which zero is valid.
+            let $ty { $($field),+ } = unsafe { core::mem::zeroed::<$ty>() };
+            let fields = 0 $(+ core::mem::size_of_val(&$field))+;
+            assert!(
+                core::mem::size_of::<$ty>() == fields,
+                concat!(stringify!($ty), " has implicit padding"),
+            );
+        };)+
+    };
+}
+
+assert_no_padding! {
+    WordSpec { kind, reg, _pad, offset };
+    ProbeSite { pool, flags, key, size, receiver, _pad, receiver_filter };
+    ObjectKey { pool, _pad, addr };
+    Outstanding { stack, caller, size, taken_ns, goroutine, receiver };
+    PathKey { pool, _pad, stack, caller, receiver };
+    StackFrames { len, ips };
+    PathTotals { count, bytes };
+    HoldHistogram { buckets };
+    ReleaseKey { acquire, release_stack, release_caller };
+    StreamEvent { kind, pool, time_ns, goroutine, object, size, stack, caller, age_ns };
+    PoolCounters {
+        gets, nil_gets, puts, unmatched_puts, dropped, stack_failures, collected,
+        collected_dropped, read_faults, paths_dropped, stream_lost
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,8 +328,8 @@ mod pod {
         ReleaseKey, StackFrames, StreamEvent,
     };
 
-    // SAFETY: plain #[repr(C)] data with no padding beyond explicit `_pad` fields; every bit
-    // pattern is a valid value.
+    // SAFETY: plain #[repr(C)] data with no implicit padding (asserted at compile time by
+    // `assert_no_padding!`); every bit pattern is a valid value.
     unsafe impl aya::Pod for ProbeSite {}
     unsafe impl aya::Pod for ObjectKey {}
     unsafe impl aya::Pod for Outstanding {}

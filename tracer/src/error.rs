@@ -10,6 +10,9 @@ pub enum Error {
     #[error("process {0} has exited")]
     Exited(i32),
 
+    #[error("PID {pid} is the kernel thread {name}, not a program; trace a Go process")]
+    KernelThread { pid: i32, name: String },
+
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
 

@@ -54,8 +54,11 @@ impl Process {
         let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
         let exe_name = fs::read_link(&exe_link)
             .map_err(|source| match source.kind() {
-                // A zombie keeps its PID but no longer has an executable.
-                std::io::ErrorKind::NotFound => Error::Exited(pid),
+                // Neither a zombie nor a kernel thread has an executable.
+                std::io::ErrorKind::NotFound => match kernel_thread_name(pid) {
+                    Some(name) => Error::KernelThread { pid, name },
+                    None => Error::Exited(pid),
+                },
                 _ => Error::Read {
                     path: PathBuf::from(format!("/proc/{pid}/exe")),
                     source,
@@ -164,6 +167,26 @@ impl Process {
             source: e.into_parts().1,
         })
     }
+}
+
+/// `PF_KTHREAD` in the flags of `/proc/PID/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The name of `pid` when it is a kernel thread (`kthreadd`, `kworker/0:1`, ...).
+fn kernel_thread_name(pid: i32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (name, rest) = parse_stat(&stat)?;
+    // After the name: state, ppid, pgrp, session, tty_nr, tpgid, flags.
+    let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+    (flags & PF_KTHREAD != 0).then(|| name.to_owned())
+}
+
+/// `/proc/PID/stat` split into the command name (which may hold spaces and parentheses) and
+/// the fields after it.
+fn parse_stat(stat: &str) -> Option<(&str, &str)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    Some((stat.get(open + 1..close)?, stat.get(close + 1..)?))
 }
 
 fn read_mappings(pid: i32) -> Result<Vec<Mapping>> {
@@ -316,6 +339,13 @@ fn parse_mapping(line: &str) -> Option<Mapping> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_names_may_hold_spaces_and_parentheses() {
+        let (name, rest) = parse_stat("42 (my (odd) name) S 1 42 42 0 -1 4194560 12").unwrap();
+        assert_eq!(name, "my (odd) name");
+        assert_eq!(rest.split_whitespace().nth(6), Some("4194560"));
+    }
 
     #[test]
     fn parses_file_mappings_and_skips_anonymous_ones() {
