@@ -2,10 +2,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    builder::EnumValueParser, error::ErrorKind, Arg, ArgAction, ArgMatches, Args, FromArgMatches,
+    Parser, Subcommand, ValueEnum,
+};
 
 use crate::{
-    probes::{keyspec::ObjectKind, presets::Preset},
+    probes::{keyspec::ObjectKind, presets::Preset, CustomPool, PoolEntry, PoolKind},
     report::{ReportFormat, SortBy},
 };
 
@@ -223,31 +226,14 @@ pub struct TraceOptions {
 
 #[derive(Debug, Args)]
 pub struct PoolArgs {
-    /// A pool preset (repeatable).
-    #[arg(long = "pool", value_enum, value_name = "PRESET")]
-    pub presets: Vec<Preset>,
+    #[command(flatten)]
+    pub named: NamedPools,
 
-    /// The pool's Get function, as Go names it, e.g. 'main.(*BufPool).Get'.
-    #[arg(long, value_name = "FUNC", requires = "put")]
-    pub get: Option<String>,
-
-    /// The pool's Put function, e.g. 'main.(*BufPool).Put'.
-    #[arg(long, value_name = "FUNC", requires = "get")]
-    pub put: Option<String>,
-
-    /// What the pool hands out; decides where identity and size are read by default.
-    #[arg(long, value_enum, value_name = "KIND", default_value_t = ObjectKind::Ptr)]
-    pub object: ObjectKind,
-
-    /// Where Get's result object is: rN = result word N; *rN+OFF = the 8 bytes at rN+OFF;
-    /// iface:rN = the interface in rN, rN+1. E.g. --get-key r0 for `Get() *T`.
-    #[arg(long, value_name = "SPEC")]
-    pub get_key: Option<String>,
-
-    /// Where the object's size in bytes is at Get's return (same forms, or none).
-    /// E.g. --get-size '*r0+16' for the capacity of the slice a `*[]T` points at.
-    #[arg(long, value_name = "SPEC")]
-    pub get_size: Option<String>,
+    /// Read the pools to trace from a TOML file: [[pool]] tables with `preset = "sync"`, or
+    /// `get`, `put` and optionally `object`, `kind`, `get_key`, `get_size`, `put_key`, as
+    /// the options of the same names. Traced before the pools named on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub pools_file: Option<PathBuf>,
 
     /// Skip recording the Put stacks objects come back through: saves a stack capture per
     /// Put, at the cost of the report's release paths.
@@ -258,11 +244,225 @@ pub struct PoolArgs {
     /// shown in a report): one shape function serves every instance of its shape.
     #[arg(long, value_name = "ADDR", value_parser = parse_address)]
     pub receiver: Option<u64>,
+}
 
-    /// Where Put's object is: aN = argument word N, counting the receiver of a method as a0.
-    /// E.g. --put-key a1 for `func (p *Pool) Put(b *T)`.
-    #[arg(long, value_name = "SPEC")]
-    pub put_key: Option<String>,
+/// The pools named on the command line, in the order given: presets (`--pool`) and pools
+/// named by their functions. Each `--get` starts a pool; the `--put`, `--object`, `--kind`
+/// and key specs after it, up to the next `--get` or `--pool`, belong to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamedPools(pub Vec<PoolEntry>);
+
+/// The options that name pools (their clap ids are their long names).
+const POOL: &str = "pool";
+const GET: &str = "get";
+const PUT: &str = "put";
+const OBJECT: &str = "object";
+const KIND: &str = "kind";
+const GET_KEY: &str = "get-key";
+const GET_SIZE: &str = "get-size";
+const PUT_KEY: &str = "put-key";
+
+impl Args for NamedPools {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        let repeated = |id: &'static str, value_name: &'static str, help: &'static str| {
+            Arg::new(id)
+                .long(id)
+                .value_name(value_name)
+                .action(ArgAction::Append)
+                .help(help)
+        };
+        command
+            .arg(
+                repeated(POOL, "PRESET", "A pool preset (repeatable).")
+                    .value_parser(EnumValueParser::<Preset>::new()),
+            )
+            .arg(repeated(
+                GET,
+                "FUNC",
+                "The Get function of a pool, as Go names it, e.g. 'main.(*BufPool).Get'. \
+                 Repeat --get (each with its --put) to trace several pools.",
+            ))
+            .arg(repeated(
+                PUT,
+                "FUNC",
+                "The Put function of the pool of the --get before it, e.g. 'main.(*BufPool).Put'.",
+            ))
+            .arg(
+                repeated(
+                    OBJECT,
+                    "KIND",
+                    "What the pool hands out; decides where identity and size are read by \
+                     default [default: ptr]",
+                )
+                .value_parser(EnumValueParser::<ObjectKind>::new()),
+            )
+            .arg(
+                repeated(
+                    KIND,
+                    "KIND",
+                    "counting: every Get must be Put, so an object dropped without a Put is a \
+                     leak; sync: dropping is allowed (sync.Pool-like), so it is lost reuse, not \
+                     scored as a leak [default: counting]",
+                )
+                .value_parser(EnumValueParser::<PoolKind>::new()),
+            )
+            .arg(repeated(
+                GET_KEY,
+                "SPEC",
+                "Where Get's result object is: rN = result word N; *rN+OFF = the 8 bytes at \
+                 rN+OFF; iface:rN = the interface in rN, rN+1. E.g. --get-key r0 for `Get() *T`.",
+            ))
+            .arg(repeated(
+                GET_SIZE,
+                "SPEC",
+                "Where the object's size in bytes is at Get's return (same forms, or none). \
+                 E.g. --get-size '*r0+16' for the capacity of the slice a `*[]T` points at.",
+            ))
+            .arg(repeated(
+                PUT_KEY,
+                "SPEC",
+                "Where Put's object is: aN = argument word N, counting the receiver of a \
+                 method as a0. E.g. --put-key a1 for `func (p *Pool) Put(b *T)`.",
+            ))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+/// One option that names a pool or describes one, as given.
+enum PoolOption {
+    Preset(Preset),
+    Get(String),
+    Put(String),
+    Object(ObjectKind),
+    Kind(PoolKind),
+    GetKey(String),
+    GetSize(String),
+    PutKey(String),
+}
+
+impl FromArgMatches for NamedPools {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut options = Vec::new();
+        options.extend(occurrences(matches, POOL, PoolOption::Preset));
+        options.extend(occurrences(matches, GET, PoolOption::Get));
+        options.extend(occurrences(matches, PUT, PoolOption::Put));
+        options.extend(occurrences(matches, OBJECT, PoolOption::Object));
+        options.extend(occurrences(matches, KIND, PoolOption::Kind));
+        options.extend(occurrences(matches, GET_KEY, PoolOption::GetKey));
+        options.extend(occurrences(matches, GET_SIZE, PoolOption::GetSize));
+        options.extend(occurrences(matches, PUT_KEY, PoolOption::PutKey));
+        options.sort_by_key(|(index, _)| *index);
+        group(options.into_iter().map(|(_, option)| option))
+            .map(Self)
+            .map_err(|message| clap::Error::raw(ErrorKind::ArgumentConflict, message + "\n"))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// Each value of option `id` with its position on the command line.
+fn occurrences<T: Clone + Send + Sync + 'static>(
+    matches: &ArgMatches,
+    id: &str,
+    option: impl Fn(T) -> PoolOption,
+) -> Vec<(usize, PoolOption)> {
+    let (Some(indices), Some(values)) = (matches.indices_of(id), matches.get_many::<T>(id)) else {
+        return Vec::new();
+    };
+    indices.zip(values.cloned().map(option)).collect()
+}
+
+/// Pools from their options in command-line order.
+fn group(options: impl Iterator<Item = PoolOption>) -> Result<Vec<PoolEntry>, String> {
+    // Each pool, and for a custom one whether its --put was seen.
+    let mut pools: Vec<(PoolEntry, bool)> = Vec::new();
+    for option in options {
+        let name = option.name();
+        if let PoolOption::Preset(preset) = option {
+            pools.push((PoolEntry::Preset(preset), true));
+            continue;
+        }
+        if let PoolOption::Get(get) = option {
+            pools.push((
+                PoolEntry::Custom(CustomPool {
+                    get,
+                    put: String::new(),
+                    object: ObjectKind::Ptr,
+                    kind: PoolKind::Counting,
+                    get_key: None,
+                    get_size: None,
+                    put_key: None,
+                }),
+                false,
+            ));
+            continue;
+        }
+        let Some((PoolEntry::Custom(pool), has_put)) = pools.last_mut() else {
+            return Err(format!(
+                "{name} describes a pool: give it after that pool's --get"
+            ));
+        };
+        let set = |slot: &mut Option<String>, value: String| match slot.replace(value) {
+            None => Ok(()),
+            Some(_) => Err(()),
+        };
+        let repeated = match option {
+            PoolOption::Preset(_) | PoolOption::Get(_) => Ok(()),
+            PoolOption::Put(put) if !*has_put => {
+                pool.put = put;
+                *has_put = true;
+                Ok(())
+            }
+            PoolOption::Put(_) => Err(()),
+            PoolOption::Object(object) => {
+                pool.object = object;
+                Ok(())
+            }
+            PoolOption::Kind(kind) => {
+                pool.kind = kind;
+                Ok(())
+            }
+            PoolOption::GetKey(spec) => set(&mut pool.get_key, spec),
+            PoolOption::GetSize(spec) => set(&mut pool.get_size, spec),
+            PoolOption::PutKey(spec) => set(&mut pool.put_key, spec),
+        };
+        if repeated.is_err() {
+            return Err(format!(
+                "{name} is given twice for the pool of --get {}",
+                pool.get
+            ));
+        }
+    }
+    pools
+        .into_iter()
+        .map(|(pool, has_put)| match (pool, has_put) {
+            (PoolEntry::Custom(custom), false) => {
+                Err(format!("--get {} needs its --put", custom.get))
+            }
+            (pool, _) => Ok(pool),
+        })
+        .collect()
+}
+
+impl PoolOption {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Preset(_) => "--pool",
+            Self::Get(_) => "--get",
+            Self::Put(_) => "--put",
+            Self::Object(_) => "--object",
+            Self::Kind(_) => "--kind",
+            Self::GetKey(_) => "--get-key",
+            Self::GetSize(_) => "--get-size",
+            Self::PutKey(_) => "--put-key",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -48,6 +48,16 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("pools file {path}: {reason}")]
+    PoolsFile { path: PathBuf, reason: String },
+
+    #[error("{what} is named twice (pool {first} and pool {second})")]
+    DuplicatePool {
+        what: String,
+        first: usize,
+        second: usize,
+    },
+
     #[error("pooltrace needs {capability}{why}; run it as root (e.g. with sudo)")]
     Privilege {
         capability: &'static str,

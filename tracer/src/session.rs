@@ -19,7 +19,7 @@ use crate::{
     cli::{PoolArgs, ReportArgs, RunArgs, TraceOptions},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
-    probes::{self, keyspec::Side, Limits, PoolPlan, PoolSpec, Probes},
+    probes::{self, pools_file, Limits, PoolEntry, PoolPlan, PoolSpec, Probes},
     process::{Process, Spawned},
     report::{self, spinner, History, Report, ReportFormat, Style},
     symbolize::Symbolizer,
@@ -60,13 +60,13 @@ impl Signals {
 
 pub async fn report(args: ReportArgs) -> Result<()> {
     let mut signals = Signals::install()?;
-    check_pool_args(&args.trace.pools)?;
+    let named = named_pools(&args.trace.pools)?;
     if !args.dry_run {
         probes::check_privileges()?;
     }
     let process = Process::open(args.pid)?;
     let binary = open_binary(&process)?;
-    let plans = plan_pools(&args.trace.pools, &binary, |_| {})?;
+    let plans = plan_pools(&named, &binary, |_| {})?;
     if args.dry_run {
         return write_stdout((probes::sites_json(&binary, &plans) + "\n").as_bytes());
     }
@@ -87,14 +87,14 @@ pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
 /// when it exits; returns its exit status.
 pub async fn run(args: RunArgs) -> Result<i32> {
     let mut signals = Signals::install()?;
-    check_pool_args(&args.trace.pools)?;
+    let named = named_pools(&args.trace.pools)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
     let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {
         GoBinary::open(child.program(), child.program())
     })?;
     let process = Process::spawned(child.pid(), child.program())?;
-    let plans = plan_pools(&args.trace.pools, &binary, |_| {})?;
+    let plans = plan_pools(&named, &binary, |_| {})?;
     trace(
         &args.trace,
         plans,
@@ -277,60 +277,58 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Mistakes in naming the pools, caught before anything is opened.
-pub(crate) fn check_pool_args(args: &PoolArgs) -> Result<()> {
-    let overrides = args.get_key.is_some() || args.get_size.is_some() || args.put_key.is_some();
-    if args.get.is_none() && overrides {
-        return Err(Error::Usage(
-            "--get-key, --get-size and --put-key apply to --get/--put".into(),
-        ));
-    }
-    if args.get.is_none() && args.presets.is_empty() {
-        return Err(Error::Usage(
-            "name a pool: --get FUNC --put FUNC, or --pool PRESET".into(),
-        ));
-    }
-    Ok(())
+/// The pools the user named, in order: the pools file's, then the command line's.
+pub(crate) struct NamedPools {
+    entries: Vec<PoolEntry>,
+    receiver: Option<u64>,
+    release_paths: bool,
 }
 
-/// The pools to trace: the presets' pools, then the one named by --get/--put.
-pub(crate) fn pool_specs(args: &PoolArgs, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
-    let mut specs = Vec::new();
-    for preset in &args.presets {
-        specs.extend(preset.pools(binary)?);
+/// Reads the pools file and checks that some pool is named, before anything is opened.
+pub(crate) fn named_pools(args: &PoolArgs) -> Result<NamedPools> {
+    let mut entries = match &args.pools_file {
+        Some(path) => pools_file::read(path)?,
+        None => Vec::new(),
+    };
+    entries.extend(args.named.0.iter().cloned());
+    if entries.is_empty() {
+        return Err(Error::Usage(
+            "name a pool: --get FUNC --put FUNC, --pool PRESET or --pools-file FILE".into(),
+        ));
     }
-    if let (Some(get), Some(put)) = (&args.get, &args.put) {
-        let spec = |text: &Option<String>, side, what, allow_none| {
-            probes::parse_override(text.as_deref(), side, what, allow_none)
-        };
-        specs.push(PoolSpec {
-            get: get.clone(),
-            put: put.clone(),
-            object: args.object,
-            get_key: spec(&args.get_key, Side::Get, "--get-key", false)?,
-            get_size: spec(&args.get_size, Side::Get, "--get-size", true)?,
-            put_key: spec(&args.put_key, Side::Put, "--put-key", false)?,
-            receiver: None,
-            release_paths: true,
-            stream: false,
-        });
+    Ok(NamedPools {
+        entries,
+        receiver: args.receiver,
+        release_paths: !args.no_release_paths,
+    })
+}
+
+/// The pools to trace in `binary`: each preset stands for the pools it finds there.
+fn pool_specs(named: &NamedPools, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
+    let mut specs = Vec::new();
+    for entry in &named.entries {
+        match entry {
+            PoolEntry::Preset(preset) => specs.extend(preset.pools(binary)?),
+            PoolEntry::Custom(custom) => specs.push(custom.spec()?),
+        }
     }
     for spec in &mut specs {
-        spec.receiver = args.receiver;
-        spec.release_paths = !args.no_release_paths;
+        spec.receiver = named.receiver;
+        spec.release_paths = named.release_paths;
     }
     Ok(specs)
 }
 
-/// The pools named by `args`, planned against `binary` (with `adjust` applied to each spec),
-/// with their inlining warnings printed. Fails before anything is attached when there are
-/// more pools than the kernel side counts.
+/// The named pools, planned against `binary` (with `adjust` applied to each spec), with their
+/// inlining warnings printed. Fails before anything is attached when there are more pools
+/// than the kernel side counts, or one pool is named twice (its objects would be counted
+/// twice).
 pub(crate) fn plan_pools(
-    args: &PoolArgs,
+    named: &NamedPools,
     binary: &GoBinary,
     adjust: impl Fn(&mut PoolSpec),
 ) -> Result<Vec<PoolPlan>> {
-    let mut specs = pool_specs(args, binary)?;
+    let mut specs = pool_specs(named, binary)?;
     if specs.len() > MAX_POOLS as usize {
         return Err(Error::TooManyPools(specs.len()));
     }
@@ -340,10 +338,34 @@ pub(crate) fn plan_pools(
         .enumerate()
         .map(|(i, spec)| PoolPlan::new(binary, i as u32, spec))
         .collect::<Result<Vec<_>>>()?;
+    refuse_duplicates(&plans)?;
     for warning in inlining_warnings(binary, &plans) {
         eprintln!("pooltrace: warning: {warning}");
     }
     Ok(plans)
+}
+
+/// Two pools that probe the same Get or the same Put would count each call twice.
+fn refuse_duplicates(plans: &[PoolPlan]) -> Result<()> {
+    let probed = |p: &PoolPlan| [p.get.function.addr, p.put.function.addr];
+    for (second, plan) in plans.iter().enumerate() {
+        let Some(first) = plans[..second]
+            .iter()
+            .position(|earlier| probed(earlier).iter().any(|a| probed(plan).contains(a)))
+        else {
+            continue;
+        };
+        let what = match plans[first].get.function.addr == plan.get.function.addr {
+            true => &plan.get.function.name,
+            false => &plan.put.function.name,
+        };
+        return Err(Error::DuplicatePool {
+            what: what.clone(),
+            first: first + 1,
+            second: second + 1,
+        });
+    }
+    Ok(())
 }
 
 /// A Get or Put inlined into some callers runs there without a call: those calls are

@@ -18,18 +18,18 @@ use crate::{
     error::{Error, Result},
     probes::{self, Limits, PoolPlan, Probes},
     process::Process,
-    session::{check_pool_args, open_binary, plan_pools, sleep_until, Signals},
+    session::{named_pools, open_binary, plan_pools, sleep_until, Signals},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns},
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
     let mut signals = Signals::install()?;
-    check_pool_args(&args.pools)?;
+    let named = named_pools(&args.pools)?;
     probes::check_privileges()?;
     let mut process = Process::open(args.pid)?;
     let binary = open_binary(&process)?;
-    let plans = plan_pools(&args.pools, &binary, |spec| {
+    let plans = plan_pools(&named, &binary, |spec| {
         spec.stream = true;
         spec.release_paths = false;
     })?;

@@ -3,6 +3,7 @@
 
 mod attach;
 pub mod keyspec;
+pub mod pools_file;
 pub mod presets;
 pub mod sites;
 
@@ -16,12 +17,67 @@ use crate::{
     gobin::{is_method, GoBinary, ResolvedFunction},
 };
 
-/// A pool as the user names it.
+/// What an object dropped without a Put means for a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    /// Every Get must be Put (Thanos', Prometheus' and most hand-written pools): an object
+    /// dropped without a Put is a leak.
+    #[default]
+    Counting,
+    /// Dropping is allowed, as sync.Pool says: an object dropped without a Put is lost reuse
+    /// (an extra allocation), reported but not scored as a leak.
+    Sync,
+}
+
+/// A pool as the user names it, on the command line or in the pools file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PoolEntry {
+    /// A preset, which stands for the pools of its kind that a binary has.
+    Preset(presets::Preset),
+    Custom(CustomPool),
+}
+
+/// A pool the user describes by its functions (`--get/--put` or the pools file), before it
+/// is checked: the key specs are still text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomPool {
+    pub get: String,
+    pub put: String,
+    pub object: ObjectKind,
+    pub kind: PoolKind,
+    pub get_key: Option<String>,
+    pub get_size: Option<String>,
+    pub put_key: Option<String>,
+}
+
+impl CustomPool {
+    pub fn spec(&self) -> Result<PoolSpec> {
+        let spec = |text: &Option<String>, side, what, allow_none| {
+            parse_override(text.as_deref(), side, what, allow_none)
+        };
+        Ok(PoolSpec {
+            get: self.get.clone(),
+            put: self.put.clone(),
+            object: self.object,
+            kind: self.kind,
+            get_key: spec(&self.get_key, Side::Get, "--get-key", false)?,
+            get_size: spec(&self.get_size, Side::Get, "--get-size", true)?,
+            put_key: spec(&self.put_key, Side::Put, "--put-key", false)?,
+            receiver: None,
+            release_paths: true,
+            stream: false,
+        })
+    }
+}
+
+/// A pool as pooltrace traces it.
 #[derive(Clone, Debug)]
 pub struct PoolSpec {
     pub get: String,
     pub put: String,
     pub object: ObjectKind,
+    pub kind: PoolKind,
     /// Overrides of the object kind's defaults.
     pub get_key: Option<Spec>,
     pub get_size: Option<Spec>,
@@ -46,6 +102,7 @@ pub struct PoolPlan {
     pub get_entry_site: Option<Site>,
     pub get_probe: ProbeSite,
     pub put_probe: ProbeSite,
+    pub kind: PoolKind,
 }
 
 impl PoolPlan {
@@ -121,6 +178,7 @@ impl PoolPlan {
             get_entry_site,
             get_probe,
             put_probe,
+            kind: spec.kind,
         })
     }
 }

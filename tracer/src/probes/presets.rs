@@ -4,7 +4,7 @@
 
 use clap::ValueEnum;
 
-use super::{keyspec::ObjectKind, PoolSpec};
+use super::{keyspec::ObjectKind, PoolKind, PoolSpec};
 use crate::{
     error::{Error, Result},
     gobin::{calls::direct_call_targets, GoBinary},
@@ -53,11 +53,10 @@ impl Preset {
     /// The pools this preset stands for in `binary`.
     pub fn pools(self, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
         let pools = match self {
-            Self::Sync => vec![spec(
-                "sync.(*Pool).Get",
-                "sync.(*Pool).Put",
-                ObjectKind::Iface,
-            )],
+            Self::Sync => vec![PoolSpec {
+                kind: PoolKind::Sync,
+                ..spec("sync.(*Pool).Get", "sync.(*Pool).Put", ObjectKind::Iface)
+            }],
             Self::Nats => {
                 let (get, put) = (
                     format!("{NATS_SERVER}nbPoolGet"),
@@ -131,11 +130,13 @@ fn calls_reflect(binary: &GoBinary, f: &crate::gobin::Function) -> bool {
     })
 }
 
+/// A counting pool (every preset but `sync`).
 fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
     PoolSpec {
         get: get.to_owned(),
         put: put.to_owned(),
         object,
+        kind: PoolKind::Counting,
         get_key: None,
         get_size: None,
         put_key: None,

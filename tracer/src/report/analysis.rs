@@ -9,6 +9,7 @@ use serde::Serialize;
 use tracer_common::{hold_bucket_floor, HOLD_BUCKETS};
 
 use super::text::seconds;
+use crate::probes::PoolKind;
 
 /// p50, p99 and max of a distribution, in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -58,6 +59,10 @@ pub fn ages(ages_ns: &[u64]) -> Option<Percentiles> {
 pub struct Evidence<'a> {
     pub outstanding_ages_ns: &'a [u64],
     pub collected: u64,
+    /// Whether an object dropped without a Put is a leak (a counting pool) or lost reuse.
+    pub kind: PoolKind,
+    /// How long the path has been traced, for the rate of lost reuse.
+    pub elapsed_ms: u64,
     /// How long its returned objects were held, if any came back.
     pub hold: Option<Percentiles>,
     /// Objects it held (outstanding + collected) at each past interval, oldest first.
@@ -78,12 +83,24 @@ const STUCK_FLOOR_MS: f64 = 1000.0;
 pub fn judge(evidence: &Evidence) -> Verdict {
     let mut score = 0.0;
     let mut reasons = Vec::new();
-    if evidence.collected > 0 {
-        score += 60.0 + (10.0 * (evidence.collected as f64).log10()).min(20.0);
-        reasons.push(format!(
-            "{} objects were dropped without a Put and garbage-collected",
-            evidence.collected
-        ));
+    match evidence.kind {
+        _ if evidence.collected == 0 => {}
+        PoolKind::Counting => {
+            score += 60.0 + (10.0 * (evidence.collected as f64).log10()).min(20.0);
+            reasons.push(format!(
+                "{} objects were dropped without a Put and garbage-collected",
+                evidence.collected
+            ));
+        }
+        // sync.Pool allows dropping: what is lost is reuse, paid for by allocating anew.
+        PoolKind::Sync => {
+            let per_s = evidence.collected as f64 * 1000.0 / evidence.elapsed_ms.max(1) as f64;
+            reasons.push(format!(
+                "{} objects ({per_s:.1}/s) were dropped without a Put: lost reuse, which a \
+                 sync pool allows, not a leak",
+                evidence.collected
+            ));
+        }
     }
     let threshold_ms = evidence.hold.map_or(STUCK_FLOOR_MS, |h| {
         (h.p99 * STUCK_FACTOR).max(STUCK_FLOOR_MS)
@@ -160,6 +177,8 @@ mod tests {
         let verdict = judge(&Evidence {
             outstanding_ages_ns: &ages,
             collected: 0,
+            kind: PoolKind::Counting,
+            elapsed_ms: 10_000,
             hold: hold(35.0),
             trend: &[480, 510, 495, 500],
         });
@@ -173,6 +192,8 @@ mod tests {
         let verdict = judge(&Evidence {
             outstanding_ages_ns: &ages,
             collected: 0,
+            kind: PoolKind::Counting,
+            elapsed_ms: 10_000,
             hold: hold(35.0),
             trend: &[],
         });
@@ -188,18 +209,45 @@ mod tests {
         let leak = judge(&Evidence {
             outstanding_ages_ns: &[],
             collected: 5820,
+            kind: PoolKind::Counting,
+            elapsed_ms: 10_000,
             hold: hold(5.0),
             trend: &[10, 20, 30, 40],
         });
         let old = judge(&Evidence {
             outstanding_ages_ns: &[90 * SECOND; 10],
             collected: 0,
+            kind: PoolKind::Counting,
+            elapsed_ms: 10_000,
             hold: hold(5.0),
             trend: &[],
         });
         assert!(leak.score > old.score);
         assert_eq!(leak.reasons.len(), 2);
         assert!(leak.reasons[1].starts_with("what it holds grew in 3 of the last 3 intervals"));
+    }
+
+    #[test]
+    fn a_sync_pool_reports_dropped_objects_as_lost_reuse_without_a_score() {
+        let evidence = |kind| Evidence {
+            outstanding_ages_ns: &[],
+            collected: 500,
+            kind,
+            elapsed_ms: 10_000,
+            hold: hold(5.0),
+            trend: &[],
+        };
+        let counting = judge(&evidence(PoolKind::Counting));
+        assert_eq!(counting.score, 80.0);
+        let sync = judge(&evidence(PoolKind::Sync));
+        assert_eq!(sync.score, 0.0);
+        assert_eq!(
+            sync.reasons,
+            [
+                "500 objects (50.0/s) were dropped without a Put: lost reuse, which a sync pool \
+              allows, not a leak"
+            ]
+        );
     }
 
     #[test]

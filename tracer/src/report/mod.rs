@@ -17,7 +17,7 @@ use analysis::{Evidence, Percentiles};
 
 use crate::{
     gobin::{BuildInfo, Function},
-    probes::PoolPlan,
+    probes::{PoolKind, PoolPlan},
     process::Process,
     symbolize::{AddressKind, Frame, Symbolizer},
     tracking::{self, Held, Snapshot},
@@ -46,6 +46,8 @@ pub struct PoolReport {
     /// The Get and Put functions as the user named them.
     pub get: String,
     pub put: String,
+    /// `counting` (an object dropped without a Put is a leak) or `sync` (it is lost reuse).
+    pub kind: PoolKind,
     /// The symbols actually probed (a generic name resolves to its shape function).
     pub get_probed: String,
     pub put_probed: String,
@@ -206,10 +208,9 @@ impl Report {
                 .iter()
                 .filter(|path| path.held.total() > 0)
                 .map(|path| {
-                    (
-                        stack_report(snapshot, path, cx.history.record(index, path)),
-                        path,
-                    )
+                    let trend = cx.history.record(index, path);
+                    let stack = stack_report(snapshot, path, trend, plan.kind, cx.elapsed_ms);
+                    (stack, path)
                 })
                 .collect();
             shown.sort_by(|a, b| order(cx.sort, &a.0, &b.0));
@@ -230,6 +231,7 @@ impl Report {
                 stream_lost: c.stream_lost,
                 get: plan.get.requested.clone(),
                 put: plan.put.requested.clone(),
+                kind: plan.kind,
                 get_probed: plan.get.function.name.clone(),
                 put_probed: plan.put.function.name.clone(),
                 gets: c.gets,
@@ -280,12 +282,20 @@ impl Report {
     }
 }
 
-fn stack_report(snapshot: &Snapshot, path: &CallPath, trend: Vec<u64>) -> StackReport {
+fn stack_report(
+    snapshot: &Snapshot,
+    path: &CallPath,
+    trend: Vec<u64>,
+    kind: PoolKind,
+    elapsed_ms: u64,
+) -> StackReport {
     let held = &path.held;
     let hold_ms = analysis::hold_times(&held.hold);
     let verdict = analysis::judge(&Evidence {
         outstanding_ages_ns: &held.ages_ns,
         collected: held.collected,
+        kind,
+        elapsed_ms,
         hold: hold_ms,
         trend: &trend,
     });

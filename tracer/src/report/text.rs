@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{analysis::Percentiles, PoolReport, Report, StackReport};
-use crate::symbolize::Frame;
+use crate::{probes::PoolKind, symbolize::Frame};
 
 /// The periodic table: one header line per pool, then its top call paths.
 pub fn render_interval(report: &Report, style: Style) -> String {
@@ -269,7 +269,10 @@ fn warnings(pool: &PoolReport) -> Vec<String> {
     let losses = [
         (pool.dropped, "objects were not tracked because the object map was full (raise --max-objects)"),
         (pool.stack_failures, "objects were tracked without a stack (stack map full or colliding; raise --max-stacks)"),
-        (pool.collected, "objects were dropped without a Put: a later Get returned their recycled memory while they were still out (if Put is inlined into some callers, those Puts are invisible and look the same)"),
+        (pool.collected, match pool.kind {
+            PoolKind::Counting => "objects were dropped without a Put: a later Get returned their recycled memory while they were still out (if Put is inlined into some callers, those Puts are invisible and look the same)",
+            PoolKind::Sync => "objects were dropped without a Put: lost reuse (extra allocations), which a sync pool allows",
+        }),
         (pool.collected_dropped, "collected objects are in the totals but not under a call path (too many paths)"),
         (pool.paths_dropped, "hold times or release paths were not recorded (too many distinct paths)"),
         (pool.stream_lost, "stream events were lost (the ring buffer was full)"),

@@ -1,0 +1,207 @@
+//! The pools file (`--pools-file`, TOML): the pools of a service written down once, after
+//! `pooltrace list` found them, instead of a long command line each time. The agent mode
+//! reads the same file.
+//!
+//! ```toml
+//! [[pool]]
+//! preset = "sync"
+//!
+//! [[pool]]
+//! get = "main.(*BufPool).Get"
+//! put = "main.(*BufPool).Put"
+//! object = "ptr"          # ptr | slice | slice-ptr | iface (default ptr)
+//! kind = "counting"       # counting | sync (default counting)
+//! get_key = "r0"          # optional, as --get-key; also get_size, put_key
+//! ```
+
+use std::path::Path;
+
+use clap::ValueEnum;
+use serde::Deserialize;
+
+use super::{keyspec::ObjectKind, presets::Preset, CustomPool, PoolEntry, PoolKind};
+use crate::error::{Error, Result};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    pool: Vec<Entry>,
+}
+
+/// A `[[pool]]` as written: either a preset, or Get and Put with optional details.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    preset: Option<String>,
+    get: Option<String>,
+    put: Option<String>,
+    object: Option<String>,
+    kind: Option<String>,
+    get_key: Option<String>,
+    get_size: Option<String>,
+    put_key: Option<String>,
+}
+
+/// Reads and checks the pools file at `path`.
+pub fn read(path: &Path) -> Result<Vec<PoolEntry>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text).map_err(|reason| Error::PoolsFile {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// The pools of a file's text, or why it is wrong (with the line, where TOML knows it).
+fn parse(text: &str) -> std::result::Result<Vec<PoolEntry>, String> {
+    let file: File = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let message = e.message().trim_end().to_owned();
+        match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        }
+    })?;
+    if file.pool.is_empty() {
+        return Err("it names no [[pool]]".into());
+    }
+    file.pool
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| entry.check().map_err(|e| format!("pool {}: {e}", i + 1)))
+        .collect()
+}
+
+impl Entry {
+    fn check(self) -> std::result::Result<PoolEntry, String> {
+        if let Some(preset) = &self.preset {
+            let details = [&self.get, &self.put, &self.object, &self.kind];
+            if details.iter().any(|d| d.is_some()) || self.has_key_specs() {
+                return Err("a preset takes no get, put, object, kind or key specs".into());
+            }
+            return choice::<Preset>(preset, "preset").map(PoolEntry::Preset);
+        }
+        let (Some(get), Some(put)) = (self.get, self.put) else {
+            return Err("name a preset, or both get and put".into());
+        };
+        Ok(PoolEntry::Custom(CustomPool {
+            get,
+            put,
+            object: match &self.object {
+                Some(object) => choice::<ObjectKind>(object, "object")?,
+                None => ObjectKind::Ptr,
+            },
+            kind: match &self.kind {
+                Some(kind) => choice::<PoolKind>(kind, "kind")?,
+                None => PoolKind::Counting,
+            },
+            get_key: self.get_key,
+            get_size: self.get_size,
+            put_key: self.put_key,
+        }))
+    }
+
+    fn has_key_specs(&self) -> bool {
+        self.get_key.is_some() || self.get_size.is_some() || self.put_key.is_some()
+    }
+}
+
+/// One of the values the command line accepts for the same setting.
+fn choice<T: ValueEnum>(text: &str, what: &str) -> std::result::Result<T, String> {
+    T::from_str(text, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| Some(v.to_possible_value()?.get_name().to_owned()))
+            .collect();
+        format!("{what} {text:?} is not one of {}", names.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_custom_pools_keep_their_order_and_defaults() {
+        let pools = parse(
+            r#"
+            [[pool]]
+            get = "main.(*P).Get"
+            put = "main.(*P).Put"
+
+            [[pool]]
+            preset = "sync"
+
+            [[pool]]
+            get = "main.getBuf"
+            put = "main.putBuf"
+            object = "slice"
+            kind = "sync"
+            get_size = "none"
+            "#,
+        )
+        .unwrap();
+        let custom = |get: &str, put: &str, object, kind, get_size: Option<&str>| {
+            PoolEntry::Custom(CustomPool {
+                get: get.into(),
+                put: put.into(),
+                object,
+                kind,
+                get_key: None,
+                get_size: get_size.map(Into::into),
+                put_key: None,
+            })
+        };
+        assert_eq!(
+            pools,
+            [
+                custom(
+                    "main.(*P).Get",
+                    "main.(*P).Put",
+                    ObjectKind::Ptr,
+                    PoolKind::Counting,
+                    None
+                ),
+                PoolEntry::Preset(Preset::Sync),
+                custom(
+                    "main.getBuf",
+                    "main.putBuf",
+                    ObjectKind::Slice,
+                    PoolKind::Sync,
+                    Some("none")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_pool_or_the_line() {
+        assert_eq!(
+            parse("[[pool]]\nget = \"a\"\n").unwrap_err(),
+            "pool 1: name a preset, or both get and put"
+        );
+        assert_eq!(
+            parse("[[pool]]\npreset = \"sync\"\n[[pool]]\npreset = \"redis\"\n").unwrap_err(),
+            "pool 2: preset \"redis\" is not one of sync, thanos, prometheus, nats"
+        );
+        assert_eq!(
+            parse("[[pool]]\npreset = \"sync\"\nobject = \"ptr\"\n").unwrap_err(),
+            "pool 1: a preset takes no get, put, object, kind or key specs"
+        );
+        assert_eq!(
+            parse("[[pool]]\nget = \"a\"\nput = \"b\"\nkind = \"leaky\"\n").unwrap_err(),
+            "pool 1: kind \"leaky\" is not one of counting, sync"
+        );
+        let unknown = parse("[[pool]]\ngett = \"a\"\n").unwrap_err();
+        assert!(
+            unknown.starts_with("line 2: unknown field `gett`"),
+            "{unknown}"
+        );
+        assert_eq!(parse("").unwrap_err(), "it names no [[pool]]");
+    }
+}
