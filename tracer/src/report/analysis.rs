@@ -65,7 +65,8 @@ pub struct Evidence<'a> {
     pub elapsed_ms: u64,
     /// How long its returned objects were held, if any came back.
     pub hold: Option<Percentiles>,
-    /// Objects it held (outstanding + collected) at each past interval, oldest first.
+    /// Objects it held at each past interval, oldest first: outstanding plus collected in a
+    /// counting pool, outstanding alone in a sync pool (whose drops are not leaks).
     pub trend: &'a [u64],
 }
 
@@ -111,8 +112,6 @@ pub fn judge(evidence: &Evidence) -> Verdict {
         .filter(|&&age| age as f64 / 1e6 > threshold_ms)
         .count();
     if stuck > 0 {
-        let share = stuck as f64 / evidence.outstanding_ages_ns.len() as f64;
-        score += 40.0 * share + (10.0 * (stuck as f64).log10()).min(20.0);
         let usual = match evidence.hold {
             Some(hold) => format!(
                 "objects from this path normally come back within {} (p99)",
@@ -120,19 +119,31 @@ pub fn judge(evidence: &Evidence) -> Verdict {
             ),
             None => "no object from this path has come back".to_owned(),
         };
-        reasons.push(format!(
-            "{stuck} objects older than {}; {usual}",
-            seconds_f(threshold_ms)
-        ));
+        let older = format!("{stuck} objects older than {}", seconds_f(threshold_ms));
+        match evidence.kind {
+            PoolKind::Counting => {
+                let share = stuck as f64 / evidence.outstanding_ages_ns.len() as f64;
+                score += 40.0 * share + (10.0 * (stuck as f64).log10()).min(20.0);
+                reasons.push(format!("{older}; {usual}"));
+            }
+            // An object a sync pool's user keeps is as likely dropped and not yet collected.
+            PoolKind::Sync => reasons.push(format!(
+                "{older}; {usual}; a sync pool may drop them, so only growth is scored"
+            )),
+        }
     }
     // A busy path's count wobbles; a leaking one climbs, and ends well above where it began.
+    // For a sync pool this is the evidence that counts: what it keeps grows with the load.
     let (grew, steps) = growth(evidence.trend);
     let (first, last) = (
         evidence.trend.first().copied().unwrap_or(0),
         evidence.trend.last().copied().unwrap_or(0),
     );
     if steps >= 3 && grew * 3 >= steps * 2 && last * 2 >= first * 3 && last > first {
-        score += 10.0;
+        score += match evidence.kind {
+            PoolKind::Counting => 10.0,
+            PoolKind::Sync => 30.0,
+        };
         reasons.push(format!(
             "what it holds grew in {grew} of the last {steps} intervals"
         ));

@@ -158,12 +158,15 @@ pub struct History {
 const TREND_LENGTH: usize = 60;
 
 impl History {
-    fn record(&mut self, pool: usize, path: &CallPath) -> Vec<u64> {
+    fn record(&mut self, pool: usize, kind: PoolKind, path: &CallPath) -> Vec<u64> {
         let trend = self
             .held
             .entry((pool, path.receiver, path.outer.clone()))
             .or_default();
-        trend.push(path.held.total());
+        trend.push(match kind {
+            PoolKind::Counting => path.held.total(),
+            PoolKind::Sync => path.held.count,
+        });
         if trend.len() > TREND_LENGTH {
             trend.remove(0);
         }
@@ -208,7 +211,7 @@ impl Report {
                 .iter()
                 .filter(|path| path.held.total() > 0)
                 .map(|path| {
-                    let trend = cx.history.record(index, path);
+                    let trend = cx.history.record(index, plan.kind, path);
                     let stack = stack_report(snapshot, path, trend, plan.kind, cx.elapsed_ms);
                     (stack, path)
                 })
