@@ -91,9 +91,16 @@ pub struct StreamArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub frames: usize,
 
-    /// Write the events to FILE instead of stdout.
+    /// Write the events to FILE instead of stdout. FILE is created before attaching, so a
+    /// bad path fails at once; an existing FILE is refused (see --force), and a symbolic link
+    /// always is.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Replace the --output FILE if it exists (never through a symbolic link). It is emptied
+    /// when streaming starts.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 const LIST_EXAMPLES: &str = "\
@@ -202,9 +209,16 @@ pub struct TraceOptions {
     #[arg(short, long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
 
-    /// Write the final report to FILE instead of stdout.
+    /// Write the final report to FILE instead of stdout. FILE is created before attaching, so
+    /// a bad path fails at once; an existing FILE is refused (see --force), and a symbolic
+    /// link always is. If no report is made, a FILE this run created is removed.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Replace the --output FILE if it exists (never through a symbolic link). It is kept as
+    /// it was until the final report is written.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 
     /// Probe Get only this fraction of the time (0 < FRACTION <= 1), in 500 ms cycles, while
     /// Put stays probed: Get's RET probes cost the most, and every object taken while Get is

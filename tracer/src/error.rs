@@ -86,8 +86,48 @@ pub enum Error {
     #[error("cannot read the kernel maps: {0}")]
     Maps(String),
 
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {}", os_message(.source))]
     Write { path: PathBuf, source: io::Error },
+
+    #[error("cannot write {path}: {reason}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        reason: OutputRefusal,
+    },
+
+    #[error("cannot write to standard output: {}", os_message(.source))]
+    Stdout { source: io::Error },
+}
+
+impl Error {
+    /// Whether stdout's reader closed the pipe (`| head`): the reader's choice, so pooltrace
+    /// ends quietly and successfully, as ripgrep does.
+    pub fn is_closed_pipe(&self) -> bool {
+        matches!(self, Error::Stdout { source } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Why the `--output` path cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputRefusal {
+    #[error("it is a symbolic link; pooltrace never writes through one")]
+    Symlink,
+
+    #[error("it already exists (use --force to replace it)")]
+    Exists,
+
+    #[error("{}", os_message(.0))]
+    Io(#[source] io::Error),
+}
+
+/// The system's own words ("No space left on device"), without Rust's "(os error 28)".
+fn os_message(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(suffix) if error.raw_os_error().is_some() => text[..suffix].to_owned(),
+        _ => text,
+    }
 }
 
 fn suggestion_text(suggestions: &[String]) -> String {

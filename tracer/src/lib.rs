@@ -6,6 +6,7 @@
 //! - [`tracking`] reads what the kernel side recorded;
 //! - [`symbolize`] turns addresses into Go frames;
 //! - [`report`] renders text and JSON; [`list`] shows the pools a binary has;
+//! - [`output`] writes results to stdout or the `--output` file, safely;
 //! - [`process`] knows the traced process; [`session`] runs one trace from attach to detach;
 //!   [`stream`] prints every event as it happens.
 
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod error;
 pub mod gobin;
 pub mod list;
+pub mod output;
 pub mod probes;
 pub mod process;
 pub mod report;

@@ -9,6 +9,7 @@ use crate::{
     cli::{Format, ListArgs},
     error::{Error, Result},
     gobin::{GoBinary, PoolPair},
+    output::write_stdout,
     probes::presets::Preset,
     process::Process,
 };
@@ -54,8 +55,7 @@ pub fn list(args: &ListArgs) -> Result<()> {
         Format::Json => serde_json::to_string_pretty(&listing).unwrap_or_default() + "\n",
         Format::Text => render(&listing),
     };
-    print!("{text}");
-    Ok(())
+    write_stdout(text.as_bytes())
 }
 
 fn render(listing: &Listing) -> String {

@@ -2,11 +2,14 @@ use clap::Parser;
 
 fn main() {
     let cli = pooltrace::cli::Cli::parse();
-    match pooltrace::run(cli) {
-        Ok(status) => std::process::exit(status),
+    let status = match pooltrace::run(cli) {
+        Ok(status) => status,
+        // `| head` closed the pipe because it has read enough; nothing went wrong.
+        Err(error) if error.is_closed_pipe() => 0,
         Err(error) => {
             eprintln!("pooltrace: error: {error}");
-            std::process::exit(1);
+            1
         }
-    }
+    };
+    std::process::exit(status);
 }

@@ -1,9 +1,9 @@
 //! One tracing session from attach to detach: resolve the pools, attach the probes, print
-//! the periodic tables, and on Ctrl-C, `--duration` or the target's exit, the final report.
+//! the periodic tables, and on Ctrl-C, `--duration`, the target's exit or a closed stdout,
+//! the final report, into the `--output` file opened before attaching.
 
 use std::{
-    fs,
-    io::{IsTerminal, Write},
+    io::IsTerminal,
     os::fd::OwnedFd,
     path::Path,
     time::{Duration, Instant},
@@ -19,6 +19,7 @@ use crate::{
     cli::{PoolArgs, ReportArgs, RunArgs, TraceOptions},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
+    output::{stdout_closed, write_stdout, OutputFile},
     probes::{self, pools_file, Limits, PoolEntry, PoolPlan, PoolSpec, Probes},
     process::{Process, Spawned},
     report::{self, spinner, History, Report, ReportFormat, Style},
@@ -31,6 +32,8 @@ enum Stop {
     Interrupted,
     DurationElapsed,
     TargetExited,
+    /// The reader of stdout closed the pipe (`| head`): nothing more can be shown there.
+    StdoutClosed,
 }
 
 /// Ctrl-C and SIGTERM, caught from the start so that no signal kills a run before it has
@@ -61,6 +64,10 @@ impl Signals {
 pub async fn report(args: ReportArgs) -> Result<()> {
     let mut signals = Signals::install()?;
     let named = named_pools(&args.trace.pools)?;
+    let output = match args.dry_run {
+        true => None,
+        false => open_output(&args.trace)?,
+    };
     if !args.dry_run {
         probes::check_privileges()?;
     }
@@ -70,10 +77,21 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     if args.dry_run {
         return write_stdout((probes::sites_json(&binary, &plans) + "\n").as_bytes());
     }
-    trace(&args.trace, plans, &mut signals, process, &binary, |_| {
-        Ok(())
-    })
+    trace(
+        &args.trace,
+        output,
+        plans,
+        &mut signals,
+        process,
+        &binary,
+        |_| Ok(()),
+    )
     .await
+}
+
+/// The `--output` file, opened before anything is attached.
+fn open_output(options: &TraceOptions) -> Result<Option<OutputFile>> {
+    OutputFile::open_requested(options.output.as_deref(), options.force)
 }
 
 /// The traced executable, with a spinner while a large one's tables are read.
@@ -88,6 +106,7 @@ pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
 pub async fn run(args: RunArgs) -> Result<i32> {
     let mut signals = Signals::install()?;
     let named = named_pools(&args.trace.pools)?;
+    let output = open_output(&args.trace)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
     let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {
@@ -97,6 +116,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let plans = plan_pools(&named, &binary, |_| {})?;
     trace(
         &args.trace,
+        output,
         plans,
         &mut signals,
         process,
@@ -111,9 +131,11 @@ pub async fn run(args: RunArgs) -> Result<i32> {
 }
 
 /// Attaches to `process`, calls `attached` (the probes are live), reports until a signal,
-/// `--duration` or the process's exit, then writes the final report and detaches.
+/// `--duration`, the process's exit or a closed stdout, then detaches and writes the final
+/// report to `output` (or stdout).
 async fn trace(
     options: &TraceOptions,
+    output: Option<OutputFile>,
     plans: Vec<PoolPlan>,
     signals: &mut Signals,
     mut process: Process,
@@ -143,18 +165,16 @@ async fn trace(
         Stop::Interrupted => eprintln!("pooltrace: interrupted, detaching"),
         Stop::DurationElapsed => eprintln!("pooltrace: --duration reached, detaching"),
         Stop::TargetExited => eprintln!("pooltrace: PID {} exited", trace.process.pid()),
+        Stop::StdoutClosed => eprintln!("pooltrace: standard output closed, detaching"),
     }
     let last = trace.report()?;
     drop(trace);
-    let color = options.output.is_none() && std::io::stdout().is_terminal();
+    let color = output.is_none() && std::io::stdout().is_terminal();
     let rendered = last
         .render(options.format, Style { color })
         .map_err(|e| Error::Usage(format!("cannot render the report: {e}")))?;
-    match &options.output {
-        Some(path) => fs::write(path, rendered).map_err(|source| Error::Write {
-            path: path.clone(),
-            source,
-        }),
+    match output {
+        Some(mut file) => file.replace_contents(&rendered),
         None => write_stdout(&rendered),
     }
 }
@@ -214,7 +234,10 @@ impl Trace<'_> {
                     match self.args.format {
                         ReportFormat::Text => {
                             let style = Style { color: std::io::stdout().is_terminal() };
-                            write_stdout(report::render_interval(&report, style).as_bytes())?
+                            let table = report::render_interval(&report, style);
+                            if stdout_closed(write_stdout(table.as_bytes()))? {
+                                return Ok(Stop::StdoutClosed);
+                            }
                         }
                         _ => eprint!("{}", report::render_interval(&report, Style { color: std::io::stderr().is_terminal() })),
                     }
@@ -409,11 +432,4 @@ fn plan_summary(plan: &PoolPlan) -> String {
             "single-stepped"
         },
     )
-}
-
-fn write_stdout(bytes: &[u8]) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`| head`) is the reader's choice, not an error worth a message.
-    let _ = stdout.write_all(bytes).and_then(|()| stdout.flush());
-    Ok(())
 }

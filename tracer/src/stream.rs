@@ -4,8 +4,8 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
-    io::{BufWriter, IsTerminal, Write},
+    fmt::Write,
+    io::IsTerminal,
     time::{Duration, Instant},
 };
 
@@ -16,6 +16,7 @@ use tracer_common::{StreamEvent, EVENT_GET};
 use crate::{
     cli::StreamArgs,
     error::{Error, Result},
+    output::{stdout_closed, write_stdout, OutputFile},
     probes::{self, Limits, PoolPlan, Probes},
     process::Process,
     session::{named_pools, open_binary, plan_pools, sleep_until, Signals},
@@ -26,6 +27,7 @@ use crate::{
 pub async fn stream(args: StreamArgs) -> Result<()> {
     let mut signals = Signals::install()?;
     let named = named_pools(&args.pools)?;
+    let mut output = OutputFile::open_requested(args.output.as_deref(), args.force)?;
     probes::check_privileges()?;
     let mut process = Process::open(args.pid)?;
     let binary = open_binary(&process)?;
@@ -44,13 +46,9 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         .map_err(|e| Error::Maps(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
     let exit = process.exit_watch()?;
     process.refresh_mappings();
-    let output: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(File::create(path).map_err(|source| Error::Write {
-            path: path.clone(),
-            source,
-        })?),
-        None => Box::new(std::io::stdout()),
-    };
+    if let Some(file) = &mut output {
+        file.begin()?;
+    }
     eprintln!(
         "pooltrace: streaming {} pool(s) of PID {} ({}); Ctrl-C stops",
         plans.len(),
@@ -65,7 +63,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         symbolizer: Symbolizer::new(&binary),
         started_ns: monotonic_ns(),
         frames: HashMap::new(),
-        out: BufWriter::new(output),
+        output,
+        pending: String::new(),
         shown: 0,
         lost_reported: 0,
     };
@@ -74,6 +73,7 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         .duration
         .map(|d| tokio::time::Instant::from_std(Instant::now() + d));
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let mut closed = false;
     loop {
         tokio::select! {
             _ = signals.recv() => break,
@@ -82,17 +82,25 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
             _ = ticks.tick() => printer.report_losses()?,
             ready = events.readable_mut() => {
                 let mut ready = ready.map_err(|e| Error::Maps(e.to_string()))?;
-                printer.drain(ready.get_inner_mut())?;
+                let drained = printer.drain(ready.get_inner_mut());
                 ready.clear_ready();
+                if stdout_closed(drained)? {
+                    closed = true;
+                    break;
+                }
             }
         }
     }
-    printer.drain(events.get_mut())?;
+    if !closed {
+        closed = stdout_closed(printer.drain(events.get_mut()))?;
+    }
+    if closed {
+        eprintln!("pooltrace: standard output closed, detaching");
+    }
     printer.report_losses()?;
-    printer.out.flush().map_err(|source| Error::Write {
-        path: "output".into(),
-        source,
-    })?;
+    if let Some(file) = &mut printer.output {
+        file.finish()?;
+    }
     eprintln!(
         "pooltrace: {} events shown, {} lost",
         printer.shown, printer.lost_reported
@@ -109,12 +117,19 @@ struct Printer<'a, 'b> {
     started_ns: u64,
     /// Rendered first frames, by (stack, caller): a path repeats, its symbols need not.
     frames: HashMap<(u64, u64), String>,
-    out: BufWriter<Box<dyn Write>>,
+    /// The `--output` file; stdout without one.
+    output: Option<OutputFile>,
+    /// Event lines not yet written: one write per line would cost a system call per event.
+    pending: String,
     shown: u64,
     lost_reported: u64,
 }
 
+/// Lines gathered before they are written, when a drain has not ended sooner.
+const PENDING_LIMIT: usize = 64 * 1024;
+
 impl Printer<'_, '_> {
+    /// Prints every event in the ring, then writes out what is pending.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
         while let Some(item) = ring.next() {
             if item.len() < size_of::<StreamEvent>() {
@@ -125,7 +140,17 @@ impl Printer<'_, '_> {
             drop(item);
             self.print(&event)?;
         }
-        Ok(())
+        self.write_pending()
+    }
+
+    fn write_pending(&mut self) -> Result<()> {
+        let bytes = self.pending.as_bytes();
+        let written = match &mut self.output {
+            Some(file) => file.append(bytes),
+            None => write_stdout(bytes),
+        };
+        self.pending.clear();
+        written
     }
 
     fn print(&mut self, event: &StreamEvent) -> Result<()> {
@@ -155,19 +180,18 @@ impl Printer<'_, '_> {
             (false, u64::MAX) => "age=? (taken before attach)".to_owned(),
             (false, age) => format!("age={}", duration(age)),
         };
-        let line = format!(
-            "{time:>11.6} {} g={:#x} obj={:#x} {detail:<12} {frames}  [{pool}]\n",
+        let _ = writeln!(
+            self.pending,
+            "{time:>11.6} {} g={:#x} obj={:#x} {detail:<12} {frames}  [{pool}]",
             if is_get { "get" } else { "put" },
             event.goroutine,
             event.object,
         );
         self.shown += 1;
-        self.out
-            .write_all(line.as_bytes())
-            .map_err(|source| Error::Write {
-                path: "output".into(),
-                source,
-            })
+        if self.pending.len() >= PENDING_LIMIT {
+            self.write_pending()?;
+        }
+        Ok(())
     }
 
     /// The caller, then the next frames out, e.g. `main.leakyHandler main.go:124 < main.round ...`.

@@ -262,6 +262,8 @@ fn measure(
         )?),
         Config::Stream => {
             let file = std::env::temp_dir().join("pooltrace-bench-stream.log");
+            // pooltrace refuses to write over a file, so the last run's must go.
+            let _ = std::fs::remove_file(&file);
             let output = file.to_string_lossy().into_owned();
             Some(pooltrace_tracer(
                 pooltrace,
@@ -569,6 +571,8 @@ fn stream_rate(pooltrace: &Path, target_bin: &Path, mode: &str) -> Result {
     );
     let mut target = Target::start(target_bin)?;
     let file = std::env::temp_dir().join("pooltrace-bench-rate.log");
+    // pooltrace refuses to write over a file, and an interrupted bench may have left one.
+    let _ = std::fs::remove_file(&file);
     let mut child = Command::new(pooltrace)
         .args([
             "stream",
