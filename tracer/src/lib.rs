@@ -6,7 +6,8 @@
 //! - [`tracking`] reads what the kernel side recorded;
 //! - [`symbolize`] turns addresses into Go frames;
 //! - [`report`] renders text and JSON; [`list`] shows the pools a binary has;
-//! - [`process`] knows the traced process; [`session`] runs one trace from attach to detach;
+//! - [`process`] knows the traced process and watches its exit and exec; [`signals`] catches
+//!   the signals that stop a trace; [`session`] runs one trace from attach to detach;
 //!   [`stream`] prints every event as it happens.
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod probes;
 pub mod process;
 pub mod report;
 pub mod session;
+pub mod signals;
 pub mod stream;
 pub mod symbolize;
 pub mod tracking;

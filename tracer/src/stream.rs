@@ -18,13 +18,14 @@ use crate::{
     error::{Error, Result},
     probes::{self, Limits, PoolPlan, Probes},
     process::Process,
-    session::{check_pool_args, open_binary, plan_pools, sleep_until, Signals},
+    session::{check_pool_args, open_binary, plan_pools, sleep_until, Ends, Stop},
+    signals::Signals,
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns},
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
-    let mut signals = Signals::install()?;
+    let signals = Signals::install()?;
     check_pool_args(&args.pools)?;
     probes::check_privileges()?;
     let mut process = Process::open(args.pid)?;
@@ -42,7 +43,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed.
     let mut events = unsafe { AsyncFd::register(ring) }
         .map_err(|e| Error::Maps(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
-    let exit = process.exit_watch()?;
+    let mut ends = Ends::new(signals, process.watch()?);
+    ends.arm_exec(&process)?;
     process.refresh_mappings();
     let output: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(File::create(path).map_err(|source| Error::Write {
@@ -74,11 +76,10 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         .duration
         .map(|d| tokio::time::Instant::from_std(Instant::now() + d));
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    let stop = loop {
         tokio::select! {
-            _ = signals.recv() => break,
-            _ = exit.readable() => break,
-            _ = sleep_until(deadline) => break,
+            stop = ends.next() => break stop?,
+            _ = sleep_until(deadline) => break Stop::DurationElapsed,
             _ = ticks.tick() => printer.report_losses()?,
             ready = events.readable_mut() => {
                 let mut ready = ready.map_err(|e| Error::Maps(e.to_string()))?;
@@ -86,7 +87,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
                 ready.clear_ready();
             }
         }
-    }
+    };
+    eprintln!("{}", stop.message(process.pid()));
     printer.drain(events.get_mut())?;
     printer.report_losses()?;
     printer.out.flush().map_err(|source| Error::Write {
