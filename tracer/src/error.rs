@@ -75,6 +75,9 @@ pub enum Error {
 
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+
+    #[error("cannot handle signals: {source}")]
+    Signals { source: io::Error },
 }
 
 fn suggestion_text(suggestions: &[String]) -> String {

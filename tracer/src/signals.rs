@@ -32,7 +32,7 @@ impl Signals {
     /// thread that does not block the signals would be killed by them.
     pub fn install() -> Result<Self> {
         let set = handled_set();
-        let failed = |e: io::Error| Error::Usage(format!("cannot handle signals: {e}"));
+        let failed = |source| Error::Signals { source };
         // SAFETY: a valid, initialised set; the old mask is not wanted.
         let blocked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         if blocked != 0 {
@@ -52,15 +52,10 @@ impl Signals {
 
     pub async fn recv(&mut self) -> Result<Received> {
         loop {
-            let mut ready = self
-                .fd
-                .readable()
-                .await
-                .map_err(|e| Error::Usage(format!("cannot read signals: {e}")))?;
+            let failed = |source| Error::Signals { source };
+            let mut ready = self.fd.readable().await.map_err(failed)?;
             match ready.try_io(|fd| read_signal(fd.get_ref())) {
-                Ok(received) => {
-                    return received.map_err(|e| Error::Usage(format!("cannot read signals: {e}")))
-                }
+                Ok(received) => return received.map_err(failed),
                 Err(_would_block) => continue,
             }
         }
