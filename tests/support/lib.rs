@@ -184,7 +184,7 @@ impl Counts {
     }
 }
 
-/// A running `pooltrace report`, attached (its "attached" line has been seen).
+/// A running `pooltrace report` or `stream`, attached (its first line has been seen).
 pub struct Tracer {
     child: Child,
     stdout: Option<JoinHandle<String>>,
@@ -226,10 +226,18 @@ impl Tracer {
         } else {
             &["--format", "json"]
         };
+        let args: Vec<&str> = [format, interval, args].concat();
+        Self::start("report", pid, &args, "pooltrace: attached")
+    }
+
+    /// Starts `pooltrace stream --pid PID ARGS` and waits until it says it is streaming.
+    pub fn stream(pid: i32, args: &[&str]) -> Self {
+        Self::start("stream", pid, args, "pooltrace: streaming")
+    }
+
+    fn start(command: &str, pid: i32, args: &[&str], ready: &str) -> Self {
         let mut child = Command::new(pooltrace_bin())
-            .args(["report", "--pid", &pid.to_string()])
-            .args(format)
-            .args(interval)
+            .args([command, "--pid", &pid.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -249,34 +257,24 @@ impl Tracer {
             stderr,
             stderr_lines: Vec::new(),
         };
-        tracer.wait_for_stderr("pooltrace: attached");
+        tracer.expect_stderr(ready);
         tracer
     }
 
-    fn wait_for_stderr(&mut self, prefix: &str) {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.starts_with(prefix);
-                    self.stderr_lines.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(_) => panic!(
-                    "pooltrace never printed {prefix:?}; stderr: {:?}",
-                    self.stderr_lines
-                ),
-            }
-        }
+    /// Waits for the next stderr line starting with `prefix`, keeping every line.
+    pub fn expect_stderr(&mut self, prefix: &str) -> String {
+        expect_line(&self.stderr, &mut self.stderr_lines, prefix, "pooltrace")
     }
 
     /// Ctrl-C: pooltrace prints its final report and detaches.
     pub fn interrupt(self) -> Finished {
+        self.signal(libc::SIGINT)
+    }
+
+    /// Sends `signal` to pooltrace and waits for it to finish.
+    pub fn signal(self, signal: i32) -> Finished {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, signal) };
         self.finish()
     }
 
@@ -299,6 +297,120 @@ impl Tracer {
 }
 
 impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the next line from `lines` starting with `prefix`, keeping every line in `seen`.
+fn expect_line(
+    lines: &Receiver<String>,
+    seen: &mut Vec<String>,
+    prefix: &str,
+    who: &str,
+) -> String {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{who} never printed {prefix:?}; it printed {seen:?}"));
+        seen.push(line.clone());
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+}
+
+/// A running `pooltrace run ARGS -- PROGRAM`, with the program's stdin and both outputs piped.
+pub struct Run {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    /// Every line the program printed so far.
+    pub program_lines: Vec<String>,
+    /// Every line pooltrace printed on stderr so far.
+    pub stderr_lines: Vec<String>,
+    /// The program's PID, from its `ready PID` line.
+    pub pid: i32,
+}
+
+impl Run {
+    /// Starts `program` (a fixture speaking the fixtures' protocol) and waits for `ready`.
+    pub fn start(args: &[&str], program: &Path) -> Self {
+        let mut child = Command::new(pooltrace_bin())
+            .arg("run")
+            .args(args)
+            .arg("--")
+            .arg(program)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pooltrace run");
+        let mut run = Self {
+            stdin: child.stdin.take(),
+            stdout: line_channel(child.stdout.take().expect("piped stdout")),
+            stderr: line_channel(child.stderr.take().expect("piped stderr")),
+            child,
+            program_lines: Vec::new(),
+            stderr_lines: Vec::new(),
+            pid: 0,
+        };
+        let ready = run.expect_program("ready ");
+        run.pid = ready["ready ".len()..].parse().expect("ready PID");
+        run
+    }
+
+    pub fn send(&mut self, command: &str) {
+        let stdin = self.stdin.as_mut().expect("program stdin open");
+        writeln!(stdin, "{command}")
+            .and_then(|()| stdin.flush())
+            .expect("write to the program");
+    }
+
+    /// Waits for the program's next line starting with `prefix`.
+    pub fn expect_program(&mut self, prefix: &str) -> String {
+        expect_line(&self.stdout, &mut self.program_lines, prefix, "the program")
+    }
+
+    /// Waits for pooltrace's next stderr line starting with `prefix`.
+    pub fn expect_stderr(&mut self, prefix: &str) -> String {
+        expect_line(&self.stderr, &mut self.stderr_lines, prefix, "pooltrace")
+    }
+
+    /// Sends `signal` to pooltrace itself (as `kill` would, not a terminal).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for pooltrace to exit (the program may run on).
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_with_timeout(&mut self.child).expect("pooltrace run exits")
+    }
+
+    /// Waits for pooltrace and its program to exit: pooltrace's status and every line it
+    /// printed on stderr.
+    pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
+        self.stdin.take();
+        let status = self.wait();
+        let mut stderr = std::mem::take(&mut self.stderr_lines);
+        // The reading thread ends at EOF, once every holder of the pipe has exited.
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            stderr.push(line);
+        }
+        (status, stderr)
+    }
+}
+
+impl Drop for Run {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -34,7 +34,7 @@ pub enum Command {
     #[command(after_help = REPORT_EXAMPLES)]
     Report(Box<ReportArgs>),
     /// Start a program with its output passed through, traced from its first instruction,
-    /// and report when it exits (or on Ctrl-C). Exits with the program's status.
+    /// and report when it exits. Exits with the program's status.
     #[command(after_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
     /// Print each Get and Put as it happens: time, goroutine, object, size or age, callers.
@@ -53,7 +53,11 @@ Examples:
   The same options as `pooltrace report` apply (without --pid).
 
 The probes are in place before the program's first instruction: pooltrace starts it through
-a shell that waits until the uprobes are attached, then execs it in the same process.";
+a shell that waits until the uprobes are attached, then execs it in the same process.
+
+SIGINT, SIGTERM and SIGHUP go on to the program (a terminal's Ctrl-C reaches it directly),
+and pooltrace reports once it exits. A second Ctrl-C stops waiting: pooltrace reports and
+exits 130, leaving the program running.";
 
 const STREAM_EXAMPLES: &str = "\
 Examples:
@@ -150,8 +154,8 @@ Examples:
   A Get returning (ptr, len, cap) whose objects are identified by the data pointer:
     sudo pooltrace report --pid 4242 --get main.getBuf --put main.putBuf --object slice
 
-Stops on Ctrl-C, when --duration runs out, or when the process exits, then prints the final
-report and detaches.";
+Stops on Ctrl-C, SIGTERM or SIGHUP, when --duration runs out, or when the process exits or
+execs, then prints the final report and detaches.";
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {

@@ -98,6 +98,9 @@ pub enum Error {
 
     #[error("cannot write to standard output: {}", os_message(.source))]
     Stdout { source: io::Error },
+
+    #[error("cannot handle signals: {source}")]
+    Signals { source: io::Error },
 }
 
 impl Error {

@@ -7,7 +7,8 @@
 //! - [`symbolize`] turns addresses into Go frames;
 //! - [`report`] renders text and JSON; [`list`] shows the pools a binary has;
 //! - [`output`] writes results to stdout or the `--output` file, safely;
-//! - [`process`] knows the traced process; [`session`] runs one trace from attach to detach;
+//! - [`process`] knows the traced process and watches its exit and exec; [`signals`] catches
+//!   the signals that stop a trace; [`session`] runs one trace from attach to detach;
 //!   [`stream`] prints every event as it happens.
 
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod probes;
 pub mod process;
 pub mod report;
 pub mod session;
+pub mod signals;
 pub mod stream;
 pub mod symbolize;
 pub mod tracking;

@@ -1,20 +1,28 @@
-//! The traced process: that it exists, where its executable is mapped, and when it exits.
+//! The traced process: that it exists, where its executable is mapped, and how its life goes
+//! on while it is traced (exit with its status or signal, exec into another program).
 
 use std::{
-    fs,
+    fmt, fs,
     io::Write,
     num::NonZeroU32,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::process::{CommandExt, ExitStatusExt},
+        unix::{
+            fs::FileExt,
+            process::{CommandExt, ExitStatusExt},
+        },
     },
     path::{Path, PathBuf},
     process::{Child, Command},
+    time::Duration,
 };
 
 use tokio::io::unix::AsyncFd;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    signals,
+};
 
 /// One line of `/proc/PID/maps` that maps a file.
 #[derive(Clone, Debug)]
@@ -155,16 +163,26 @@ impl Process {
         mapping.path == self.exe_name
     }
 
-    /// A handle that becomes readable when the process exits (available once).
-    pub fn exit_watch(&mut self) -> Result<AsyncFd<OwnedFd>> {
+    /// Starts watching for the process's exit (its exec is watched once `Watch::arm_exec` is
+    /// called). Available once: the watch takes the process's pidfd.
+    pub fn watch(&mut self) -> Result<Watch> {
         let pidfd = self
             .pidfd
             .take()
-            .ok_or_else(|| Error::Usage("exit watch taken twice".into()))?;
+            .ok_or_else(|| Error::Usage("the process is already watched".into()))?;
         // SAFETY: the AsyncFd owns the descriptor and deregisters it before closing it.
-        unsafe { AsyncFd::register(pidfd) }.map_err(|e| Error::Read {
+        let pidfd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| Error::Read {
             path: PathBuf::from("pidfd"),
             source: e.into_parts().1,
+        })?;
+        let start = tokio::time::Instant::now() + EXEC_POLL;
+        let mut exec_poll = tokio::time::interval_at(start, EXEC_POLL);
+        exec_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Watch {
+            pid: self.pid(),
+            pidfd,
+            image: None,
+            exec_poll,
         })
     }
 }
@@ -187,6 +205,234 @@ fn parse_stat(stat: &str) -> Option<(&str, &str)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     Some((stat.get(open + 1..close)?, stat.get(close + 1..)?))
+}
+
+/// How often the watch looks for an exec: a report interval can be long, or never end.
+const EXEC_POLL: Duration = Duration::from_millis(250);
+
+/// How the traced process ended, as far as pooltrace can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    /// By this signal.
+    Killed(i32),
+    /// Not our child, and its parent reaped it before its status could be read.
+    Unknown,
+}
+
+impl Ending {
+    /// As a shell gives it: the exit code, or 128 + the signal.
+    pub fn shell_status(self) -> Option<i32> {
+        match self {
+            Ending::Exited(code) => Some(code),
+            Ending::Killed(signal) => Some(128 + signal),
+            Ending::Unknown => None,
+        }
+    }
+
+    /// From a wait status, as /proc/PID/stat's exit_code gives it.
+    fn from_wait_status(status: i32) -> Self {
+        match status & 0x7f {
+            0 => Ending::Exited((status >> 8) & 0xff),
+            signal => Ending::Killed(signal),
+        }
+    }
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Ending::Exited(code) => write!(f, "exited with status {code}"),
+            Ending::Killed(signal) => write!(f, "was killed by {}", signal_name(signal)),
+            Ending::Unknown => write!(f, "exited; its status is unknown (its parent reaped it)"),
+        }
+    }
+}
+
+/// What became of a watched process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Exited(Ending),
+    /// It called exec and now runs this executable.
+    Execed(String),
+}
+
+/// Watches the traced process for its exit (through its pidfd) and for exec.
+pub struct Watch {
+    pid: i32,
+    pidfd: AsyncFd<OwnedFd>,
+    image: Option<Image>,
+    exec_poll: tokio::time::Interval,
+}
+
+/// The program image that was traced. The kernel keeps the memory of the image a
+/// `/proc/PID/mem` handle was opened on; once the process execs or exits, reading through
+/// the handle gives 0 bytes (a live image gives its byte, or EIO where nothing is mapped).
+/// The handle is only ever read.
+struct Image {
+    mem: fs::File,
+    /// An address mapped in the image: the start of the executable's first mapping.
+    addr: u64,
+}
+
+impl Watch {
+    /// From now on, an exec away from the image `process` runs now counts as a change.
+    pub fn arm_exec(&mut self, process: &Process) -> Result<()> {
+        let Some(addr) = image_address(process) else {
+            return Ok(());
+        };
+        let path = PathBuf::from(format!("/proc/{}/mem", self.pid));
+        self.image = match fs::File::open(&path) {
+            Ok(mem) => Some(Image { mem, addr }),
+            // Already gone: its exit is what the watch will see.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
+            Err(source) => return Err(Error::Read { path, source }),
+        };
+        Ok(())
+    }
+
+    /// The next change: the process's exit, or an exec (seen within `EXEC_POLL`).
+    pub async fn changed(&mut self) -> Change {
+        loop {
+            tokio::select! {
+                _ = self.pidfd.readable() => return Change::Exited(self.ending()),
+                _ = self.exec_poll.tick() => {
+                    if let Some(now_running) = self.execed() {
+                        return Change::Execed(now_running);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the process runs now, if it has called exec since `arm_exec` (said once: the
+    /// watch is then disarmed).
+    pub fn execed(&mut self) -> Option<String> {
+        let image = self.image.as_ref()?;
+        let mut byte = [0];
+        if !matches!(image.mem.read_at(&mut byte, image.addr), Ok(0)) {
+            return None;
+        }
+        // The old image is gone: by exec if the process still has an executable, by exit
+        // if not (then the pidfd reports it).
+        let exe = fs::read_link(format!("/proc/{}/exe", self.pid)).ok()?;
+        // Read before confirming that the PID is still ours, not reaped and reused.
+        let now_running = self
+            .not_reaped()
+            .then(|| exe.to_string_lossy().into_owned())?;
+        self.image = None;
+        Some(now_running)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// How the process ended: exactly for our own child (read without reaping it), from
+    /// `/proc/PID/stat` while a non-child is still a zombie, else unknown.
+    pub fn ending(&self) -> Ending {
+        self.child_ending()
+            .or_else(|| self.zombie_ending())
+            .unwrap_or(Ending::Unknown)
+    }
+
+    fn child_ending(&self) -> Option<Ending> {
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: waitid on our pidfd, with WNOWAIT: it reads the status, the child stays.
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                self.pidfd.get_ref().as_raw_fd() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        // SAFETY: the siginfo is all zeros, or a SIGCHLD one that waitid filled.
+        let (pid, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+        if waited != 0 || pid == 0 {
+            return None;
+        }
+        Some(match code {
+            libc::CLD_EXITED => Ending::Exited(status),
+            _ => Ending::Killed(status),
+        })
+    }
+
+    fn zombie_ending(&self) -> Option<Ending> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        let (state, exit_code) = parse_stat_ending(&stat)?;
+        (state == "Z" && self.not_reaped()).then(|| Ending::from_wait_status(exit_code))
+    }
+
+    /// Whether the process still holds its PID: running, or a zombie not yet reaped.
+    fn not_reaped(&self) -> bool {
+        self.send(0).is_ok()
+    }
+
+    /// Sends `signal` to the process (0 only checks that it is still there).
+    pub fn send(&self, signal: i32) -> std::io::Result<()> {
+        let fd = self.pidfd.get_ref().as_raw_fd();
+        // SAFETY: pidfd_send_signal with our own pidfd, no siginfo and no flags.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if sent == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+/// An address mapped in the process's image: its executable's first mapping, or any.
+fn image_address(process: &Process) -> Option<u64> {
+    let mappings = &process.mappings;
+    mappings
+        .iter()
+        .find(|m| process.is_exe(m))
+        .or_else(|| mappings.first())
+        .map(|m| m.start)
+}
+
+/// The state and the exit code (a wait status) from a `/proc/PID/stat` line.
+fn parse_stat_ending(stat: &str) -> Option<(&str, i32)> {
+    let (_, after_name) = parse_stat(stat)?;
+    let state = after_name.split_whitespace().next()?;
+    let exit_code = after_name.split_whitespace().last()?.parse().ok()?;
+    Some((state, exit_code))
+}
+
+/// A signal's name, e.g. SIGKILL.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGSYS => "SIGSYS",
+        other => return format!("signal {other}"),
+    };
+    name.to_owned()
 }
 
 fn read_mappings(pid: i32) -> Result<Vec<Mapping>> {
@@ -243,13 +489,13 @@ impl Spawned {
             .arg(&program)
             .args(args);
         // SAFETY: dup2 is async-signal-safe; it gives the shell the door as fd 3 (not
-        // close-on-exec, unlike the original).
+        // close-on-exec, unlike the original). Unblocking the signals is too.
         unsafe {
             command.pre_exec(move || {
                 if libc::dup2(door_fd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                signals::unblock_in_child()
             });
         }
         let child = command.spawn().map_err(|source| Error::Read {
@@ -357,5 +603,34 @@ mod tests {
         );
         assert!(parse_mapping("7ffd0000-7ffd1000 rw-p 00000000 00:00 0   [stack]").is_none());
         assert!(parse_mapping("7ffd0000-7ffd1000 rw-p 00000000 00:00 0").is_none());
+    }
+
+    #[test]
+    fn a_zombie_s_stat_gives_its_state_and_wait_status() {
+        let stat = "4242 (my (odd) prog) Z 1 4242 4242 0 -1 4194572 0 0 0 0 0 0 0 0 20 0 1 0 \
+                    100 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 768";
+        assert_eq!(parse_stat_ending(stat), Some(("Z", 768)));
+    }
+
+    #[test]
+    fn endings_read_like_a_shell_reports_them() {
+        let exited = Ending::from_wait_status(3 << 8);
+        let killed = Ending::from_wait_status(libc::SIGKILL);
+        assert_eq!(exited.to_string(), "exited with status 3");
+        assert_eq!(killed.to_string(), "was killed by SIGKILL");
+        // A core dump sets bit 7; the signal is still the low bits.
+        assert_eq!(
+            Ending::from_wait_status(0x80 | libc::SIGSEGV),
+            Ending::Killed(libc::SIGSEGV)
+        );
+        assert_eq!(
+            (
+                exited.shell_status(),
+                killed.shell_status(),
+                Ending::Unknown.shell_status()
+            ),
+            (Some(3), Some(137), None)
+        );
+        assert_eq!(signal_name(64), "signal 64");
     }
 }

@@ -1,18 +1,14 @@
 //! One tracing session from attach to detach: resolve the pools, attach the probes, print
-//! the periodic tables, and on Ctrl-C, `--duration`, the target's exit or a closed stdout,
-//! the final report, into the `--output` file opened before attaching.
+//! the periodic tables, and on a signal, `--duration`, the target's exit or exec, or a closed
+//! stdout, the final report, into the `--output` file opened before attaching. `run` passes
+//! signals on to its program and waits for it to exit.
 
 use std::{
     io::IsTerminal,
-    os::fd::OwnedFd,
     path::Path,
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{signal, Signal, SignalKind},
-};
 use tracer_common::MAX_POOLS;
 
 use crate::{
@@ -21,48 +17,148 @@ use crate::{
     gobin::{GoBinary, SymbolSource},
     output::{stdout_closed, write_stdout, OutputFile},
     probes::{self, pools_file, Limits, PoolEntry, PoolPlan, PoolSpec, Probes},
-    process::{Process, Spawned},
+    process::{signal_name, Change, Ending, Process, Spawned, Watch},
     report::{self, spinner, History, Report, ReportFormat, Style},
+    signals::{Received, Signals},
     symbolize::Symbolizer,
     tracking::Snapshot,
 };
 
 /// Why tracing stopped.
-enum Stop {
-    Interrupted,
+#[derive(Debug)]
+pub(crate) enum Stop {
+    Signalled(i32),
+    /// `run`'s program did not exit after a signal was passed on, and Ctrl-C came again.
+    StoppedWaiting,
     DurationElapsed,
-    TargetExited,
+    Target(Change),
     /// The reader of stdout closed the pipe (`| head`): nothing more can be shown there.
     StdoutClosed,
 }
 
-/// Ctrl-C and SIGTERM, caught from the start so that no signal kills a run before it has
-/// detached and reported.
-pub(crate) struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl Signals {
-    pub(crate) fn install() -> Result<Self> {
-        let install =
-            |kind| signal(kind).map_err(|e| Error::Usage(format!("cannot handle signals: {e}")));
-        Ok(Self {
-            interrupt: install(SignalKind::interrupt())?,
-            terminate: install(SignalKind::terminate())?,
-        })
-    }
-
-    pub(crate) async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+impl Stop {
+    /// What pooltrace says on stderr when it stops, about the process `pid`.
+    pub(crate) fn message(&self, pid: i32) -> String {
+        match self {
+            Stop::Signalled(libc::SIGINT) => "pooltrace: interrupted, detaching".to_owned(),
+            Stop::Signalled(signal) => {
+                format!("pooltrace: got {}, detaching", signal_name(*signal))
+            }
+            Stop::StoppedWaiting => {
+                format!("pooltrace: interrupted again: detaching without waiting for PID {pid}")
+            }
+            Stop::DurationElapsed => "pooltrace: --duration reached, detaching".to_owned(),
+            Stop::Target(Change::Exited(ending)) => format!("pooltrace: PID {pid} {ending}"),
+            Stop::Target(Change::Execed(now_running)) => format!(
+                "pooltrace: PID {pid} called exec: tracing stopped (now running {now_running})"
+            ),
+            Stop::StdoutClosed => "pooltrace: standard output closed, detaching".to_owned(),
         }
     }
 }
 
+/// What ends a trace, `--duration` aside: a signal, or the target's exit or exec.
+pub(crate) struct Ends {
+    signals: Signals,
+    watch: Watch,
+    /// For `run`: signals go on to the program, which decides when tracing ends.
+    forwarder: Option<Forwarder>,
+}
+
+impl Ends {
+    pub(crate) fn new(signals: Signals, watch: Watch) -> Self {
+        Self {
+            signals,
+            watch,
+            forwarder: None,
+        }
+    }
+
+    fn forwarding(signals: Signals, watch: Watch) -> Self {
+        Self {
+            forwarder: Some(Forwarder::default()),
+            ..Self::new(signals, watch)
+        }
+    }
+
+    /// Arms the exec watch on the image `process` runs now.
+    pub(crate) fn arm_exec(&mut self, process: &Process) -> Result<()> {
+        self.watch.arm_exec(process)
+    }
+
+    /// Waits for the next reason to stop. Cancel-safe: nothing is lost when another branch
+    /// of a `select!` wins.
+    pub(crate) async fn next(&mut self) -> Result<Stop> {
+        loop {
+            tokio::select! {
+                received = self.signals.recv() => {
+                    if let Some(stop) = self.on_signal(received?) {
+                        return Ok(stop);
+                    }
+                }
+                change = self.watch.changed() => return Ok(Stop::Target(change)),
+            }
+        }
+    }
+
+    /// Whether the process called exec (checked before each report, for short intervals).
+    fn execed(&mut self) -> Option<Stop> {
+        self.watch
+            .execed()
+            .map(|now| Stop::Target(Change::Execed(now)))
+    }
+
+    fn on_signal(&mut self, received: Received) -> Option<Stop> {
+        match &mut self.forwarder {
+            None => Some(Stop::Signalled(received.signal)),
+            Some(forwarder) => {
+                (!forwarder.pass(received, &self.watch)).then_some(Stop::StoppedWaiting)
+            }
+        }
+    }
+
+    /// `run`'s program's exit, once tracing has stopped; None if Ctrl-C ended the wait.
+    async fn wait_for_exit(&mut self) -> Result<Option<Ending>> {
+        loop {
+            match self.next().await? {
+                Stop::Target(Change::Exited(ending)) => return Ok(Some(ending)),
+                Stop::StoppedWaiting => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `run` passes SIGINT, SIGTERM and SIGHUP on to its program and waits for it to exit; a
+/// Ctrl-C while it waits ends the wait.
+#[derive(Default)]
+struct Forwarder {
+    waiting: bool,
+}
+
+impl Forwarder {
+    /// Passes `received` on to the watched program; false for the Ctrl-C that ends the wait.
+    fn pass(&mut self, received: Received, watch: &Watch) -> bool {
+        if self.waiting && received.signal == libc::SIGINT {
+            return false;
+        }
+        self.waiting = true;
+        let (name, pid) = (signal_name(received.signal), watch.pid());
+        let hint = "waiting for it to exit (Ctrl-C again stops waiting)";
+        if received.from_terminal {
+            eprintln!("pooltrace: PID {pid} got {name} from the terminal; {hint}");
+        } else {
+            match watch.send(received.signal) {
+                Ok(()) => eprintln!("pooltrace: passed {name} to PID {pid}; {hint}"),
+                Err(e) => eprintln!("pooltrace: cannot pass {name} to PID {pid}: {e}"),
+            }
+        }
+        true
+    }
+}
+
 pub async fn report(args: ReportArgs) -> Result<()> {
-    let mut signals = Signals::install()?;
+    let signals = Signals::install()?;
     let named = named_pools(&args.trace.pools)?;
     let output = match args.dry_run {
         true => None,
@@ -71,22 +167,24 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     if !args.dry_run {
         probes::check_privileges()?;
     }
-    let process = Process::open(args.pid)?;
+    let mut process = Process::open(args.pid)?;
     let binary = open_binary(&process)?;
     let plans = plan_pools(&named, &binary, |_| {})?;
     if args.dry_run {
         return write_stdout((probes::sites_json(&binary, &plans) + "\n").as_bytes());
     }
+    let mut ends = Ends::new(signals, process.watch()?);
     trace(
         &args.trace,
         output,
         plans,
-        &mut signals,
+        &mut ends,
         process,
         &binary,
         |_| Ok(()),
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// The `--output` file, opened before anything is attached.
@@ -102,9 +200,9 @@ pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
 }
 
 /// `pooltrace run`: starts the program held at the door, attaches, lets it in, and reports
-/// when it exits; returns its exit status.
+/// when it exits; returns its exit status (128 + SIGINT when Ctrl-C ended the wait for it).
 pub async fn run(args: RunArgs) -> Result<i32> {
-    let mut signals = Signals::install()?;
+    let signals = Signals::install()?;
     let named = named_pools(&args.trace.pools)?;
     let output = open_output(&args.trace)?;
     probes::check_privileges()?;
@@ -112,13 +210,14 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {
         GoBinary::open(child.program(), child.program())
     })?;
-    let process = Process::spawned(child.pid(), child.program())?;
+    let mut process = Process::spawned(child.pid(), child.program())?;
+    let mut ends = Ends::forwarding(signals, process.watch()?);
     let plans = plan_pools(&named, &binary, |_| {})?;
-    trace(
+    let stop = trace(
         &args.trace,
         output,
         plans,
-        &mut signals,
+        &mut ends,
         process,
         &binary,
         |process| {
@@ -127,28 +226,45 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         },
     )
     .await?;
-    child.wait()
+    let exited = match stop {
+        Stop::Target(Change::Exited(_)) => true,
+        Stop::StoppedWaiting => false,
+        // Detached, but the program runs on: its status is still pooltrace's.
+        _ => match ends.wait_for_exit().await? {
+            Some(ending) => {
+                eprintln!("pooltrace: PID {} {ending}", child.pid());
+                true
+            }
+            None => false,
+        },
+    };
+    if exited {
+        child.wait()
+    } else {
+        eprintln!("pooltrace: PID {} is still running", child.pid());
+        Ok(128 + libc::SIGINT)
+    }
 }
 
-/// Attaches to `process`, calls `attached` (the probes are live), reports until a signal,
-/// `--duration`, the process's exit or a closed stdout, then detaches and writes the final
-/// report to `output` (or stdout).
+/// Attaches to `process`, calls `attached` (the probes are live), reports until `ends`,
+/// `--duration` or a closed stdout stops it, then detaches and writes the final report, taken
+/// at once, to `output` (or stdout).
 async fn trace(
     options: &TraceOptions,
     output: Option<OutputFile>,
     plans: Vec<PoolPlan>,
-    signals: &mut Signals,
+    ends: &mut Ends,
     mut process: Process,
     binary: &GoBinary,
     attached: impl FnOnce(&mut Process) -> Result<()>,
-) -> Result<()> {
+) -> Result<Stop> {
     let limits = Limits {
         max_objects: options.max_objects,
         max_stacks: options.max_stacks,
     };
     let probes = Probes::attach(&process, binary, &plans, limits)?;
-    let exit = process.exit_watch()?;
     attached(&mut process)?;
+    ends.arm_exec(&process)?;
     let mut trace = Trace {
         args: options,
         binary,
@@ -161,12 +277,8 @@ async fn trace(
     };
     eprint!("{}", trace.attach_summary());
 
-    match trace.run_until_stopped(signals, &exit).await? {
-        Stop::Interrupted => eprintln!("pooltrace: interrupted, detaching"),
-        Stop::DurationElapsed => eprintln!("pooltrace: --duration reached, detaching"),
-        Stop::TargetExited => eprintln!("pooltrace: PID {} exited", trace.process.pid()),
-        Stop::StdoutClosed => eprintln!("pooltrace: standard output closed, detaching"),
-    }
+    let stop = trace.run_until_stopped(ends).await?;
+    eprintln!("{}", stop.message(trace.process.pid()));
     let last = trace.report()?;
     drop(trace);
     let color = output.is_none() && std::io::stdout().is_terminal();
@@ -176,7 +288,8 @@ async fn trace(
     match output {
         Some(mut file) => file.replace_contents(&rendered),
         None => write_stdout(&rendered),
-    }
+    }?;
+    Ok(stop)
 }
 
 /// `--sample-gets` cycles Get's probes over this period.
@@ -195,12 +308,8 @@ struct Trace<'a> {
 }
 
 impl Trace<'_> {
-    /// Prints the periodic tables until a signal, `--duration` or the target's exit.
-    async fn run_until_stopped(
-        &mut self,
-        signals: &mut Signals,
-        exit: &AsyncFd<OwnedFd>,
-    ) -> Result<Stop> {
+    /// Prints the periodic tables until `ends` or `--duration` stops it.
+    async fn run_until_stopped(&mut self, ends: &mut Ends) -> Result<Stop> {
         let deadline = self
             .args
             .duration
@@ -220,8 +329,7 @@ impl Trace<'_> {
         let mut toggle_at = sampling.map(|fraction| phase(true, fraction));
         loop {
             tokio::select! {
-                _ = signals.recv() => return Ok(Stop::Interrupted),
-                _ = exit.readable() => return Ok(Stop::TargetExited),
+                stop = ends.next() => return stop,
                 _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
                 _ = sleep_until(toggle_at) => {
                     gets_probed = !gets_probed;
@@ -229,6 +337,11 @@ impl Trace<'_> {
                     toggle_at = sampling.map(|fraction| phase(gets_probed, fraction));
                 }
                 _ = ticks.tick() => {
+                    // An interval shorter than the exec watch's own poll must not report
+                    // the new program's silence as the old one's.
+                    if let Some(stop) = ends.execed() {
+                        return Ok(stop);
+                    }
                     self.process.refresh_mappings();
                     let report = self.report()?;
                     match self.args.format {

@@ -19,13 +19,14 @@ use crate::{
     output::{stdout_closed, write_stdout, OutputFile},
     probes::{self, Limits, PoolPlan, Probes},
     process::Process,
-    session::{named_pools, open_binary, plan_pools, sleep_until, Signals},
+    session::{named_pools, open_binary, plan_pools, sleep_until, Ends, Stop},
+    signals::Signals,
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns},
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
-    let mut signals = Signals::install()?;
+    let signals = Signals::install()?;
     let named = named_pools(&args.pools)?;
     let mut output = OutputFile::open_requested(args.output.as_deref(), args.force)?;
     probes::check_privileges()?;
@@ -44,7 +45,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed.
     let mut events = unsafe { AsyncFd::register(ring) }
         .map_err(|e| Error::Maps(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
-    let exit = process.exit_watch()?;
+    let mut ends = Ends::new(signals, process.watch()?);
+    ends.arm_exec(&process)?;
     process.refresh_mappings();
     if let Some(file) = &mut output {
         file.begin()?;
@@ -73,30 +75,27 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         .duration
         .map(|d| tokio::time::Instant::from_std(Instant::now() + d));
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    let mut closed = false;
-    loop {
+    let stop = loop {
         tokio::select! {
-            _ = signals.recv() => break,
-            _ = exit.readable() => break,
-            _ = sleep_until(deadline) => break,
+            stop = ends.next() => break stop?,
+            _ = sleep_until(deadline) => break Stop::DurationElapsed,
             _ = ticks.tick() => printer.report_losses()?,
             ready = events.readable_mut() => {
                 let mut ready = ready.map_err(|e| Error::Maps(e.to_string()))?;
                 let drained = printer.drain(ready.get_inner_mut());
                 ready.clear_ready();
                 if stdout_closed(drained)? {
-                    closed = true;
-                    break;
+                    break Stop::StdoutClosed;
                 }
             }
         }
-    }
-    if !closed {
-        closed = stdout_closed(printer.drain(events.get_mut()))?;
-    }
-    if closed {
-        eprintln!("pooltrace: standard output closed, detaching");
-    }
+    };
+    let stop = match stop {
+        Stop::StdoutClosed => stop,
+        _ if stdout_closed(printer.drain(events.get_mut()))? => Stop::StdoutClosed,
+        _ => stop,
+    };
+    eprintln!("{}", stop.message(process.pid()));
     printer.report_losses()?;
     if let Some(file) = &mut printer.output {
         file.finish()?;
