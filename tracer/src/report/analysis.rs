@@ -62,6 +62,9 @@ pub struct Evidence<'a> {
     pub hold: Option<Percentiles>,
     /// Objects it held (outstanding + collected) at each past interval, oldest first.
     pub trend: &'a [u64],
+    /// Inlined copies of its pool's Put that no probe sees: objects given back there look
+    /// dropped when their address is handed out again.
+    pub unseen_put_sites: usize,
 }
 
 /// How sure pooltrace is that a path leaks (0 to 100), and why, in words.
@@ -78,7 +81,20 @@ const STUCK_FLOOR_MS: f64 = 1000.0;
 pub fn judge(evidence: &Evidence) -> Verdict {
     let mut score = 0.0;
     let mut reasons = Vec::new();
-    if evidence.collected > 0 {
+    if evidence.collected > 0 && evidence.unseen_put_sites > 0 {
+        reasons.push(format!(
+            "{} objects were handed out again while still out, but this is not scored: Put is \
+             inlined at {} call site{} where pooltrace cannot see it, so they may have come back \
+             there",
+            evidence.collected,
+            evidence.unseen_put_sites,
+            if evidence.unseen_put_sites == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
+    } else if evidence.collected > 0 {
         score += 60.0 + (10.0 * (evidence.collected as f64).log10()).min(20.0);
         reasons.push(format!(
             "{} objects were dropped without a Put and garbage-collected",
@@ -162,6 +178,7 @@ mod tests {
             collected: 0,
             hold: hold(35.0),
             trend: &[480, 510, 495, 500],
+            unseen_put_sites: 0,
         });
         assert_eq!(verdict.score, 0.0);
         assert!(verdict.reasons.is_empty());
@@ -175,6 +192,7 @@ mod tests {
             collected: 0,
             hold: hold(35.0),
             trend: &[],
+            unseen_put_sites: 0,
         });
         assert!(verdict.score > 50.0);
         assert_eq!(
@@ -190,16 +208,38 @@ mod tests {
             collected: 5820,
             hold: hold(5.0),
             trend: &[10, 20, 30, 40],
+            unseen_put_sites: 0,
         });
         let old = judge(&Evidence {
             outstanding_ages_ns: &[90 * SECOND; 10],
             collected: 0,
             hold: hold(5.0),
             trend: &[],
+            unseen_put_sites: 0,
         });
         assert!(leak.score > old.score);
         assert_eq!(leak.reasons.len(), 2);
         assert!(leak.reasons[1].starts_with("what it holds grew in 3 of the last 3 intervals"));
+    }
+
+    #[test]
+    fn objects_handed_out_again_are_not_scored_when_puts_are_unseen() {
+        let verdict = judge(&Evidence {
+            outstanding_ages_ns: &[],
+            collected: 40,
+            hold: hold(5.0),
+            trend: &[40],
+            unseen_put_sites: 1,
+        });
+        assert_eq!(verdict.score, 0.0);
+        assert_eq!(
+            verdict.reasons,
+            [
+                "40 objects were handed out again while still out, but this is not scored: Put is \
+              inlined at 1 call site where pooltrace cannot see it, so they may have come back \
+              there"
+            ]
+        );
     }
 
     #[test]
