@@ -243,3 +243,59 @@ fn dry_run_lists_the_calls_probed_in_inlined_copies() {
         );
     }
 }
+
+#[test]
+fn stream_shows_inlined_gets_and_puts_in_their_callers() {
+    use std::{
+        io::{BufRead, BufReader, Read},
+        process::{Command, Stdio},
+    };
+    let mut target = Target::start(&fixture("inlined-go1.27"));
+    let mut child = Command::new(pooltrace_tests::pooltrace_bin())
+        .args(["stream", "--pid", &target.pid.to_string()])
+        .args(X_POOL)
+        .args(["--grep", "main.inlinedRoundTrip"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pooltrace stream");
+    // Kept open to the end: pooltrace reports on stderr as it stops.
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let started = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("pooltrace: streaming"));
+    assert!(started, "pooltrace stream did not start");
+    target.round();
+    target.round();
+    target.exit();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("events");
+    assert!(child.wait().expect("pooltrace exits").success());
+    drop(stderr);
+    let line = fixture_line;
+    let count = |kind: &str, frames: String| {
+        stdout
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(kind) && l.contains(&frames))
+            .count()
+    };
+    // Twenty inlined round trips a round, each Get and Put shown in inlinedRoundTrip.
+    let get_frames = format!(
+        "main.GetX main.go:{} < main.inlinedRoundTrip main.go:{}",
+        line("func GetX() *X"),
+        line("x := GetX()")
+    );
+    let put_frames = format!(
+        "main.PutX main.go:{} < main.inlinedRoundTrip main.go:{}",
+        line("xPool.Put(x)"),
+        line("\tPutX(x)")
+    );
+    assert_eq!(count("get", get_frames), 40, "{stdout}");
+    assert_eq!(count("put", put_frames), 40, "{stdout}");
+}
