@@ -60,7 +60,8 @@ pub const WORD_LOAD: u8 = 2;
 /// slice the slice's data pointer that the data word points at.
 pub const WORD_IFACE: u8 = 3;
 
-/// What one probe site (a Get entry or RET, a Put entry) does; indexed by the attach cookie.
+/// What one probe site (a Get entry or RET, a Put entry, or a call to the pool underneath an
+/// inlined Get or Put) does; indexed by the attach cookie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeSite {
@@ -85,6 +86,10 @@ pub const SITE_TRACKS_RECEIVER: u32 = 1;
 pub const SITE_RELEASE_PATHS: u32 = 2;
 /// The site sends every event to `EVENTS` (stream mode).
 pub const SITE_STREAM: u32 = 4;
+/// The site lies in the caller's own code, inside a copy of Get or Put the compiler inlined
+/// there (on the call it makes to the pool underneath): `[rsp]` is no return address, and
+/// the probed instruction is already the caller's frame, so no immediate caller is added.
+pub const SITE_IN_CALLER: u32 = 8;
 /// Capacity of `RECEIVERS`: Gets in flight at once. An entry left by a Get that never
 /// returned (it panicked) is overwritten by its goroutine's next Get; goroutines that die
 /// so would count against this bound (a full map only loses receivers, never objects).
@@ -107,7 +112,8 @@ pub struct Outstanding {
     /// itself), or 0 when it could not be captured (counted in `stack_failures`).
     pub stack: u64,
     /// Return address into Get's caller, read from `[rsp]` at the RET: the frame-pointer walk
-    /// starts at the caller's frame and so never contains it.
+    /// starts at the caller's frame and so never contains it. 0 at a `SITE_IN_CALLER` site,
+    /// whose stack starts in the caller.
     pub caller: u64,
     /// Object size in bytes, 0 when unknown.
     pub size: u64,
@@ -224,7 +230,8 @@ pub struct StreamEvent {
     pub object: u64,
     /// Size at Get (0 when unknown or at Put).
     pub size: u64,
-    /// Key in `STACKS` (0: none), and the immediate caller.
+    /// Key in `STACKS` (0: none), and the immediate caller: the return address into it, or
+    /// at a `SITE_IN_CALLER` site the probed instruction itself, which lies in it.
     pub stack: u64,
     pub caller: u64,
     /// At Put: how long the object was out, or `u64::MAX` when its Get was not seen.

@@ -2,7 +2,8 @@
 //!
 //! `pool_get` runs at each RET of a Get function and records the returned object in
 //! `OUTSTANDING` with the stack that took it; `pool_put` runs near the entry of Put and removes
-//! it. What is left in `OUTSTANDING` is what the program still holds. Every path that does not
+//! it. Where the compiler inlined Get or Put into a caller, they run inside the caller instead
+//! (`SITE_IN_CALLER`): after, or at, the inlined copy's call to the pool underneath. What is left in `OUTSTANDING` is what the program still holds. Every path that does not
 //! record an event bumps a counter, so user space can say exactly what was lost.
 #![no_std]
 #![no_main]
@@ -23,7 +24,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     hold_bucket, HoldHistogram, ReleaseKey, StreamEvent, EVENTS_BYTES, EVENT_GET, EVENT_PUT,
-    HOLD_BUCKETS, MAX_RELEASE_PATHS, SITE_RELEASE_PATHS, SITE_STREAM,
+    HOLD_BUCKETS, MAX_RELEASE_PATHS, SITE_IN_CALLER, SITE_RELEASE_PATHS, SITE_STREAM,
 };
 use tracer_common::{
     ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames, WordSpec,
@@ -158,7 +159,7 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         0
     });
     // At a RET, [rsp] is the return address into Get's caller.
-    let (stack, caller) = capture_stack(ctx);
+    let (stack, caller) = capture_stack(ctx, site.flags);
     let stack = stack.unwrap_or_else(|| {
         counters.stack_failures += 1;
         0
@@ -177,7 +178,7 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         receiver,
     };
     if site.flags & SITE_STREAM != 0 {
-        stream_get(site, counters, &value, addr);
+        stream_get(site, counters, &value, addr, regs);
     }
     match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
         Ok(()) => {}
@@ -256,7 +257,7 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     if site.flags & SITE_RELEASE_PATHS != 0
         && unsafe { bpf_get_prandom_u32() } % RELEASE_SAMPLE == 0
     {
-        record_release(ctx, acquire, counters);
+        record_release(ctx, site.flags, acquire, counters);
     }
     if site.flags & SITE_STREAM != 0 {
         stream(site, counters, EVENT_PUT, regs, addr, 0, held);
@@ -292,9 +293,9 @@ fn record_hold_time(acquire: &PathKey, held: u64, counters: &mut PoolCounters) {
 }
 
 /// Counts the object under its acquire path and the stack of this Put.
-fn record_release(ctx: &ProbeContext, acquire: PathKey, counters: &mut PoolCounters) {
+fn record_release(ctx: &ProbeContext, flags: u32, acquire: PathKey, counters: &mut PoolCounters) {
     // Before Put's prologue, [rsp] is the return address into its caller.
-    let (stack, caller) = capture_stack(ctx);
+    let (stack, caller) = capture_stack(ctx, flags);
     let release = ReleaseKey {
         acquire,
         release_stack: stack.unwrap_or(0),
@@ -311,7 +312,13 @@ fn record_release(ctx: &ProbeContext, acquire: PathKey, counters: &mut PoolCount
     }
 }
 
-fn stream_get(site: &ProbeSite, counters: &mut PoolCounters, taken: &Outstanding, object: u64) {
+fn stream_get(
+    site: &ProbeSite,
+    counters: &mut PoolCounters,
+    taken: &Outstanding,
+    object: u64,
+    regs: &pt_regs,
+) {
     let Some(mut entry) = EVENTS.reserve::<StreamEvent>(0) else {
         counters.stream_lost += 1;
         return;
@@ -324,7 +331,10 @@ fn stream_get(site: &ProbeSite, counters: &mut PoolCounters, taken: &Outstanding
         object,
         size: taken.size,
         stack: taken.stack,
-        caller: taken.caller,
+        caller: match site.flags & SITE_IN_CALLER {
+            0 => taken.caller,
+            _ => regs.rip,
+        },
         age_ns: 0,
     });
     entry.submit(0);
@@ -352,7 +362,11 @@ fn stream(
         object,
         size,
         stack: 0,
-        caller: unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0),
+        caller: match site.flags & SITE_IN_CALLER {
+            0 => unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0),
+            // No stack is sent with a Put: the site itself says where in the caller it ran.
+            _ => regs.rip,
+        },
         age_ns,
     });
     entry.submit(0);
@@ -365,8 +379,9 @@ fn in_flight_key(pool: u32, goroutine: u64) -> u64 {
 
 /// Captures the user stack into `STACKS`: its key (`None` when it could not be captured or
 /// stored) and the word at `[rsp]`, the return address into the probed function's caller
-/// at an entry or a RET.
-fn capture_stack(ctx: &ProbeContext) -> (Option<u64>, u64) {
+/// at an entry or a RET. At a `SITE_IN_CALLER` site the probed instruction is in the caller
+/// already and `[rsp]` is whatever its frame holds there: the caller is 0, none.
+fn capture_stack(ctx: &ProbeContext, flags: u32) -> (Option<u64>, u64) {
     let (Some(scratch), Some(window)) = (SCRATCH.get_ptr_mut(0), STACK_WINDOW.get_ptr_mut(0))
     else {
         return (None, 0);
@@ -374,7 +389,11 @@ fn capture_stack(ctx: &ProbeContext) -> (Option<u64>, u64) {
     // SAFETY: this CPU's scratch slots; nothing else runs on this CPU meanwhile.
     let (frames, window) = unsafe { (&mut *scratch, &mut *window) };
     let regs = unsafe { &*ctx.regs };
-    let (len, caller) = walk_frame_pointers(regs, &mut frames.ips, window);
+    let (len, at_rsp) = walk_frame_pointers(regs, &mut frames.ips, window);
+    let caller = match flags & SITE_IN_CALLER {
+        0 => at_rsp,
+        _ => 0,
+    };
     frames.len = len;
     let key = fnv1a(frames);
     // Most stacks are known already: a lock-free lookup spares the insert's bucket lock.
@@ -403,7 +422,8 @@ static STACK_WINDOW: PerCpuArray<[u64; WINDOW_WORDS]> = PerCpuArray::with_max_en
 /// one 1 KiB read from `rsp` holds most chains: records inside it cost nothing more, and
 /// only frames beyond it take a read each. `bpf_get_stack`'s generic perf callchain cost
 /// 1.4 us a capture here, a read per frame 0.7 us (kernel.bpf_stats_enabled). Like the
-/// kernel's walk, it starts at the caller's frame when the probe is at an entry or a RET.
+/// kernel's walk, it starts at the caller's frame when the probe is at an entry or a RET; in
+/// the middle of a function (an inlined copy's call), at its caller's.
 fn walk_frame_pointers(
     regs: &pt_regs,
     ips: &mut [u64; MAX_STACK_DEPTH],

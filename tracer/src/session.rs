@@ -16,7 +16,9 @@ use crate::{
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
     output::{stdout_closed, write_stdout, OutputFile},
-    probes::{self, pools_file, Limits, PoolEntry, PoolPlan, PoolSpec, Probes},
+    probes::{
+        self, keyspec::Side, pools_file, KnownPools, Limits, PoolEntry, PoolPlan, PoolSpec, Probes,
+    },
     process::{signal_name, Change, Ending, Process, Spawned, Watch},
     report::{self, spinner, History, Report, ReportFormat, Style},
     signals::{Received, Signals},
@@ -469,15 +471,14 @@ pub(crate) fn plan_pools(
         return Err(Error::TooManyPools(specs.len()));
     }
     specs.iter_mut().for_each(adjust);
+    let known = KnownPools::new(binary, &specs);
     let plans = specs
         .iter()
         .enumerate()
-        .map(|(i, spec)| PoolPlan::new(binary, i as u32, spec))
+        .map(|(i, spec)| PoolPlan::new(binary, i as u32, spec, &known))
         .collect::<Result<Vec<_>>>()?;
     refuse_duplicates(&plans)?;
-    for warning in inlining_warnings(binary, &plans) {
-        eprintln!("pooltrace: warning: {warning}");
-    }
+    print_inlining(&plans);
     Ok(plans)
 }
 
@@ -504,22 +505,21 @@ fn refuse_duplicates(plans: &[PoolPlan]) -> Result<()> {
     Ok(())
 }
 
-/// A Get or Put inlined into some callers runs there without a call: those calls are
-/// invisible, and their objects would look leaked (or never taken). Say so up front.
-pub(crate) fn inlining_warnings(binary: &GoBinary, plans: &[PoolPlan]) -> Vec<String> {
-    let functions: Vec<&str> = plans
+/// A Get or Put inlined into a caller runs there without a call of its own: say where it is
+/// traced on the call to the pool underneath, and warn of each copy where it is not.
+fn print_inlining(plans: &[PoolPlan]) {
+    for inlined in plans
         .iter()
-        .flat_map(|p| [p.get.function.name.as_str(), p.put.function.name.as_str()])
-        .collect();
-    functions
-        .iter()
-        .zip(binary.inlined_sites(&functions))
-        .filter(|&(_, sites)| sites > 0)
-        .map(|(name, sites)| {
-            let plural = if sites == 1 { "" } else { "s" };
-            format!("{name} is inlined at {sites} call site{plural}; calls there are not seen")
-        })
-        .collect()
+        .flat_map(|p| [&p.inlined_gets, &p.inlined_puts])
+    {
+        let (traced, unseen) = probes::inlined::messages(inlined);
+        if let Some(traced) = traced {
+            eprintln!("pooltrace: {traced}");
+        }
+        for warning in unseen {
+            eprintln!("pooltrace: warning: {warning}");
+        }
+    }
 }
 
 /// Where one pool's probes sit, e.g. "Get main.(*P).Get at its 3 RETs (+0xfa, ...)".
@@ -530,7 +530,7 @@ fn plan_summary(plan: &PoolPlan) -> String {
         .map(|s| format!("+{:#x}", s.addr - plan.get.function.addr))
         .collect();
     let site = &plan.put_site;
-    format!(
+    let mut text = format!(
         "  Get {} at its {} RET{} ({})\n  Put {} at +{:#x} ({}, {})\n",
         plan.get.function.name,
         rets.len(),
@@ -539,10 +539,35 @@ fn plan_summary(plan: &PoolPlan) -> String {
         plan.put.function.name,
         site.addr - plan.put.function.addr,
         site.instruction,
-        if site.emulated {
-            "emulated"
-        } else {
-            "single-stepped"
-        },
-    )
+        emulation(site.emulated),
+    );
+    for inlined in plan
+        .inlined_gets
+        .sites
+        .iter()
+        .chain(&plan.inlined_puts.sites)
+    {
+        let (what, at) = match inlined.side {
+            Side::Get => ("Get", "after"),
+            Side::Put => ("Put", "at"),
+        };
+        text += &format!(
+            "  {what} inlined into {}: {at} its call to {} at {}+{:#x} ({}, {})\n",
+            inlined.call_site,
+            inlined.callee,
+            inlined.host.name,
+            inlined.site.addr - inlined.host.addr,
+            inlined.site.instruction,
+            emulation(inlined.site.emulated),
+        );
+    }
+    text
+}
+
+fn emulation(emulated: bool) -> &'static str {
+    if emulated {
+        "emulated"
+    } else {
+        "single-stepped"
+    }
 }

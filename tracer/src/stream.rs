@@ -17,7 +17,7 @@ use crate::{
     cli::StreamArgs,
     error::{Error, Result},
     output::{stdout_closed, write_stdout, OutputFile},
-    probes::{self, Limits, PoolPlan, Probes},
+    probes::{self, keyspec::Side, Limits, PoolPlan, Probes},
     process::Process,
     session::{named_pools, open_binary, plan_pools, sleep_until, Ends, Stop},
     signals::Signals,
@@ -159,7 +159,7 @@ impl Printer<'_, '_> {
                 return Ok(());
             }
         }
-        let frames = self.first_frames(event.stack, event.caller);
+        let frames = self.first_frames(event);
         if self
             .args
             .grep
@@ -194,19 +194,32 @@ impl Printer<'_, '_> {
     }
 
     /// The caller, then the next frames out, e.g. `main.leakyHandler main.go:124 < main.round ...`.
-    fn first_frames(&mut self, stack: u64, caller: u64) -> String {
+    fn first_frames(&mut self, event: &StreamEvent) -> String {
+        let (stack, caller) = (event.stack, event.caller);
         if let Some(text) = self.frames.get(&(stack, caller)) {
             return text.clone();
         }
         let walked = tracking::stack(self.probes.ebpf(), stack).unwrap_or_default();
         let mut addresses = vec![caller];
         addresses.extend(walked.iter().skip(1).filter(|&&a| a != caller));
+        // A Put inside an inlined copy of Put sends its own site, the call instruction, as the
+        // caller: it is where execution is, not a return address (which is looked up a byte
+        // earlier). A Get's site there follows its call, as a return address does.
+        let caller_kind = match self.in_caller_put(event.pool, caller) {
+            true => AddressKind::Executing,
+            false => AddressKind::ReturnAddress,
+        };
         let text = addresses
             .iter()
-            .filter(|&&a| a != 0)
-            .flat_map(|&a| {
-                self.symbolizer
-                    .frames(self.process, a, AddressKind::ReturnAddress)
+            .enumerate()
+            .filter(|&(_, &a)| a != 0)
+            .flat_map(|(i, &a)| {
+                let kind = if i == 0 {
+                    caller_kind
+                } else {
+                    AddressKind::ReturnAddress
+                };
+                self.symbolizer.frames(self.process, a, kind)
             })
             .take(self.args.frames)
             .map(
@@ -219,6 +232,17 @@ impl Printer<'_, '_> {
             .join(" < ");
         self.frames.insert((stack, caller), text.clone());
         text
+    }
+
+    /// Whether `address` is a probe site inside an inlined copy of pool `pool`'s Put.
+    fn in_caller_put(&self, pool: u32, address: u64) -> bool {
+        let Some(plan) = self.plans.get(pool as usize) else {
+            return false;
+        };
+        self.symbolizer
+            .link_address(self.process, address)
+            .and_then(|vaddr| plan.in_caller_site(vaddr))
+            == Some(Side::Put)
     }
 
     /// Says, once a second at most, how many events the ring buffer could not hold.

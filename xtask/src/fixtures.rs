@@ -69,6 +69,10 @@ pub fn build_all() -> Result<PathBuf> {
         let go = toolchain.pick(&current, &go119);
         go_build(go, &shapes, flags, &out.join(format!("shapes-{suffix}")))?;
     }
+    // Pool wrappers inlined at some call sites and called out of line at others.
+    let inlined = workspace().join("tests/fixtures/inlined");
+    go_build(&current, &inlined, &[], &out.join("inlined-go1.27"))?;
+    go_build(&go119, &inlined, &[], &out.join("inlined-go1.19"))?;
     let busy = workspace().join("tests/fixtures/busy");
     go_build(&current, &busy, &[], &out.join("busy-go1.27"))?;
     go_build(&go119, &busy, &[], &out.join("busy-go1.19"))?;

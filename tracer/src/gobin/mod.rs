@@ -36,6 +36,32 @@ pub struct Function {
     pub size: u64,
 }
 
+/// A copy of a function that the compiler inlined into another (see
+/// [`GoBinary::inlined_copies`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlinedCopy {
+    /// The function whose machine code holds the copy.
+    pub host: Function,
+    /// The copy's entry in the host's inline tree.
+    index: usize,
+    /// The function the call was written in (the host, or a function inlined into it), and
+    /// where.
+    pub caller: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+impl InlinedCopy {
+    /// "main.handle at /src/main.go:42".
+    pub fn call_site(&self) -> String {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => format!("{} at {file}:{line}", self.caller),
+            (Some(file), None) => format!("{} in {file}", self.caller),
+            _ => self.caller.clone(),
+        }
+    }
+}
+
 /// A PT_LOAD segment: what maps file bytes to virtual addresses.
 #[derive(Clone, Copy, Debug)]
 struct Segment {
@@ -232,6 +258,46 @@ impl GoBinary {
             }
         }
         counts
+    }
+
+    /// Every copy of function `name` that the compiler inlined into another function.
+    pub fn inlined_copies(&self, name: &str) -> Vec<InlinedCopy> {
+        let Some(table) = self.pclntab() else {
+            return Vec::new();
+        };
+        let mut copies = Vec::new();
+        for f in table.funcs() {
+            for copy in table.inlined_copies(&f) {
+                if copy.function != name {
+                    continue;
+                }
+                // The frame at the call site is the function it was written in (itself
+                // perhaps inlined into `f`).
+                let site = table.frames(&f, copy.call_pc).into_iter().next();
+                copies.push(InlinedCopy {
+                    host: Function {
+                        name: table.name(&f).unwrap_or("?").to_owned(),
+                        addr: f.entry,
+                        size: f.end - f.entry,
+                    },
+                    index: copy.index,
+                    caller: site.as_ref().map_or("?", |s| s.function).to_owned(),
+                    file: site.as_ref().and_then(|s| s.file).map(str::to_owned),
+                    line: site.and_then(|s| s.line),
+                });
+            }
+        }
+        copies
+    }
+
+    /// Whether the instruction at `pc` (in `copy.host`) belongs to the inlined copy.
+    pub fn runs_inlined_copy(&self, copy: &InlinedCopy, pc: u64) -> bool {
+        let Some(table) = self.pclntab() else {
+            return false;
+        };
+        table
+            .find(copy.host.addr)
+            .is_some_and(|f| table.runs_inlined_copy(&f, pc, copy.index))
     }
 
     pub fn build_info(&self) -> Option<&BuildInfo> {

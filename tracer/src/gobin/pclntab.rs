@@ -122,6 +122,18 @@ pub struct Func {
     record: usize,
 }
 
+/// One call the compiler inlined into a function: an entry of that function's inline tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InlinedCopy<'a> {
+    /// Its index in the inline tree: the value PCDATA_InlTreeIndex takes over its code.
+    pub index: usize,
+    /// The function inlined.
+    pub function: &'a str,
+    /// The instruction standing for the call site (Go's `parentPc`): its file and line are
+    /// where the call was written, in the function it was inlined into.
+    pub call_pc: u64,
+}
+
 /// A frame at a PC: a function, and the file and line executing in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoFrame<'a> {
@@ -313,6 +325,14 @@ impl<'a> Pclntab<'a> {
 
     /// Names of the calls inlined into `f`, one per inlined call site.
     pub fn inlined_calls(&self, f: &Func) -> Vec<&'a str> {
+        self.inlined_copies(f)
+            .into_iter()
+            .map(|copy| copy.function)
+            .collect()
+    }
+
+    /// The calls inlined into `f`, one per inlined call site: the entries of its inline tree.
+    pub fn inlined_copies(&self, f: &Func) -> Vec<InlinedCopy<'a>> {
         let Some(tree) = self.inline_tree(f) else {
             return Vec::new();
         };
@@ -321,10 +341,41 @@ impl<'a> Pclntab<'a> {
         };
         (0..=last)
             .filter_map(|index| {
-                self.inline_entry(tree, index)
-                    .and_then(|(name_off, _)| self.name_at(name_off))
+                let (name_off, parent_pc) = self.inline_entry(tree, index)?;
+                Some(InlinedCopy {
+                    index,
+                    function: self.name_at(name_off)?,
+                    call_pc: f.entry.checked_add(u64::from(parent_pc))?,
+                })
             })
             .collect()
+    }
+
+    /// Whether the instruction at `pc` of `f` belongs to inlined copy `index`: to its own
+    /// code, or to a call inlined into it in turn.
+    pub fn runs_inlined_copy(&self, f: &Func, pc: u64, index: usize) -> bool {
+        let Some(tree) = self.inline_tree(f) else {
+            return false;
+        };
+        let mut at = pc;
+        for _ in 0..MAX_INLINE_DEPTH {
+            let current = self.pcdata_value(f, PCDATA_INL_TREE_INDEX, at);
+            // -1: the code of `f` itself.
+            let Some(current) = current.and_then(|i| usize::try_from(i).ok()) else {
+                return false;
+            };
+            if current == index {
+                return true;
+            }
+            let Some((_, parent_pc)) = self.inline_entry(tree, current) else {
+                return false;
+            };
+            at = f.entry.saturating_add(u64::from(parent_pc));
+            if at >= f.end {
+                return false;
+            }
+        }
+        false
     }
 
     /// The largest value a pcdata table takes over `f` (the inline tree's last index).

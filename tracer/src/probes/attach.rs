@@ -14,7 +14,7 @@ use std::{num::NonZeroU32, path::PathBuf};
 
 use tracer_common::{ProbeSite, MAX_SITES};
 
-use super::{sites::Site, PoolPlan};
+use super::{inlined::InlinedSite, sites::Site, PoolPlan};
 use crate::{
     error::{Error, Result},
     gobin::GoBinary,
@@ -73,11 +73,12 @@ struct Planned<'a> {
     probe: ProbeSite,
 }
 
-/// The sites of `plans` in the order they must go live: every Put site of every pool first,
-/// then Get's entries (which stash receivers for the RETs), then Get's RETs. A Get recorded
-/// while a Put of its pool is not yet probed could be given back unseen and would then look
-/// outstanding forever, or collected once Go hands its address out again: on a busy process
-/// attach would invent leaks. Detaching runs the same list backwards.
+/// The sites of `plans` in the order they must go live: every Put site of every pool first
+/// (with the calls in Put's inlined copies), then Get's entries (which stash receivers for
+/// the RETs), then Get's RETs and the sites after the calls in Get's inlined copies. A Get
+/// recorded while a Put of its pool is not yet probed could be given back unseen and would
+/// then look outstanding forever, or collected once Go hands its address out again: on a
+/// busy process attach would invent leaks. Detaching runs the same list backwards.
 fn arming_order(plans: &[PoolPlan]) -> Vec<Planned<'_>> {
     let mut order = Vec::new();
     for plan in plans {
@@ -87,6 +88,7 @@ fn arming_order(plans: &[PoolPlan]) -> Vec<Planned<'_>> {
             site: &plan.put_site,
             probe: plan.put_probe,
         });
+        order.extend(inlined(Program::Put, &plan.inlined_puts.sites));
     }
     for plan in plans {
         if let Some(site) = &plan.get_entry_site {
@@ -107,8 +109,20 @@ fn arming_order(plans: &[PoolPlan]) -> Vec<Planned<'_>> {
                 probe: plan.get_probe,
             });
         }
+        // After the call to the pool's Get, its results are where they are at its RET.
+        order.extend(inlined(Program::GetRet, &plan.inlined_gets.sites));
     }
     order
+}
+
+/// The sites inside inlined copies of Get or Put, run by `program`.
+fn inlined(program: Program, sites: &[InlinedSite]) -> impl Iterator<Item = Planned<'_>> {
+    sites.iter().map(move |inlined| Planned {
+        program,
+        function: &inlined.host.name,
+        site: &inlined.site,
+        probe: inlined.probe,
+    })
 }
 
 impl Probes {

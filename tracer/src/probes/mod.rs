@@ -2,15 +2,18 @@
 //! and attaching them to one process.
 
 mod attach;
+pub mod inlined;
 pub mod keyspec;
 pub mod pools_file;
 pub mod presets;
 pub mod sites;
 
 pub use attach::{check_privileges, Limits, Probes};
+use inlined::Inlined;
+pub use inlined::KnownPools;
 use keyspec::{ObjectKind, Side, Spec};
 use sites::Site;
-use tracer_common::{ProbeSite, SITE_RELEASE_PATHS, SITE_STREAM, SITE_TRACKS_RECEIVER};
+use tracer_common::{ProbeSite, WordSpec, SITE_RELEASE_PATHS, SITE_STREAM, SITE_TRACKS_RECEIVER};
 
 use crate::{
     error::{Error, Result},
@@ -103,29 +106,26 @@ pub struct PoolPlan {
     pub get_probe: ProbeSite,
     pub put_probe: ProbeSite,
     pub kind: PoolKind,
+    /// Copies of Get and Put the compiler inlined into callers, probed on their calls to the
+    /// pool underneath where they make one.
+    pub inlined_gets: Inlined,
+    pub inlined_puts: Inlined,
 }
 
 impl PoolPlan {
-    pub fn new(binary: &GoBinary, pool: u32, spec: &PoolSpec) -> Result<Self> {
+    /// Plans pool number `pool` of the run; `known` are the pools an inlined copy of its Get
+    /// or Put may call.
+    pub fn new(binary: &GoBinary, pool: u32, spec: &PoolSpec, known: &KnownPools) -> Result<Self> {
         let get = binary.resolve(&spec.get)?;
         let put = binary.resolve(&spec.put)?;
         let get_sites = sites::ret_sites(code(binary, &get)?, get.function.addr)
             .map_err(|reason| unprobeable(&get, reason))?;
         let put_site = sites::put_site(code(binary, &put)?, put.function.addr)
             .map_err(|reason| unprobeable(&put, reason))?;
-
-        let (default_key, default_size) = spec.object.get_defaults();
-        let first_arg = u8::from(is_method(&put.requested));
-        let get_key = spec.get_key.unwrap_or(default_key);
-        let get_size = spec.get_size.unwrap_or(default_size);
-        let put_key = spec.put_key.unwrap_or(spec.object.put_default(first_arg));
-        if get_key == Spec::None || put_key == Spec::None {
-            return Err(Error::Usage(
-                "an object identity (--get-key, --put-key) cannot be none".into(),
-            ));
-        }
+        let reads = Reads::new(spec, &get, &put)?;
 
         let get_is_method = is_method(&get.requested);
+        let first_arg = u8::from(is_method(&put.requested));
         if spec.receiver.is_some() && !(get_is_method && first_arg == 1) {
             return Err(Error::Usage(format!(
                 "--receiver picks a pool instance, but {} and {} are not both methods",
@@ -150,9 +150,9 @@ impl PoolPlan {
                 } else {
                     0
                 },
-            key: get_key.to_word_spec(None)?,
-            size: get_size.to_word_spec(None)?,
-            receiver: Spec::Word(0).to_word_spec(get.dictionary)?,
+            key: reads.get_key,
+            size: reads.get_size,
+            receiver: reads.get_receiver,
             _pad: 0,
             receiver_filter,
         };
@@ -164,12 +164,39 @@ impl PoolPlan {
                 } else {
                     0
                 },
-            key: put_key.to_word_spec(put.dictionary)?,
-            size: Spec::None.to_word_spec(None)?,
-            receiver: Spec::Word(0).to_word_spec(put.dictionary)?,
+            key: reads.put_key,
+            size: reads.put_size,
+            receiver: reads.put_receiver,
             _pad: 0,
             receiver_filter,
         };
+        // An inlined copy has no receiver of the wrapper's to filter on.
+        let untraceable = spec
+            .receiver
+            .map(|_| "--receiver, which cannot tell pool instances apart there");
+        // Inside an inlined copy no receiver is stashed, and none is filtered on.
+        let in_caller = |probe: ProbeSite| ProbeSite {
+            flags: probe.flags & !SITE_TRACKS_RECEIVER,
+            receiver: WordSpec::default(),
+            receiver_filter: 0,
+            ..probe
+        };
+        let inlined_gets = Inlined::find(
+            binary,
+            &get.function,
+            Side::Get,
+            known,
+            in_caller(get_probe),
+            untraceable,
+        );
+        let inlined_puts = Inlined::find(
+            binary,
+            &put.function,
+            Side::Put,
+            known,
+            in_caller(put_probe),
+            untraceable,
+        );
         Ok(Self {
             get,
             put,
@@ -179,6 +206,57 @@ impl PoolPlan {
             get_probe,
             put_probe,
             kind: spec.kind,
+            inlined_gets,
+            inlined_puts,
+        })
+    }
+
+    /// Whether `vaddr` is a site inside an inlined copy of Get or Put, and which.
+    pub fn in_caller_site(&self, vaddr: u64) -> Option<Side> {
+        [&self.inlined_gets, &self.inlined_puts]
+            .into_iter()
+            .flat_map(|inlined| &inlined.sites)
+            .find(|s| s.site.addr == vaddr)
+            .map(|s| s.side)
+    }
+}
+
+/// What a pool's probes read, in the kernel's terms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reads {
+    pub get_key: WordSpec,
+    pub get_size: WordSpec,
+    /// Get's receiver, at its entry.
+    pub get_receiver: WordSpec,
+    pub put_key: WordSpec,
+    pub put_size: WordSpec,
+    pub put_receiver: WordSpec,
+}
+
+impl Reads {
+    /// The reads of `spec`, whose Get and Put resolved to `get` and `put`.
+    pub(crate) fn new(
+        spec: &PoolSpec,
+        get: &ResolvedFunction,
+        put: &ResolvedFunction,
+    ) -> Result<Self> {
+        let (default_key, default_size) = spec.object.get_defaults();
+        let first_arg = u8::from(is_method(&put.requested));
+        let get_key = spec.get_key.unwrap_or(default_key);
+        let get_size = spec.get_size.unwrap_or(default_size);
+        let put_key = spec.put_key.unwrap_or(spec.object.put_default(first_arg));
+        if get_key == Spec::None || put_key == Spec::None {
+            return Err(Error::Usage(
+                "an object identity (--get-key, --put-key) cannot be none".into(),
+            ));
+        }
+        Ok(Self {
+            get_key: get_key.to_word_spec(None)?,
+            get_size: get_size.to_word_spec(None)?,
+            get_receiver: Spec::Word(0).to_word_spec(get.dictionary)?,
+            put_key: put_key.to_word_spec(put.dictionary)?,
+            put_size: Spec::None.to_word_spec(None)?,
+            put_receiver: Spec::Word(0).to_word_spec(put.dictionary)?,
         })
     }
 }
@@ -197,6 +275,14 @@ pub fn sites_json(binary: &GoBinary, plans: &[PoolPlan]) -> String {
             "emulated": site.emulated,
         })
     };
+    // Inside an inlined copy: the function holding it, where the wrapper was called, and the
+    // pool function whose call is probed.
+    let inlined_site = |pool: &PoolPlan, role: &str, inlined: &inlined::InlinedSite| {
+        let mut json = site(pool, role, &inlined.host, &inlined.site);
+        json["inlined_call"] = inlined.call_site.clone().into();
+        json["calls"] = inlined.callee.clone().into();
+        json
+    };
     let mut sites = Vec::new();
     for plan in plans {
         if let Some(entry) = &plan.get_entry_site {
@@ -205,7 +291,13 @@ pub fn sites_json(binary: &GoBinary, plans: &[PoolPlan]) -> String {
         for ret in &plan.get_sites {
             sites.push(site(plan, "get-ret", &plan.get.function, ret));
         }
+        for inlined in &plan.inlined_gets.sites {
+            sites.push(inlined_site(plan, "get-inlined-call", inlined));
+        }
         sites.push(site(plan, "put", &plan.put.function, &plan.put_site));
+        for inlined in &plan.inlined_puts.sites {
+            sites.push(inlined_site(plan, "put-inlined-call", inlined));
+        }
     }
     serde_json::to_string_pretty(&sites).unwrap_or_default()
 }

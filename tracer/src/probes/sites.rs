@@ -6,6 +6,9 @@
 //! there, and unlike the check itself it runs once per call (when the stack must grow, Go
 //! calls `morestack` and restarts the function from its entry).
 //!
+//! Inside a copy of Get or Put inlined into a caller, the site is the call to the pool
+//! underneath (Put), or the instruction after it (Get), never one a branch also reaches.
+//!
 //! Sites come from decoding the function from its entry, so a probe is always on an
 //! instruction boundary.
 
@@ -54,6 +57,62 @@ pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
         .get(chosen)
         .map(site)
         .ok_or_else(|| "it is empty".to_owned())
+}
+
+/// A direct call to a pool function, and where a probe sees that call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSite {
+    /// The function called.
+    pub target: u64,
+    pub site: Site,
+}
+
+/// Where a probe sees each direct call in `code` (which starts at `addr`) that `wanted`
+/// accepts (by call address and target): at the `call` itself when `after` is false (the
+/// callee's arguments are in their registers there, and the kernel emulates a `call`), or at
+/// the instruction after it when `after` is true (the callee's results are in theirs). A call
+/// whose next instruction some branch also reaches is left out: a probe there would fire
+/// without the call.
+pub fn call_sites(
+    code: &[u8],
+    addr: u64,
+    after: bool,
+    wanted: impl Fn(u64, u64) -> bool,
+) -> Result<Vec<CallSite>, String> {
+    let instructions = decode(code, addr)?;
+    let branch_targets: Vec<u64> = instructions
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.flow_control(),
+                FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
+            ) && i.op0_kind() == OpKind::NearBranch64
+        })
+        .map(Instruction::near_branch_target)
+        .collect();
+    let mut sites = Vec::new();
+    for (at, call) in instructions.iter().enumerate() {
+        if call.flow_control() != FlowControl::Call || call.op0_kind() != OpKind::NearBranch64 {
+            continue;
+        }
+        let target = call.near_branch_target();
+        if !wanted(call.ip(), target) {
+            continue;
+        }
+        let probed = match after {
+            false => Some(call),
+            true => instructions
+                .get(at + 1)
+                .filter(|next| !branch_targets.contains(&next.ip())),
+        };
+        if let Some(probed) = probed {
+            sites.push(CallSite {
+                target,
+                site: site(probed),
+            });
+        }
+    }
+    Ok(sites)
 }
 
 /// `cmp reg, [r14+0x10]`: compares a stack address with `g.stackguard0`.
@@ -137,6 +196,27 @@ mod tests {
             .map(|s| s.addr)
             .collect();
         assert_eq!(rets, vec![5, 6]);
+    }
+
+    #[test]
+    fn calls_are_probed_at_the_call_or_after_it_unless_a_branch_lands_there() {
+        // 0: call +0 (to 5); 5: mov rax,rbx; 8: call -13 (to 0); 13: nop; 14: jmp -3 (to 13)
+        let code = [
+            0xe8, 0x00, 0x00, 0x00, 0x00, 0x48, 0x89, 0xd8, 0xe8, 0xf3, 0xff, 0xff, 0xff, 0x90,
+            0xeb, 0xfd,
+        ];
+        let at = |after| {
+            call_sites(&code, 0x100, after, |_, _| true)
+                .unwrap()
+                .iter()
+                .map(|c| (c.target, c.site.addr, c.site.emulated))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(false), [(0x105, 0x100, true), (0x100, 0x108, true)]);
+        // The second call's next instruction is also a jump's target.
+        assert_eq!(at(true), [(0x105, 0x105, false)]);
+        let only_second = call_sites(&code, 0x100, false, |call, _| call == 0x108).unwrap();
+        assert_eq!(only_second.len(), 1);
     }
 
     #[test]

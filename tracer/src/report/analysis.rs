@@ -68,6 +68,9 @@ pub struct Evidence<'a> {
     /// Objects it held at each past interval, oldest first: outstanding plus collected in a
     /// counting pool, outstanding alone in a sync pool (whose drops are not leaks).
     pub trend: &'a [u64],
+    /// Inlined copies of its pool's Put that no probe sees: objects given back there look
+    /// dropped when their address is handed out again.
+    pub unseen_put_sites: usize,
 }
 
 /// How sure pooltrace is that a path leaks (0 to 100), and why, in words.
@@ -86,6 +89,19 @@ pub fn judge(evidence: &Evidence) -> Verdict {
     let mut reasons = Vec::new();
     match evidence.kind {
         _ if evidence.collected == 0 => {}
+        // Objects given back through an inlined Put no probe sees look dropped.
+        _ if evidence.unseen_put_sites > 0 => reasons.push(format!(
+            "{} objects were handed out again while still out, but this is not scored: Put is \
+             inlined at {} call site{} where pooltrace cannot see it, so they may have come back \
+             there",
+            evidence.collected,
+            evidence.unseen_put_sites,
+            if evidence.unseen_put_sites == 1 {
+                ""
+            } else {
+                "s"
+            }
+        )),
         PoolKind::Counting => {
             score += 60.0 + (10.0 * (evidence.collected as f64).log10()).min(20.0);
             reasons.push(format!(
@@ -192,6 +208,7 @@ mod tests {
             elapsed_ms: 10_000,
             hold: hold(35.0),
             trend: &[480, 510, 495, 500],
+            unseen_put_sites: 0,
         });
         assert_eq!(verdict.score, 0.0);
         assert!(verdict.reasons.is_empty());
@@ -207,6 +224,7 @@ mod tests {
             elapsed_ms: 10_000,
             hold: hold(35.0),
             trend: &[],
+            unseen_put_sites: 0,
         });
         assert!(verdict.score > 50.0);
         assert_eq!(
@@ -224,6 +242,7 @@ mod tests {
             elapsed_ms: 10_000,
             hold: hold(5.0),
             trend: &[10, 20, 30, 40],
+            unseen_put_sites: 0,
         });
         let old = judge(&Evidence {
             outstanding_ages_ns: &[90 * SECOND; 10],
@@ -232,6 +251,7 @@ mod tests {
             elapsed_ms: 10_000,
             hold: hold(5.0),
             trend: &[],
+            unseen_put_sites: 0,
         });
         assert!(leak.score > old.score);
         assert_eq!(leak.reasons.len(), 2);
@@ -247,6 +267,7 @@ mod tests {
             elapsed_ms: 10_000,
             hold: hold(5.0),
             trend: &[],
+            unseen_put_sites: 0,
         };
         let counting = judge(&evidence(PoolKind::Counting));
         assert_eq!(counting.score, 80.0);
@@ -257,6 +278,53 @@ mod tests {
             [
                 "500 objects (50.0/s) were dropped without a Put: lost reuse, which a sync pool \
               allows, not a leak"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sync_pool_is_judged_by_growth_not_by_old_objects() {
+        let ages = vec![90 * SECOND; 40];
+        let evidence = |trend| Evidence {
+            outstanding_ages_ns: &ages,
+            collected: 0,
+            kind: PoolKind::Sync,
+            elapsed_ms: 10_000,
+            hold: hold(5.0),
+            trend,
+            unseen_put_sites: 0,
+        };
+        let steady = judge(&evidence(&[40, 38, 41, 40]));
+        assert_eq!(steady.score, 0.0);
+        assert_eq!(
+            steady.reasons,
+            [
+                "40 objects older than 1.0s; objects from this path normally come back within \
+              5ms (p99); a sync pool may drop them, so only growth is scored"
+            ]
+        );
+        let growing = judge(&evidence(&[10, 20, 30, 40]));
+        assert_eq!(growing.score, 30.0);
+    }
+
+    #[test]
+    fn objects_handed_out_again_are_not_scored_when_puts_are_unseen() {
+        let verdict = judge(&Evidence {
+            outstanding_ages_ns: &[],
+            collected: 40,
+            kind: PoolKind::Counting,
+            elapsed_ms: 10_000,
+            hold: hold(5.0),
+            trend: &[40],
+            unseen_put_sites: 1,
+        });
+        assert_eq!(verdict.score, 0.0);
+        assert_eq!(
+            verdict.reasons,
+            [
+                "40 objects were handed out again while still out, but this is not scored: Put is \
+              inlined at 1 call site where pooltrace cannot see it, so they may have come back \
+              there"
             ]
         );
     }

@@ -71,6 +71,11 @@ pub struct PoolReport {
     pub paths_dropped: u64,
     /// Stream events lost because the ring buffer was full.
     pub stream_lost: u64,
+    /// Copies of Get and Put inlined into callers where no probe can see them (no call to a
+    /// known pool inside). With unseen Puts, objects dropped without a Put are not scored as
+    /// leaks: they may have come back there.
+    pub unseen_get_sites: usize,
+    pub unseen_put_sites: usize,
     /// Call paths that hold outstanding objects or dropped some without a Put, in `--sort`
     /// order (by default the likeliest leak first).
     pub stacks: Vec<StackReport>,
@@ -150,7 +155,7 @@ pub enum SortBy {
 /// counts at the last report (for rates).
 #[derive(Default)]
 pub struct History {
-    held: HashMap<(usize, u64, Vec<u64>), Vec<u64>>,
+    held: HashMap<(usize, u64, PathIdentity), Vec<u64>>,
     last_counts: HashMap<usize, (u64, u64, u64)>,
 }
 
@@ -161,7 +166,7 @@ impl History {
     fn record(&mut self, pool: usize, kind: PoolKind, path: &CallPath) -> Vec<u64> {
         let trend = self
             .held
-            .entry((pool, path.receiver, path.outer.clone()))
+            .entry((pool, path.receiver, path.taken.identity()))
             .or_default();
         trend.push(match kind {
             PoolKind::Counting => path.held.total(),
@@ -206,13 +211,28 @@ impl Report {
     pub fn build(snapshot: &Snapshot, cx: Context) -> Self {
         let mut pools = Vec::new();
         for (index, (state, plan)) in snapshot.pools.iter().zip(cx.plans).enumerate() {
-            let paths = call_paths(cx.ebpf, &state.groups);
+            let symbolizer = &*cx.symbolizer;
+            let in_caller = |site: u64| {
+                symbolizer
+                    .link_address(cx.process, site)
+                    .and_then(|vaddr| plan.in_caller_site(vaddr))
+                    .is_some()
+            };
+            let paths = call_paths(cx.ebpf, &state.groups, &in_caller);
+            let unseen_put_sites = plan.inlined_puts.unseen.len();
             let mut shown: Vec<(StackReport, &CallPath)> = paths
                 .iter()
                 .filter(|path| path.held.total() > 0)
                 .map(|path| {
                     let trend = cx.history.record(index, plan.kind, path);
-                    let stack = stack_report(snapshot, path, trend, plan.kind, cx.elapsed_ms);
+                    let stack = stack_report(
+                        snapshot,
+                        path,
+                        trend,
+                        plan.kind,
+                        cx.elapsed_ms,
+                        unseen_put_sites,
+                    );
                     (stack, path)
                 })
                 .collect();
@@ -249,6 +269,8 @@ impl Report {
                 collected_dropped: c.collected_dropped,
                 read_faults: c.read_faults,
                 paths_dropped: c.paths_dropped,
+                unseen_get_sites: plan.inlined_gets.unseen.len(),
+                unseen_put_sites,
                 stacks_omitted: omitted,
                 stacks,
             });
@@ -291,6 +313,7 @@ fn stack_report(
     trend: Vec<u64>,
     kind: PoolKind,
     elapsed_ms: u64,
+    unseen_put_sites: usize,
 ) -> StackReport {
     let held = &path.held;
     let hold_ms = analysis::hold_times(&held.hold);
@@ -301,6 +324,7 @@ fn stack_report(
         elapsed_ms,
         hold: hold_ms,
         trend: &trend,
+        unseen_put_sites,
     });
     StackReport {
         leak_score: (verdict.score * 10.0).round() / 10.0,
@@ -342,29 +366,64 @@ fn order(by: SortBy, a: &StackReport, b: &StackReport) -> std::cmp::Ordering {
 /// and the same pool instance. Which RET of Get they left through does not matter to a
 /// user, so groups that differ only there are merged.
 struct CallPath {
-    /// Runtime address of one of Get's RETs, when the stack was captured.
-    get_ret: Option<u64>,
-    /// The immediate caller's return address, then the frame-pointer walk beyond it.
-    outer: Vec<u64>,
+    taken: Addresses,
     /// The pool instance, 0 when not tracked.
     receiver: u64,
     held: Held,
-    /// Objects returned, by the outer frames of the Put that returned them.
-    releases: HashMap<Vec<u64>, Release>,
+    /// Objects returned, by the path of the Put that returned them.
+    releases: HashMap<PathIdentity, Release>,
 }
 
 /// Objects of a call path that came back through one release path.
-#[derive(Default)]
 struct Release {
-    /// Runtime address of the Put probe site, when the stack was captured.
-    put_site: Option<u64>,
+    given_back: Addresses,
     count: u64,
 }
 
-/// The immediate caller and the frame-pointer walk past a stack's first (probed) frame.
-fn outer_frames(ebpf: &aya::Ebpf, stack: u64, caller: u64) -> (Option<u64>, Vec<u64>) {
+/// What tells one path from another (see [`Addresses::identity`]).
+type PathIdentity = (Option<u64>, Vec<u64>);
+
+/// Where a path's objects were taken or given back, as runtime addresses.
+#[derive(Clone, Debug, Default)]
+struct Addresses {
+    /// The probe site, when the stack was captured: one of Get's RETs or Put's entry, or a
+    /// call in an inlined copy of them.
+    site: Option<u64>,
+    /// The site lies in the caller's own code, in an inlined copy of Get or Put: it is the
+    /// caller's frame itself, and no immediate caller was read.
+    in_caller: bool,
+    /// Return addresses beyond the site, innermost first: the immediate caller (unless
+    /// `in_caller`), then the frame-pointer walk.
+    outer: Vec<u64>,
+}
+
+impl Addresses {
+    /// The return addresses, and a site in the caller (which says where in it the path is);
+    /// a site in Get or Put itself says nothing more.
+    fn identity(&self) -> PathIdentity {
+        (self.site.filter(|_| self.in_caller), self.outer.clone())
+    }
+}
+
+/// The addresses of a captured stack and the immediate caller read with it. `in_caller` says
+/// whether a site lies in a caller's code.
+fn outer_frames(
+    ebpf: &aya::Ebpf,
+    stack: u64,
+    caller: u64,
+    in_caller: &dyn Fn(u64) -> bool,
+) -> Addresses {
     // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
     let frames = tracking::stack(ebpf, stack).unwrap_or_default();
+    let site = frames.first().copied();
+    if site.is_some_and(in_caller) {
+        // The walk from the caller's own frame holds every frame beyond it.
+        return Addresses {
+            site,
+            in_caller: true,
+            outer: frames.iter().skip(1).copied().collect(),
+        };
+    }
     // At a `push rbp` entry site this kernel (6.x) already adds the caller from [rsp] to the
     // user stack; at a RET or a Go 1.19 entry it does not. Add it only where it is missing.
     let mut outer = Vec::with_capacity(frames.len());
@@ -372,21 +431,31 @@ fn outer_frames(ebpf: &aya::Ebpf, stack: u64, caller: u64) -> (Option<u64>, Vec<
         outer.push(caller);
     }
     outer.extend(frames.iter().skip(1));
-    (frames.first().copied(), outer)
+    Addresses {
+        site,
+        in_caller: false,
+        outer,
+    }
 }
 
 /// Merges groups into call paths.
-fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
+fn call_paths(
+    ebpf: &aya::Ebpf,
+    groups: &[tracking::Group],
+    in_caller: &dyn Fn(u64) -> bool,
+) -> Vec<CallPath> {
     let mut paths: Vec<CallPath> = Vec::new();
-    let mut index: HashMap<(u64, Vec<u64>), usize> = HashMap::new();
+    let mut index: HashMap<(u64, PathIdentity), usize> = HashMap::new();
     for group in groups {
-        let (first, outer) = outer_frames(ebpf, group.stack, group.caller);
+        let taken = outer_frames(ebpf, group.stack, group.caller, in_caller);
         let i = *index
-            .entry((group.receiver, outer.clone()))
+            .entry((group.receiver, taken.identity()))
             .or_insert_with(|| {
                 paths.push(CallPath {
-                    get_ret: None,
-                    outer,
+                    taken: Addresses {
+                        site: None,
+                        ..taken.clone()
+                    },
                     receiver: group.receiver,
                     held: Held::default(),
                     releases: HashMap::new(),
@@ -394,12 +463,21 @@ fn call_paths(ebpf: &aya::Ebpf, groups: &[tracking::Group]) -> Vec<CallPath> {
                 paths.len() - 1
             });
         let path = &mut paths[i];
-        path.get_ret = path.get_ret.or(first);
+        path.taken.site = path.taken.site.or(taken.site);
         path.held.merge(&group.held);
         for &(stack, caller, count) in &group.releases {
-            let (put_site, outer) = outer_frames(ebpf, stack, caller);
-            let release = path.releases.entry(outer).or_default();
-            release.put_site = release.put_site.or(put_site);
+            let given_back = outer_frames(ebpf, stack, caller, in_caller);
+            let release = path
+                .releases
+                .entry(given_back.identity())
+                .or_insert_with(|| Release {
+                    given_back: Addresses {
+                        site: None,
+                        ..given_back.clone()
+                    },
+                    count: 0,
+                });
+            release.given_back.site = release.given_back.site.or(given_back.site);
             release.count += count;
         }
     }
@@ -414,26 +492,27 @@ fn symbolize(
     symbolizer: &mut Symbolizer,
     plan: &PoolPlan,
 ) {
+    // After the call to the pool's Get the site is looked up as the return address it is.
     stack.frames = frames(
         process,
         symbolizer,
         &plan.get.function,
-        path.get_ret,
-        &path.outer,
+        &path.taken,
+        AddressKind::ReturnAddress,
     );
     let returned: u64 = path.releases.values().map(|r| r.count).sum();
-    let mut releases: Vec<(&Vec<u64>, &Release)> = path.releases.iter().collect();
-    releases.sort_by_key(|(_, release)| std::cmp::Reverse(release.count));
+    let mut releases: Vec<&Release> = path.releases.values().collect();
+    releases.sort_by_key(|release| std::cmp::Reverse(release.count));
     stack.release_paths = releases
         .into_iter()
-        .map(|(outer, release)| ReleasePath {
+        .map(|release| ReleasePath {
             share: release.count as f64 / returned.max(1) as f64,
             frames: frames(
                 process,
                 symbolizer,
                 &plan.put.function,
-                release.put_site,
-                outer,
+                &release.given_back,
+                AddressKind::Executing,
             ),
         })
         .collect();
@@ -441,25 +520,32 @@ fn symbolize(
 
 /// The frames of a path, innermost first: the probed function itself (at its entry line),
 /// its caller (which the frame-pointer walk misses at a probe, field notes §4), and on out.
+/// A site in the caller's code gives both at once, the inlined Get or Put and the caller,
+/// looked up as `in_caller_site` says.
 fn frames(
     process: &Process,
     symbolizer: &mut Symbolizer,
     function: &Function,
-    site: Option<u64>,
-    outer: &[u64],
+    addresses: &Addresses,
+    in_caller_site: AddressKind,
 ) -> Vec<Frame> {
-    let mut frames = match site.and_then(|site| symbolizer.runtime_entry(process, site, function)) {
-        Some(entry) => symbolizer.frames(process, entry, AddressKind::Executing),
-        // The stack was not captured (counted in stack_failures): still name the function.
-        None => vec![Frame {
-            address: 0,
-            function: function.name.clone(),
-            file: None,
-            line: None,
-            inlined: false,
-        }],
+    let mut frames = match (addresses.site, addresses.in_caller) {
+        (Some(site), true) => symbolizer.frames(process, site, in_caller_site),
+        (site, _) => {
+            match site.and_then(|site| symbolizer.runtime_entry(process, site, function)) {
+                Some(entry) => symbolizer.frames(process, entry, AddressKind::Executing),
+                // The stack was not captured (counted in stack_failures): still name the function.
+                None => vec![Frame {
+                    address: 0,
+                    function: function.name.clone(),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                }],
+            }
+        }
     };
-    for &address in outer.iter().filter(|&&a| a != 0) {
+    for &address in addresses.outer.iter().filter(|&&a| a != 0) {
         frames.extend(symbolizer.frames(process, address, AddressKind::ReturnAddress));
     }
     frames

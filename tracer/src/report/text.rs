@@ -120,7 +120,7 @@ fn summary(pool: &PoolReport) -> String {
 
 fn render_stacks(out: &mut String, pool: &PoolReport, style: Style) {
     for stack in &pool.stacks {
-        render_stack(out, stack, style);
+        render_stack(out, stack, pool.unseen_put_sites > 0, style);
     }
     if pool.stacks_omitted > 0 {
         let _ = writeln!(
@@ -131,7 +131,9 @@ fn render_stacks(out: &mut String, pool: &PoolReport, style: Style) {
     }
 }
 
-fn render_stack(out: &mut String, stack: &StackReport, style: Style) {
+/// `puts_unseen`: some inlined Puts of the pool cannot be seen, so an object handed out again
+/// may have come back there rather than been dropped.
+fn render_stack(out: &mut String, stack: &StackReport, puts_unseen: bool, style: Style) {
     let instance = stack
         .receiver
         .as_ref()
@@ -141,7 +143,7 @@ fn render_stack(out: &mut String, stack: &StackReport, style: Style) {
         out,
         "  {} {}{instance}, from:",
         style.score(stack.leak_score),
-        held_summary(stack)
+        held_summary(stack, puts_unseen)
     );
     let width = stack
         .frames
@@ -230,7 +232,7 @@ fn release_path(frames: &[Frame]) -> String {
 
 /// "812 objects (12.7 MiB) outstanding, oldest 14.2s; 40 more (1.1 MiB) dropped without a
 /// Put and garbage-collected".
-fn held_summary(stack: &StackReport) -> String {
+fn held_summary(stack: &StackReport, puts_unseen: bool) -> String {
     let objects = |n: u64| {
         if n == 1 {
             "1 object".to_owned()
@@ -247,8 +249,12 @@ fn held_summary(stack: &StackReport) -> String {
         )
     });
     let collected = (stack.collected > 0).then(|| {
+        let what = match puts_unseen {
+            true => "handed out again while still out (given back unseen, or dropped)",
+            false => "dropped without a Put and garbage-collected",
+        };
         format!(
-            "{}{} dropped without a Put and garbage-collected",
+            "{}{} {what}",
             if outstanding.is_some() {
                 format!("{} more", stack.collected)
             } else {
@@ -269,17 +275,23 @@ fn warnings(pool: &PoolReport) -> Vec<String> {
     let losses = [
         (pool.dropped, "objects were not tracked because the object map was full (raise --max-objects)"),
         (pool.stack_failures, "objects were tracked without a stack (stack map full or colliding; raise --max-stacks)"),
-        (pool.collected, match pool.kind {
-            PoolKind::Counting => "objects were dropped without a Put: a later Get returned their recycled memory while they were still out (if Put is inlined into some callers, those Puts are invisible and look the same)",
-            PoolKind::Sync => "objects were dropped without a Put: lost reuse (extra allocations), which a sync pool allows",
+        (pool.collected, match (pool.unseen_put_sites, pool.kind) {
+            (1.., _) => "objects were handed out again while still out: dropped without a Put, or given back through an inlined Put that pooltrace cannot see",
+            (0, PoolKind::Counting) => "objects were dropped without a Put: a later Get returned their recycled memory while they were still out",
+            (0, PoolKind::Sync) => "objects were dropped without a Put: lost reuse (extra allocations), which a sync pool allows",
         }),
         (pool.collected_dropped, "collected objects are in the totals but not under a call path (too many paths)"),
         (pool.paths_dropped, "hold times or release paths were not recorded (too many distinct paths)"),
         (pool.stream_lost, "stream events were lost (the ring buffer was full)"),
         (pool.read_faults, "object identities or sizes could not be read from the target's memory (check --get-key/--put-key/--get-size)"),
     ];
+    let unseen = [
+        (pool.unseen_put_sites as u64, "inlined copies of Put make no call pooltrace can probe: objects given back there look outstanding, or dropped without a Put, which is therefore not scored"),
+        (pool.unseen_get_sites as u64, "inlined copies of Get make no call pooltrace can probe: Puts of objects taken there count as unmatched"),
+    ];
     losses
         .into_iter()
+        .chain(unseen)
         .filter(|&(count, _)| count > 0)
         .map(|(count, what)| format!("{count} {what}"))
         .collect()

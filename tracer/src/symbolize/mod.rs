@@ -81,6 +81,11 @@ impl<'a> Symbolizer<'a> {
         Some(inside - vaddr.checked_sub(function.addr)?)
     }
 
+    /// The link-time address of a runtime address in the executable, `None` outside it.
+    pub fn link_address(&self, process: &Process, address: u64) -> Option<u64> {
+        self.vaddr(process, address)
+    }
+
     /// The link-time address of a runtime address in the executable.
     fn vaddr(&self, process: &Process, address: u64) -> Option<u64> {
         match process.mapping_at(address) {
