@@ -5,7 +5,7 @@
 //! objects dropped without a Put are not scored as leaks.
 
 use pooltrace_tests::{
-    fixture, functions, pool, run_pooltrace, u64_of, Counts, Target, Tracer, Value,
+    fixture, functions, pool, run_pooltrace, source_line, u64_of, Counts, Target, Tracer, Value,
 };
 
 const BUILDS: [&str; 2] = ["inlined-go1.27", "inlined-go1.19"];
@@ -14,12 +14,7 @@ const Y_POOL: [&str; 4] = ["--get", "main.GetY", "--put", "main.PutY"];
 
 /// Line of the fixture source holding `needle` (1-based).
 fn fixture_line(needle: &str) -> u64 {
-    let source = include_str!("fixtures/inlined/main.go");
-    let index = source
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no {needle:?}"));
-    index as u64 + 1
+    source_line(include_str!("fixtures/inlined/main.go"), needle)
 }
 
 /// Two rounds under the tracer; then the target exits and pooltrace reports by itself.

@@ -2,16 +2,11 @@
 //! cannot be probed there: pooltrace names each such call site, matching the compiler's own
 //! account (`go build -gcflags=-m`, saved by `cargo xtask test` beside the fixture).
 
-use pooltrace_tests::{fixture, pool, u64_of, Target, Tracer};
+use pooltrace_tests::{fixture, pool, source_line, u64_of, Target, Tracer};
 
 /// Line of the fixture source holding `needle` (1-based).
 fn fixture_line(needle: &str) -> u64 {
-    let source = include_str!("fixtures/poolfix/main.go");
-    let index = source
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no {needle:?}"));
-    index as u64 + 1
+    source_line(include_str!("fixtures/poolfix/main.go"), needle)
 }
 
 /// How many times `go build -gcflags=-m` reported inlining a call to `method`.

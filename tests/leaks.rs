@@ -1,16 +1,11 @@
 //! A leaking call path is reported with Get's immediate caller and its file:line; a path
 //! whose objects all come back is not reported.
 
-use pooltrace_tests::{fixture, functions, pool, u64_of, Target, Tracer, Value};
+use pooltrace_tests::{fixture, functions, pool, source_line, u64_of, Target, Tracer, Value};
 
-/// Line of the fixture source holding `needle` (1-based), so expectations follow the source.
+/// Line of the fixture source holding `needle` (1-based).
 fn fixture_line(needle: &str) -> u64 {
-    let source = include_str!("fixtures/poolfix/main.go");
-    let index = source
-        .lines()
-        .position(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no {needle:?}"));
-    index as u64 + 1
+    source_line(include_str!("fixtures/poolfix/main.go"), needle)
 }
 
 fn trace_two_rounds(args: &[&str]) -> (pooltrace_tests::Counts, Value) {

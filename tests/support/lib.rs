@@ -475,3 +475,12 @@ pub fn u64_of(value: &Value) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("not a number: {value}"))
 }
+
+/// The line (1-based) of `source` that holds `needle`, so expectations follow the source.
+pub fn source_line(source: &str, needle: &str) -> u64 {
+    let index = source
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in the fixture source"));
+    index as u64 + 1
+}
