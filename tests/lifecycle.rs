@@ -141,6 +141,32 @@ fn sighup_and_sigterm_detach_and_report_like_ctrl_c() {
     }
 }
 
+/// `nohup` means it: a hangup pooltrace was started ignoring goes on being ignored.
+#[test]
+fn a_hangup_ignored_under_nohup_does_not_stop_tracing() {
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let tracer = Tracer::attach_via(&["nohup"], target.pid, &BUF_POOL);
+    // SAFETY: kill(2) on the pooltrace the test started (nohup execs it, same PID).
+    unsafe { libc::kill(tracer.pid(), libc::SIGHUP) };
+    let counts = target.round();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        running(tracer.pid()),
+        "pooltrace stopped on an ignored SIGHUP"
+    );
+    let finished = tracer.interrupt();
+    assert!(
+        !finished.stderr.iter().any(|l| l.contains("SIGHUP")),
+        "{:?}",
+        finished.stderr
+    );
+    let report = finished.json();
+    assert_eq!(
+        u64_of(&pool(&report, BUF_POOL[1])["gets"]),
+        counts.get("buf_gets")
+    );
+}
+
 #[test]
 fn run_passes_each_signal_to_its_program_and_exits_with_its_status() {
     for (signal, name, got) in [

@@ -137,6 +137,13 @@ fn options_of_a_pool_must_follow_its_get() {
         String::from_utf8_lossy(&output.stderr).lines().next(),
         Some("error: --get a needs its --put")
     );
+    let output = run_pooltrace(&[
+        "report", "--pid", "1", "--get", "a", "--kind", "sync", "--put", "b", "--kind", "counting",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).lines().next(),
+        Some("error: --kind is given twice for the pool of --get a")
+    );
 }
 
 /// The same dropped objects: a leak in a counting pool, lost reuse in a sync-like one.

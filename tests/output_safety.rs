@@ -306,13 +306,18 @@ fn piped_to_head(mut command: Command, mut feed: impl FnMut(&mut Child, bool)) -
 }
 
 /// Asserts pooltrace ended with status 0, without an error or a panic.
-fn assert_ended_quietly(name: &str, mut pooltrace: Child) -> Vec<String> {
+fn assert_ended_quietly(name: &str, pooltrace: Child) -> Vec<String> {
+    assert_ended_without_error(name, pooltrace, 0)
+}
+
+/// Asserts pooltrace ended with `expected` as its status, without an error or a panic.
+fn assert_ended_without_error(name: &str, mut pooltrace: Child, expected: i32) -> Vec<String> {
     let status = wait(&mut pooltrace);
     let stderr: Vec<String> = BufReader::new(pooltrace.stderr.take().expect("stderr"))
         .lines()
         .map_while(Result::ok)
         .collect();
-    assert_eq!(status.code(), Some(0), "{name}: {stderr:?}");
+    assert_eq!(status.code(), Some(expected), "{name}: {stderr:?}");
     assert!(
         !stderr
             .iter()
@@ -375,8 +380,10 @@ fn stream_piped_to_head_stops_quietly() {
     assert!(target.is_running());
 }
 
+/// `run` exits with its program's status, however its own output fares: here the program
+/// itself dies of SIGPIPE writing to the pipe head left.
 #[test]
-fn run_piped_to_head_ends_quietly_when_its_report_cannot_be_shown() {
+fn run_piped_to_head_ends_without_an_error_and_with_its_programs_status() {
     let mut command = Command::new(pooltrace_bin());
     command
         .arg("run")
@@ -395,7 +402,42 @@ fn run_piped_to_head_ends_quietly_when_its_report_cannot_be_shown() {
         }
     });
     assert!(line.starts_with("ready "), "{line}");
-    assert_ended_quietly("run", pooltrace);
+    let stderr = assert_ended_without_error("run", pooltrace, 128 + libc::SIGPIPE);
+    assert!(
+        stderr.iter().any(|l| l.ends_with("was killed by SIGPIPE")),
+        "{stderr:?}"
+    );
+}
+
+/// When its periodic table meets the closed pipe, `run` detaches but still waits for its
+/// program, which goes on running, and ends with its status.
+#[test]
+fn run_whose_stdout_closes_waits_for_its_program() {
+    let mut command = Command::new(pooltrace_bin());
+    command
+        .arg("run")
+        .args(BUF)
+        .args(["--interval", "100ms", "--"])
+        .arg(fixture("poolfix-go1.27"))
+        .stdin(Stdio::piped());
+    let mut head_gone_at = None;
+    let (_, pooltrace) = piped_to_head(command, |pooltrace, head_gone| match head_gone_at {
+        None if head_gone => head_gone_at = Some(Instant::now()),
+        // Detached a while ago, and still waiting for the program: now let it go.
+        Some(at) if at.elapsed() > Duration::from_millis(1500) && pooltrace.stdin.is_some() => {
+            let mut stdin = pooltrace.stdin.take().expect("piped stdin");
+            stdin.write_all(b"exit\n").expect("exit command");
+        }
+        _ => {}
+    });
+    let stderr = assert_ended_without_error("run", pooltrace, 128 + libc::SIGPIPE);
+    let detached = stderr
+        .iter()
+        .position(|l| l == "pooltrace: standard output closed, detaching");
+    let waited = stderr
+        .iter()
+        .position(|l| l.ends_with("was killed by SIGPIPE"));
+    assert!(detached.is_some() && waited > detached, "{stderr:?}");
 }
 
 #[test]

@@ -216,6 +216,11 @@ impl Tracer {
     /// Starts `pooltrace report --pid PID ARGS` (with `--format json` and `--interval 0`
     /// unless ARGS set them) and waits until it says it attached.
     pub fn attach(pid: i32, args: &[&str]) -> Self {
+        Self::attach_via(&[], pid, args)
+    }
+
+    /// As [`Tracer::attach`], through a launcher such as `nohup` that execs pooltrace.
+    pub fn attach_via(launcher: &[&str], pid: i32, args: &[&str]) -> Self {
         let interval: &[&str] = if args.contains(&"--interval") {
             &[]
         } else {
@@ -227,16 +232,24 @@ impl Tracer {
             &["--format", "json"]
         };
         let args: Vec<&str> = [format, interval, args].concat();
-        Self::start("report", pid, &args, "pooltrace: attached")
+        Self::start(launcher, "report", pid, &args, "pooltrace: attached")
     }
 
     /// Starts `pooltrace stream --pid PID ARGS` and waits until it says it is streaming.
     pub fn stream(pid: i32, args: &[&str]) -> Self {
-        Self::start("stream", pid, args, "pooltrace: streaming")
+        Self::start(&[], "stream", pid, args, "pooltrace: streaming")
     }
 
-    fn start(command: &str, pid: i32, args: &[&str], ready: &str) -> Self {
-        let mut child = Command::new(pooltrace_bin())
+    fn start(launcher: &[&str], command: &str, pid: i32, args: &[&str], ready: &str) -> Self {
+        let mut child = match launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut launch = Command::new(program);
+                launch.args(launcher_args).arg(pooltrace_bin());
+                launch
+            }
+            None => Command::new(pooltrace_bin()),
+        };
+        let mut child = child
             .args([command, "--pid", &pid.to_string()])
             .args(args)
             .stdin(Stdio::null())
@@ -264,6 +277,10 @@ impl Tracer {
     /// Waits for the next stderr line starting with `prefix`, keeping every line.
     pub fn expect_stderr(&mut self, prefix: &str) -> String {
         expect_line(&self.stderr, &mut self.stderr_lines, prefix, "pooltrace")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     /// Ctrl-C: pooltrace prints its final report and detaches.

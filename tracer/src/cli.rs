@@ -398,74 +398,94 @@ fn occurrences<T: Clone + Send + Sync + 'static>(
 
 /// Pools from their options in command-line order.
 fn group(options: impl Iterator<Item = PoolOption>) -> Result<Vec<PoolEntry>, String> {
-    // Each pool, and for a custom one whether its --put was seen.
-    let mut pools: Vec<(PoolEntry, bool)> = Vec::new();
+    let mut pools: Vec<Named> = Vec::new();
     for option in options {
         let name = option.name();
-        if let PoolOption::Preset(preset) = option {
-            pools.push((PoolEntry::Preset(preset), true));
-            continue;
-        }
-        if let PoolOption::Get(get) = option {
-            pools.push((
-                PoolEntry::Custom(CustomPool {
+        let given_twice = match (option, pools.last_mut()) {
+            (PoolOption::Preset(preset), _) => {
+                pools.push(Named::Preset(preset));
+                false
+            }
+            (PoolOption::Get(get), _) => {
+                pools.push(Named::Custom(Described {
                     get,
-                    put: String::new(),
-                    object: ObjectKind::Ptr,
-                    kind: PoolKind::Counting,
-                    get_key: None,
-                    get_size: None,
-                    put_key: None,
-                }),
-                false,
-            ));
-            continue;
-        }
-        let Some((PoolEntry::Custom(pool), has_put)) = pools.last_mut() else {
-            return Err(format!(
-                "{name} describes a pool: give it after that pool's --get"
-            ));
-        };
-        let set = |slot: &mut Option<String>, value: String| match slot.replace(value) {
-            None => Ok(()),
-            Some(_) => Err(()),
-        };
-        let repeated = match option {
-            PoolOption::Preset(_) | PoolOption::Get(_) => Ok(()),
-            PoolOption::Put(put) if !*has_put => {
-                pool.put = put;
-                *has_put = true;
-                Ok(())
+                    ..Described::default()
+                }));
+                false
             }
-            PoolOption::Put(_) => Err(()),
-            PoolOption::Object(object) => {
-                pool.object = object;
-                Ok(())
+            (option, Some(Named::Custom(pool))) => pool.set(option),
+            (_, _) => {
+                return Err(format!(
+                    "{name} describes a pool: give it after that pool's --get"
+                ))
             }
-            PoolOption::Kind(kind) => {
-                pool.kind = kind;
-                Ok(())
-            }
-            PoolOption::GetKey(spec) => set(&mut pool.get_key, spec),
-            PoolOption::GetSize(spec) => set(&mut pool.get_size, spec),
-            PoolOption::PutKey(spec) => set(&mut pool.put_key, spec),
         };
-        if repeated.is_err() {
-            return Err(format!(
-                "{name} is given twice for the pool of --get {}",
-                pool.get
-            ));
+        if given_twice {
+            let get = match pools.last() {
+                Some(Named::Custom(pool)) => pool.get.as_str(),
+                _ => "",
+            };
+            return Err(format!("{name} is given twice for the pool of --get {get}"));
         }
     }
-    pools
-        .into_iter()
-        .map(|(pool, has_put)| match (pool, has_put) {
-            (PoolEntry::Custom(custom), false) => {
-                Err(format!("--get {} needs its --put", custom.get))
-            }
-            (pool, _) => Ok(pool),
-        })
-        .collect()
+    pools.into_iter().map(Named::finish).collect()
+}
+
+/// A pool as its options are read.
+enum Named {
+    Preset(Preset),
+    Custom(Described),
+}
+
+/// A custom pool's options so far; each may be given once.
+#[derive(Default)]
+struct Described {
+    get: String,
+    put: Option<String>,
+    object: Option<ObjectKind>,
+    kind: Option<PoolKind>,
+    get_key: Option<String>,
+    get_size: Option<String>,
+    put_key: Option<String>,
+}
+
+impl Described {
+    /// Sets one option; true when it was already given.
+    fn set(&mut self, option: PoolOption) -> bool {
+        fn once<T>(slot: &mut Option<T>, value: T) -> bool {
+            slot.replace(value).is_some()
+        }
+        match option {
+            PoolOption::Preset(_) | PoolOption::Get(_) => false,
+            PoolOption::Put(put) => once(&mut self.put, put),
+            PoolOption::Object(object) => once(&mut self.object, object),
+            PoolOption::Kind(kind) => once(&mut self.kind, kind),
+            PoolOption::GetKey(spec) => once(&mut self.get_key, spec),
+            PoolOption::GetSize(spec) => once(&mut self.get_size, spec),
+            PoolOption::PutKey(spec) => once(&mut self.put_key, spec),
+        }
+    }
+}
+
+impl Named {
+    fn finish(self) -> Result<PoolEntry, String> {
+        let pool = match self {
+            Named::Preset(preset) => return Ok(PoolEntry::Preset(preset)),
+            Named::Custom(pool) => pool,
+        };
+        let Some(put) = pool.put else {
+            return Err(format!("--get {} needs its --put", pool.get));
+        };
+        Ok(PoolEntry::Custom(CustomPool {
+            get: pool.get,
+            put,
+            object: pool.object.unwrap_or(ObjectKind::Ptr),
+            kind: pool.kind.unwrap_or_default(),
+            get_key: pool.get_key,
+            get_size: pool.get_size,
+            put_key: pool.put_key,
+        }))
+    }
 }
 
 impl PoolOption {

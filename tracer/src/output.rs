@@ -143,15 +143,51 @@ fn open_new(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opened without blocking: a FIFO with no reader would otherwise hang pooltrace before its
+/// signals are handled (it fails with ENXIO instead). The flag is cleared once open.
 fn open_existing(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    clear_nonblocking(&file)?;
+    Ok(file)
+}
+
+fn clear_nonblocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function's caller owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn is_symlink(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Status lines on stderr (`pooltrace: ...`), which must never stop a run: after a terminal
+/// hangup every write to it fails, and `eprintln!` would panic before the final report is
+/// written.
+#[macro_export]
+macro_rules! status {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// [`status!`] without the newline (multi-line summaries that carry their own).
+#[macro_export]
+macro_rules! status_text {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
 }
 
 /// Writes `bytes` to standard output, all of them or an error. Every stdout write of

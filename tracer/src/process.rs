@@ -44,6 +44,9 @@ pub struct Process {
     /// The file to read and attach uprobes to.
     exe_path: PathBuf,
     mappings: Vec<Mapping>,
+    /// `/proc/PID/mem` of the image whose mappings were read, opened before them: an exec
+    /// at any moment after that is then seen (see `Image`). None where it cannot be opened.
+    image_mem: Option<fs::File>,
 }
 
 impl Process {
@@ -74,6 +77,7 @@ impl Process {
             })?
             .to_string_lossy()
             .into_owned();
+        let image_mem = open_image_mem(pid);
         let mappings = read_mappings(pid)?;
         Ok(Self {
             pid: nonzero,
@@ -83,6 +87,7 @@ impl Process {
             // disk or lives in another mount namespace.
             exe_path: PathBuf::from(format!("/proc/{pid}/exe")),
             mappings,
+            image_mem,
         })
     }
 
@@ -103,6 +108,8 @@ impl Process {
             exe_name: canonical.to_string_lossy().into_owned(),
             exe_path: canonical,
             mappings: Vec::new(),
+            // Opened once the program runs (`wait_for_exec`), not on the shell holding it.
+            image_mem: None,
         })
     }
 
@@ -113,6 +120,7 @@ impl Process {
         for _ in 0..2000 {
             match fs::read_link(&exe) {
                 Ok(target) if target.to_string_lossy() == self.exe_name => {
+                    self.image_mem = open_image_mem(self.pid());
                     self.refresh_mappings();
                     return Ok(());
                 }
@@ -276,19 +284,25 @@ struct Image {
 }
 
 impl Watch {
-    /// From now on, an exec away from the image `process` runs now counts as a change.
-    pub fn arm_exec(&mut self, process: &Process) -> Result<()> {
-        let Some(addr) = image_address(process) else {
-            return Ok(());
+    /// From now on, an exec away from the image whose mappings `process` read counts as a
+    /// change. Without a handle on that image (a kernel that refuses to open
+    /// `/proc/PID/mem`), an exec is not seen: said once, and tracing goes on.
+    pub fn arm_exec(&mut self, process: &Process) {
+        let mem = process.image_mem.as_ref().map(fs::File::try_clone);
+        self.image = match (mem, image_address(process)) {
+            (Some(Ok(mem)), Some(addr)) => Some(Image { mem, addr }),
+            // Gone already: its exit is what the watch will see.
+            (_, None) => None,
+            (_, Some(_)) if !self.not_reaped() => None,
+            (_, Some(_)) => {
+                crate::status!(
+                    "pooltrace: warning: cannot open /proc/{}/mem to watch for exec; \
+                     an exec will look like the program went quiet",
+                    self.pid
+                );
+                None
+            }
         };
-        let path = PathBuf::from(format!("/proc/{}/mem", self.pid));
-        self.image = match fs::File::open(&path) {
-            Ok(mem) => Some(Image { mem, addr }),
-            // Already gone: its exit is what the watch will see.
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
-            Err(source) => return Err(Error::Read { path, source }),
-        };
-        Ok(())
     }
 
     /// The next change: the process's exit, or an exec (seen within `EXEC_POLL`).
@@ -390,6 +404,12 @@ impl Watch {
             Err(std::io::Error::last_os_error())
         }
     }
+}
+
+/// A read-only handle on the memory of the image `pid` runs now; None when it cannot be
+/// opened (gone already, or refused by the kernel's ptrace policy).
+fn open_image_mem(pid: i32) -> Option<fs::File> {
+    fs::File::open(format!("/proc/{pid}/mem")).ok()
 }
 
 /// An address mapped in the process's image: its executable's first mapping, or any.
@@ -536,10 +556,12 @@ impl Spawned {
             path: self.program.clone(),
             source,
         })?;
-        Ok(status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(1))
+        let ending = match (status.code(), status.signal()) {
+            (Some(code), _) => Ending::Exited(code),
+            (None, Some(signal)) => Ending::Killed(signal),
+            (None, None) => Ending::Unknown,
+        };
+        Ok(ending.shell_status().unwrap_or(1))
     }
 }
 

@@ -84,8 +84,8 @@ impl Ends {
     }
 
     /// Arms the exec watch on the image `process` runs now.
-    pub(crate) fn arm_exec(&mut self, process: &Process) -> Result<()> {
-        self.watch.arm_exec(process)
+    pub(crate) fn arm_exec(&mut self, process: &Process) {
+        self.watch.arm_exec(process);
     }
 
     /// Waits for the next reason to stop. Cancel-safe: nothing is lost when another branch
@@ -148,11 +148,11 @@ impl Forwarder {
         let (name, pid) = (signal_name(received.signal), watch.pid());
         let hint = "waiting for it to exit (Ctrl-C again stops waiting)";
         if received.from_terminal {
-            eprintln!("pooltrace: PID {pid} got {name} from the terminal; {hint}");
+            crate::status!("pooltrace: PID {pid} got {name} from the terminal; {hint}");
         } else {
             match watch.send(received.signal) {
-                Ok(()) => eprintln!("pooltrace: passed {name} to PID {pid}; {hint}"),
-                Err(e) => eprintln!("pooltrace: cannot pass {name} to PID {pid}: {e}"),
+                Ok(()) => crate::status!("pooltrace: passed {name} to PID {pid}; {hint}"),
+                Err(e) => crate::status!("pooltrace: cannot pass {name} to PID {pid}: {e}"),
             }
         }
         true
@@ -176,7 +176,7 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         return write_stdout((probes::sites_json(&binary, &plans) + "\n").as_bytes());
     }
     let mut ends = Ends::new(signals, process.watch()?);
-    trace(
+    let (_, written) = trace(
         &args.trace,
         output,
         plans,
@@ -186,7 +186,7 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         |_| Ok(()),
     )
     .await?;
-    Ok(())
+    written
 }
 
 /// The `--output` file, opened before anything is attached.
@@ -215,7 +215,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let mut process = Process::spawned(child.pid(), child.program())?;
     let mut ends = Ends::forwarding(signals, process.watch()?);
     let plans = plan_pools(&named, &binary, |_| {})?;
-    let stop = trace(
+    let (stop, written) = trace(
         &args.trace,
         output,
         plans,
@@ -234,23 +234,27 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         // Detached, but the program runs on: its status is still pooltrace's.
         _ => match ends.wait_for_exit().await? {
             Some(ending) => {
-                eprintln!("pooltrace: PID {} {ending}", child.pid());
+                crate::status!("pooltrace: PID {} {ending}", child.pid());
                 true
             }
             None => false,
         },
     };
-    if exited {
-        child.wait()
+    let status = if exited {
+        child.wait()?
     } else {
-        eprintln!("pooltrace: PID {} is still running", child.pid());
-        Ok(128 + libc::SIGINT)
-    }
+        crate::status!("pooltrace: PID {} is still running", child.pid());
+        128 + libc::SIGINT
+    };
+    // The program's status stands when only stdout's reader went away (`| head`).
+    stdout_closed(written)?;
+    Ok(status)
 }
 
 /// Attaches to `process`, calls `attached` (the probes are live), reports until `ends`,
 /// `--duration` or a closed stdout stops it, then detaches and writes the final report, taken
-/// at once, to `output` (or stdout).
+/// at once, to `output` (or stdout). Why it stopped, and how writing the report went: `run`
+/// must still wait for its program when that failed.
 async fn trace(
     options: &TraceOptions,
     output: Option<OutputFile>,
@@ -259,14 +263,14 @@ async fn trace(
     mut process: Process,
     binary: &GoBinary,
     attached: impl FnOnce(&mut Process) -> Result<()>,
-) -> Result<Stop> {
+) -> Result<(Stop, Result<()>)> {
     let limits = Limits {
         max_objects: options.max_objects,
         max_stacks: options.max_stacks,
     };
     let probes = Probes::attach(&process, binary, &plans, limits)?;
     attached(&mut process)?;
-    ends.arm_exec(&process)?;
+    ends.arm_exec(&process);
     let mut trace = Trace {
         args: options,
         binary,
@@ -277,12 +281,17 @@ async fn trace(
         history: History::default(),
         started: Instant::now(),
     };
-    eprint!("{}", trace.attach_summary());
+    crate::status_text!("{}", trace.attach_summary());
 
     let stop = trace.run_until_stopped(ends).await?;
-    eprintln!("{}", stop.message(trace.process.pid()));
+    crate::status!("{}", stop.message(trace.process.pid()));
     let last = trace.report()?;
     drop(trace);
+    Ok((stop, write_report(options, output, &last)))
+}
+
+/// The final report, into the `--output` file or onto stdout.
+fn write_report(options: &TraceOptions, output: Option<OutputFile>, last: &Report) -> Result<()> {
     let color = output.is_none() && std::io::stdout().is_terminal();
     let rendered = last
         .render(options.format, Style { color })
@@ -290,8 +299,7 @@ async fn trace(
     match output {
         Some(mut file) => file.replace_contents(&rendered),
         None => write_stdout(&rendered),
-    }?;
-    Ok(stop)
+    }
 }
 
 /// `--sample-gets` cycles Get's probes over this period.
@@ -354,7 +362,7 @@ impl Trace<'_> {
                                 return Ok(Stop::StdoutClosed);
                             }
                         }
-                        _ => eprint!("{}", report::render_interval(&report, Style { color: std::io::stderr().is_terminal() })),
+                        _ => crate::status_text!("{}", report::render_interval(&report, Style { color: std::io::stderr().is_terminal() })),
                     }
                 }
             }
@@ -514,10 +522,10 @@ fn print_inlining(plans: &[PoolPlan]) {
     {
         let (traced, unseen) = probes::inlined::messages(inlined);
         if let Some(traced) = traced {
-            eprintln!("pooltrace: {traced}");
+            crate::status!("pooltrace: {traced}");
         }
         for warning in unseen {
-            eprintln!("pooltrace: warning: {warning}");
+            crate::status!("pooltrace: warning: {warning}");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! SIGINT, SIGTERM and SIGHUP, caught from the start so that no signal kills pooltrace before
 //! it has detached and reported. They are blocked and read from a signalfd, which also says
 //! how each was sent: a terminal's Ctrl-C or hangup reaches the program `run` started as
-//! well, so that one must not be passed on a second time.
+//! well, so that one must not be passed on a second time. A signal pooltrace was started
+//! ignoring (`nohup`) stays ignored.
 
 use std::{
     io,
@@ -31,7 +32,7 @@ impl Signals {
     /// Must run before pooltrace starts a thread: threads inherit the blocked mask, and a
     /// thread that does not block the signals would be killed by them.
     pub fn install() -> Result<Self> {
-        let set = handled_set();
+        let set = caught_set();
         let failed = |source| Error::Signals { source };
         // SAFETY: a valid, initialised set; the old mask is not wanted.
         let blocked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -78,11 +79,31 @@ fn read_signal(fd: &OwnedFd) -> io::Result<Received> {
 }
 
 fn handled_set() -> libc::sigset_t {
+    signal_set(&HANDLED)
+}
+
+/// The handled signals pooltrace was not told to ignore. A blocked signal is queued even when
+/// its action is SIG_IGN, so reading an ignored one from the signalfd would undo `nohup` (and a
+/// background job's ignored SIGINT): those stay out, ignored, as the caller asked.
+fn caught_set() -> libc::sigset_t {
+    let caught: Vec<i32> = HANDLED.into_iter().filter(|&s| !is_ignored(s)).collect();
+    signal_set(&caught)
+}
+
+fn is_ignored(signal: i32) -> bool {
+    // SAFETY: an all-zero sigaction is valid for sigaction to fill in.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: reads the current action only (no new one is given).
+    let read = unsafe { libc::sigaction(signal, std::ptr::null(), &mut action) };
+    read == 0 && action.sa_sigaction == libc::SIG_IGN
+}
+
+fn signal_set(signals: &[i32]) -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set; sigaddset adds valid signal numbers.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for signal in HANDLED {
+        for &signal in signals {
             libc::sigaddset(&mut set, signal);
         }
         set

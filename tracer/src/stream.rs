@@ -46,12 +46,12 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     let mut events = unsafe { AsyncFd::register(ring) }
         .map_err(|e| Error::Maps(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
     let mut ends = Ends::new(signals, process.watch()?);
-    ends.arm_exec(&process)?;
+    ends.arm_exec(&process);
     process.refresh_mappings();
     if let Some(file) = &mut output {
         file.begin()?;
     }
-    eprintln!(
+    crate::status!(
         "pooltrace: streaming {} pool(s) of PID {} ({}); Ctrl-C stops",
         plans.len(),
         process.pid(),
@@ -95,14 +95,15 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         _ if stdout_closed(printer.drain(events.get_mut()))? => Stop::StdoutClosed,
         _ => stop,
     };
-    eprintln!("{}", stop.message(process.pid()));
+    crate::status!("{}", stop.message(process.pid()));
     printer.report_losses()?;
     if let Some(file) = &mut printer.output {
         file.finish()?;
     }
-    eprintln!(
+    crate::status!(
         "pooltrace: {} events shown, {} lost",
-        printer.shown, printer.lost_reported
+        printer.shown,
+        printer.lost_reported
     );
     Ok(())
 }
@@ -255,7 +256,7 @@ impl Printer<'_, '_> {
                 "pooltrace: {} events lost: the ring buffer was full",
                 lost - self.lost_reported
             );
-            eprintln!(
+            crate::status!(
                 "{}",
                 if style {
                     format!("\x1b[33m{text}\x1b[0m")

@@ -1,6 +1,8 @@
-//! Loading the eBPF object and attaching its two programs at the planned sites of one process.
-//! Dropping [`Probes`] detaches every probe; the target's code is never written to by us (the
-//! kernel's uprobe machinery owns the breakpoints and removes them on detach).
+//! Loading the eBPF object and attaching its three programs (Put, Get's entry, Get's RETs) at
+//! the planned sites of one process, in an order that never records a Get whose Put could
+//! pass unseen: every Put site first, Get's last, and the reverse on detach. Dropping
+//! [`Probes`] detaches every probe; the target's code is never written to by us (the kernel's
+//! uprobe machinery owns the breakpoints and removes them on detach).
 
 use aya::{
     maps::{Array, MapData, RingBuf},
@@ -60,6 +62,9 @@ impl Program {
 /// A site, its program and cookie, and its link while attached.
 struct AttachedSite {
     program: Program,
+    /// The probed function and address, for messages.
+    function: String,
+    address: u64,
     offset: u64,
     cookie: u64,
     link: Option<UProbeLinkId>,
@@ -172,6 +177,8 @@ impl Probes {
                 .map_err(|reason| attach_error(offset, reason))?;
             probes.sites.push(AttachedSite {
                 program: planned.program,
+                function: planned.function.to_owned(),
+                address,
                 offset,
                 cookie: cookie as u64,
                 link: Some(link),
@@ -200,29 +207,30 @@ impl Probes {
     /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
     /// while Get is probed is still seen coming back.
     pub fn set_gets_probed(&mut self, probed: bool) -> Result<()> {
-        for i in 0..self.sites.len() {
-            let AttachedSite {
-                program,
-                offset,
-                cookie,
-                ..
-            } = self.sites[i];
-            if program == Program::Put {
-                continue;
-            }
+        // In the arming order to attach, backwards to detach: a Get's entry (which stashes
+        // its receiver) is live whenever its RETs are.
+        let mut order: Vec<usize> = (0..self.sites.len())
+            .filter(|&i| self.sites[i].program != Program::Put)
+            .collect();
+        if !probed {
+            order.reverse();
+        }
+        for i in order {
             match (probed, self.sites[i].link.take()) {
                 (true, None) => {
+                    let site = &self.sites[i];
+                    let (program, offset, cookie) = (site.program, site.offset, site.cookie);
                     let link = self.attach_one(program, offset, cookie).map_err(|reason| {
                         Error::Attach {
-                            function: program.name().to_owned(),
-                            address: 0,
+                            function: self.sites[i].function.clone(),
+                            address: self.sites[i].address,
                             offset,
                             reason,
                         }
                     })?;
                     self.sites[i].link = Some(link);
                 }
-                (false, Some(link)) => self.detach_one(program, link)?,
+                (false, Some(link)) => self.detach_one(self.sites[i].program, link)?,
                 (_, link) => self.sites[i].link = link,
             }
         }

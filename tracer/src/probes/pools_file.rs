@@ -58,9 +58,10 @@ pub fn read(path: &Path) -> Result<Vec<PoolEntry>> {
 /// The pools of a file's text, or why it is wrong (with the line, where TOML knows it).
 fn parse(text: &str) -> std::result::Result<Vec<PoolEntry>, String> {
     let file: File = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let line = e.span().map(|span| {
+            let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+            before.iter().filter(|&&b| b == b'\n').count() + 1
+        });
         let message = e.message().trim_end().to_owned();
         match line {
             Some(line) => format!("line {line}: {message}"),
@@ -203,5 +204,9 @@ mod tests {
             "{unknown}"
         );
         assert_eq!(parse("").unwrap_err(), "it names no [[pool]]");
+        // A span that falls inside a multi-byte character must not panic.
+        assert!(parse("# é\n[[pool]]\né = 1\n")
+            .unwrap_err()
+            .starts_with("line 3: "));
     }
 }

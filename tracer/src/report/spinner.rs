@@ -23,10 +23,10 @@ pub fn while_running<T>(message: &str, work: impl FnOnce() -> T) -> T {
             return;
         }
         for frame in FRAMES.iter().cycle() {
-            eprint!("\r{frame} {message}");
+            crate::status_text!("\r{frame} {message}");
             let _ = std::io::stderr().flush();
             if finished.recv_timeout(Duration::from_millis(100)) != Err(RecvTimeoutError::Timeout) {
-                eprint!("\r{}\r", " ".repeat(message.len() + 2));
+                crate::status_text!("\r{}\r", " ".repeat(message.len() + 2));
                 return;
             }
         }
