@@ -338,13 +338,22 @@ mod pod {
     // SAFETY: plain #[repr(C)] data with no implicit padding (asserted at compile time by
     // `assert_no_padding!`); every bit pattern is a valid value.
     unsafe impl aya::Pod for ProbeSite {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ObjectKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for Outstanding {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for PoolCounters {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for PathKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for PathTotals {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for StackFrames {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for HoldHistogram {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for ReleaseKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for StreamEvent {}
 }
