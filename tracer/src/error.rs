@@ -48,6 +48,44 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("no program {name} (not a file, nor on PATH)")]
+    NoSuchProgram { name: String },
+
+    #[error("cannot {action} {program}: {source}")]
+    Start {
+        /// What was being done: "start", "hold at the door", "let in".
+        action: &'static str,
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{program} did not start within 2 s")]
+    ProgramDidNotStart { program: PathBuf },
+
+    #[error("cannot watch PID {pid} for its exit: {source}")]
+    Watch {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot start the async runtime: {source}")]
+    Runtime {
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot render the report: {source}")]
+    Render {
+        #[source]
+        source: io::Error,
+    },
+
+    /// A promise pooltrace's own code broke (a bug, never the user's doing).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+
     #[error("pools file {path}: {reason}")]
     PoolsFile { path: PathBuf, reason: String },
 

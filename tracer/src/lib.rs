@@ -32,7 +32,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|source| Error::Runtime { source })?;
     match cli.command {
         cli::Command::Report(args) => runtime.block_on(session::report(*args)).map(|()| 0),
         cli::Command::Run(args) => runtime.block_on(session::run(*args)),

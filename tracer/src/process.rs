@@ -129,10 +129,9 @@ impl Process {
                 Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
             }
         }
-        Err(Error::Usage(format!(
-            "{} did not start within 2 s",
-            program.display()
-        )))
+        Err(Error::ProgramDidNotStart {
+            program: program.to_path_buf(),
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -177,10 +176,10 @@ impl Process {
         let pidfd = self
             .pidfd
             .take()
-            .ok_or_else(|| Error::Usage("the process is already watched".into()))?;
+            .ok_or(Error::Internal("the process is watched twice"))?;
         // SAFETY: the AsyncFd owns the descriptor and deregisters it before closing it.
-        let pidfd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| Error::Read {
-            path: PathBuf::from("pidfd"),
+        let pidfd = unsafe { AsyncFd::register(pidfd) }.map_err(|e| Error::Watch {
+            pid: self.pid(),
             source: e.into_parts().1,
         })?;
         let start = tokio::time::Instant::now() + EXEC_POLL;
@@ -493,10 +492,11 @@ impl Spawned {
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills two descriptors.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(Error::Usage(format!(
-                "cannot create a pipe: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::Start {
+                action: "hold at the door",
+                program,
+                source: std::io::Error::last_os_error(),
+            });
         }
         // SAFETY: fresh descriptors owned by nothing else.
         let (read_end, write_end) =
@@ -518,8 +518,9 @@ impl Spawned {
                 signals::unblock_in_child()
             });
         }
-        let child = command.spawn().map_err(|source| Error::Read {
-            path: PathBuf::from("/bin/sh"),
+        let child = command.spawn().map_err(|source| Error::Start {
+            action: "start",
+            program: program.clone(),
             source,
         })?;
         drop(read_end);
@@ -543,9 +544,10 @@ impl Spawned {
         let mut door = self
             .door
             .take()
-            .ok_or_else(|| Error::Usage("released twice".into()))?;
-        door.write_all(b"\n").map_err(|source| Error::Write {
-            path: PathBuf::from("pipe"),
+            .ok_or(Error::Internal("the program is let in twice"))?;
+        door.write_all(b"\n").map_err(|source| Error::Start {
+            action: "let in",
+            program: self.program.clone(),
             source,
         })
     }
@@ -581,7 +583,9 @@ fn find_program(name: &str) -> Result<PathBuf> {
     candidates
         .into_iter()
         .find(|path| path.is_file())
-        .ok_or_else(|| Error::Usage(format!("no program {name} (not a file, nor on PATH)")))
+        .ok_or_else(|| Error::NoSuchProgram {
+            name: name.to_owned(),
+        })
 }
 
 fn parse_mapping(line: &str) -> Option<Mapping> {

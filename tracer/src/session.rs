@@ -295,7 +295,7 @@ fn write_report(options: &TraceOptions, output: Option<OutputFile>, last: &Repor
     let color = output.is_none() && std::io::stdout().is_terminal();
     let rendered = last
         .render(options.format, Style { color })
-        .map_err(|e| Error::Usage(format!("cannot render the report: {e}")))?;
+        .map_err(|source| Error::Render { source })?;
     match output {
         Some(mut file) => file.replace_contents(&rendered),
         None => write_stdout(&rendered),
