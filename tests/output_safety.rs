@@ -483,3 +483,51 @@ fn a_pipe_closed_before_anything_is_written_ends_list_and_report_quietly() {
         .expect("pooltrace report");
     assert_ended_quietly("report", report);
 }
+
+/// `--dry-run` with `--output` writes the planned sites to the file, as the final report
+/// would be: nothing on stdout, and the same refusal of a file already there.
+#[test]
+fn a_dry_run_writes_its_sites_to_the_output_file() {
+    let target = Target::start(&fixture("poolfix-go1.27"));
+    let path = scratch("dry-run.json");
+    let pid = target.pid.to_string();
+    let args = [
+        "report",
+        "--pid",
+        &pid,
+        "--dry-run",
+        "--output",
+        &text(&path),
+    ];
+    let dry_run = Command::new(pooltrace_bin())
+        .args(args)
+        .args(BUF)
+        .output()
+        .expect("pooltrace --dry-run");
+    assert!(dry_run.status.success(), "{dry_run:?}");
+    assert!(dry_run.stdout.is_empty());
+    let sites: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).expect("sites file")).expect("JSON");
+    let mut roles: Vec<&str> = sites
+        .as_array()
+        .expect("sites")
+        .iter()
+        .filter_map(|s| s["role"].as_str())
+        .collect();
+    roles.sort_unstable();
+    assert_eq!(roles, ["get-ret", "get-ret", "get-ret", "put"]);
+    let again = Command::new(pooltrace_bin())
+        .args(args)
+        .args(BUF)
+        .output()
+        .expect("pooltrace --dry-run again");
+    assert_fails_with(
+        "report --dry-run",
+        again,
+        &format!(
+            "pooltrace: error: cannot write {}: it already exists (use --force to replace it)",
+            path.display()
+        ),
+    );
+    let _ = fs::remove_file(&path);
+}

@@ -162,10 +162,7 @@ impl Forwarder {
 pub async fn report(args: ReportArgs) -> Result<()> {
     let signals = Signals::install()?;
     let named = named_pools(&args.trace.pools)?;
-    let output = match args.dry_run {
-        true => None,
-        false => open_output(&args.trace)?,
-    };
+    let output = open_output(&args.trace)?;
     if !args.dry_run {
         probes::check_privileges()?;
     }
@@ -173,7 +170,11 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     let binary = open_binary(&process)?;
     let plans = plan_pools(&named, &binary, |_| {})?;
     if args.dry_run {
-        return write_stdout((probes::sites_json(&binary, &plans) + "\n").as_bytes());
+        let sites = probes::sites_json(&binary, &plans) + "\n";
+        return match output {
+            Some(mut file) => file.replace_contents(sites.as_bytes()),
+            None => write_stdout(sites.as_bytes()),
+        };
     }
     let mut ends = Ends::new(signals, process.watch()?);
     let (_, written) = trace(
