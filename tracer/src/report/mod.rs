@@ -1,5 +1,6 @@
 //! Reporting: turning a snapshot of the kernel maps into call paths a user can read, as text
-//! or as the JSON other tools parse (field names are a contract: add, never rename).
+//! or as the JSON other tools parse (field names are a contract: add, never rename). A report
+//! is a function of the snapshot, the plans and a symbolizer: it reads nothing itself.
 
 pub mod analysis;
 mod flame;
@@ -18,8 +19,7 @@ use analysis::{Evidence, Percentiles};
 use crate::{
     gobin::{BuildInfo, Function},
     probes::{PoolKind, PoolPlan},
-    process::Process,
-    symbolize::{AddressKind, Frame, Symbolizer},
+    symbolize::{AddressKind, Frame, Symbolize},
     tracking::{self, Held, Snapshot},
 };
 
@@ -193,12 +193,14 @@ impl History {
 }
 
 /// What a report needs besides the snapshot.
-pub struct Context<'a, 'b> {
-    pub process: &'a Process,
+pub struct Context<'a> {
+    pub pid: i32,
+    /// The executable's name.
+    pub binary: &'a str,
     pub build: Option<&'a BuildInfo>,
     pub plans: &'a [PoolPlan],
-    pub symbolizer: &'a mut Symbolizer<'b>,
-    pub ebpf: &'a aya::Ebpf,
+    /// For the addresses of process `pid`.
+    pub symbolizer: &'a mut dyn Symbolize,
     pub history: &'a mut History,
     pub elapsed_ms: u64,
     pub min_age_ms: u64,
@@ -214,11 +216,11 @@ impl Report {
             let symbolizer = &*cx.symbolizer;
             let in_caller = |site: u64| {
                 symbolizer
-                    .link_address(cx.process, site)
+                    .link_address(site)
                     .and_then(|vaddr| plan.in_caller_site(vaddr))
                     .is_some()
             };
-            let paths = call_paths(cx.ebpf, &state.groups, &in_caller);
+            let paths = call_paths(snapshot, &state.groups, &in_caller);
             let unseen_put_sites = plan.inlined_puts.unseen.len();
             let mut shown: Vec<(StackReport, &CallPath)> = paths
                 .iter()
@@ -242,7 +244,7 @@ impl Report {
             let stacks = shown
                 .into_iter()
                 .map(|(mut stack, path)| {
-                    symbolize(&mut stack, path, cx.process, cx.symbolizer, plan);
+                    symbolize(&mut stack, path, cx.symbolizer, plan);
                     stack
                 })
                 .collect();
@@ -276,8 +278,8 @@ impl Report {
             });
         }
         Report {
-            pid: cx.process.pid(),
-            binary: cx.process.exe_name().to_owned(),
+            pid: cx.pid,
+            binary: cx.binary.to_owned(),
             go_version: cx.build.map(|b| b.go_version.clone()),
             module: cx
                 .build
@@ -408,13 +410,13 @@ impl Addresses {
 /// The addresses of a captured stack and the immediate caller read with it. `in_caller` says
 /// whether a site lies in a caller's code.
 fn outer_frames(
-    ebpf: &aya::Ebpf,
+    snapshot: &Snapshot,
     stack: u64,
     caller: u64,
     in_caller: &dyn Fn(u64) -> bool,
 ) -> Addresses {
-    // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
-    let frames = tracking::stack(ebpf, stack).unwrap_or_default();
+    // A stack that could not be read leaves the path at its caller (stack_failures counts it).
+    let frames = snapshot.stack(stack);
     let site = frames.first().copied();
     if site.is_some_and(in_caller) {
         // The walk from the caller's own frame holds every frame beyond it.
@@ -440,14 +442,14 @@ fn outer_frames(
 
 /// Merges groups into call paths.
 fn call_paths(
-    ebpf: &aya::Ebpf,
+    snapshot: &Snapshot,
     groups: &[tracking::Group],
     in_caller: &dyn Fn(u64) -> bool,
 ) -> Vec<CallPath> {
     let mut paths: Vec<CallPath> = Vec::new();
     let mut index: HashMap<(u64, PathIdentity), usize> = HashMap::new();
     for group in groups {
-        let taken = outer_frames(ebpf, group.stack, group.caller, in_caller);
+        let taken = outer_frames(snapshot, group.stack, group.caller, in_caller);
         let i = *index
             .entry((group.receiver, taken.identity()))
             .or_insert_with(|| {
@@ -466,7 +468,7 @@ fn call_paths(
         path.taken.site = path.taken.site.or(taken.site);
         path.held.merge(&group.held);
         for &(stack, caller, count) in &group.releases {
-            let given_back = outer_frames(ebpf, stack, caller, in_caller);
+            let given_back = outer_frames(snapshot, stack, caller, in_caller);
             let release = path
                 .releases
                 .entry(given_back.identity())
@@ -488,13 +490,11 @@ fn call_paths(
 fn symbolize(
     stack: &mut StackReport,
     path: &CallPath,
-    process: &Process,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &mut dyn Symbolize,
     plan: &PoolPlan,
 ) {
     // After the call to the pool's Get the site is looked up as the return address it is.
     stack.frames = frames(
-        process,
         symbolizer,
         &plan.get.function,
         &path.taken,
@@ -508,7 +508,6 @@ fn symbolize(
         .map(|release| ReleasePath {
             share: release.count as f64 / returned.max(1) as f64,
             frames: frames(
-                process,
                 symbolizer,
                 &plan.put.function,
                 &release.given_back,
@@ -523,17 +522,16 @@ fn symbolize(
 /// A site in the caller's code gives both at once, the inlined Get or Put and the caller,
 /// looked up as `in_caller_site` says.
 fn frames(
-    process: &Process,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &mut dyn Symbolize,
     function: &Function,
     addresses: &Addresses,
     in_caller_site: AddressKind,
 ) -> Vec<Frame> {
     let mut frames = match (addresses.site, addresses.in_caller) {
-        (Some(site), true) => symbolizer.frames(process, site, in_caller_site),
+        (Some(site), true) => symbolizer.frames(site, in_caller_site),
         (site, _) => {
-            match site.and_then(|site| symbolizer.runtime_entry(process, site, function)) {
-                Some(entry) => symbolizer.frames(process, entry, AddressKind::Executing),
+            match site.and_then(|site| symbolizer.runtime_entry(site, function)) {
+                Some(entry) => symbolizer.frames(entry, AddressKind::Executing),
                 // The stack was not captured (counted in stack_failures): still name the function.
                 None => vec![Frame {
                     address: 0,
@@ -546,7 +544,7 @@ fn frames(
         }
     };
     for &address in addresses.outer.iter().filter(|&&a| a != 0) {
-        frames.extend(symbolizer.frames(process, address, AddressKind::ReturnAddress));
+        frames.extend(symbolizer.frames(address, AddressKind::ReturnAddress));
     }
     frames
 }
