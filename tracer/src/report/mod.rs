@@ -548,3 +548,6 @@ fn frames(
     }
     frames
 }
+
+#[cfg(test)]
+mod tests;
