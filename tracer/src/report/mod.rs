@@ -15,6 +15,7 @@ use serde::Serialize;
 pub use text::{human_bytes, render_final, render_interval, Style};
 
 use analysis::{Evidence, Percentiles};
+use tracer_common::PoolCounters;
 
 use crate::{
     gobin::{BuildInfo, Function},
@@ -51,26 +52,14 @@ pub struct PoolReport {
     /// The symbols actually probed (a generic name resolves to its shape function).
     pub get_probed: String,
     pub put_probed: String,
-    pub gets: u64,
-    pub puts: u64,
     /// Rates since the previous report (or since attach).
     pub gets_per_s: f64,
     pub puts_per_s: f64,
     pub outstanding: u64,
     pub outstanding_bytes: u64,
-    pub unmatched_puts: u64,
-    pub dropped: u64,
-    pub nil_gets: u64,
-    pub stack_failures: u64,
-    /// Objects dropped without a Put and garbage-collected (their address came back from a
-    /// later Get while still outstanding): certain leaks.
-    pub collected: u64,
-    pub collected_dropped: u64,
-    pub read_faults: u64,
-    /// Hold times and release paths not recorded because their maps were full.
-    pub paths_dropped: u64,
-    /// Stream events lost because the ring buffer was full.
-    pub stream_lost: u64,
+    /// The kernel's counters, one JSON field each (see [`Counters`]).
+    #[serde(flatten, with = "Counters")]
+    pub counters: PoolCounters,
     /// Copies of Get and Put inlined into callers where no probe can see them (no call to a
     /// known pool inside). With unseen Puts, objects dropped without a Put are not scored as
     /// leaks: they may have come back there.
@@ -81,6 +70,29 @@ pub struct PoolReport {
     pub stacks: Vec<StackReport>,
     /// Call paths left out by `--top`.
     pub stacks_omitted: usize,
+}
+
+/// How the kernel's per-pool counters appear in JSON: every field under its own name. A
+/// counter added to `PoolCounters` is added here, and nowhere else in the report.
+#[derive(Serialize)]
+#[serde(remote = "PoolCounters")]
+struct Counters {
+    gets: u64,
+    puts: u64,
+    unmatched_puts: u64,
+    /// Objects not tracked because the object map was full.
+    dropped: u64,
+    nil_gets: u64,
+    stack_failures: u64,
+    /// Objects dropped without a Put and garbage-collected (their address came back from a
+    /// later Get while still outstanding): certain leaks.
+    collected: u64,
+    collected_dropped: u64,
+    read_faults: u64,
+    /// Hold times and release paths not recorded because their maps were full.
+    paths_dropped: u64,
+    /// Stream events lost because the ring buffer was full.
+    stream_lost: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -253,24 +265,14 @@ impl Report {
             pools.push(PoolReport {
                 gets_per_s,
                 puts_per_s,
-                stream_lost: c.stream_lost,
                 get: plan.get.requested.clone(),
                 put: plan.put.requested.clone(),
                 kind: plan.kind,
                 get_probed: plan.get.function.name.clone(),
                 put_probed: plan.put.function.name.clone(),
-                gets: c.gets,
-                puts: c.puts,
                 outstanding: state.outstanding,
                 outstanding_bytes: state.outstanding_bytes,
-                unmatched_puts: c.unmatched_puts,
-                dropped: c.dropped,
-                nil_gets: c.nil_gets,
-                stack_failures: c.stack_failures,
-                collected: c.collected,
-                collected_dropped: c.collected_dropped,
-                read_faults: c.read_faults,
-                paths_dropped: c.paths_dropped,
+                counters: c,
                 unseen_get_sites: plan.inlined_gets.unseen.len(),
                 unseen_put_sites,
                 stacks_omitted: omitted,

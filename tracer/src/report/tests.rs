@@ -342,3 +342,17 @@ fn json_field_names_are_the_contract() {
     assert_eq!(keys(release), sorted(vec!["share", "frames"]));
     assert_eq!(keys(&release["frames"][0]), frame_keys);
 }
+
+/// `PoolCounters` is all `u64`s with no padding (tracer-common asserts it), so its size
+/// counts its fields: a counter added there and not to `Counters` fails here.
+#[test]
+fn every_kernel_counter_is_in_the_json() {
+    let snapshot = snapshot(Vec::new(), &[]);
+    let report = build(&snapshot, &[plan(PoolKind::Counting)]);
+    let json = Counters::serialize(&report.pools[0].counters, serde_json::value::Serializer)
+        .expect("counters are JSON");
+    assert_eq!(
+        keys(&json).len(),
+        size_of::<PoolCounters>() / size_of::<u64>()
+    );
+}
