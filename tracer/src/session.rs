@@ -22,7 +22,7 @@ use crate::{
     process::{signal_name, Change, Ending, Process, Spawned, Watch},
     report::{self, spinner, History, Report, ReportFormat, Style},
     signals::{Received, Signals},
-    symbolize::Symbolizer,
+    symbolize::{InProcess, Symbolizer},
     tracking::Snapshot,
 };
 
@@ -372,15 +372,18 @@ impl Trace<'_> {
 
     fn report(&mut self) -> Result<Report> {
         let min_age_ns = u64::try_from(self.args.min_age.as_nanos()).unwrap_or(u64::MAX);
-        let snapshot = Snapshot::read(self.probes.ebpf(), self.plans.len(), min_age_ns)?;
+        let snapshot = Snapshot::read(&self.probes, self.plans.len(), min_age_ns)?;
         Ok(Report::build(
             &snapshot,
             report::Context {
-                process: &self.process,
+                pid: self.process.pid(),
+                binary: self.process.exe_name(),
                 build: self.binary.build_info(),
                 plans: &self.plans,
-                symbolizer: &mut self.symbolizer,
-                ebpf: self.probes.ebpf(),
+                symbolizer: &mut InProcess {
+                    symbolizer: &mut self.symbolizer,
+                    process: &self.process,
+                },
                 history: &mut self.history,
                 sort: self.args.sort,
                 elapsed_ms: self.started.elapsed().as_millis() as u64,

@@ -9,7 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{StreamEvent, EVENT_GET};
 
@@ -22,7 +21,7 @@ use crate::{
     session::{named_pools, open_binary, plan_pools, sleep_until, Ends, Stop},
     signals::Signals,
     symbolize::{AddressKind, Symbolizer},
-    tracking::{self, monotonic_ns},
+    tracking::{self, monotonic_ns, Events, StackReader},
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
@@ -41,8 +40,9 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         max_stacks: tracer_common::DEFAULT_MAX_STACKS,
     };
     let mut probes = Probes::attach(&process, &binary, &plans, limits)?;
-    let ring = probes.take_events()?;
-    // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed.
+    let ring = Events::take(&mut probes)?;
+    // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed; the
+    // ring's descriptor stays the same for as long as `Events` owns it.
     let mut events = unsafe { AsyncFd::register(ring) }
         .map_err(|e| Error::Maps(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
     let mut ends = Ends::new(signals, process.watch()?);
@@ -62,6 +62,7 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         plans: &plans,
         process: &process,
         probes: &probes,
+        stacks: StackReader::new(&probes)?,
         symbolizer: Symbolizer::new(&binary),
         started_ns: monotonic_ns(),
         frames: HashMap::new(),
@@ -113,6 +114,7 @@ struct Printer<'a, 'b> {
     plans: &'a [PoolPlan],
     process: &'a Process,
     probes: &'a Probes,
+    stacks: StackReader<'a>,
     symbolizer: Symbolizer<'b>,
     started_ns: u64,
     /// Rendered first frames, by (stack, caller): a path repeats, its symbols need not.
@@ -130,14 +132,8 @@ const PENDING_LIMIT: usize = 64 * 1024;
 
 impl Printer<'_, '_> {
     /// Prints every event in the ring, then writes out what is pending.
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
-        while let Some(item) = ring.next() {
-            if item.len() < size_of::<StreamEvent>() {
-                continue;
-            }
-            // SAFETY: the kernel wrote a whole StreamEvent; read_unaligned copies it out.
-            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StreamEvent>()) };
-            drop(item);
+    fn drain(&mut self, events: &mut Events) -> Result<()> {
+        while let Some(event) = events.next_event() {
             self.print(&event)?;
         }
         self.write_pending()
@@ -200,7 +196,7 @@ impl Printer<'_, '_> {
         if let Some(text) = self.frames.get(&(stack, caller)) {
             return text.clone();
         }
-        let walked = tracking::stack(self.probes.ebpf(), stack).unwrap_or_default();
+        let walked = self.stacks.frames(stack);
         let mut addresses = vec![caller];
         addresses.extend(walked.iter().skip(1).filter(|&&a| a != caller));
         // A Put inside an inlined copy of Put sends its own site, the call instruction, as the
@@ -248,7 +244,7 @@ impl Printer<'_, '_> {
 
     /// Says, once a second at most, how many events the ring buffer could not hold.
     fn report_losses(&mut self) -> Result<()> {
-        let counters = tracking::counters(self.probes.ebpf(), self.plans.len())?;
+        let counters = tracking::counters(self.probes, self.plans.len())?;
         let lost: u64 = counters.iter().map(|c| c.stream_lost).sum();
         if lost > self.lost_reported {
             let style = std::io::stderr().is_terminal();

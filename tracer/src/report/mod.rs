@@ -1,5 +1,6 @@
 //! Reporting: turning a snapshot of the kernel maps into call paths a user can read, as text
-//! or as the JSON other tools parse (field names are a contract: add, never rename).
+//! or as the JSON other tools parse (field names are a contract: add, never rename). A report
+//! is a function of the snapshot, the plans and a symbolizer: it reads nothing itself.
 
 pub mod analysis;
 mod flame;
@@ -14,12 +15,12 @@ use serde::Serialize;
 pub use text::{human_bytes, render_final, render_interval, Style};
 
 use analysis::{Evidence, Percentiles};
+use tracer_common::PoolCounters;
 
 use crate::{
     gobin::{BuildInfo, Function},
     probes::{PoolKind, PoolPlan},
-    process::Process,
-    symbolize::{AddressKind, Frame, Symbolizer},
+    symbolize::{AddressKind, Frame, Symbolize},
     tracking::{self, Held, Snapshot},
 };
 
@@ -51,26 +52,14 @@ pub struct PoolReport {
     /// The symbols actually probed (a generic name resolves to its shape function).
     pub get_probed: String,
     pub put_probed: String,
-    pub gets: u64,
-    pub puts: u64,
     /// Rates since the previous report (or since attach).
     pub gets_per_s: f64,
     pub puts_per_s: f64,
     pub outstanding: u64,
     pub outstanding_bytes: u64,
-    pub unmatched_puts: u64,
-    pub dropped: u64,
-    pub nil_gets: u64,
-    pub stack_failures: u64,
-    /// Objects dropped without a Put and garbage-collected (their address came back from a
-    /// later Get while still outstanding): certain leaks.
-    pub collected: u64,
-    pub collected_dropped: u64,
-    pub read_faults: u64,
-    /// Hold times and release paths not recorded because their maps were full.
-    pub paths_dropped: u64,
-    /// Stream events lost because the ring buffer was full.
-    pub stream_lost: u64,
+    /// The kernel's counters, one JSON field each (see [`Counters`]).
+    #[serde(flatten, with = "Counters")]
+    pub counters: PoolCounters,
     /// Copies of Get and Put inlined into callers where no probe can see them (no call to a
     /// known pool inside). With unseen Puts, objects dropped without a Put are not scored as
     /// leaks: they may have come back there.
@@ -81,6 +70,29 @@ pub struct PoolReport {
     pub stacks: Vec<StackReport>,
     /// Call paths left out by `--top`.
     pub stacks_omitted: usize,
+}
+
+/// How the kernel's per-pool counters appear in JSON: every field under its own name. A
+/// counter added to `PoolCounters` is added here, and nowhere else in the report.
+#[derive(Serialize)]
+#[serde(remote = "PoolCounters")]
+struct Counters {
+    gets: u64,
+    puts: u64,
+    unmatched_puts: u64,
+    /// Objects not tracked because the object map was full.
+    dropped: u64,
+    nil_gets: u64,
+    stack_failures: u64,
+    /// Objects dropped without a Put and garbage-collected (their address came back from a
+    /// later Get while still outstanding): certain leaks.
+    collected: u64,
+    collected_dropped: u64,
+    read_faults: u64,
+    /// Hold times and release paths not recorded because their maps were full.
+    paths_dropped: u64,
+    /// Stream events lost because the ring buffer was full.
+    stream_lost: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -193,12 +205,14 @@ impl History {
 }
 
 /// What a report needs besides the snapshot.
-pub struct Context<'a, 'b> {
-    pub process: &'a Process,
+pub struct Context<'a> {
+    pub pid: i32,
+    /// The executable's name.
+    pub binary: &'a str,
     pub build: Option<&'a BuildInfo>,
     pub plans: &'a [PoolPlan],
-    pub symbolizer: &'a mut Symbolizer<'b>,
-    pub ebpf: &'a aya::Ebpf,
+    /// For the addresses of process `pid`.
+    pub symbolizer: &'a mut dyn Symbolize,
     pub history: &'a mut History,
     pub elapsed_ms: u64,
     pub min_age_ms: u64,
@@ -214,11 +228,11 @@ impl Report {
             let symbolizer = &*cx.symbolizer;
             let in_caller = |site: u64| {
                 symbolizer
-                    .link_address(cx.process, site)
+                    .link_address(site)
                     .and_then(|vaddr| plan.in_caller_site(vaddr))
                     .is_some()
             };
-            let paths = call_paths(cx.ebpf, &state.groups, &in_caller);
+            let paths = call_paths(snapshot, &state.groups, &in_caller);
             let unseen_put_sites = plan.inlined_puts.unseen.len();
             let mut shown: Vec<(StackReport, &CallPath)> = paths
                 .iter()
@@ -242,7 +256,7 @@ impl Report {
             let stacks = shown
                 .into_iter()
                 .map(|(mut stack, path)| {
-                    symbolize(&mut stack, path, cx.process, cx.symbolizer, plan);
+                    symbolize(&mut stack, path, cx.symbolizer, plan);
                     stack
                 })
                 .collect();
@@ -251,24 +265,14 @@ impl Report {
             pools.push(PoolReport {
                 gets_per_s,
                 puts_per_s,
-                stream_lost: c.stream_lost,
                 get: plan.get.requested.clone(),
                 put: plan.put.requested.clone(),
                 kind: plan.kind,
                 get_probed: plan.get.function.name.clone(),
                 put_probed: plan.put.function.name.clone(),
-                gets: c.gets,
-                puts: c.puts,
                 outstanding: state.outstanding,
                 outstanding_bytes: state.outstanding_bytes,
-                unmatched_puts: c.unmatched_puts,
-                dropped: c.dropped,
-                nil_gets: c.nil_gets,
-                stack_failures: c.stack_failures,
-                collected: c.collected,
-                collected_dropped: c.collected_dropped,
-                read_faults: c.read_faults,
-                paths_dropped: c.paths_dropped,
+                counters: c,
                 unseen_get_sites: plan.inlined_gets.unseen.len(),
                 unseen_put_sites,
                 stacks_omitted: omitted,
@@ -276,8 +280,8 @@ impl Report {
             });
         }
         Report {
-            pid: cx.process.pid(),
-            binary: cx.process.exe_name().to_owned(),
+            pid: cx.pid,
+            binary: cx.binary.to_owned(),
             go_version: cx.build.map(|b| b.go_version.clone()),
             module: cx
                 .build
@@ -408,13 +412,13 @@ impl Addresses {
 /// The addresses of a captured stack and the immediate caller read with it. `in_caller` says
 /// whether a site lies in a caller's code.
 fn outer_frames(
-    ebpf: &aya::Ebpf,
+    snapshot: &Snapshot,
     stack: u64,
     caller: u64,
     in_caller: &dyn Fn(u64) -> bool,
 ) -> Addresses {
-    // A stack that cannot be read leaves the path at its caller (stack_failures counts it).
-    let frames = tracking::stack(ebpf, stack).unwrap_or_default();
+    // A stack that could not be read leaves the path at its caller (stack_failures counts it).
+    let frames = snapshot.stack(stack);
     let site = frames.first().copied();
     if site.is_some_and(in_caller) {
         // The walk from the caller's own frame holds every frame beyond it.
@@ -440,14 +444,14 @@ fn outer_frames(
 
 /// Merges groups into call paths.
 fn call_paths(
-    ebpf: &aya::Ebpf,
+    snapshot: &Snapshot,
     groups: &[tracking::Group],
     in_caller: &dyn Fn(u64) -> bool,
 ) -> Vec<CallPath> {
     let mut paths: Vec<CallPath> = Vec::new();
     let mut index: HashMap<(u64, PathIdentity), usize> = HashMap::new();
     for group in groups {
-        let taken = outer_frames(ebpf, group.stack, group.caller, in_caller);
+        let taken = outer_frames(snapshot, group.stack, group.caller, in_caller);
         let i = *index
             .entry((group.receiver, taken.identity()))
             .or_insert_with(|| {
@@ -466,7 +470,7 @@ fn call_paths(
         path.taken.site = path.taken.site.or(taken.site);
         path.held.merge(&group.held);
         for &(stack, caller, count) in &group.releases {
-            let given_back = outer_frames(ebpf, stack, caller, in_caller);
+            let given_back = outer_frames(snapshot, stack, caller, in_caller);
             let release = path
                 .releases
                 .entry(given_back.identity())
@@ -488,13 +492,11 @@ fn call_paths(
 fn symbolize(
     stack: &mut StackReport,
     path: &CallPath,
-    process: &Process,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &mut dyn Symbolize,
     plan: &PoolPlan,
 ) {
     // After the call to the pool's Get the site is looked up as the return address it is.
     stack.frames = frames(
-        process,
         symbolizer,
         &plan.get.function,
         &path.taken,
@@ -508,7 +510,6 @@ fn symbolize(
         .map(|release| ReleasePath {
             share: release.count as f64 / returned.max(1) as f64,
             frames: frames(
-                process,
                 symbolizer,
                 &plan.put.function,
                 &release.given_back,
@@ -523,17 +524,16 @@ fn symbolize(
 /// A site in the caller's code gives both at once, the inlined Get or Put and the caller,
 /// looked up as `in_caller_site` says.
 fn frames(
-    process: &Process,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &mut dyn Symbolize,
     function: &Function,
     addresses: &Addresses,
     in_caller_site: AddressKind,
 ) -> Vec<Frame> {
     let mut frames = match (addresses.site, addresses.in_caller) {
-        (Some(site), true) => symbolizer.frames(process, site, in_caller_site),
+        (Some(site), true) => symbolizer.frames(site, in_caller_site),
         (site, _) => {
-            match site.and_then(|site| symbolizer.runtime_entry(process, site, function)) {
-                Some(entry) => symbolizer.frames(process, entry, AddressKind::Executing),
+            match site.and_then(|site| symbolizer.runtime_entry(site, function)) {
+                Some(entry) => symbolizer.frames(entry, AddressKind::Executing),
                 // The stack was not captured (counted in stack_failures): still name the function.
                 None => vec![Frame {
                     address: 0,
@@ -546,7 +546,10 @@ fn frames(
         }
     };
     for &address in addresses.outer.iter().filter(|&&a| a != 0) {
-        frames.extend(symbolizer.frames(process, address, AddressKind::ReturnAddress));
+        frames.extend(symbolizer.frames(address, AddressKind::ReturnAddress));
     }
     frames
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,8 +18,8 @@ pub fn render_interval(report: &Report, style: Style) -> String {
             pool.puts_per_s,
             pool.outstanding,
             bytes_suffix(pool.outstanding_bytes),
-            pool.collected,
-            pool.dropped + pool.stream_lost,
+            pool.counters.collected,
+            pool.counters.dropped + pool.counters.stream_lost,
         );
         let _ = writeln!(out, "{}", style.bold(&header));
         render_stacks(&mut out, pool, style);
@@ -108,13 +108,13 @@ fn summary(pool: &PoolReport) -> String {
     };
     format!(
         "{get}: {} gets, {} puts, {} outstanding{}, {} collected without Put, {} unmatched puts, {} dropped",
-        pool.gets,
-        pool.puts,
+        pool.counters.gets,
+        pool.counters.puts,
         pool.outstanding,
         bytes_suffix(pool.outstanding_bytes),
-        pool.collected,
-        pool.unmatched_puts,
-        pool.dropped
+        pool.counters.collected,
+        pool.counters.unmatched_puts,
+        pool.counters.dropped
     )
 }
 
@@ -273,17 +273,17 @@ fn held_summary(stack: &StackReport, puts_unseen: bool) -> String {
 /// Every event not recorded, with its reason: nothing is lost silently.
 fn warnings(pool: &PoolReport) -> Vec<String> {
     let losses = [
-        (pool.dropped, "objects were not tracked because the object map was full (raise --max-objects)"),
-        (pool.stack_failures, "objects were tracked without a stack (stack map full or colliding; raise --max-stacks)"),
-        (pool.collected, match (pool.unseen_put_sites, pool.kind) {
+        (pool.counters.dropped, "objects were not tracked because the object map was full (raise --max-objects)"),
+        (pool.counters.stack_failures, "objects were tracked without a stack (stack map full or colliding; raise --max-stacks)"),
+        (pool.counters.collected, match (pool.unseen_put_sites, pool.kind) {
             (1.., _) => "objects were handed out again while still out: dropped without a Put, or given back through an inlined Put that pooltrace cannot see",
             (0, PoolKind::Counting) => "objects were dropped without a Put: a later Get returned their recycled memory while they were still out",
             (0, PoolKind::Sync) => "objects were dropped without a Put: lost reuse (extra allocations), which a sync pool allows",
         }),
-        (pool.collected_dropped, "collected objects are in the totals but not under a call path (too many paths)"),
-        (pool.paths_dropped, "hold times or release paths were not recorded (too many distinct paths)"),
-        (pool.stream_lost, "stream events were lost (the ring buffer was full)"),
-        (pool.read_faults, "object identities or sizes could not be read from the target's memory (check --get-key/--put-key/--get-size)"),
+        (pool.counters.collected_dropped, "collected objects are in the totals but not under a call path (too many paths)"),
+        (pool.counters.paths_dropped, "hold times or release paths were not recorded (too many distinct paths)"),
+        (pool.counters.stream_lost, "stream events were lost (the ring buffer was full)"),
+        (pool.counters.read_faults, "object identities or sizes could not be read from the target's memory (check --get-key/--put-key/--get-size)"),
     ];
     let unseen = [
         (pool.unseen_put_sites as u64, "inlined copies of Put make no call pooltrace can probe: objects given back there look outstanding, or dropped without a Put, which is therefore not scored"),

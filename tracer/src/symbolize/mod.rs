@@ -42,6 +42,38 @@ pub enum AddressKind {
     ReturnAddress,
 }
 
+/// What a report asks of a symbolizer, for addresses of one process. Reports are built from
+/// snapshots alone, so tests build them with a symbolizer that needs no binary or process.
+pub trait Symbolize {
+    /// The frames at one runtime address: more than one when calls were inlined there.
+    fn frames(&mut self, address: u64, kind: AddressKind) -> Vec<Frame>;
+    /// The runtime entry address of `function`, given a runtime address inside it.
+    fn runtime_entry(&self, inside: u64, function: &Function) -> Option<u64>;
+    /// The link-time address of a runtime address in the executable, `None` outside it.
+    fn link_address(&self, address: u64) -> Option<u64>;
+}
+
+/// A [`Symbolizer`] bound to the process whose addresses it is given.
+pub struct InProcess<'a, 'b> {
+    pub symbolizer: &'a mut Symbolizer<'b>,
+    pub process: &'a Process,
+}
+
+impl Symbolize for InProcess<'_, '_> {
+    fn frames(&mut self, address: u64, kind: AddressKind) -> Vec<Frame> {
+        self.symbolizer.frames(self.process, address, kind)
+    }
+
+    fn runtime_entry(&self, inside: u64, function: &Function) -> Option<u64> {
+        self.symbolizer
+            .runtime_entry(self.process, inside, function)
+    }
+
+    fn link_address(&self, address: u64) -> Option<u64> {
+        self.symbolizer.link_address(self.process, address)
+    }
+}
+
 pub struct Symbolizer<'a> {
     binary: &'a GoBinary,
     /// Inflating Go's compressed DWARF takes a while on big binaries: done on first need.

@@ -1,19 +1,27 @@
 //! Tracking: reading what the kernel side recorded. The probes do all per-event work; this
 //! module only reads the maps when a report is due and groups the outstanding objects by the
-//! call path that took them.
+//! call path that took them. It is the one place that reads the maps: a [`Snapshot`] holds
+//! all a report needs, and stream mode reads its events and stacks through [`Events`] and
+//! [`StackReader`], so neither `report` nor `stream` sees aya.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     Ebpf,
 };
 use tracer_common::{
     HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ReleaseKey,
-    StackFrames, HOLD_BUCKETS,
+    StackFrames, StreamEvent, HOLD_BUCKETS,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    probes::Probes,
+};
 
 /// What a call path holds and gave back: the part of a [`Group`] that adds up when paths
 /// are merged.
@@ -104,11 +112,14 @@ pub struct PoolState {
 }
 
 /// What the kernel maps held at one moment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// CLOCK_MONOTONIC when read, the clock of `Outstanding::taken_ns`.
     pub now_ns: u64,
     pub pools: Vec<PoolState>,
+    /// The user stacks the groups and their releases name, by key in `STACKS`: return
+    /// addresses innermost first. A key missing here was not captured or could not be read.
+    pub stacks: HashMap<u64, Vec<u64>>,
 }
 
 type GroupKey = (u32, u64, u64, u64);
@@ -116,7 +127,8 @@ type GroupKey = (u32, u64, u64, u64);
 impl Snapshot {
     /// Reads counters and per-path state for `pools` pools; objects younger than
     /// `min_age_ns` count in the totals but not in the groups.
-    pub fn read(ebpf: &Ebpf, pools: usize, min_age_ns: u64) -> Result<Self> {
+    pub fn read(probes: &Probes, pools: usize, min_age_ns: u64) -> Result<Self> {
+        let ebpf = probes.ebpf();
         let now_ns = monotonic_ns();
         let mut states = read_counters(ebpf, pools)?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
@@ -173,11 +185,33 @@ impl Snapshot {
         for ((pool, _, _, _), group) in groups {
             states[pool as usize].groups.push(group);
         }
+        let stacks = read_stacks(&StackReader::new(probes)?, &states);
         Ok(Self {
             now_ns,
             pools: states,
+            stacks,
         })
     }
+
+    /// The stack recorded under `stack`, innermost first (empty when none was captured).
+    pub fn stack(&self, stack: u64) -> &[u64] {
+        self.stacks.get(&stack).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The stacks that the groups of `pools`, and the Puts their objects came back through, name.
+fn read_stacks(reader: &StackReader, pools: &[PoolState]) -> HashMap<u64, Vec<u64>> {
+    let named = pools
+        .iter()
+        .flat_map(|pool| &pool.groups)
+        .flat_map(|group| {
+            std::iter::once(group.stack).chain(group.releases.iter().map(|&(stack, _, _)| stack))
+        });
+    let mut stacks = HashMap::new();
+    for stack in named.filter(|&stack| stack != 0) {
+        stacks.entry(stack).or_insert_with(|| reader.frames(stack));
+    }
+    stacks
 }
 
 /// The group of `path`, created on first sight; `None` for a pool index out of range.
@@ -193,27 +227,73 @@ fn group_of<'a>(
     })
 }
 
-/// The user stack recorded under `stack`, innermost first (empty when none was captured).
-pub fn stack(ebpf: &Ebpf, stack: u64) -> Result<Vec<u64>> {
-    if stack == 0 {
-        return Ok(Vec::new());
-    }
-    let stacks: BpfHashMap<&MapData, u64, StackFrames> = map(ebpf, "STACKS")?;
-    Ok(stacks
-        .get(&stack, 0)
-        .map(|frames| {
-            frames
-                .ips
-                .iter()
-                .take(frames.len as usize)
-                .copied()
-                .collect()
+/// Reads user stacks out of `STACKS` one at a time, for stream mode's events.
+pub struct StackReader<'a> {
+    stacks: BpfHashMap<&'a MapData, u64, StackFrames>,
+}
+
+impl<'a> StackReader<'a> {
+    pub fn new(probes: &'a Probes) -> Result<Self> {
+        Ok(Self {
+            stacks: map(probes.ebpf(), "STACKS")?,
         })
-        .unwrap_or_default())
+    }
+
+    /// The user stack recorded under `stack`, innermost first (empty when none was captured
+    /// or it cannot be read: `stack_failures` counts those).
+    pub fn frames(&self, stack: u64) -> Vec<u64> {
+        if stack == 0 {
+            return Vec::new();
+        }
+        self.stacks
+            .get(&stack, 0)
+            .map(|frames| {
+                frames
+                    .ips
+                    .iter()
+                    .take(frames.len as usize)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Stream mode's ring buffer of Get and Put events, taken out of the loaded object. Its file
+/// descriptor becomes readable when events arrive.
+pub struct Events {
+    ring: RingBuf<MapData>,
+}
+
+impl Events {
+    pub fn take(probes: &mut Probes) -> Result<Self> {
+        Ok(Self {
+            ring: probes.take_events()?,
+        })
+    }
+
+    /// The next event in the ring, `None` once it is empty. Records too short to be an event
+    /// are skipped.
+    pub fn next_event(&mut self) -> Option<StreamEvent> {
+        while let Some(item) = self.ring.next() {
+            if item.len() < size_of::<StreamEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole StreamEvent; read_unaligned copies it out.
+            return Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<StreamEvent>()) });
+        }
+        None
+    }
+}
+
+impl AsRawFd for Events {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
 }
 
 fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
-    Ok(counters(ebpf, pools)?
+    Ok(per_cpu_counters(ebpf, pools)?
         .into_iter()
         .map(|counters| PoolState {
             counters,
@@ -223,31 +303,52 @@ fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
 }
 
 /// The per-pool counters, summed over CPUs.
-pub fn counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
+pub fn counters(probes: &Probes, pools: usize) -> Result<Vec<PoolCounters>> {
+    per_cpu_counters(probes.ebpf(), pools)
+}
+
+fn per_cpu_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
     let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, "COUNTERS")?;
     (0..pools as u32)
         .map(|pool| {
             let per_cpu = counters
                 .get(&pool, 0)
                 .map_err(|e| Error::Maps(e.to_string()))?;
-            let counters = per_cpu
-                .iter()
-                .fold(PoolCounters::default(), |sum, c| PoolCounters {
-                    gets: sum.gets + c.gets,
-                    nil_gets: sum.nil_gets + c.nil_gets,
-                    puts: sum.puts + c.puts,
-                    unmatched_puts: sum.unmatched_puts + c.unmatched_puts,
-                    dropped: sum.dropped + c.dropped,
-                    stack_failures: sum.stack_failures + c.stack_failures,
-                    collected: sum.collected + c.collected,
-                    collected_dropped: sum.collected_dropped + c.collected_dropped,
-                    read_faults: sum.read_faults + c.read_faults,
-                    paths_dropped: sum.paths_dropped + c.paths_dropped,
-                    stream_lost: sum.stream_lost + c.stream_lost,
-                });
-            Ok(counters)
+            Ok(per_cpu.iter().fold(PoolCounters::default(), add))
         })
         .collect()
+}
+
+/// `sum + more`, field by field. The destructuring names every field, so a counter added to
+/// `PoolCounters` fails to compile here until it is summed too. (This belongs in
+/// tracer-common as `AddAssign`, but any edit there needs the eBPF object rebuilt.)
+fn add(sum: PoolCounters, more: &PoolCounters) -> PoolCounters {
+    let PoolCounters {
+        gets,
+        nil_gets,
+        puts,
+        unmatched_puts,
+        dropped,
+        stack_failures,
+        collected,
+        collected_dropped,
+        read_faults,
+        paths_dropped,
+        stream_lost,
+    } = *more;
+    PoolCounters {
+        gets: sum.gets + gets,
+        nil_gets: sum.nil_gets + nil_gets,
+        puts: sum.puts + puts,
+        unmatched_puts: sum.unmatched_puts + unmatched_puts,
+        dropped: sum.dropped + dropped,
+        stack_failures: sum.stack_failures + stack_failures,
+        collected: sum.collected + collected,
+        collected_dropped: sum.collected_dropped + collected_dropped,
+        read_faults: sum.read_faults + read_faults,
+        paths_dropped: sum.paths_dropped + paths_dropped,
+        stream_lost: sum.stream_lost + stream_lost,
+    }
 }
 
 fn map<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<T>
