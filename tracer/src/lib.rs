@@ -3,7 +3,8 @@
 //! The pieces, one module per concern:
 //! - [`gobin`] reads Go binaries (ELF layout, symbols, generic shape functions);
 //! - [`probes`] decides where to probe and attaches the eBPF programs;
-//! - [`tracking`] reads what the kernel side recorded;
+//! - [`tracking`] reads what the kernel side recorded; [`units`] writes sizes and durations
+//!   for people;
 //! - [`symbolize`] turns addresses into Go frames;
 //! - [`report`] renders text and JSON; [`list`] shows the pools a binary has;
 //! - [`output`] writes results to stdout or the `--output` file, safely;
@@ -24,6 +25,7 @@ pub mod signals;
 pub mod stream;
 pub mod symbolize;
 pub mod tracking;
+pub mod units;
 
 pub use error::{Error, Result};
 

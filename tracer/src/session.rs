@@ -409,7 +409,7 @@ impl Trace<'_> {
             self.probes.attached(),
             self.process.pid(),
             self.process.exe_name(),
-            crate::report::human_bytes(self.probes.kernel_memory()),
+            crate::units::bytes(self.probes.kernel_memory()),
             self.args.max_objects,
             self.args.max_stacks,
         );

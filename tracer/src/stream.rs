@@ -22,6 +22,7 @@ use crate::{
     signals::Signals,
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns, Events, StackReader},
+    units,
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
@@ -174,7 +175,7 @@ impl Printer<'_, '_> {
             (true, _) if event.size > 0 => format!("size={}", event.size),
             (true, _) => String::new(),
             (false, u64::MAX) => "age=? (taken before attach)".to_owned(),
-            (false, age) => format!("age={}", duration(age)),
+            (false, age) => format!("age={}", units::nanos(age)),
         };
         let _ = writeln!(
             self.pending,
@@ -263,13 +264,5 @@ impl Printer<'_, '_> {
             self.lost_reported = lost;
         }
         Ok(())
-    }
-}
-
-fn duration(ns: u64) -> String {
-    match ns {
-        0..1_000_000 => format!("{:.0}us", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
-        _ => format!("{:.2}s", ns as f64 / 1e9),
     }
 }

@@ -8,8 +8,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tracer_common::{hold_bucket_floor, HOLD_BUCKETS};
 
-use super::text::seconds;
 use crate::probes::PoolKind;
+use crate::units;
 
 /// p50, p99 and max of a distribution, in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -131,11 +131,11 @@ pub fn judge(evidence: &Evidence) -> Verdict {
         let usual = match evidence.hold {
             Some(hold) => format!(
                 "objects from this path normally come back within {} (p99)",
-                seconds_f(hold.p99)
+                units::millis(hold.p99)
             ),
             None => "no object from this path has come back".to_owned(),
         };
-        let older = format!("{stuck} objects older than {}", seconds_f(threshold_ms));
+        let older = format!("{stuck} objects older than {}", units::millis(threshold_ms));
         match evidence.kind {
             PoolKind::Counting => {
                 let share = stuck as f64 / evidence.outstanding_ages_ns.len() as f64;
@@ -174,14 +174,6 @@ pub fn judge(evidence: &Evidence) -> Verdict {
 fn growth(trend: &[u64]) -> (usize, usize) {
     let grew = trend.windows(2).filter(|w| w[1] > w[0]).count();
     (grew, trend.len().saturating_sub(1))
-}
-
-fn seconds_f(ms: f64) -> String {
-    if ms < 1.0 {
-        format!("{:.0}us", ms * 1000.0)
-    } else {
-        seconds(ms as u64)
-    }
 }
 
 #[cfg(test)]

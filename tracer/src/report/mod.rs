@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-pub use text::{human_bytes, render_final, render_interval, Style};
+pub use text::{render_final, render_interval, Style};
 
 use analysis::{Evidence, Percentiles};
 use tracer_common::PoolCounters;

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{analysis::Percentiles, PoolReport, Report, StackReport};
-use crate::{probes::PoolKind, symbolize::Frame};
+use crate::{probes::PoolKind, symbolize::Frame, units};
 
 /// The periodic table: one header line per pool, then its top call paths.
 pub fn render_interval(report: &Report, style: Style) -> String {
@@ -12,7 +12,7 @@ pub fn render_interval(report: &Report, style: Style) -> String {
     for pool in &report.pools {
         let header = format!(
             "[{:>7}] {}: {:.0} gets/s, {:.0} puts/s, {} outstanding{}, {} collected, {} dropped",
-            seconds(report.elapsed_ms),
+            units::millis(report.elapsed_ms as f64),
             pool.get,
             pool.gets_per_s,
             pool.puts_per_s,
@@ -74,7 +74,7 @@ pub fn render_final(report: &Report, style: Style) -> String {
         "pooltrace: PID {} ({}{build}), traced for {}",
         report.pid,
         report.binary,
-        seconds(report.elapsed_ms)
+        units::millis(report.elapsed_ms as f64)
     );
     if let Some(fraction) = report.sample_gets {
         let _ = writeln!(
@@ -89,7 +89,7 @@ pub fn render_final(report: &Report, style: Style) -> String {
             let _ = writeln!(
                 out,
                 "  no object has been out longer than {}",
-                seconds(report.min_age_ms)
+                units::millis(report.min_age_ms as f64)
             );
         }
         render_stacks(&mut out, pool, style);
@@ -193,13 +193,7 @@ fn render_stack(out: &mut String, stack: &StackReport, puts_unseen: bool, style:
 }
 
 fn percentiles(p: Percentiles) -> String {
-    let ms = |v: f64| {
-        if v < 1.0 {
-            format!("{:.0}us", v * 1000.0)
-        } else {
-            seconds(v as u64)
-        }
-    };
+    let ms = units::millis;
     format!("p50 {}, p99 {}, max {}", ms(p.p50), ms(p.p99), ms(p.max))
 }
 
@@ -245,7 +239,7 @@ fn held_summary(stack: &StackReport, puts_unseen: bool) -> String {
             "{}{} outstanding, oldest {}",
             objects(stack.outstanding),
             bytes_suffix(stack.bytes),
-            seconds(stack.oldest_age_ms)
+            units::millis(stack.oldest_age_ms as f64)
         )
     });
     let collected = (stack.collected > 0).then(|| {
@@ -301,44 +295,6 @@ fn bytes_suffix(bytes: u64) -> String {
     if bytes == 0 {
         String::new()
     } else {
-        format!(" ({})", human_bytes(bytes))
-    }
-}
-
-/// 1536 -> "1.5 KiB".
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// 14200 -> "14.2s", 350 -> "350ms".
-pub fn seconds(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_ages_read_like_memleak() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(13_317_000), "12.7 MiB");
-        assert_eq!(seconds(14_200), "14.2s");
-        assert_eq!(seconds(350), "350ms");
+        format!(" ({})", units::bytes(bytes))
     }
 }
