@@ -160,15 +160,20 @@ impl Forwarder {
 }
 
 pub async fn report(args: ReportArgs) -> Result<()> {
-    let signals = Signals::install()?;
-    let named = named_pools(&args.trace.pools)?;
-    let output = open_output(&args.trace)?;
-    if !args.dry_run {
-        probes::check_privileges()?;
-    }
-    let mut process = Process::open(args.pid)?;
-    let binary = open_binary(&process)?;
-    let plans = plan_pools(&named, &binary, |_| {})?;
+    let options = &args.trace;
+    let Prepared {
+        signals,
+        output,
+        mut process,
+        binary,
+        plans,
+    } = prepare(
+        args.pid,
+        &options.pools,
+        Output::new(options.output.as_deref(), options.force),
+        !args.dry_run,
+        |_| {},
+    )?;
     if args.dry_run {
         let sites = probes::sites_json(&binary, &plans) + "\n";
         return match output {
@@ -177,22 +182,61 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         };
     }
     let mut ends = Ends::new(signals, process.watch()?);
-    let (_, written) = trace(
-        &args.trace,
-        output,
-        plans,
-        &mut ends,
-        process,
-        &binary,
-        |_| Ok(()),
-    )
+    let (_, written) = trace(options, output, plans, &mut ends, process, &binary, |_| {
+        Ok(())
+    })
     .await?;
     written
 }
 
-/// The `--output` file, opened before anything is attached.
-fn open_output(options: &TraceOptions) -> Result<Option<OutputFile>> {
-    OutputFile::open_requested(options.output.as_deref(), options.force)
+/// Where the user asked results to go: `--output` and `--force`.
+pub(crate) struct Output<'a> {
+    path: Option<&'a Path>,
+    force: bool,
+}
+
+impl<'a> Output<'a> {
+    pub(crate) fn new(path: Option<&'a Path>, force: bool) -> Self {
+        Self { path, force }
+    }
+}
+
+/// A running process, ready to be attached to.
+pub(crate) struct Prepared {
+    pub signals: Signals,
+    pub output: Option<OutputFile>,
+    pub process: Process,
+    pub binary: GoBinary,
+    pub plans: Vec<PoolPlan>,
+}
+
+/// What every command that attaches to a running process does first, in this order: catch
+/// signals (so none can kill it later, mid-attach), read the named pools, open `--output`,
+/// check privileges, open the process and its binary, and plan the pools (`adjust` tunes
+/// each). Every mistake fails here, before anything is attached.
+pub(crate) fn prepare(
+    pid: i32,
+    pools: &PoolArgs,
+    output: Output,
+    needs_privileges: bool,
+    adjust: impl Fn(&mut PoolSpec),
+) -> Result<Prepared> {
+    let signals = Signals::install()?;
+    let named = named_pools(pools)?;
+    let output = OutputFile::open_requested(output.path, output.force)?;
+    if needs_privileges {
+        probes::check_privileges()?;
+    }
+    let process = Process::open(pid)?;
+    let binary = open_binary(&process)?;
+    let plans = plan_pools(&named, &binary, adjust)?;
+    Ok(Prepared {
+        signals,
+        output,
+        process,
+        binary,
+        plans,
+    })
 }
 
 /// The traced executable, with a spinner while a large one's tables are read.
@@ -207,7 +251,7 @@ pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
 pub async fn run(args: RunArgs) -> Result<i32> {
     let signals = Signals::install()?;
     let named = named_pools(&args.trace.pools)?;
-    let output = open_output(&args.trace)?;
+    let output = OutputFile::open_requested(args.trace.output.as_deref(), args.trace.force)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
     let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {

@@ -16,26 +16,31 @@ use crate::{
     cli::StreamArgs,
     error::{Error, Result},
     output::{stdout_closed, write_stdout, OutputFile},
-    probes::{self, keyspec::Side, Limits, PoolPlan, Probes},
+    probes::{keyspec::Side, Limits, PoolPlan, Probes},
     process::Process,
-    session::{named_pools, open_binary, plan_pools, sleep_until, Ends, Stop},
-    signals::Signals,
+    session::{prepare, sleep_until, Ends, Output, Prepared, Stop},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns, Events, StackReader},
     units,
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
-    let signals = Signals::install()?;
-    let named = named_pools(&args.pools)?;
-    let mut output = OutputFile::open_requested(args.output.as_deref(), args.force)?;
-    probes::check_privileges()?;
-    let mut process = Process::open(args.pid)?;
-    let binary = open_binary(&process)?;
-    let plans = plan_pools(&named, &binary, |spec| {
-        spec.stream = true;
-        spec.release_paths = false;
-    })?;
+    let Prepared {
+        signals,
+        mut output,
+        mut process,
+        binary,
+        plans,
+    } = prepare(
+        args.pid,
+        &args.pools,
+        Output::new(args.output.as_deref(), args.force),
+        true,
+        |spec| {
+            spec.stream = true;
+            spec.release_paths = false;
+        },
+    )?;
     let limits = Limits {
         max_objects: tracer_common::DEFAULT_MAX_OBJECTS,
         max_stacks: tracer_common::DEFAULT_MAX_STACKS,
