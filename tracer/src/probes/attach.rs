@@ -14,7 +14,7 @@ use aya::{
 };
 use std::{num::NonZeroU32, path::PathBuf};
 
-use tracer_common::{ProbeSite, MAX_SITES};
+use tracer_common::{names, ProbeSite, DEFAULT_RELEASE_SAMPLE, MAX_SITES};
 
 use super::{inlined::InlinedSite, sites::Site, PoolPlan};
 use crate::{
@@ -52,9 +52,9 @@ enum Program {
 impl Program {
     fn name(self) -> &'static str {
         match self {
-            Program::Put => "pool_put",
-            Program::GetEntry => "pool_get_entry",
-            Program::GetRet => "pool_get",
+            Program::Put => names::PROGRAM_PUT,
+            Program::GetEntry => names::PROGRAM_GET_ENTRY,
+            Program::GetRet => names::PROGRAM_GET,
         }
     }
 }
@@ -139,8 +139,10 @@ impl Probes {
     ) -> Result<Self> {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("OUTSTANDING", limits.max_objects)
-            .map_max_entries("STACKS", limits.max_stacks)
+            .map_max_entries(names::OUTSTANDING, limits.max_objects)
+            .map_max_entries(names::STACKS, limits.max_stacks)
+            // Must exist: a global renamed on one side only fails the load, not silently.
+            .override_global(names::RELEASE_SAMPLE, &DEFAULT_RELEASE_SAMPLE, true)
             .load(OBJECT)
             .map_err(|e| load_error(&e))?;
 
@@ -251,8 +253,8 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| Error::Load("no EVENTS map".into()))?;
+            .take_map(names::EVENTS)
+            .ok_or_else(|| Error::Load(format!("no {} map", names::EVENTS)))?;
         RingBuf::try_from(map).map_err(|e| Error::Maps(e.to_string()))
     }
 
@@ -293,8 +295,8 @@ impl Drop for Probes {
 
 fn write_sites(ebpf: &mut Ebpf, sites: &[Planned]) -> Result<()> {
     let map = ebpf
-        .map_mut("SITES")
-        .ok_or_else(|| Error::Load("no SITES map".into()))?;
+        .map_mut(names::SITES)
+        .ok_or_else(|| Error::Load(format!("no {} map", names::SITES)))?;
     let mut array: Array<_, ProbeSite> =
         Array::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
     for (i, planned) in sites.iter().enumerate() {
@@ -369,4 +371,51 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    use tracer_common::names;
+
+    use super::OBJECT;
+
+    /// The names of the symbols the embedded object defines in sections whose names pass
+    /// `section`.
+    fn symbols_in(section: impl Fn(&str) -> bool) -> Vec<String> {
+        let file = object::File::parse(OBJECT).expect("the embedded eBPF object parses");
+        file.symbols()
+            .filter(|symbol| symbol.is_definition())
+            .filter(|symbol| {
+                let index = symbol.section_index();
+                let name = index.and_then(|i| file.section_by_index(i).ok()?.name().ok());
+                name.is_some_and(&section)
+            })
+            .filter_map(|symbol| symbol.name().ok().map(str::to_owned))
+            .collect()
+    }
+
+    /// User space opens maps, programs and globals by `names`; a kernel-side rename that
+    /// missed them would only fail at load time, as root. This catches it without root.
+    #[test]
+    fn every_name_user_space_uses_is_in_the_object() {
+        let maps = symbols_in(|section| section == "maps");
+        let programs = symbols_in(|section| section.starts_with("uprobe"));
+        let globals = symbols_in(|section| section.starts_with(".rodata"));
+        for name in names::MAPS {
+            assert!(maps.iter().any(|m| m == name), "no map {name} in {maps:?}");
+        }
+        for name in names::PROGRAMS {
+            assert!(
+                programs.iter().any(|p| p == name),
+                "no program {name} in {programs:?}"
+            );
+        }
+        for name in names::GLOBALS {
+            assert!(
+                globals.iter().any(|g| g == name),
+                "no global {name} in {globals:?}"
+            );
+        }
+    }
 }

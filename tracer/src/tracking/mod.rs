@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
 };
 use tracer_common::{
-    HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ReleaseKey,
+    names, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ReleaseKey,
     StackFrames, HOLD_BUCKETS,
 };
 
@@ -121,7 +121,8 @@ impl Snapshot {
         let mut states = read_counters(ebpf, pools)?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
 
-        let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> = map(ebpf, "OUTSTANDING")?;
+        let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> =
+            map(ebpf, names::OUTSTANDING)?;
         for entry in outstanding.iter() {
             // An entry deleted between the key walk and its lookup is just gone: skip it.
             let Ok((key, object)) = entry else { continue };
@@ -143,14 +144,14 @@ impl Snapshot {
                 held.ages_ns.push(age);
             }
         }
-        let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, "COLLECTED")?;
+        let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, names::COLLECTED)?;
         for (path, per_cpu) in collected.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &path) {
                 group.held.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
                 group.held.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
             }
         }
-        let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, "HOLD_TIMES")?;
+        let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, names::HOLD_TIMES)?;
         for (path, per_cpu) in hold.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &path) {
                 for histogram in per_cpu.iter() {
@@ -160,7 +161,7 @@ impl Snapshot {
                 }
             }
         }
-        let releases: PerCpuHashMap<&MapData, ReleaseKey, u64> = map(ebpf, "RELEASES")?;
+        let releases: PerCpuHashMap<&MapData, ReleaseKey, u64> = map(ebpf, names::RELEASES)?;
         for (release, per_cpu) in releases.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &release.acquire) {
                 group.releases.push((
@@ -198,7 +199,7 @@ pub fn stack(ebpf: &Ebpf, stack: u64) -> Result<Vec<u64>> {
     if stack == 0 {
         return Ok(Vec::new());
     }
-    let stacks: BpfHashMap<&MapData, u64, StackFrames> = map(ebpf, "STACKS")?;
+    let stacks: BpfHashMap<&MapData, u64, StackFrames> = map(ebpf, names::STACKS)?;
     Ok(stacks
         .get(&stack, 0)
         .map(|frames| {
@@ -224,7 +225,7 @@ fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
 
 /// The per-pool counters, summed over CPUs.
 pub fn counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
-    let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, "COUNTERS")?;
+    let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, names::COUNTERS)?;
     (0..pools as u32)
         .map(|pool| {
             let per_cpu = counters
