@@ -24,6 +24,113 @@ pub const MAX_STACK_DEPTH: usize = 64;
 /// Capacity of `COLLECTED` (distinct call paths with objects collected without a Put).
 pub const MAX_COLLECTED_PATHS: u32 = 16_384;
 
+/// The names user space finds the kernel side's maps, programs and globals by. The eBPF
+/// program's statics and functions carry exactly these names (a `tracer` unit test checks the
+/// committed object against every one), so a rename is one edit here plus the kernel's.
+pub mod names {
+    /// Map: what each attached site reads, indexed by the attach cookie.
+    pub const SITES: &str = "SITES";
+    /// Map: every object out of its pool ([`crate::ObjectKey`] to [`crate::Outstanding`]).
+    pub const OUTSTANDING: &str = "OUTSTANDING";
+    /// Map: user stacks of the Gets, by a hash of their frames.
+    pub const STACKS: &str = "STACKS";
+    /// Map: objects dropped without a Put and collected, by call path.
+    pub const COLLECTED: &str = "COLLECTED";
+    /// Map: hold-time histograms, by call path.
+    pub const HOLD_TIMES: &str = "HOLD_TIMES";
+    /// Map: objects given back, by acquire path and release path.
+    pub const RELEASES: &str = "RELEASES";
+    /// Map: the stream mode ring buffer.
+    pub const EVENTS: &str = "EVENTS";
+    /// Map: per-pool counters, per CPU.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// Every map user space opens by name.
+    pub const MAPS: [&str; 8] = [
+        SITES,
+        OUTSTANDING,
+        STACKS,
+        COLLECTED,
+        HOLD_TIMES,
+        RELEASES,
+        EVENTS,
+        COUNTERS,
+    ];
+
+    /// Program at Put's entry and at the calls in Put's inlined copies.
+    pub const PROGRAM_PUT: &str = "pool_put";
+    /// Program at Get's entry: stashes the receiver for the RETs.
+    pub const PROGRAM_GET_ENTRY: &str = "pool_get_entry";
+    /// Program at Get's RETs and after the calls in Get's inlined copies.
+    pub const PROGRAM_GET: &str = "pool_get";
+    /// Every program, in the order they are loaded.
+    pub const PROGRAMS: [&str; 3] = [PROGRAM_PUT, PROGRAM_GET_ENTRY, PROGRAM_GET];
+
+    /// Global (`u32`, set at load): one Put in this many records its release path.
+    pub const RELEASE_SAMPLE: &str = "RELEASE_SAMPLE";
+    /// Every global user space sets at load time.
+    pub const GLOBALS: [&str; 1] = [RELEASE_SAMPLE];
+}
+
+/// Default of the `RELEASE_SAMPLE` global: one Put in 16 walks its stack, which keeps each
+/// release path's share an unbiased estimate at a sixteenth of a stack walk per Put.
+pub const DEFAULT_RELEASE_SAMPLE: u32 = 16;
+
+/// What a probe site is, as `--dry-run` lists it and as the benchmarks read it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SiteRole {
+    /// Near Put's entry.
+    Put,
+    /// On the call to the pool underneath an inlined copy of Put, in its caller's code.
+    PutInlinedCall,
+    /// At Get's entry, where its receiver is stashed.
+    GetEntry,
+    /// At one of Get's RETs.
+    GetRet,
+    /// After the call to the pool underneath an inlined copy of Get, in its caller's code.
+    GetInlinedCall,
+}
+
+impl SiteRole {
+    pub const ALL: [SiteRole; 5] = [
+        SiteRole::Put,
+        SiteRole::PutInlinedCall,
+        SiteRole::GetEntry,
+        SiteRole::GetRet,
+        SiteRole::GetInlinedCall,
+    ];
+
+    /// The name in `--dry-run`'s JSON (`"role"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SiteRole::Put => "put",
+            SiteRole::PutInlinedCall => "put-inlined-call",
+            SiteRole::GetEntry => "get-entry",
+            SiteRole::GetRet => "get-ret",
+            SiteRole::GetInlinedCall => "get-inlined-call",
+        }
+    }
+
+    /// The role named `text` by [`SiteRole::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.as_str() == text)
+    }
+
+    /// The eBPF program that runs at a site of this role.
+    pub const fn program(self) -> &'static str {
+        match self {
+            SiteRole::Put | SiteRole::PutInlinedCall => names::PROGRAM_PUT,
+            SiteRole::GetEntry => names::PROGRAM_GET_ENTRY,
+            SiteRole::GetRet | SiteRole::GetInlinedCall => names::PROGRAM_GET,
+        }
+    }
+
+    /// Whether the site gives objects back. Put sites stay attached while Get's are
+    /// toggled (`--sample-gets`), so no object taken is missed coming back.
+    pub const fn is_put_side(self) -> bool {
+        matches!(self, SiteRole::Put | SiteRole::PutInlinedCall)
+    }
+}
+
 /// Go's amd64 ABIInternal integer registers in argument order: word `n` of the arguments
 /// (receiver first) or of the results lives in `GO_ABI_REGS[n]`.
 pub const GO_ABI_REGS: [&str; 9] = ["rax", "rbx", "rcx", "rdi", "rsi", "r8", "r9", "r10", "r11"];
@@ -177,6 +284,8 @@ pub struct PathTotals {
 
 /// Buckets of [`HoldHistogram`]: two per power of two of nanoseconds.
 pub const HOLD_BUCKETS: usize = 128;
+// The kernel masks bucket indices with `HOLD_BUCKETS - 1` for the verifier.
+const _: () = assert!(HOLD_BUCKETS.is_power_of_two());
 /// Capacity of `HOLD_TIMES` and `RELEASES` (call paths, and acquire/release path pairs).
 pub const MAX_RELEASE_PATHS: u32 = 8_192;
 
@@ -274,6 +383,37 @@ pub struct PoolCounters {
     pub stream_lost: u64,
 }
 
+/// User space sums the per-CPU copies. The destructuring names every field, so a counter
+/// added to `PoolCounters` does not compile until it is summed here too.
+impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
+    fn add_assign(&mut self, more: &PoolCounters) {
+        let PoolCounters {
+            gets,
+            nil_gets,
+            puts,
+            unmatched_puts,
+            dropped,
+            stack_failures,
+            collected,
+            collected_dropped,
+            read_faults,
+            paths_dropped,
+            stream_lost,
+        } = *more;
+        self.gets += gets;
+        self.nil_gets += nil_gets;
+        self.puts += puts;
+        self.unmatched_puts += unmatched_puts;
+        self.dropped += dropped;
+        self.stack_failures += stack_failures;
+        self.collected += collected;
+        self.collected_dropped += collected_dropped;
+        self.read_faults += read_faults;
+        self.paths_dropped += paths_dropped;
+        self.stream_lost += stream_lost;
+    }
+}
+
 /// Fails the build when a type's size is not the sum of the sizes of its fields: padding the
 /// compiler inserts is never initialised, and these bytes cross into the kernel. The
 /// destructuring names every field (the compiler refuses a missing one), and each field's size
@@ -325,6 +465,14 @@ mod tests {
             assert_eq!(hold_bucket(floor), bucket);
             assert_eq!(hold_bucket(hold_bucket_floor(bucket + 1) - 1), bucket);
         }
+    }
+
+    #[test]
+    fn site_roles_parse_back_from_their_names() {
+        for role in SiteRole::ALL {
+            assert_eq!(SiteRole::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(SiteRole::parse("get"), None);
     }
 }
 

@@ -23,8 +23,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    hold_bucket, HoldHistogram, ReleaseKey, StreamEvent, EVENTS_BYTES, EVENT_GET, EVENT_PUT,
-    HOLD_BUCKETS, MAX_RELEASE_PATHS, SITE_IN_CALLER, SITE_RELEASE_PATHS, SITE_STREAM,
+    hold_bucket, HoldHistogram, ReleaseKey, StreamEvent, DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES,
+    EVENT_GET, EVENT_PUT, HOLD_BUCKETS, MAX_RELEASE_PATHS, SITE_IN_CALLER, SITE_RELEASE_PATHS,
+    SITE_STREAM,
 };
 use tracer_common::{
     ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames, WordSpec,
@@ -32,6 +33,9 @@ use tracer_common::{
     MAX_COLLECTED_PATHS, MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_SITES, MAX_STACK_DEPTH,
     SITE_TRACKS_RECEIVER, WORD_IFACE, WORD_LOAD, WORD_REG,
 };
+
+// Map, program and global names are `tracer_common::names`: user space opens them by those
+// strings, and a unit test in `tracer` checks the object carries every one.
 
 /// What each attached site reads; indexed by the attach cookie.
 #[map]
@@ -85,9 +89,20 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 static COUNTERS: PerCpuArray<PoolCounters> = PerCpuArray::with_max_entries(MAX_POOLS, 0);
 
 const E2BIG: i32 = 7;
-/// Puts whose stack is recorded for release paths: one in this many.
-const RELEASE_SAMPLE: u32 = 16;
 const EEXIST: i32 = -17;
+
+/// Puts whose stack is recorded for release paths: one in this many. A load-time global
+/// (`names::RELEASE_SAMPLE`, like libbpf-tools' `const volatile`), so user space can change
+/// it without a rebuild of the object; read only through [`release_sample`].
+#[unsafe(no_mangle)]
+static RELEASE_SAMPLE: u32 = DEFAULT_RELEASE_SAMPLE;
+
+/// The loader's value of `RELEASE_SAMPLE`. A plain read would be folded to the compiled-in
+/// default; 0 is taken as 1 so the modulo can never divide by zero.
+fn release_sample() -> u32 {
+    // SAFETY: a valid, aligned static that nothing in the program writes.
+    unsafe { core::ptr::read_volatile(&RELEASE_SAMPLE) }.max(1)
+}
 
 #[uprobe]
 pub fn pool_get(ctx: ProbeContext) -> u32 {
@@ -255,7 +270,7 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     // One Put in RELEASE_SAMPLE records its stack: each path's share stays an unbiased
     // estimate, at a fraction of a stack walk per Put.
     if site.flags & SITE_RELEASE_PATHS != 0
-        && unsafe { bpf_get_prandom_u32() } % RELEASE_SAMPLE == 0
+        && unsafe { bpf_get_prandom_u32() } % release_sample() == 0
     {
         record_release(ctx, site.flags, acquire, counters);
     }
@@ -408,8 +423,15 @@ fn capture_stack(ctx: &ProbeContext, flags: u32) -> (Option<u64>, u64) {
 }
 
 /// Bytes of goroutine stack copied in one read from `rsp` before walking.
+///
+/// A compile-time constant, not a load-time global: it is the size of `STACK_WINDOW`'s value
+/// type, and the verifier must see the read's length and every index into the window bounded
+/// by that size. A smaller runtime window would save only part of one copy, and a larger one
+/// needs a new value type (a rebuild) anyway.
 const WINDOW_BYTES: usize = 1024;
 const WINDOW_WORDS: usize = WINDOW_BYTES / 8;
+// Indices into the window are masked with `WINDOW_WORDS - 1` for the verifier.
+const _: () = assert!(WINDOW_WORDS.is_power_of_two() && WINDOW_BYTES % 8 == 0);
 
 /// One read of the stack from `rsp` up: most of a Go call chain fits.
 #[map]

@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracer_common::SiteRole;
+
 use crate::{exec, fixtures, tools, workspace, Result};
 
 const REPEATS: usize = 3;
@@ -163,11 +165,15 @@ fn overhead(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result 
     );
     let sites = planned_sites(pooltrace, target_bin, workload)?;
     // A pair hits one of Get's RETs, the Put site, and Get's entry site if there is one.
-    let ret_stepped = usize::from(sites.iter().any(|s| s.role == "get-ret" && !s.emulated));
+    let ret_stepped = usize::from(
+        sites
+            .iter()
+            .any(|s| s.role == SiteRole::GetRet && !s.emulated),
+    );
     let single_stepped = ret_stepped
         + sites
             .iter()
-            .filter(|s| s.role != "get-ret" && !s.emulated)
+            .filter(|s| s.role != SiteRole::GetRet && !s.emulated)
             .count();
     println!(
         "   sites: {}",
@@ -175,7 +181,7 @@ fn overhead(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result 
             .iter()
             .map(|s| format!(
                 "{} {} ({})",
-                s.role,
+                s.role.as_str(),
                 s.instruction,
                 if s.emulated {
                     "emulated"
@@ -297,7 +303,7 @@ fn measure(
 
 #[derive(Debug)]
 struct Site {
-    role: String,
+    role: SiteRole,
     file_offset: String,
     function_offset: String,
     instruction: String,
@@ -319,18 +325,20 @@ fn planned_sites(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Re
         )
     })?;
     let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or("").to_owned();
-    Ok(json
-        .as_array()
+    json.as_array()
         .ok_or("no sites")?
         .iter()
-        .map(|s| Site {
-            role: text(s, "role"),
-            file_offset: text(s, "file_offset"),
-            function_offset: text(s, "function_offset"),
-            instruction: text(s, "instruction"),
-            emulated: s["emulated"].as_bool().unwrap_or(false),
+        .map(|s| {
+            let role = text(s, "role");
+            Ok(Site {
+                role: SiteRole::parse(&role).ok_or(format!("--dry-run: unknown role {role:?}"))?,
+                file_offset: text(s, "file_offset"),
+                function_offset: text(s, "function_offset"),
+                instruction: text(s, "instruction"),
+                emulated: s["emulated"].as_bool().unwrap_or(false),
+            })
         })
-        .collect())
+        .collect::<Result<Vec<_>>>()
 }
 
 /// Count-only uprobes at exactly pooltrace's sites: what any tracer there pays.
@@ -347,12 +355,12 @@ fn floor_script(target: &Path, sites: &[Site]) -> String {
 fn baseline_script(target: &Path, sites: &[Site], workload: &Workload) -> String {
     let rets: Vec<String> = sites
         .iter()
-        .filter(|s| s.role == "get-ret")
+        .filter(|s| s.role == SiteRole::GetRet)
         .map(|s| format!("uprobe:{}:{}", target.display(), s.file_offset))
         .collect();
     let put = sites
         .iter()
-        .find(|s| s.role == "put")
+        .find(|s| s.role == SiteRole::Put)
         .map(|s| s.function_offset.clone())
         .unwrap_or_default();
     format!(

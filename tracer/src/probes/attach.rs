@@ -14,9 +14,9 @@ use aya::{
 };
 use std::{num::NonZeroU32, path::PathBuf};
 
-use tracer_common::{ProbeSite, MAX_SITES};
+use tracer_common::{names, ProbeSite, SiteRole, DEFAULT_RELEASE_SAMPLE, MAX_SITES};
 
-use super::{inlined::InlinedSite, sites::Site, PoolPlan};
+use super::{arming_order, PlannedSite, PoolPlan};
 use crate::{
     error::{Error, Result},
     gobin::GoBinary,
@@ -41,93 +41,15 @@ pub struct Probes {
     sites: Vec<AttachedSite>,
 }
 
-/// The eBPF program that runs at a site.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Program {
-    Put,
-    GetEntry,
-    GetRet,
-}
-
-impl Program {
-    fn name(self) -> &'static str {
-        match self {
-            Program::Put => "pool_put",
-            Program::GetEntry => "pool_get_entry",
-            Program::GetRet => "pool_get",
-        }
-    }
-}
-
-/// A site, its program and cookie, and its link while attached.
+/// A site, its role and cookie, and its link while attached.
 struct AttachedSite {
-    program: Program,
+    role: SiteRole,
     /// The probed function and address, for messages.
     function: String,
     address: u64,
     offset: u64,
     cookie: u64,
     link: Option<UProbeLinkId>,
-}
-
-/// One site to attach, before it is.
-struct Planned<'a> {
-    program: Program,
-    function: &'a str,
-    site: &'a Site,
-    probe: ProbeSite,
-}
-
-/// The sites of `plans` in the order they must go live: every Put site of every pool first
-/// (with the calls in Put's inlined copies), then Get's entries (which stash receivers for
-/// the RETs), then Get's RETs and the sites after the calls in Get's inlined copies. A Get
-/// recorded while a Put of its pool is not yet probed could be given back unseen and would
-/// then look outstanding forever, or collected once Go hands its address out again: on a
-/// busy process attach would invent leaks. Detaching runs the same list backwards.
-fn arming_order(plans: &[PoolPlan]) -> Vec<Planned<'_>> {
-    let mut order = Vec::new();
-    for plan in plans {
-        order.push(Planned {
-            program: Program::Put,
-            function: &plan.put.function.name,
-            site: &plan.put_site,
-            probe: plan.put_probe,
-        });
-        order.extend(inlined(Program::Put, &plan.inlined_puts.sites));
-    }
-    for plan in plans {
-        if let Some(site) = &plan.get_entry_site {
-            order.push(Planned {
-                program: Program::GetEntry,
-                function: &plan.get.function.name,
-                site,
-                probe: plan.get_probe,
-            });
-        }
-    }
-    for plan in plans {
-        for site in &plan.get_sites {
-            order.push(Planned {
-                program: Program::GetRet,
-                function: &plan.get.function.name,
-                site,
-                probe: plan.get_probe,
-            });
-        }
-        // After the call to the pool's Get, its results are where they are at its RET.
-        order.extend(inlined(Program::GetRet, &plan.inlined_gets.sites));
-    }
-    order
-}
-
-/// The sites inside inlined copies of Get or Put, run by `program`.
-fn inlined(program: Program, sites: &[InlinedSite]) -> impl Iterator<Item = Planned<'_>> {
-    sites.iter().map(move |inlined| Planned {
-        program,
-        function: &inlined.host.name,
-        site: &inlined.site,
-        probe: inlined.probe,
-    })
 }
 
 impl Probes {
@@ -139,18 +61,20 @@ impl Probes {
     ) -> Result<Self> {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("OUTSTANDING", limits.max_objects)
-            .map_max_entries("STACKS", limits.max_stacks)
+            .map_max_entries(names::OUTSTANDING, limits.max_objects)
+            .map_max_entries(names::STACKS, limits.max_stacks)
+            // Must exist: a global renamed on one side only fails the load, not silently.
+            .override_global(names::RELEASE_SAMPLE, &DEFAULT_RELEASE_SAMPLE, true)
             .load(OBJECT)
             .map_err(|e| load_error(&e))?;
 
-        let planned = arming_order(plans);
+        let planned: Vec<PlannedSite> = arming_order(plans).collect();
         if planned.len() > MAX_SITES as usize {
             return Err(Error::TooManySites(planned.len()));
         }
         write_sites(&mut ebpf, &planned)?;
-        for program in [Program::Put, Program::GetEntry, Program::GetRet] {
-            uprobe(&mut ebpf, program.name())?
+        for program in names::PROGRAMS {
+            uprobe(&mut ebpf, program)?
                 .load()
                 .map_err(|e| load_error(&e))?;
         }
@@ -164,7 +88,7 @@ impl Probes {
         for (cookie, planned) in planned.iter().enumerate() {
             let address = planned.site.addr;
             let attach_error = |offset, reason| Error::Attach {
-                function: planned.function.to_string(),
+                function: planned.function.name.clone(),
                 address,
                 offset,
                 reason,
@@ -173,11 +97,11 @@ impl Probes {
                 .file_offset(address)
                 .ok_or_else(|| attach_error(0, "address is in no loaded segment".into()))?;
             let link = probes
-                .attach_one(planned.program, offset, cookie as u64)
+                .attach_one(planned.role, offset, cookie as u64)
                 .map_err(|reason| attach_error(offset, reason))?;
             probes.sites.push(AttachedSite {
-                program: planned.program,
-                function: planned.function.to_owned(),
+                role: planned.role,
+                function: planned.function.name.clone(),
                 address,
                 offset,
                 cookie: cookie as u64,
@@ -189,7 +113,7 @@ impl Probes {
 
     fn attach_one(
         &mut self,
-        program: Program,
+        role: SiteRole,
         offset: u64,
         cookie: u64,
     ) -> std::result::Result<UProbeLinkId, String> {
@@ -198,7 +122,7 @@ impl Probes {
             cookie: Some(cookie),
         };
         let (target, pid) = (self.target.clone(), self.pid);
-        uprobe(&mut self.ebpf, program.name())
+        uprobe(&mut self.ebpf, role.program())
             .map_err(|e| e.to_string())?
             .attach(point, &target, UProbeScope::OneProcess(pid))
             .map_err(|e| error_chain(&e))
@@ -210,7 +134,7 @@ impl Probes {
         // In the arming order to attach, backwards to detach: a Get's entry (which stashes
         // its receiver) is live whenever its RETs are.
         let mut order: Vec<usize> = (0..self.sites.len())
-            .filter(|&i| self.sites[i].program != Program::Put)
+            .filter(|&i| !self.sites[i].role.is_put_side())
             .collect();
         if !probed {
             order.reverse();
@@ -219,26 +143,26 @@ impl Probes {
             match (probed, self.sites[i].link.take()) {
                 (true, None) => {
                     let site = &self.sites[i];
-                    let (program, offset, cookie) = (site.program, site.offset, site.cookie);
-                    let link = self.attach_one(program, offset, cookie).map_err(|reason| {
-                        Error::Attach {
-                            function: self.sites[i].function.clone(),
-                            address: self.sites[i].address,
-                            offset,
-                            reason,
-                        }
-                    })?;
+                    let (role, offset, cookie) = (site.role, site.offset, site.cookie);
+                    let link =
+                        self.attach_one(role, offset, cookie)
+                            .map_err(|reason| Error::Attach {
+                                function: self.sites[i].function.clone(),
+                                address: self.sites[i].address,
+                                offset,
+                                reason,
+                            })?;
                     self.sites[i].link = Some(link);
                 }
-                (false, Some(link)) => self.detach_one(self.sites[i].program, link)?,
+                (false, Some(link)) => self.detach_one(self.sites[i].role, link)?,
                 (_, link) => self.sites[i].link = link,
             }
         }
         Ok(())
     }
 
-    fn detach_one(&mut self, program: Program, link: UProbeLinkId) -> Result<()> {
-        uprobe(&mut self.ebpf, program.name())?
+    fn detach_one(&mut self, role: SiteRole, link: UProbeLinkId) -> Result<()> {
+        uprobe(&mut self.ebpf, role.program())?
             .detach(link)
             .map_err(|e| Error::Load(error_chain(&e)))
     }
@@ -251,8 +175,8 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| Error::Load("no EVENTS map".into()))?;
+            .take_map(names::EVENTS)
+            .ok_or_else(|| Error::Load(format!("no {} map", names::EVENTS)))?;
         RingBuf::try_from(map).map_err(|e| Error::Maps(e.to_string()))
     }
 
@@ -285,16 +209,16 @@ impl Drop for Probes {
         while let Some(site) = self.sites.pop() {
             if let Some(link) = site.link {
                 // Failing here leaves the link to aya, which detaches it with the program.
-                let _ = self.detach_one(site.program, link);
+                let _ = self.detach_one(site.role, link);
             }
         }
     }
 }
 
-fn write_sites(ebpf: &mut Ebpf, sites: &[Planned]) -> Result<()> {
+fn write_sites(ebpf: &mut Ebpf, sites: &[PlannedSite]) -> Result<()> {
     let map = ebpf
-        .map_mut("SITES")
-        .ok_or_else(|| Error::Load("no SITES map".into()))?;
+        .map_mut(names::SITES)
+        .ok_or_else(|| Error::Load(format!("no {} map", names::SITES)))?;
     let mut array: Array<_, ProbeSite> =
         Array::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
     for (i, planned) in sites.iter().enumerate() {
@@ -369,4 +293,51 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    use tracer_common::names;
+
+    use super::OBJECT;
+
+    /// The names of the symbols the embedded object defines in sections whose names pass
+    /// `section`.
+    fn symbols_in(section: impl Fn(&str) -> bool) -> Vec<String> {
+        let file = object::File::parse(OBJECT).expect("the embedded eBPF object parses");
+        file.symbols()
+            .filter(|symbol| symbol.is_definition())
+            .filter(|symbol| {
+                let index = symbol.section_index();
+                let name = index.and_then(|i| file.section_by_index(i).ok()?.name().ok());
+                name.is_some_and(&section)
+            })
+            .filter_map(|symbol| symbol.name().ok().map(str::to_owned))
+            .collect()
+    }
+
+    /// User space opens maps, programs and globals by `names`; a kernel-side rename that
+    /// missed them would only fail at load time, as root. This catches it without root.
+    #[test]
+    fn every_name_user_space_uses_is_in_the_object() {
+        let maps = symbols_in(|section| section == "maps");
+        let programs = symbols_in(|section| section.starts_with("uprobe"));
+        let globals = symbols_in(|section| section.starts_with(".rodata"));
+        for name in names::MAPS {
+            assert!(maps.iter().any(|m| m == name), "no map {name} in {maps:?}");
+        }
+        for name in names::PROGRAMS {
+            assert!(
+                programs.iter().any(|p| p == name),
+                "no program {name} in {programs:?}"
+            );
+        }
+        for name in names::GLOBALS {
+            assert!(
+                globals.iter().any(|g| g == name),
+                "no global {name} in {globals:?}"
+            );
+        }
+    }
 }

@@ -14,7 +14,7 @@ use aya::{
     Ebpf,
 };
 use tracer_common::{
-    HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ReleaseKey,
+    names, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ReleaseKey,
     StackFrames, StreamEvent, HOLD_BUCKETS,
 };
 
@@ -133,7 +133,8 @@ impl Snapshot {
         let mut states = read_counters(ebpf, pools)?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
 
-        let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> = map(ebpf, "OUTSTANDING")?;
+        let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> =
+            map(ebpf, names::OUTSTANDING)?;
         for entry in outstanding.iter() {
             // An entry deleted between the key walk and its lookup is just gone: skip it.
             let Ok((key, object)) = entry else { continue };
@@ -155,14 +156,14 @@ impl Snapshot {
                 held.ages_ns.push(age);
             }
         }
-        let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, "COLLECTED")?;
+        let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, names::COLLECTED)?;
         for (path, per_cpu) in collected.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &path) {
                 group.held.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
                 group.held.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
             }
         }
-        let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, "HOLD_TIMES")?;
+        let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, names::HOLD_TIMES)?;
         for (path, per_cpu) in hold.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &path) {
                 for histogram in per_cpu.iter() {
@@ -172,7 +173,7 @@ impl Snapshot {
                 }
             }
         }
-        let releases: PerCpuHashMap<&MapData, ReleaseKey, u64> = map(ebpf, "RELEASES")?;
+        let releases: PerCpuHashMap<&MapData, ReleaseKey, u64> = map(ebpf, names::RELEASES)?;
         for (release, per_cpu) in releases.iter().flatten() {
             if let Some(group) = group_of(&mut groups, pools, &release.acquire) {
                 group.releases.push((
@@ -235,7 +236,7 @@ pub struct StackReader<'a> {
 impl<'a> StackReader<'a> {
     pub fn new(probes: &'a Probes) -> Result<Self> {
         Ok(Self {
-            stacks: map(probes.ebpf(), "STACKS")?,
+            stacks: map(probes.ebpf(), names::STACKS)?,
         })
     }
 
@@ -308,47 +309,20 @@ pub fn counters(probes: &Probes, pools: usize) -> Result<Vec<PoolCounters>> {
 }
 
 fn per_cpu_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
-    let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, "COUNTERS")?;
+    let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, names::COUNTERS)?;
     (0..pools as u32)
         .map(|pool| {
             let per_cpu = counters
                 .get(&pool, 0)
                 .map_err(|e| Error::Maps(e.to_string()))?;
-            Ok(per_cpu.iter().fold(PoolCounters::default(), add))
+            Ok(per_cpu
+                .iter()
+                .fold(PoolCounters::default(), |mut sum, cpu| {
+                    sum += cpu;
+                    sum
+                }))
         })
         .collect()
-}
-
-/// `sum + more`, field by field. The destructuring names every field, so a counter added to
-/// `PoolCounters` fails to compile here until it is summed too. (This belongs in
-/// tracer-common as `AddAssign`, but any edit there needs the eBPF object rebuilt.)
-fn add(sum: PoolCounters, more: &PoolCounters) -> PoolCounters {
-    let PoolCounters {
-        gets,
-        nil_gets,
-        puts,
-        unmatched_puts,
-        dropped,
-        stack_failures,
-        collected,
-        collected_dropped,
-        read_faults,
-        paths_dropped,
-        stream_lost,
-    } = *more;
-    PoolCounters {
-        gets: sum.gets + gets,
-        nil_gets: sum.nil_gets + nil_gets,
-        puts: sum.puts + puts,
-        unmatched_puts: sum.unmatched_puts + unmatched_puts,
-        dropped: sum.dropped + dropped,
-        stack_failures: sum.stack_failures + stack_failures,
-        collected: sum.collected + collected,
-        collected_dropped: sum.collected_dropped + collected_dropped,
-        read_faults: sum.read_faults + read_faults,
-        paths_dropped: sum.paths_dropped + paths_dropped,
-        stream_lost: sum.stream_lost + stream_lost,
-    }
 }
 
 fn map<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<T>
