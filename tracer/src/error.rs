@@ -102,17 +102,47 @@ pub enum Error {
         why: &'static str,
     },
 
-    #[error("cannot load the eBPF program: {0}")]
-    Load(String),
+    /// The causes of the aya variants below are kept as sources: aya wraps the errno that
+    /// says what went wrong several levels deep, and [`Error::chain`] prints them all.
+    #[error("cannot load the eBPF object")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
 
-    #[error(
-        "cannot attach a uprobe to {function} at {address:#x} (file offset {offset:#x}): {reason}"
-    )]
+    #[error("eBPF program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("eBPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("the embedded eBPF object has no {what} {name} (a build mismatch)")]
+    NotInObject {
+        what: &'static str,
+        name: &'static str,
+    },
+
+    #[error("cannot attach a uprobe to {function} at {address:#x} (file offset {offset:#x})")]
     Attach {
         function: String,
         address: u64,
         offset: u64,
-        reason: String,
+        #[source]
+        source: AttachFailure,
+    },
+
+    #[error("cannot poll the stream ring buffer")]
+    Poll {
+        #[source]
+        source: io::Error,
     },
 
     #[error("too many probe sites ({0}); pooltrace supports at most {max}", max = tracer_common::MAX_SITES)]
@@ -120,9 +150,6 @@ pub enum Error {
 
     #[error("{0} pools named; pooltrace traces at most {max} at once", max = tracer_common::MAX_POOLS)]
     TooManyPools(usize),
-
-    #[error("cannot read the kernel maps: {0}")]
-    Maps(String),
 
     #[error("cannot write {path}: {}", os_message(.source))]
     Write { path: PathBuf, source: io::Error },
@@ -141,7 +168,32 @@ pub enum Error {
     Signals { source: io::Error },
 }
 
+/// Why one uprobe could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachFailure {
+    #[error("its address is in no loaded segment of the file")]
+    NotLoaded,
+    #[error(transparent)]
+    Kernel(#[from] aya::programs::ProgramError),
+}
+
 impl Error {
+    /// The error and every cause under it, "outer: inner: innermost", each cause's text
+    /// left out where the message already carries it.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
+    }
+
     /// Whether stdout's reader closed the pipe (`| head`): the reader's choice, so pooltrace
     /// ends quietly and successfully, as ripgrep does.
     pub fn is_closed_pipe(&self) -> bool {
@@ -180,3 +232,30 @@ fn suggestion_text(suggestions: &[String]) -> String {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let denied = io::Error::from_raw_os_error(libc::EACCES);
+        let kernel = Error::Program {
+            name: "pool_put",
+            source: aya::programs::ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "perf_event_open",
+                io_error: denied,
+            }),
+        };
+        let chain = kernel.chain();
+        assert!(chain.starts_with("eBPF program pool_put: "), "{chain}");
+        assert!(chain.contains("perf_event_open"), "{chain}");
+        assert_eq!(chain.matches("Permission denied").count(), 1, "{chain}");
+        // A message that carries its cause already is not repeated.
+        let read = Error::Read {
+            path: PathBuf::from("/x"),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert_eq!(read.chain(), read.to_string());
+    }
+}

@@ -7,7 +7,7 @@ fn main() {
         // `| head` closed the pipe because it has read enough; nothing went wrong.
         Err(error) if error.is_closed_pipe() => 0,
         Err(error) => {
-            pooltrace::status!("pooltrace: error: {error}");
+            pooltrace::status!("pooltrace: error: {}", error.chain());
             1
         }
     };

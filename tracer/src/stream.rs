@@ -49,8 +49,9 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     let ring = Events::take(&mut probes)?;
     // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed; the
     // ring's descriptor stays the same for as long as `Events` owns it.
-    let mut events = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| Error::Maps(format!("cannot poll the ring buffer: {}", e.into_parts().1)))?;
+    let mut events = unsafe { AsyncFd::register(ring) }.map_err(|e| Error::Poll {
+        source: e.into_parts().1,
+    })?;
     let mut ends = Ends::new(signals, process.watch()?);
     ends.arm_exec(&process);
     process.refresh_mappings();
@@ -88,7 +89,7 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
             _ = sleep_until(deadline) => break Stop::DurationElapsed,
             _ = ticks.tick() => printer.report_losses()?,
             ready = events.readable_mut() => {
-                let mut ready = ready.map_err(|e| Error::Maps(e.to_string()))?;
+                let mut ready = ready.map_err(|source| Error::Poll { source })?;
                 let drained = printer.drain(ready.get_inner_mut());
                 ready.clear_ready();
                 if stdout_closed(drained)? {

@@ -18,7 +18,7 @@ use tracer_common::{names, ProbeSite, SiteRole, DEFAULT_RELEASE_SAMPLE, MAX_SITE
 
 use super::{arming_order, PlannedSite, PoolPlan};
 use crate::{
-    error::{Error, Result},
+    error::{AttachFailure, Error, Result},
     gobin::GoBinary,
     process::Process,
 };
@@ -66,17 +66,17 @@ impl Probes {
             // Must exist: a global renamed on one side only fails the load, not silently.
             .override_global(names::RELEASE_SAMPLE, &DEFAULT_RELEASE_SAMPLE, true)
             .load(OBJECT)
-            .map_err(|e| load_error(&e))?;
+            .map_err(|source| Error::Load { source })?;
 
         let planned: Vec<PlannedSite> = arming_order(plans).collect();
         if planned.len() > MAX_SITES as usize {
             return Err(Error::TooManySites(planned.len()));
         }
         write_sites(&mut ebpf, &planned)?;
-        for program in names::PROGRAMS {
-            uprobe(&mut ebpf, program)?
+        for name in names::PROGRAMS {
+            uprobe(&mut ebpf, name)?
                 .load()
-                .map_err(|e| load_error(&e))?;
+                .map_err(|source| Error::Program { name, source })?;
         }
         let mut probes = Self {
             ebpf,
@@ -87,18 +87,14 @@ impl Probes {
         // On an error, dropping `probes` detaches what went live, in reverse.
         for (cookie, planned) in planned.iter().enumerate() {
             let address = planned.site.addr;
-            let attach_error = |offset, reason| Error::Attach {
-                function: planned.function.name.clone(),
+            let function = &planned.function.name;
+            let offset = binary.file_offset(address).ok_or_else(|| Error::Attach {
+                function: function.clone(),
                 address,
-                offset,
-                reason,
-            };
-            let offset = binary
-                .file_offset(address)
-                .ok_or_else(|| attach_error(0, "address is in no loaded segment".into()))?;
-            let link = probes
-                .attach_one(planned.role, offset, cookie as u64)
-                .map_err(|reason| attach_error(offset, reason))?;
+                offset: 0,
+                source: AttachFailure::NotLoaded,
+            })?;
+            let link = probes.attach_one(planned.role, function, address, offset, cookie as u64)?;
             probes.sites.push(AttachedSite {
                 role: planned.role,
                 function: planned.function.name.clone(),
@@ -111,21 +107,28 @@ impl Probes {
         Ok(probes)
     }
 
+    /// Attaches `role`'s program at `offset`; a failure names the probed function.
     fn attach_one(
         &mut self,
         role: SiteRole,
+        function: &str,
+        address: u64,
         offset: u64,
         cookie: u64,
-    ) -> std::result::Result<UProbeLinkId, String> {
+    ) -> Result<UProbeLinkId> {
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(offset),
             cookie: Some(cookie),
         };
         let (target, pid) = (self.target.clone(), self.pid);
-        uprobe(&mut self.ebpf, role.program())
-            .map_err(|e| e.to_string())?
+        uprobe(&mut self.ebpf, role.program())?
             .attach(point, &target, UProbeScope::OneProcess(pid))
-            .map_err(|e| error_chain(&e))
+            .map_err(|source| Error::Attach {
+                function: function.to_owned(),
+                address,
+                offset,
+                source: AttachFailure::Kernel(source),
+            })
     }
 
     /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
@@ -144,14 +147,8 @@ impl Probes {
                 (true, None) => {
                     let site = &self.sites[i];
                     let (role, offset, cookie) = (site.role, site.offset, site.cookie);
-                    let link =
-                        self.attach_one(role, offset, cookie)
-                            .map_err(|reason| Error::Attach {
-                                function: self.sites[i].function.clone(),
-                                address: self.sites[i].address,
-                                offset,
-                                reason,
-                            })?;
+                    let (function, address) = (site.function.clone(), site.address);
+                    let link = self.attach_one(role, &function, address, offset, cookie)?;
                     self.sites[i].link = Some(link);
                 }
                 (false, Some(link)) => self.detach_one(self.sites[i].role, link)?,
@@ -164,7 +161,10 @@ impl Probes {
     fn detach_one(&mut self, role: SiteRole, link: UProbeLinkId) -> Result<()> {
         uprobe(&mut self.ebpf, role.program())?
             .detach(link)
-            .map_err(|e| Error::Load(error_chain(&e)))
+            .map_err(|source| Error::Program {
+                name: role.program(),
+                source,
+            })
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -176,8 +176,14 @@ impl Probes {
         let map = self
             .ebpf
             .take_map(names::EVENTS)
-            .ok_or_else(|| Error::Load(format!("no {} map", names::EVENTS)))?;
-        RingBuf::try_from(map).map_err(|e| Error::Maps(e.to_string()))
+            .ok_or(Error::NotInObject {
+                what: "map",
+                name: names::EVENTS,
+            })?;
+        RingBuf::try_from(map).map_err(|source| Error::Map {
+            name: names::EVENTS,
+            source,
+        })
     }
 
     /// Number of uprobes attached.
@@ -216,24 +222,29 @@ impl Drop for Probes {
 }
 
 fn write_sites(ebpf: &mut Ebpf, sites: &[PlannedSite]) -> Result<()> {
-    let map = ebpf
-        .map_mut(names::SITES)
-        .ok_or_else(|| Error::Load(format!("no {} map", names::SITES)))?;
-    let mut array: Array<_, ProbeSite> =
-        Array::try_from(map).map_err(|e| Error::Load(e.to_string()))?;
+    let map = ebpf.map_mut(names::SITES).ok_or(Error::NotInObject {
+        what: "map",
+        name: names::SITES,
+    })?;
+    let map_error = |source| Error::Map {
+        name: names::SITES,
+        source,
+    };
+    let mut array: Array<_, ProbeSite> = Array::try_from(map).map_err(map_error)?;
     for (i, planned) in sites.iter().enumerate() {
-        array
-            .set(i as u32, planned.probe, 0)
-            .map_err(|e| Error::Load(e.to_string()))?;
+        array.set(i as u32, planned.probe, 0).map_err(map_error)?;
     }
     Ok(())
 }
 
-fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe> {
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
     ebpf.program_mut(name)
-        .ok_or_else(|| Error::Load(format!("no program {name} in the object")))?
+        .ok_or(Error::NotInObject {
+            what: "program",
+            name,
+        })?
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| Error::Load(e.to_string()))
+        .map_err(|source| Error::Program { name, source })
 }
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -274,25 +285,6 @@ fn raise_memlock_limit() {
     };
     // SAFETY: plain syscall with a valid pointer.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-}
-
-fn load_error(e: &dyn std::error::Error) -> Error {
-    Error::Load(error_chain(e))
-}
-
-/// "outer: inner: innermost", since aya wraps the errno several levels deep.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

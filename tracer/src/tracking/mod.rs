@@ -312,9 +312,10 @@ fn per_cpu_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
     let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, names::COUNTERS)?;
     (0..pools as u32)
         .map(|pool| {
-            let per_cpu = counters
-                .get(&pool, 0)
-                .map_err(|e| Error::Maps(e.to_string()))?;
+            let per_cpu = counters.get(&pool, 0).map_err(|source| Error::Map {
+                name: names::COUNTERS,
+                source,
+            })?;
             Ok(per_cpu
                 .iter()
                 .fold(PoolCounters::default(), |mut sum, cpu| {
@@ -325,14 +326,14 @@ fn per_cpu_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
         .collect()
 }
 
-fn map<'a, T>(ebpf: &'a Ebpf, name: &str) -> Result<T>
+fn map<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
 {
     let map = ebpf
         .map(name)
-        .ok_or_else(|| Error::Maps(format!("no {name} map")))?;
-    T::try_from(map).map_err(|e| Error::Maps(format!("{name}: {e}")))
+        .ok_or(Error::NotInObject { what: "map", name })?;
+    T::try_from(map).map_err(|source| Error::Map { name, source })
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
