@@ -630,14 +630,17 @@ fn attach_times(pooltrace: &Path) -> Result {
         &caddyfile,
         "{\n\tadmin off\n}\nhttp://127.0.0.1:18999 {\n\trespond ok\n}\n",
     )?;
-    let runs: [(&str, PathBuf, Vec<String>); 2] = [
+    let runs: [(String, PathBuf, Vec<String>); 2] = [
         (
-            "nats-server 2.15.1 (19 MB, .symtab)",
+            format!(
+                "nats-server {} (19 MB, .symtab)",
+                tools::NATS_SERVER_VERSION
+            ),
             programs.nats_server.clone(),
             vec!["-a".into(), "127.0.0.1".into(), "-p".into(), "14999".into()],
         ),
         (
-            "caddy 2.11.7 (52 MB, stripped)",
+            format!("caddy {} (52 MB, stripped)", tools::CADDY_VERSION),
             programs.caddy.clone(),
             vec![
                 "run".into(),

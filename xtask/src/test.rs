@@ -36,6 +36,7 @@ pub fn run(cargo_test_args: &[String]) -> Result {
             .env("POOLTRACE_BIN", root.join("target/debug/pooltrace"))
             .env("POOLTRACE_FIXTURES", fixtures)
             .env("POOLTRACE_NATS_SERVER", real.nats_server)
+            .env("POOLTRACE_NATS_SERVER_VERSION", tools::NATS_SERVER_VERSION)
             .env("POOLTRACE_CADDY", real.caddy)
             .env("POOLTRACE_PROMETHEUS", real.prometheus)
             .env("POOLTRACE_GO", tools::go()?),

