@@ -6,8 +6,9 @@ use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::{
     buildinfo::BuildInfo,
+    bytes::u64_at,
     file_offset,
-    pclntab::{u64_at, Layout, Pclntab, Version},
+    pclntab::{Layout, Pclntab, Version},
     PclnInfo, Segment,
 };
 

@@ -8,7 +8,10 @@
 
 use std::{ops::Range, str};
 
-use super::{file_offset, Segment};
+use super::{
+    bytes::{cstr, i32_at, u32_at, u64_at, uvarint},
+    file_offset, Segment,
+};
 
 /// The pclntab versions, by magic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -552,52 +555,9 @@ struct InlinedCall {
     parent_pc: u32,
 }
 
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        data.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn i32_at(data: &[u8], at: usize) -> Option<i32> {
-    u32_at(data, at).map(|v| v as i32)
-}
-
-pub fn u64_at(data: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        data.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
-
-/// The NUL-terminated string at `at`.
-fn cstr(data: &[u8], at: usize) -> Option<&str> {
-    let rest = data.get(at..)?;
-    let len = rest.iter().position(|&b| b == 0)?;
-    str::from_utf8(rest.get(..len)?).ok()
-}
-
-/// Go's unsigned LEB128 varint: (value, bytes read).
-pub fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &byte) in data.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varints_decode_like_go() {
-        assert_eq!(uvarint(&[0x05]), Some((5, 1)));
-        assert_eq!(uvarint(&[0x96, 0x01]), Some((150, 2)));
-        assert_eq!(uvarint(&[0x80; 11]), None);
-        assert_eq!(uvarint(&[]), None);
-    }
 
     #[test]
     fn headers_with_bad_fields_are_refused() {
