@@ -6,7 +6,7 @@ use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::{
     buildinfo::BuildInfo,
-    bytes::u64_at,
+    bytes::{u32_at, u64_at},
     file_offset,
     pclntab::{Layout, Pclntab, Version},
     PclnInfo, Segment,
@@ -39,7 +39,7 @@ pub(super) fn pclntab(file: &object::File, data: &[u8], segments: &[Segment]) ->
         text_base,
         gofunc: None,
     };
-    if info.layout.version != Version::Go116 {
+    if info.layout.version.funcdata_from_gofunc() {
         info.gofunc = symbol(file, "go:func.*")
             .or_else(|| symbol(file, "go.func.*"))
             .or_else(|| {
@@ -75,7 +75,6 @@ fn best_gofunc(
 /// Finds a pclntab header in non-executable segments by its magic, for files whose section
 /// headers are stripped or renamed.
 fn scan_for_magic(data: &[u8], segments: &[Segment]) -> Option<(Layout, usize)> {
-    let magics = Version::magic_bytes();
     segments.iter().filter(|s| !s.executable).find_map(|s| {
         let start = usize::try_from(s.offset).ok()?;
         let end = start
@@ -83,9 +82,7 @@ fn scan_for_magic(data: &[u8], segments: &[Segment]) -> Option<(Layout, usize)> 
             .min(data.len());
         let region = data.get(start..end)?;
         region.chunks_exact(4).enumerate().find_map(|(i, word)| {
-            if !magics.iter().any(|m| m == word) {
-                return None;
-            }
+            Version::from_magic(u32_at(word, 0)?)?;
             let at = start + 4 * i;
             Some((Layout::parse(data, at, end)?, at))
         })
