@@ -457,3 +457,208 @@ impl Iterator for PcValues<'_> {
         Some((self.value, self.pc))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout after `version`. Exhaustive, so a new variant stops the tests compiling
+    /// until it joins the chain (and `every_layout_has_a_magic` checks its row).
+    fn later(version: Version) -> Option<Version> {
+        match version {
+            Version::Go116 => Some(Version::Go118),
+            Version::Go118 => Some(Version::Go120),
+            Version::Go120 => None,
+        }
+    }
+
+    fn put32(bytes: &mut [u8], at: usize, value: u32) {
+        bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn put64(bytes: &mut [u8], at: usize, value: u64) {
+        bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    #[test]
+    fn every_layout_has_a_magic() {
+        let mut version = Some(Version::Go116);
+        while let Some(v) = version {
+            let (magic, _) = MAGICS.iter().find(|&&(_, w)| w == v).expect("a row");
+            assert_eq!(Version::from_magic(*magic), Some(v));
+            version = later(v);
+        }
+        assert_eq!(Version::from_magic(0xffff_fffb), None, "Go 1.2 is not read");
+    }
+
+    fn header(version: Version, words: &[u64]) -> Vec<u8> {
+        let magic = MAGICS.iter().find(|&&(_, v)| v == version).unwrap().0;
+        let mut bytes = vec![0u8; 8 + 8 * words.len()];
+        put32(&mut bytes, 0, magic);
+        bytes[6] = 1;
+        bytes[7] = 8;
+        for (i, &word) in words.iter().enumerate() {
+            put64(&mut bytes, 8 + 8 * i, word);
+        }
+        bytes
+    }
+
+    #[test]
+    fn headers_put_text_start_before_the_offsets_from_go_1_18() {
+        let old = Header::read(&header(Version::Go116, &[7, 9, 10, 11, 12, 13, 14])).unwrap();
+        assert_eq!((old.nfunc, old.text_start), (7, 0));
+        assert_eq!(
+            (
+                old.funcnametab,
+                old.cutab,
+                old.filetab,
+                old.pctab,
+                old.functab
+            ),
+            (10, 11, 12, 13, 14)
+        );
+        for version in [Version::Go118, Version::Go120] {
+            let words = [7, 9, 0x40_1000, 10, 11, 12, 13, 14];
+            let new = Header::read(&header(version, &words)).unwrap();
+            assert_eq!(
+                (new.version, new.nfunc, new.text_start),
+                (version, 7, 0x40_1000)
+            );
+            assert_eq!(
+                (
+                    new.funcnametab,
+                    new.cutab,
+                    new.filetab,
+                    new.pctab,
+                    new.functab
+                ),
+                (10, 11, 12, 13, 14)
+            );
+        }
+        // Cut short: the last offset is missing.
+        assert!(Header::read(&header(Version::Go118, &[7, 9, 0, 10, 11, 12, 13])).is_none());
+    }
+
+    #[test]
+    fn functab_rows_hold_addresses_then_text_offsets() {
+        let mut old = vec![0u8; 32];
+        put64(&mut old, 16, 0x40_2000);
+        put64(&mut old, 24, 0x88);
+        let row = FunctabRow::read(&old, 1, Version::Go116).unwrap();
+        assert_eq!(row.entry.vaddr(0x40_1000), Some(0x40_2000));
+        assert_eq!(row.func.index(), 0x88);
+        assert!(FunctabRow::read(&old, 2, Version::Go116).is_none());
+
+        let mut new = vec![0u8; 16];
+        put32(&mut new, 8, 0x20);
+        put32(&mut new, 12, 0x44);
+        let row = FunctabRow::read(&new, 1, Version::Go120).unwrap();
+        assert_eq!(row.entry.vaddr(0x40_1000), Some(0x40_1020));
+        assert_eq!(row.func.index(), 0x44);
+        assert!(FunctabRow::read(&new, 2, Version::Go118).is_none());
+    }
+
+    /// A `_func` record of `version` with distinct field values, two pcdata tables and four
+    /// funcdata slots, the inline tree's being `tree`.
+    fn func_record(version: Version, tree: u64) -> Vec<u8> {
+        let mut bytes = vec![0u8; 128];
+        let (shift, size, nfuncdata_at) = match version {
+            Version::Go116 => (4, 44, 43),
+            Version::Go118 => (0, 40, 39),
+            Version::Go120 => (0, 44, 43),
+        };
+        put32(&mut bytes, 4 + shift, 0x11); // nameOff
+        put32(&mut bytes, 20 + shift, 0x22); // pcfile
+        put32(&mut bytes, 24 + shift, 0x33); // pcln
+        put32(&mut bytes, 28 + shift, 2); // npcdata
+        put32(&mut bytes, 32 + shift, 0x44); // cuOffset
+        bytes[nfuncdata_at] = 4;
+        put32(&mut bytes, size, 0x55);
+        put32(&mut bytes, size + 4, 0x66);
+        let funcdata = size + 8;
+        match version {
+            // 8-aligned: 44 + 8 = 52 rounds up to 56.
+            Version::Go116 => put64(&mut bytes, 56 + 8 * 3, tree),
+            Version::Go118 | Version::Go120 => put32(&mut bytes, funcdata + 4 * 3, tree as u32),
+        }
+        bytes
+    }
+
+    #[test]
+    fn func_records_are_read_at_each_layouts_offsets() {
+        let mut version = Some(Version::Go116);
+        while let Some(v) = version {
+            let data = func_record(v, 0x77);
+            let f = FuncRecord::read(&data, 0, v).unwrap();
+            assert_eq!(f.name.index(), Some(0x11), "{v:?}");
+            assert_eq!(
+                (f.pcfile, f.pcln),
+                (PcTabOff(0x22), PcTabOff(0x33)),
+                "{v:?}"
+            );
+            assert_eq!(f.cu, CuIndex(0x44), "{v:?}");
+            assert_eq!(f.pcdata(&data, 1), Some(PcTabOff(0x66)), "{v:?}");
+            assert_eq!(f.pcdata(&data, 2), None, "{v:?}: only two tables");
+            let tree = match f.inline_tree(&data) {
+                Some(Funcdata::Vaddr(addr)) => addr,
+                Some(Funcdata::GoFuncOffset(off)) => u64::from(off),
+                None => panic!("{v:?}: no inline tree"),
+            };
+            assert_eq!(tree, 0x77, "{v:?}");
+            assert!(
+                FuncRecord::read(&data[..30], 0, v).is_none(),
+                "{v:?}: cut short"
+            );
+            version = later(v);
+        }
+    }
+
+    #[test]
+    fn missing_funcdata_read_as_none() {
+        let absent = |v: Version| match v {
+            Version::Go116 => 0,
+            Version::Go118 | Version::Go120 => u64::from(u32::MAX),
+        };
+        for v in [Version::Go116, Version::Go118, Version::Go120] {
+            let data = func_record(v, absent(v));
+            let f = FuncRecord::read(&data, 0, v).unwrap();
+            assert!(f.inline_tree(&data).is_none(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn inline_entries_shrank_in_go_1_20() {
+        let mut old = vec![0u8; 40];
+        put32(&mut old, 20 + 12, 0x99);
+        put32(&mut old, 20 + 16, 0x30);
+        let entry = InlineEntry::read(&old, 0, 1, Version::Go118).unwrap();
+        assert_eq!(entry.name.index(), Some(0x99));
+        assert_eq!(entry.parent_pc.vaddr(0x1000), Some(0x1030));
+
+        let mut new = vec![0u8; 32];
+        put32(&mut new, 16 + 4, 0x99);
+        put32(&mut new, 16 + 8, 0x30);
+        let entry = InlineEntry::read(&new, 0, 1, Version::Go120).unwrap();
+        assert_eq!(entry.name.index(), Some(0x99));
+        assert_eq!(entry.parent_pc.get(), 0x30);
+
+        put32(&mut new, 16 + 8, u32::MAX);
+        assert!(
+            InlineEntry::read(&new, 0, 1, Version::Go120).is_none(),
+            "a negative parentPc is refused"
+        );
+        assert!(InlineEntry::read(&new, 0, 2, Version::Go120).is_none());
+    }
+
+    #[test]
+    fn pc_value_tables_decode_zig_zag_runs() {
+        // At offset 1: value -1 + 4 = 3 for 8 quanta, then 3 - 2 = 1 for 2, then the end.
+        let pctab = [0xaa, 8, 8, 3, 2, 0];
+        let runs: Vec<_> = PcValues::new(&pctab, PcTabOff(1), 0x1000, 4)
+            .unwrap()
+            .collect();
+        assert_eq!(runs, [(3, 0x1020), (1, 0x1028)]);
+        assert!(PcValues::new(&pctab, PcTabOff(0), 0x1000, 1).is_none());
+        assert!(PcValues::new(&pctab, PcTabOff(99), 0x1000, 1).is_none());
+    }
+}
