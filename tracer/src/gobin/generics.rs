@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic, OpKind, Register};
 
-use super::{bytes::uvarint, names::split_type_args, pclntab::Version, Function, GoBinary};
+use super::{bytes::uvarint, names::split_type_args, Function, GoBinary};
 
 /// Words of a dictionary searched for the type descriptor that names its instantiation.
 const DICTIONARY_WORDS: usize = 8;
@@ -155,7 +155,7 @@ impl GoBinary {
         }
         // Go 1.18/1.19 dictionaries start with the type arguments; a single one is assumed
         // (the elided names do not say how many there are).
-        let old = self.pclntab_version().is_some_and(|v| v < Version::Go120);
+        let old = self.pclntab_version().is_some_and(|v| !v.unified_ir());
         old.then(|| self.type_name(*words.first()?)).flatten()
     }
 

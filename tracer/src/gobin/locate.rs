@@ -81,11 +81,14 @@ fn scan_for_magic(data: &[u8], segments: &[Segment]) -> Option<(Layout, usize)> 
             .checked_add(usize::try_from(s.filesz).ok()?)?
             .min(data.len());
         let region = data.get(start..end)?;
-        region.chunks_exact(4).enumerate().find_map(|(i, word)| {
-            Version::from_magic(u32_at(word, 0)?)?;
-            let at = start + 4 * i;
-            Some((Layout::parse(data, at, end)?, at))
-        })
+        region
+            .chunks_exact(4)
+            .enumerate()
+            .filter(|(_, word)| u32_at(word, 0).and_then(Version::from_magic).is_some())
+            .find_map(|(i, _)| {
+                let at = start + 4 * i;
+                Some((Layout::parse(data, at, end)?, at))
+            })
     })
 }
 

@@ -9,8 +9,9 @@
 
 use crate::gobin::bytes::{i32_at, u32_at, u64_at, uvarint};
 
-/// The pclntab layouts, in release order (callers compare them as Go releases).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The pclntab layouts. What differs between them is asked through exhaustive matches,
+/// never by comparing versions, so a new variant makes the compiler list every question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     /// Go 1.16 and 1.17.
     Go116,
@@ -42,6 +43,16 @@ impl Version {
         match self {
             Self::Go116 => false,
             Self::Go118 | Self::Go120 => true,
+        }
+    }
+
+    /// Whether the binary was built by the unified IR compiler (Go 1.20 on), which passes a
+    /// generic method's dictionary after its receiver and does not start dictionaries with
+    /// the type arguments. Asked when the build info is missing.
+    pub fn unified_ir(self) -> bool {
+        match self {
+            Self::Go116 | Self::Go118 => false,
+            Self::Go120 => true,
         }
     }
 }
@@ -289,7 +300,7 @@ impl FuncRecord {
             npcdata,
             funcdata: FuncdataSlots::Addresses {
                 at: funcdata_at,
-                count: fixed[43],
+                count: *fixed.get(43)?,
             },
         })
     }
@@ -298,13 +309,13 @@ impl FuncRecord {
     /// @20, pcln @24, npcdata @28, cuOffset @32, funcID, flag, pad, nfuncdata @39.
     fn read_go118(data: &[u8], at: usize) -> Option<Self> {
         let fixed = data.get(at..at.checked_add(40)?)?;
-        Self::go118_on(fixed, at, fixed[39])
+        Self::go118_on(fixed, at, *fixed.get(39)?)
     }
 
     /// Go 1.20 on, 44 bytes: as 1.18 with startLine @36 before funcID, so nfuncdata @43.
     fn read_go120(data: &[u8], at: usize) -> Option<Self> {
         let fixed = data.get(at..at.checked_add(44)?)?;
-        Self::go118_on(fixed, at, fixed[43])
+        Self::go118_on(fixed, at, *fixed.get(43)?)
     }
 
     /// The fields 1.18 and later share, in front of the record `fixed` (at file offset `at`).
