@@ -205,12 +205,16 @@ impl<'a> Pclntab<'a> {
     /// Source file and line executing at `pc` in `f` (for inlined code: the inlined
     /// function's position).
     pub fn line(&self, f: &Func, pc: u64) -> (Option<&'a str>, Option<u32>) {
-        let Some(record) = self.record(f) else {
-            return (None, None);
-        };
+        match self.record(f) {
+            Some(record) => self.line_in(f, &record, pc),
+            None => (None, None),
+        }
+    }
+
+    fn line_in(&self, f: &Func, record: &FuncRecord, pc: u64) -> (Option<&'a str>, Option<u32>) {
         let file = self
             .value_at(f, record.pcfile, pc)
-            .and_then(|index| self.file_name(&record, index));
+            .and_then(|index| self.file_name(record, index));
         let line = self
             .value_at(f, record.pcln, pc)
             .and_then(|l| u32::try_from(l).ok());
@@ -227,11 +231,15 @@ impl<'a> Pclntab<'a> {
     /// tracebacks show them, then `f` itself.
     pub fn frames(&self, f: &Func, pc: u64) -> Vec<GoFrame<'a>> {
         let mut frames = Vec::new();
-        let tree = self.inline_tree(f);
+        let record = self.record(f);
+        let tree = record.and_then(|record| self.inline_tree(&record));
         let mut at = pc;
         for _ in 0..MAX_INLINE_DEPTH {
-            let (file, line) = self.line(f, at);
-            let Some(call) = tree.and_then(|tree| self.inlined_call(f, tree, at)) else {
+            let (file, line) = record.map_or((None, None), |r| self.line_in(f, &r, at));
+            let call = record
+                .zip(tree)
+                .and_then(|(record, tree)| self.inlined_call(f, &record, tree, at));
+            let Some(call) = call else {
                 frames.push(GoFrame {
                     function: self.name(f).unwrap_or("?"),
                     file,
@@ -259,9 +267,9 @@ impl<'a> Pclntab<'a> {
         parent_pc.vaddr(f.entry).filter(|&p| p < f.end)
     }
 
-    /// File offset of `f`'s inline tree, if it has one.
-    fn inline_tree(&self, f: &Func) -> Option<usize> {
-        match self.record(f)?.inline_tree(self.data)? {
+    /// File offset of the inline tree of the function of `record`, if it has one.
+    fn inline_tree(&self, record: &FuncRecord) -> Option<usize> {
+        match record.inline_tree(self.data)? {
             Funcdata::Vaddr(addr) => self.file_offset(addr),
             Funcdata::GoFuncOffset(off) => {
                 self.file_offset(self.gofunc?.checked_add(u64::from(off))?)
@@ -283,10 +291,13 @@ impl<'a> Pclntab<'a> {
 
     /// The calls inlined into `f`, one per inlined call site: the entries of its inline tree.
     pub fn inlined_copies(&self, f: &Func) -> Vec<InlinedCopy<'a>> {
-        let Some(tree) = self.inline_tree(f) else {
+        let Some(record) = self.record(f) else {
             return Vec::new();
         };
-        let Some(last) = self.max_pcdata_value(f, PCDATA_INL_TREE_INDEX) else {
+        let Some(tree) = self.inline_tree(&record) else {
+            return Vec::new();
+        };
+        let Some(last) = self.max_pcdata_value(f, &record, PCDATA_INL_TREE_INDEX) else {
             return Vec::new();
         };
         (0..=last)
@@ -304,12 +315,15 @@ impl<'a> Pclntab<'a> {
     /// Whether the instruction at `pc` of `f` belongs to inlined copy `index`: to its own
     /// code, or to a call inlined into it in turn.
     pub fn runs_inlined_copy(&self, f: &Func, pc: u64, index: usize) -> bool {
-        let Some(tree) = self.inline_tree(f) else {
+        let Some(record) = self.record(f) else {
+            return false;
+        };
+        let Some(tree) = self.inline_tree(&record) else {
             return false;
         };
         let mut at = pc;
         for _ in 0..MAX_INLINE_DEPTH {
-            let current = self.pcdata_value(f, PCDATA_INL_TREE_INDEX, at);
+            let current = self.pcdata_value(f, &record, PCDATA_INL_TREE_INDEX, at);
             // -1: the code of `f` itself.
             let Some(current) = current.and_then(|i| usize::try_from(i).ok()) else {
                 return false;
@@ -329,8 +343,8 @@ impl<'a> Pclntab<'a> {
     }
 
     /// The largest value a pcdata table takes over `f` (the inline tree's last index).
-    fn max_pcdata_value(&self, f: &Func, table: u32) -> Option<usize> {
-        let off = self.record(f)?.pcdata(self.data, table)?;
+    fn max_pcdata_value(&self, f: &Func, record: &FuncRecord, table: u32) -> Option<usize> {
+        let off = record.pcdata(self.data, table)?;
         let values = self.pc_values(f, off)?;
         usize::try_from(values.map(|(value, _)| value).max()?).ok()
     }
@@ -345,7 +359,7 @@ impl<'a> Pclntab<'a> {
             if valid == samples {
                 break;
             }
-            let Some(tree) = self.inline_tree(&f) else {
+            let Some(tree) = self.record(&f).and_then(|record| self.inline_tree(&record)) else {
                 continue;
             };
             let entry = self.inline_entry(tree, 0)?;
@@ -364,13 +378,20 @@ impl<'a> Pclntab<'a> {
     }
 
     /// The inlined call active at `pc`, if any.
-    fn inlined_call(&self, f: &Func, tree: usize, pc: u64) -> Option<InlineEntry> {
-        let index = usize::try_from(self.pcdata_value(f, PCDATA_INL_TREE_INDEX, pc)?).ok()?;
+    fn inlined_call(
+        &self,
+        f: &Func,
+        record: &FuncRecord,
+        tree: usize,
+        pc: u64,
+    ) -> Option<InlineEntry> {
+        let index = self.pcdata_value(f, record, PCDATA_INL_TREE_INDEX, pc)?;
+        let index = usize::try_from(index).ok()?;
         self.inline_entry(tree, index)
     }
 
-    fn pcdata_value(&self, f: &Func, table: u32, pc: u64) -> Option<i32> {
-        let off = self.record(f)?.pcdata(self.data, table)?;
+    fn pcdata_value(&self, f: &Func, record: &FuncRecord, table: u32, pc: u64) -> Option<i32> {
+        let off = record.pcdata(self.data, table)?;
         self.value_at(f, off, pc)
     }
 
