@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::pclntab::{u64_at, uvarint};
+use super::bytes::{u64_at, uvarint};
 
 const MAGIC: &[u8] = b"\xff Go buildinf:";
 const HEADER_SIZE: usize = 32;

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic, OpKind, Register};
 
-use super::{names::split_type_args, pclntab::Version, Function, GoBinary};
+use super::{bytes::uvarint, names::split_type_args, Function, GoBinary};
 
 /// Words of a dictionary searched for the type descriptor that names its instantiation.
 const DICTIONARY_WORDS: usize = 8;
@@ -155,7 +155,7 @@ impl GoBinary {
         }
         // Go 1.18/1.19 dictionaries start with the type arguments; a single one is assumed
         // (the elided names do not say how many there are).
-        let old = self.pclntab_version().is_some_and(|v| v < Version::Go120);
+        let old = self.pclntab_version().is_some_and(|v| !v.unified_ir());
         old.then(|| self.type_name(*words.first()?)).flatten()
     }
 
@@ -210,18 +210,6 @@ fn generic_type_path(prefix: &str) -> String {
     }
 }
 
-/// Go's unsigned varint; returns the value and the bytes it took.
-fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(3) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,13 +222,6 @@ mod tests {
             "example.com/x/pool.BucketedPool"
         );
         assert_eq!(generic_type_path("main.P"), "main.P");
-    }
-
-    #[test]
-    fn varints_read_like_go() {
-        assert_eq!(uvarint(&[5, 0xff]), Some((5, 1)));
-        assert_eq!(uvarint(&[0x80 | 3, 1]), Some((131, 2)));
-        assert_eq!(uvarint(&[0x80, 0x80, 0x80]), None);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::{
     buildinfo::BuildInfo,
+    bytes::{u32_at, u64_at},
     file_offset,
-    pclntab::{u64_at, Layout, Pclntab, Version},
+    pclntab::{Layout, Pclntab, Version},
     PclnInfo, Segment,
 };
 
@@ -38,7 +39,7 @@ pub(super) fn pclntab(file: &object::File, data: &[u8], segments: &[Segment]) ->
         text_base,
         gofunc: None,
     };
-    if info.layout.version != Version::Go116 {
+    if info.layout.version.funcdata_from_gofunc() {
         info.gofunc = symbol(file, "go:func.*")
             .or_else(|| symbol(file, "go.func.*"))
             .or_else(|| {
@@ -74,20 +75,20 @@ fn best_gofunc(
 /// Finds a pclntab header in non-executable segments by its magic, for files whose section
 /// headers are stripped or renamed.
 fn scan_for_magic(data: &[u8], segments: &[Segment]) -> Option<(Layout, usize)> {
-    let magics = Version::magic_bytes();
     segments.iter().filter(|s| !s.executable).find_map(|s| {
         let start = usize::try_from(s.offset).ok()?;
         let end = start
             .checked_add(usize::try_from(s.filesz).ok()?)?
             .min(data.len());
         let region = data.get(start..end)?;
-        region.chunks_exact(4).enumerate().find_map(|(i, word)| {
-            if !magics.iter().any(|m| m == word) {
-                return None;
-            }
-            let at = start + 4 * i;
-            Some((Layout::parse(data, at, end)?, at))
-        })
+        region
+            .chunks_exact(4)
+            .enumerate()
+            .filter(|(_, word)| u32_at(word, 0).and_then(Version::from_magic).is_some())
+            .find_map(|(i, _)| {
+                let at = start + 4 * i;
+                Some((Layout::parse(data, at, end)?, at))
+            })
     })
 }
 

@@ -5,6 +5,7 @@
 //! The file is memory-mapped, not copied: Go binaries run to hundreds of megabytes.
 
 pub mod buildinfo;
+mod bytes;
 pub mod calls;
 mod generics;
 mod locate;

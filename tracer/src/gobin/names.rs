@@ -58,7 +58,7 @@ impl GoBinary {
     pub(super) fn dictionary_slot(&self, name: &str) -> u8 {
         let unified_ir = match self.build_info().and_then(BuildInfo::go_release) {
             Some(release) => release >= (1, 20),
-            None => self.pclntab_version().is_some_and(|v| v >= Version::Go120),
+            None => self.pclntab_version().is_some_and(Version::unified_ir),
         };
         u8::from(is_method(name) && unified_ir)
     }

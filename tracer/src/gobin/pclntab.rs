@@ -1,44 +1,23 @@
 //! Go's own function table, `pclntab`: every Go binary has it, stripped or not, because the
 //! runtime needs it for tracebacks and garbage collection.
 //!
-//! Formats read: Go 1.16-1.17 (magic 0xfffffffa), 1.18-1.19 (0xfffffff0), 1.20+ (0xfffffff1),
-//! as laid out in Go's runtime/symtab.go and cmd/link/internal/ld/pcln.go. The table is read
-//! in place from the mapped file; every read is bounds-checked, so a corrupt or hostile file
-//! yields `None`, never a panic, and no allocation is sized by a value read from the file.
+//! Formats read: Go 1.16-1.17, 1.18-1.19 and 1.20+ ([`Version`]). The records' layouts are
+//! decoded in [`raw`]; this module finds the tables and answers questions over them. The
+//! table is read in place from the mapped file; every read is bounds-checked, so a corrupt
+//! or hostile file yields `None`, never a panic, and no allocation is sized by a value read
+//! from the file.
+
+mod raw;
 
 use std::{ops::Range, str};
 
-use super::{file_offset, Segment};
+use super::{bytes::cstr, file_offset, Segment};
+pub use raw::Version;
+use raw::{
+    EntryOffset, FuncRecord, Funcdata, FunctabRow, Header, InlineEntry, NameOff, PcTabOff,
+    PcValues, PCDATA_INL_TREE_INDEX,
+};
 
-/// The pclntab versions, by magic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Version {
-    Go116,
-    Go118,
-    Go120,
-}
-
-impl Version {
-    fn from_magic(magic: u32) -> Option<Self> {
-        match magic {
-            0xffff_fffa => Some(Self::Go116),
-            0xffff_fff0 => Some(Self::Go118),
-            0xffff_fff1 => Some(Self::Go120),
-            _ => None,
-        }
-    }
-
-    pub fn magic_bytes() -> [[u8; 4]; 3] {
-        [
-            0xffff_fffau32.to_le_bytes(),
-            0xffff_fff0u32.to_le_bytes(),
-            0xffff_fff1u32.to_le_bytes(),
-        ]
-    }
-}
-
-const PCDATA_INL_TREE_INDEX: u32 = 2;
-const FUNCDATA_INL_TREE: u32 = 3;
 /// Deepest chain of inlined calls followed at one PC (Go's own limit is far lower in practice).
 const MAX_INLINE_DEPTH: usize = 64;
 
@@ -46,9 +25,9 @@ const MAX_INLINE_DEPTH: usize = 64;
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub version: Version,
-    quantum: u64,
+    quantum: u8,
     nfunc: usize,
-    /// `pcHeader.textStart` (1.18 and 1.19 only; 0 from 1.20 on).
+    /// `pcHeader.textStart`, 0 where the file holds none.
     pub text_start: u64,
     funcnametab: Range<usize>,
     cutab: Range<usize>,
@@ -61,37 +40,31 @@ impl Layout {
     /// Reads the header at file offset `at`; `end` bounds the table (section end or file end).
     pub fn parse(data: &[u8], at: usize, end: usize) -> Option<Self> {
         let table = data.get(at..end.min(data.len()))?;
-        let version = Version::from_magic(u32_at(table, 0)?)?;
-        let (pad, quantum, ptr_size) = (table.get(4..6)?, *table.get(6)?, *table.get(7)?);
-        if pad != [0, 0] || ptr_size != 8 || !matches!(quantum, 1 | 2 | 4) {
-            return None;
-        }
-        let word = |i: usize| u64_at(table, 8 + 8 * i);
-        let nfunc = usize::try_from(word(0)?).ok()?;
-        let (text_start, offsets) = match version {
-            Version::Go116 => (0, 2),
-            Version::Go118 | Version::Go120 => (word(2)?, 3),
-        };
-        let offset = |i: usize| usize::try_from(word(offsets + i)?).ok();
-        let (names, cu, files, pcs, funcs) =
-            (offset(0)?, offset(1)?, offset(2)?, offset(3)?, offset(4)?);
+        let header = Header::read(table)?;
+        let offset = |off: u64| usize::try_from(off).ok();
+        let (names, cu, files, pcs, funcs) = (
+            offset(header.funcnametab)?,
+            offset(header.cutab)?,
+            offset(header.filetab)?,
+            offset(header.pctab)?,
+            offset(header.functab)?,
+        );
         if !(names <= cu && cu <= files && files <= pcs && pcs <= funcs && funcs <= table.len()) {
             return None;
         }
-        let abs = |r: Range<usize>| at + r.start..at + r.end;
-        let functab_entry = match version {
-            Version::Go116 => 16,
-            _ => 8,
-        };
-        let functab_len = nfunc.checked_add(1)?.checked_mul(functab_entry)?;
+        let nfunc = usize::try_from(header.nfunc).ok()?;
+        let functab_len = nfunc
+            .checked_add(1)?
+            .checked_mul(FunctabRow::size(header.version))?;
         if funcs.checked_add(functab_len)? > table.len() {
             return None;
         }
+        let abs = |r: Range<usize>| at + r.start..at + r.end;
         Some(Self {
-            version,
-            quantum: u64::from(quantum),
+            version: header.version,
+            quantum: header.quantum,
             nfunc,
-            text_start,
+            text_start: header.text_start,
             funcnametab: abs(names..cu),
             cutab: abs(cu..files),
             filetab: abs(files..pcs),
@@ -174,9 +147,10 @@ impl<'a> Pclntab<'a> {
         if index >= self.layout.nfunc {
             return None;
         }
-        let (entry, record) = self.functab_entry(index)?;
-        let (end, _) = self.functab_entry(index + 1)?;
-        let record = self.layout.functab.start.checked_add(record)?;
+        let row = self.functab_row(index)?;
+        let entry = row.entry.vaddr(self.text_base)?;
+        let end = self.functab_row(index + 1)?.entry.vaddr(self.text_base)?;
+        let record = self.layout.functab.start.checked_add(row.func.index())?;
         (end >= entry).then_some(Func {
             index,
             entry,
@@ -185,23 +159,9 @@ impl<'a> Pclntab<'a> {
         })
     }
 
-    /// (entry address, offset of `_func` within the functab area).
-    fn functab_entry(&self, index: usize) -> Option<(u64, usize)> {
-        let table = self.data.get(self.layout.functab.clone())?;
-        match self.layout.version {
-            Version::Go116 => {
-                let at = index.checked_mul(16)?;
-                Some((
-                    u64_at(table, at)?,
-                    usize::try_from(u64_at(table, at + 8)?).ok()?,
-                ))
-            }
-            Version::Go118 | Version::Go120 => {
-                let at = index.checked_mul(8)?;
-                let entry = self.text_base.checked_add(u64::from(u32_at(table, at)?))?;
-                Some((entry, u32_at(table, at + 4)? as usize))
-            }
-        }
+    fn functab_row(&self, index: usize) -> Option<FunctabRow> {
+        let functab = self.data.get(self.layout.functab.clone())?;
+        FunctabRow::read(functab, index, self.layout.version)
     }
 
     /// The function containing `pc`, by binary search over the sorted function table.
@@ -209,7 +169,7 @@ impl<'a> Pclntab<'a> {
         let (mut low, mut high) = (0, self.layout.nfunc);
         while low < high {
             let mid = low + (high - low) / 2;
-            let (entry, _) = self.functab_entry(mid)?;
+            let entry = self.functab_row(mid)?.entry.vaddr(self.text_base)?;
             if entry <= pc {
                 low = mid + 1;
             } else {
@@ -225,50 +185,61 @@ impl<'a> Pclntab<'a> {
         (0..self.layout.nfunc).filter_map(|i| self.func(i))
     }
 
-    pub fn name(&self, f: &Func) -> Option<&'a str> {
-        let name_off = i32_at(self.data, f.record + self.field(Field::NameOff))?;
-        self.name_at(name_off)
+    /// `f`'s `_func` record.
+    fn record(&self, f: &Func) -> Option<FuncRecord> {
+        FuncRecord::read(self.data, f.record, self.layout.version)
     }
 
-    fn name_at(&self, name_off: i32) -> Option<&'a str> {
-        let names = self.data.get(self.layout.funcnametab.clone())?;
-        cstr(names, usize::try_from(name_off).ok()?)
+    pub fn name(&self, f: &Func) -> Option<&'a str> {
+        self.name_at(self.record(f)?.name)
+    }
+
+    fn funcnametab(&self) -> Option<&'a [u8]> {
+        self.data.get(self.layout.funcnametab.clone())
+    }
+
+    fn name_at(&self, name: NameOff) -> Option<&'a str> {
+        cstr(self.funcnametab()?, name.index()?)
     }
 
     /// Source file and line executing at `pc` in `f` (for inlined code: the inlined
     /// function's position).
     pub fn line(&self, f: &Func, pc: u64) -> (Option<&'a str>, Option<u32>) {
+        match self.record(f) {
+            Some(record) => self.line_in(f, &record, pc),
+            None => (None, None),
+        }
+    }
+
+    fn line_in(&self, f: &Func, record: &FuncRecord, pc: u64) -> (Option<&'a str>, Option<u32>) {
         let file = self
-            .pcvalue(f, Field::PcFile, pc)
-            .and_then(|index| self.file_name(f, index));
+            .value_at(f, record.pcfile, pc)
+            .and_then(|index| self.file_name(record, index));
         let line = self
-            .pcvalue(f, Field::PcLn, pc)
+            .value_at(f, record.pcln, pc)
             .and_then(|l| u32::try_from(l).ok());
         (file, line)
     }
 
-    fn file_name(&self, f: &Func, index: i32) -> Option<&'a str> {
-        let cu_offset = u32_at(self.data, f.record + self.field(Field::CuOffset))? as usize;
+    fn file_name(&self, record: &FuncRecord, index: i32) -> Option<&'a str> {
         let cutab = self.data.get(self.layout.cutab.clone())?;
-        let slot = cu_offset
-            .checked_add(usize::try_from(index).ok()?)?
-            .checked_mul(4)?;
-        let file_off = u32_at(cutab, slot)?;
-        cstr(
-            self.data.get(self.layout.filetab.clone())?,
-            file_off as usize,
-        )
+        let file = raw::file_off(cutab, record.cu, index)?;
+        cstr(self.data.get(self.layout.filetab.clone())?, file.index())
     }
 
     /// The frames at `pc`, innermost first: inlined calls expanded the way Go's own
     /// tracebacks show them, then `f` itself.
     pub fn frames(&self, f: &Func, pc: u64) -> Vec<GoFrame<'a>> {
         let mut frames = Vec::new();
-        let tree = self.inline_tree(f);
+        let record = self.record(f);
+        let tree = record.and_then(|record| self.inline_tree(&record));
         let mut at = pc;
         for _ in 0..MAX_INLINE_DEPTH {
-            let (file, line) = self.line(f, at);
-            let Some(call) = tree.and_then(|tree| self.inlined_call(f, tree, at)) else {
+            let (file, line) = record.map_or((None, None), |r| self.line_in(f, &r, at));
+            let call = record
+                .zip(tree)
+                .and_then(|(record, tree)| self.inlined_call(f, &record, tree, at));
+            let Some(call) = call else {
                 frames.push(GoFrame {
                     function: self.name(f).unwrap_or("?"),
                     file,
@@ -278,16 +249,12 @@ impl<'a> Pclntab<'a> {
                 return frames;
             };
             frames.push(GoFrame {
-                function: self.name_at(call.name_off).unwrap_or("?"),
+                function: self.name_at(call.name).unwrap_or("?"),
                 file,
                 line,
                 inlined: true,
             });
-            let Some(parent) = f
-                .entry
-                .checked_add(u64::from(call.parent_pc))
-                .filter(|&p| p < f.end)
-            else {
+            let Some(parent) = self.parent_pc(f, call.parent_pc) else {
                 return frames;
             };
             at = parent;
@@ -295,32 +262,23 @@ impl<'a> Pclntab<'a> {
         frames
     }
 
-    /// File offset of `f`'s inline tree, if it has one.
-    fn inline_tree(&self, f: &Func) -> Option<usize> {
-        let nfuncdata = u32::from(*self.data.get(f.record + self.field(Field::NFuncData))?);
-        if nfuncdata <= FUNCDATA_INL_TREE {
-            return None;
-        }
-        let pcdata = f.record + self.header_size();
-        let npcdata = u32_at(self.data, f.record + self.field(Field::NPcData))? as usize;
-        let funcdata = pcdata.checked_add(npcdata.checked_mul(4)?)?;
-        match self.layout.version {
-            Version::Go116 => {
-                let aligned = funcdata.checked_add(7)? & !7;
-                let addr = u64_at(self.data, aligned + 8 * FUNCDATA_INL_TREE as usize)?;
-                if addr == 0 {
-                    return None;
-                }
-                self.file_offset(addr)
-            }
-            Version::Go118 | Version::Go120 => {
-                let off = u32_at(self.data, funcdata + 4 * FUNCDATA_INL_TREE as usize)?;
-                if off == u32::MAX {
-                    return None;
-                }
+    /// The call site `parent_pc` stands for, if it lies inside `f`.
+    fn parent_pc(&self, f: &Func, parent_pc: EntryOffset) -> Option<u64> {
+        parent_pc.vaddr(f.entry).filter(|&p| p < f.end)
+    }
+
+    /// File offset of the inline tree of the function of `record`, if it has one.
+    fn inline_tree(&self, record: &FuncRecord) -> Option<usize> {
+        match record.inline_tree(self.data)? {
+            Funcdata::Vaddr(addr) => self.file_offset(addr),
+            Funcdata::GoFuncOffset(off) => {
                 self.file_offset(self.gofunc?.checked_add(u64::from(off))?)
             }
         }
+    }
+
+    fn inline_entry(&self, tree: usize, index: usize) -> Option<InlineEntry> {
+        InlineEntry::read(self.data, tree, index, self.layout.version)
     }
 
     /// Names of the calls inlined into `f`, one per inlined call site.
@@ -333,19 +291,22 @@ impl<'a> Pclntab<'a> {
 
     /// The calls inlined into `f`, one per inlined call site: the entries of its inline tree.
     pub fn inlined_copies(&self, f: &Func) -> Vec<InlinedCopy<'a>> {
-        let Some(tree) = self.inline_tree(f) else {
+        let Some(record) = self.record(f) else {
             return Vec::new();
         };
-        let Some(last) = self.max_pcdata_value(f, PCDATA_INL_TREE_INDEX) else {
+        let Some(tree) = self.inline_tree(&record) else {
+            return Vec::new();
+        };
+        let Some(last) = self.max_pcdata_value(f, &record, PCDATA_INL_TREE_INDEX) else {
             return Vec::new();
         };
         (0..=last)
             .filter_map(|index| {
-                let (name_off, parent_pc) = self.inline_entry(tree, index)?;
+                let entry = self.inline_entry(tree, index)?;
                 Some(InlinedCopy {
                     index,
-                    function: self.name_at(name_off)?,
-                    call_pc: f.entry.checked_add(u64::from(parent_pc))?,
+                    function: self.name_at(entry.name)?,
+                    call_pc: entry.parent_pc.vaddr(f.entry)?,
                 })
             })
             .collect()
@@ -354,12 +315,15 @@ impl<'a> Pclntab<'a> {
     /// Whether the instruction at `pc` of `f` belongs to inlined copy `index`: to its own
     /// code, or to a call inlined into it in turn.
     pub fn runs_inlined_copy(&self, f: &Func, pc: u64, index: usize) -> bool {
-        let Some(tree) = self.inline_tree(f) else {
+        let Some(record) = self.record(f) else {
+            return false;
+        };
+        let Some(tree) = self.inline_tree(&record) else {
             return false;
         };
         let mut at = pc;
         for _ in 0..MAX_INLINE_DEPTH {
-            let current = self.pcdata_value(f, PCDATA_INL_TREE_INDEX, at);
+            let current = self.pcdata_value(f, &record, PCDATA_INL_TREE_INDEX, at);
             // -1: the code of `f` itself.
             let Some(current) = current.and_then(|i| usize::try_from(i).ok()) else {
                 return false;
@@ -367,10 +331,10 @@ impl<'a> Pclntab<'a> {
             if current == index {
                 return true;
             }
-            let Some((_, parent_pc)) = self.inline_entry(tree, current) else {
+            let Some(entry) = self.inline_entry(tree, current) else {
                 return false;
             };
-            at = f.entry.saturating_add(u64::from(parent_pc));
+            at = f.entry.saturating_add(entry.parent_pc.get());
             if at >= f.end {
                 return false;
             }
@@ -379,8 +343,9 @@ impl<'a> Pclntab<'a> {
     }
 
     /// The largest value a pcdata table takes over `f` (the inline tree's last index).
-    fn max_pcdata_value(&self, f: &Func, table: u32) -> Option<usize> {
-        let values = self.pc_values(f, self.pcdata_offset(f, table)?)?;
+    fn max_pcdata_value(&self, f: &Func, record: &FuncRecord, table: u32) -> Option<usize> {
+        let off = record.pcdata(self.data, table)?;
+        let values = self.pc_values(f, off)?;
         usize::try_from(values.map(|(value, _)| value).max()?).ok()
     }
 
@@ -394,16 +359,16 @@ impl<'a> Pclntab<'a> {
             if valid == samples {
                 break;
             }
-            let Some(tree) = self.inline_tree(&f) else {
+            let Some(tree) = self.record(&f).and_then(|record| self.inline_tree(&record)) else {
                 continue;
             };
-            let (name_off, parent_pc) = self.inline_entry(tree, 0)?;
-            let names = self.data.get(self.layout.funcnametab.clone())?;
-            let at = usize::try_from(name_off).ok()?;
+            let entry = self.inline_entry(tree, 0)?;
+            let names = self.funcnametab()?;
+            let at = entry.name.index()?;
             let starts_name = at == 0 || names.get(at - 1) == Some(&0);
             if !starts_name
                 || cstr(names, at).is_none_or(str::is_empty)
-                || u64::from(parent_pc) >= f.end - f.entry
+                || entry.parent_pc.get() >= f.end - f.entry
             {
                 return None;
             }
@@ -413,191 +378,39 @@ impl<'a> Pclntab<'a> {
     }
 
     /// The inlined call active at `pc`, if any.
-    fn inlined_call(&self, f: &Func, tree: usize, pc: u64) -> Option<InlinedCall> {
-        let index = usize::try_from(self.pcdata_value(f, PCDATA_INL_TREE_INDEX, pc)?).ok()?;
-        let (name_off, parent_pc) = self.inline_entry(tree, index)?;
-        Some(InlinedCall {
-            name_off,
-            parent_pc,
-        })
+    fn inlined_call(
+        &self,
+        f: &Func,
+        record: &FuncRecord,
+        tree: usize,
+        pc: u64,
+    ) -> Option<InlineEntry> {
+        let index = self.pcdata_value(f, record, PCDATA_INL_TREE_INDEX, pc)?;
+        let index = usize::try_from(index).ok()?;
+        self.inline_entry(tree, index)
     }
 
-    /// (nameOff, parentPc) of entry `index` of the inline tree at file offset `tree`.
-    fn inline_entry(&self, tree: usize, index: usize) -> Option<(i32, u32)> {
-        let (size, name_off, parent_pc) = match self.layout.version {
-            Version::Go120 => (16, 4, 8),
-            Version::Go116 | Version::Go118 => (20, 12, 16),
-        };
-        let at = tree.checked_add(index.checked_mul(size)?)?;
-        Some((
-            i32_at(self.data, at + name_off)?,
-            u32::try_from(i32_at(self.data, at + parent_pc)?).ok()?,
-        ))
-    }
-
-    fn pcdata_value(&self, f: &Func, table: u32, pc: u64) -> Option<i32> {
-        self.value_at(f, self.pcdata_offset(f, table)?, pc)
-    }
-
-    /// Where pcdata table `table` of `f` starts in pctab.
-    fn pcdata_offset(&self, f: &Func, table: u32) -> Option<u32> {
-        let npcdata = u32_at(self.data, f.record + self.field(Field::NPcData))?;
-        if table >= npcdata {
-            return None;
-        }
-        u32_at(
-            self.data,
-            f.record + self.header_size() + 4 * table as usize,
-        )
-    }
-
-    fn pcvalue(&self, f: &Func, field: Field, pc: u64) -> Option<i32> {
-        let off = u32_at(self.data, f.record + self.field(field))?;
+    fn pcdata_value(&self, f: &Func, record: &FuncRecord, table: u32, pc: u64) -> Option<i32> {
+        let off = record.pcdata(self.data, table)?;
         self.value_at(f, off, pc)
     }
 
     /// The value in effect at `pc` in the table at `off`.
-    fn value_at(&self, f: &Func, off: u32, pc: u64) -> Option<i32> {
+    fn value_at(&self, f: &Func, off: PcTabOff, pc: u64) -> Option<i32> {
         let (value, _) = self.pc_values(f, off)?.find(|&(_, end)| pc < end)?;
         i32::try_from(value).ok()
     }
 
     /// The runs of the pc-value table at `off` (0: none) of `f`.
-    fn pc_values(&self, f: &Func, off: u32) -> Option<PcValues<'a>> {
-        if off == 0 {
-            return None;
-        }
-        let table = self
-            .data
-            .get(self.layout.pctab.clone())?
-            .get(off as usize..)?;
-        Some(PcValues {
-            table,
-            at: 0,
-            value: -1,
-            pc: f.entry,
-            quantum: self.layout.quantum,
-        })
+    fn pc_values(&self, f: &Func, off: PcTabOff) -> Option<PcValues<'a>> {
+        let pctab = self.data.get(self.layout.pctab.clone())?;
+        PcValues::new(pctab, off, f.entry, self.layout.quantum)
     }
-
-    fn header_size(&self) -> usize {
-        match self.layout.version {
-            Version::Go118 => 40,
-            Version::Go116 | Version::Go120 => 44,
-        }
-    }
-
-    /// Byte offset of a `_func` field in this version.
-    fn field(&self, field: Field) -> usize {
-        // 1.16 starts with an 8-byte entry; 1.18+ with a 4-byte entryOff.
-        let shift = usize::from(self.layout.version == Version::Go116) * 4;
-        let base = match field {
-            Field::NameOff => 4,
-            Field::PcFile => 20,
-            Field::PcLn => 24,
-            Field::NPcData => 28,
-            Field::CuOffset => 32,
-            Field::NFuncData => return self.header_size() - 1,
-        };
-        base + shift
-    }
-}
-
-/// The `_func` fields pooltrace reads.
-#[derive(Clone, Copy)]
-enum Field {
-    NameOff,
-    PcFile,
-    PcLn,
-    NPcData,
-    CuOffset,
-    NFuncData,
-}
-
-/// A pc-value table as (value, end pc) runs: zig-zag value deltas and pc deltas in
-/// instruction quanta, ended by a zero value delta. Every step moves forward through the
-/// table, so iteration ends at the table's end at the latest.
-struct PcValues<'a> {
-    table: &'a [u8],
-    at: usize,
-    value: i64,
-    pc: u64,
-    quantum: u64,
-}
-
-impl Iterator for PcValues<'_> {
-    type Item = (i64, u64);
-
-    fn next(&mut self) -> Option<(i64, u64)> {
-        let (value_delta, used) = uvarint(self.table.get(self.at..)?)?;
-        if value_delta == 0 && self.at > 0 {
-            return None;
-        }
-        self.at += used;
-        let delta = if value_delta & 1 != 0 {
-            -((value_delta >> 1) as i64) - 1
-        } else {
-            (value_delta >> 1) as i64
-        };
-        self.value = self.value.checked_add(delta)?;
-        let (pc_delta, used) = uvarint(self.table.get(self.at..)?)?;
-        self.at += used;
-        self.pc = self.pc.checked_add(pc_delta.checked_mul(self.quantum)?)?;
-        Some((self.value, self.pc))
-    }
-}
-
-struct InlinedCall {
-    name_off: i32,
-    parent_pc: u32,
-}
-
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        data.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn i32_at(data: &[u8], at: usize) -> Option<i32> {
-    u32_at(data, at).map(|v| v as i32)
-}
-
-pub fn u64_at(data: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        data.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
-
-/// The NUL-terminated string at `at`.
-fn cstr(data: &[u8], at: usize) -> Option<&str> {
-    let rest = data.get(at..)?;
-    let len = rest.iter().position(|&b| b == 0)?;
-    str::from_utf8(rest.get(..len)?).ok()
-}
-
-/// Go's unsigned LEB128 varint: (value, bytes read).
-pub fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &byte) in data.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varints_decode_like_go() {
-        assert_eq!(uvarint(&[0x05]), Some((5, 1)));
-        assert_eq!(uvarint(&[0x96, 0x01]), Some((150, 2)));
-        assert_eq!(uvarint(&[0x80; 11]), None);
-        assert_eq!(uvarint(&[]), None);
-    }
 
     #[test]
     fn headers_with_bad_fields_are_refused() {
