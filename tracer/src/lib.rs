@@ -1,31 +1,33 @@
 //! pooltrace: finds object-pool leaks in running Go programs.
 //!
-//! The pieces, one module per concern:
+//! The library's public surface is what the `pooltrace` binary and the integration tests use:
+//! [`cli`], [`run`], [`Error`] and [`gobin`]'s reader of Go binaries. The pieces, one module
+//! per concern:
 //! - [`gobin`] reads Go binaries (ELF layout, symbols, generic shape functions);
-//! - [`probes`] decides where to probe and attaches the eBPF programs;
-//! - [`tracking`] reads what the kernel side recorded; [`units`] writes sizes and durations
+//! - `probes` decides where to probe and attaches the eBPF programs;
+//! - `tracking` reads what the kernel side recorded; `units` writes sizes and durations
 //!   for people;
-//! - [`symbolize`] turns addresses into Go frames;
-//! - [`report`] renders text and JSON; [`list`] shows the pools a binary has;
-//! - [`output`] writes results to stdout or the `--output` file, safely;
-//! - [`process`] knows the traced process and watches its exit and exec; [`signals`] catches
-//!   the signals that stop a trace; [`session`] runs one trace from attach to detach;
-//!   [`stream`] prints every event as it happens.
+//! - `symbolize` turns addresses into Go frames;
+//! - `report` renders text and JSON; `list` shows the pools a binary has;
+//! - `output` writes results to stdout or the `--output` file, safely;
+//! - `process` knows the traced process and watches its exit and exec; `signals` catches
+//!   the signals that stop a trace; `session` runs one trace from attach to detach;
+//!   `stream` prints every event as it happens.
 
 pub mod cli;
 pub mod error;
 pub mod gobin;
-pub mod list;
-pub mod output;
-pub mod probes;
-pub mod process;
-pub mod report;
-pub mod session;
-pub mod signals;
-pub mod stream;
-pub mod symbolize;
-pub mod tracking;
-pub mod units;
+mod list;
+mod output;
+mod probes;
+mod process;
+mod report;
+mod session;
+mod signals;
+mod stream;
+mod symbolize;
+mod tracking;
+mod units;
 
 pub use error::{Error, Result};
 

@@ -182,6 +182,20 @@ mod tests {
 
     const SECOND: u64 = 1_000_000_000;
 
+    /// A counting-pool path traced for 10 s whose objects came back within 35 ms (p99), with
+    /// nothing outstanding, collected or trending: each test sets what it is about.
+    fn quiet() -> Evidence<'static> {
+        Evidence {
+            outstanding_ages_ns: &[],
+            collected: 0,
+            kind: PoolKind::Counting,
+            elapsed_ms: 10_000,
+            hold: hold(35.0),
+            trend: &[],
+            unseen_put_sites: 0,
+        }
+    }
+
     fn hold(p99_ms: f64) -> Option<Percentiles> {
         Some(Percentiles {
             p50: p99_ms / 4.0,
@@ -195,12 +209,8 @@ mod tests {
         let ages = vec![SECOND / 100; 500];
         let verdict = judge(&Evidence {
             outstanding_ages_ns: &ages,
-            collected: 0,
-            kind: PoolKind::Counting,
-            elapsed_ms: 10_000,
-            hold: hold(35.0),
             trend: &[480, 510, 495, 500],
-            unseen_put_sites: 0,
+            ..quiet()
         });
         assert_eq!(verdict.score, 0.0);
         assert!(verdict.reasons.is_empty());
@@ -211,12 +221,7 @@ mod tests {
         let ages = vec![90 * SECOND; 412];
         let verdict = judge(&Evidence {
             outstanding_ages_ns: &ages,
-            collected: 0,
-            kind: PoolKind::Counting,
-            elapsed_ms: 10_000,
-            hold: hold(35.0),
-            trend: &[],
-            unseen_put_sites: 0,
+            ..quiet()
         });
         assert!(verdict.score > 50.0);
         assert_eq!(
@@ -228,22 +233,15 @@ mod tests {
     #[test]
     fn collected_objects_and_growth_outrank_everything_else() {
         let leak = judge(&Evidence {
-            outstanding_ages_ns: &[],
             collected: 5820,
-            kind: PoolKind::Counting,
-            elapsed_ms: 10_000,
             hold: hold(5.0),
             trend: &[10, 20, 30, 40],
-            unseen_put_sites: 0,
+            ..quiet()
         });
         let old = judge(&Evidence {
             outstanding_ages_ns: &[90 * SECOND; 10],
-            collected: 0,
-            kind: PoolKind::Counting,
-            elapsed_ms: 10_000,
             hold: hold(5.0),
-            trend: &[],
-            unseen_put_sites: 0,
+            ..quiet()
         });
         assert!(leak.score > old.score);
         assert_eq!(leak.reasons.len(), 2);
@@ -253,13 +251,10 @@ mod tests {
     #[test]
     fn a_sync_pool_reports_dropped_objects_as_lost_reuse_without_a_score() {
         let evidence = |kind| Evidence {
-            outstanding_ages_ns: &[],
             collected: 500,
             kind,
-            elapsed_ms: 10_000,
             hold: hold(5.0),
-            trend: &[],
-            unseen_put_sites: 0,
+            ..quiet()
         };
         let counting = judge(&evidence(PoolKind::Counting));
         assert_eq!(counting.score, 80.0);
@@ -279,12 +274,10 @@ mod tests {
         let ages = vec![90 * SECOND; 40];
         let evidence = |trend| Evidence {
             outstanding_ages_ns: &ages,
-            collected: 0,
             kind: PoolKind::Sync,
-            elapsed_ms: 10_000,
             hold: hold(5.0),
             trend,
-            unseen_put_sites: 0,
+            ..quiet()
         };
         let steady = judge(&evidence(&[40, 38, 41, 40]));
         assert_eq!(steady.score, 0.0);
@@ -302,13 +295,11 @@ mod tests {
     #[test]
     fn objects_handed_out_again_are_not_scored_when_puts_are_unseen() {
         let verdict = judge(&Evidence {
-            outstanding_ages_ns: &[],
             collected: 40,
-            kind: PoolKind::Counting,
-            elapsed_ms: 10_000,
             hold: hold(5.0),
             trend: &[40],
             unseen_put_sites: 1,
+            ..quiet()
         });
         assert_eq!(verdict.score, 0.0);
         assert_eq!(
