@@ -185,9 +185,10 @@ impl Error {
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
             let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
+            let cause_text = without_errno(&cause_text);
+            if !text.contains(cause_text) {
                 text.push_str(": ");
-                text.push_str(&cause_text);
+                text.push_str(cause_text);
             }
             source = cause.source();
         }
@@ -216,9 +217,13 @@ pub enum OutputRefusal {
 
 /// The system's own words ("No space left on device"), without Rust's "(os error 28)".
 fn os_message(error: &io::Error) -> String {
-    let text = error.to_string();
+    without_errno(&error.to_string()).to_owned()
+}
+
+/// `text` without the " (os error N)" Rust appends to an OS error's words.
+fn without_errno(text: &str) -> &str {
     match text.rfind(" (os error ") {
-        Some(suffix) if error.raw_os_error().is_some() => text[..suffix].to_owned(),
+        Some(at) if text.ends_with(')') => &text[..at],
         _ => text,
     }
 }
@@ -251,11 +256,17 @@ mod tests {
         assert!(chain.starts_with("eBPF program pool_put: "), "{chain}");
         assert!(chain.contains("perf_event_open"), "{chain}");
         assert_eq!(chain.matches("Permission denied").count(), 1, "{chain}");
+        assert!(!chain.contains("os error"), "{chain}");
         // A message that carries its cause already is not repeated.
         let read = Error::Read {
             path: PathBuf::from("/x"),
             source: io::Error::from_raw_os_error(libc::ENOENT),
         };
         assert_eq!(read.chain(), read.to_string());
+        let write = Error::Write {
+            path: PathBuf::from("/x"),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(write.chain(), "cannot write /x: No space left on device");
     }
 }
