@@ -12,6 +12,7 @@ const FLAG_BIG_ENDIAN: u8 = 0x1;
 /// Longest string accepted (the module info of large programs runs to a few hundred KiB).
 const MAX_STRING: u64 = 1 << 22;
 
+/// What the Go toolchain recorded about the build: its Go release, main package and module.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BuildInfo {
     /// e.g. "go1.27.3".

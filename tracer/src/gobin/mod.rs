@@ -35,6 +35,7 @@ pub(crate) use pools::PoolPair;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Function {
     pub(crate) name: String,
+    /// Its entry address, as linked (before any load bias).
     pub addr: u64,
     pub(crate) size: u64,
 }
@@ -109,6 +110,7 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+/// A Go program's file, mapped, with its segments, functions, pclntab and build info read.
 pub struct GoBinary {
     path: PathBuf,
     data: Bytes,
@@ -303,6 +305,7 @@ impl GoBinary {
             .is_some_and(|f| table.runs_inlined_copy(&f, pc, copy.index))
     }
 
+    /// What the toolchain recorded about the build, when the binary has it.
     pub fn build_info(&self) -> Option<&BuildInfo> {
         self.build.as_ref()
     }
@@ -326,10 +329,12 @@ impl GoBinary {
         self.pie
     }
 
+    /// The function with exactly this (linker) name.
     pub fn function(&self, name: &str) -> Option<&Function> {
         self.by_name.get(name).map(|&i| &self.functions[i])
     }
 
+    /// Every function, in address order.
     pub fn functions(&self) -> &[Function] {
         &self.functions
     }

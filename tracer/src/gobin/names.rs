@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 pub struct ResolvedFunction {
     /// The name the user gave.
     pub(crate) requested: String,
+    /// The function the name means: itself, or the shape function a generic one runs as.
     pub function: Function,
     /// For a generic shape function, the argument slot of its dictionary: Go-level argument
     /// words from that slot on sit one register later. Results are not shifted.

@@ -89,7 +89,9 @@ pub struct Pclntab<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Func {
     pub(crate) index: usize,
+    /// Address of its first instruction.
     pub entry: u64,
+    /// Address just past its code (the next function's entry).
     pub end: u64,
     /// File offset of its `_func` record.
     record: usize,
@@ -110,8 +112,11 @@ pub(crate) struct InlinedCopy<'a> {
 /// A frame at a PC: a function, and the file and line executing in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoFrame<'a> {
+    /// The Go function's name.
     pub function: &'a str,
+    /// The source file, when the table has it.
     pub file: Option<&'a str>,
+    /// The source line, when the table has it.
     pub line: Option<u32>,
     /// Inlined into the next frame.
     pub inlined: bool,
@@ -138,6 +143,7 @@ impl<'a> Pclntab<'a> {
         usize::try_from(file_offset(self.segments, vaddr)?).ok()
     }
 
+    /// How many functions the table holds.
     pub fn function_count(&self) -> usize {
         self.layout.nfunc
     }
@@ -190,6 +196,7 @@ impl<'a> Pclntab<'a> {
         FuncRecord::read(self.data, f.record, self.layout.version)
     }
 
+    /// `f`'s Go name, such as `main.(*BufPool).Get`.
     pub fn name(&self, f: &Func) -> Option<&'a str> {
         self.name_at(self.record(f)?.name)
     }
