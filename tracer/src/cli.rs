@@ -23,11 +23,14 @@ and reports which call paths hold objects that never come back.\n\n\
 Get is probed at each of its RET instructions and Put just past its stack check; no uretprobe \
 is ever used, so Go's moving stacks are safe. Detaching leaves the process as it was."
 )]
+/// The whole command line: `pooltrace` and one command.
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// One of pooltrace's commands, with its options.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach to a running process and report the call paths holding pool objects.
@@ -70,12 +73,14 @@ Examples:
 Events come through a ring buffer; if the terminal or file cannot keep up and the buffer
 fills, the events lost are counted and reported, never dropped silently.";
 
+/// Options of `pooltrace stream`.
 #[derive(Debug, Args)]
 pub struct StreamArgs {
     /// Process to trace (every thread of it).
     #[arg(short, long, value_name = "PID")]
     pub pid: i32,
 
+    /// The pools whose Gets and Puts to print.
     #[command(flatten)]
     pub pools: PoolArgs,
 
@@ -120,6 +125,7 @@ function pooltrace probes) and functions whose names differ only in Get/Put. CAL
 direct call sites; INLINED counts sites where the compiler inlined the call, which no probe
 can see. Needs no privileges beyond reading the binary.";
 
+/// Options of `pooltrace list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// A running process whose executable to read.
@@ -130,7 +136,9 @@ pub struct ListArgs {
     #[arg(short, long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
 
-    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    /// How to print the list.
+    // `help = None`: doc comments here are for rustdoc; `list --help` keeps its wording.
+    #[arg(short, long, value_enum, default_value_t = Format::Text, help = None::<&str>)]
     pub format: Format,
 }
 
@@ -157,12 +165,14 @@ Examples:
 Stops on Ctrl-C, SIGTERM or SIGHUP, when --duration runs out, or when the process exits or
 execs, then prints the final report and detaches.";
 
+/// Options of `pooltrace report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Process to trace (every thread of it).
     #[arg(short, long, value_name = "PID")]
     pub pid: i32,
 
+    /// What to trace and how to report it.
     #[command(flatten)]
     pub trace: TraceOptions,
 
@@ -172,8 +182,10 @@ pub struct ReportArgs {
     pub dry_run: bool,
 }
 
+/// Options of `pooltrace run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// What to trace and how to report it.
     #[command(flatten)]
     pub trace: TraceOptions,
 
@@ -185,6 +197,7 @@ pub struct RunArgs {
 /// What to trace and how to report it, for `report` and `run`.
 #[derive(Debug, Args)]
 pub struct TraceOptions {
+    /// The pools to trace.
     #[command(flatten)]
     pub pools: PoolArgs,
 
@@ -242,8 +255,10 @@ pub struct TraceOptions {
     pub max_stacks: u32,
 }
 
+/// The pools to trace: named on the command line, read from a file, or both.
 #[derive(Debug, Args)]
 pub struct PoolArgs {
+    /// The pools named on the command line, in order.
     #[command(flatten)]
     pub named: NamedPools,
 
@@ -503,9 +518,15 @@ impl PoolOption {
     }
 }
 
+/// How `list` prints the pairs it finds. (The variants' `help = None` keeps their docs out
+/// of `--help`, which lists the values bare.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// A table for people.
+    #[value(help = None::<&str>)]
     Text,
+    /// JSON, for programs.
+    #[value(help = None::<&str>)]
     Json,
 }
 

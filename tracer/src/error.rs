@@ -2,82 +2,148 @@
 
 use std::{io, path::PathBuf};
 
+/// Why a pooltrace run failed; its `Display` is the message to show the user.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `--pid` names no process.
     #[error("no process with PID {0}")]
     NoSuchProcess(i32),
 
+    /// The traced process exited before pooltrace could read it.
     #[error("process {0} has exited")]
     Exited(i32),
 
+    /// `--pid` names a kernel thread, which has no program to trace.
     #[error("PID {pid} is the kernel thread {name}, not a program; trace a Go process")]
-    KernelThread { pid: i32, name: String },
+    KernelThread {
+        /// The PID given.
+        pid: i32,
+        /// The thread's name, as `/proc/PID/comm` gives it.
+        name: String,
+    },
 
+    /// A file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
+    Read {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
 
+    /// The program's file is not ELF.
     #[error("{path} is not an ELF file")]
-    NotElf { path: PathBuf },
+    NotElf {
+        /// The file read.
+        path: PathBuf,
+    },
 
+    /// The program is built for an architecture other than x86-64.
     #[error("{path} is a {machine} ELF file; pooltrace traces x86-64 Go programs")]
-    WrongArchitecture { path: PathBuf, machine: String },
+    WrongArchitecture {
+        /// The file read.
+        path: PathBuf,
+        /// The architecture it is built for.
+        machine: String,
+    },
 
+    /// The program is ELF, but nothing in it says Go built it.
     #[error("{path} is not a Go program (it has no gopclntab, .go.buildinfo or runtime.main)")]
-    NotGo { path: PathBuf },
+    NotGo {
+        /// The file read.
+        path: PathBuf,
+    },
 
+    /// The program has no function table pooltrace can read.
     #[error("{path} has neither a symbol table nor a readable Go function table (gopclntab)")]
-    NoFunctions { path: PathBuf },
+    NoFunctions {
+        /// The file read.
+        path: PathBuf,
+    },
 
+    /// A function named on the command line is not in the program.
     #[error("no function {name} in {path}{}", suggestion_text(.suggestions))]
     NoSuchFunction {
+        /// The name as given.
         name: String,
+        /// The program searched.
         path: PathBuf,
+        /// Names in the program close to it, offered as "did you mean".
         suggestions: Vec<String>,
     },
 
+    /// The function exists but no probe can be placed on it.
     #[error("{name} has no machine code to probe ({reason})")]
-    Unprobeable { name: String, reason: String },
-
-    #[error("invalid {what} {spec:?}: {reason}")]
-    BadSpec {
-        what: &'static str,
-        spec: String,
+    Unprobeable {
+        /// The function.
+        name: String,
+        /// Why it cannot be probed.
         reason: String,
     },
 
+    /// A register or memory spec (such as `--key`) does not parse.
+    #[error("invalid {what} {spec:?}: {reason}")]
+    BadSpec {
+        /// Which option the spec was given to.
+        what: &'static str,
+        /// The spec as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The command line asks for something pooltrace cannot do; the text says what.
     #[error("{0}")]
     Usage(String),
 
+    /// The program to run is neither a file nor found on `PATH`.
     #[error("no program {name} (not a file, nor on PATH)")]
-    NoSuchProgram { name: String },
+    NoSuchProgram {
+        /// The name given after `--`.
+        name: String,
+    },
 
+    /// The program to run could not be started.
     #[error("cannot {action} {program}: {source}")]
     Start {
         /// What was being done: "start", "hold at the door", "let in".
         action: &'static str,
+        /// The program.
         program: PathBuf,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
 
+    /// The program to run did not get as far as its own code in time.
     #[error("{program} did not start within 2 s")]
-    ProgramDidNotStart { program: PathBuf },
+    ProgramDidNotStart {
+        /// The program.
+        program: PathBuf,
+    },
 
+    /// The traced process's exit cannot be watched for.
     #[error("cannot watch PID {pid} for its exit: {source}")]
     Watch {
+        /// The traced process.
         pid: i32,
+        /// What the system said.
         #[source]
         source: io::Error,
     },
 
+    /// The async runtime pooltrace runs on could not be created.
     #[error("cannot start the async runtime: {source}")]
     Runtime {
+        /// What the system said.
         #[source]
         source: io::Error,
     },
 
+    /// The report could not be rendered.
     #[error("cannot render the report: {source}")]
     Render {
+        /// What went wrong writing it.
         #[source]
         source: io::Error,
     },
@@ -86,93 +152,146 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(&'static str),
 
+    /// The `--pools` file is malformed.
     #[error("pools file {path}: {reason}")]
-    PoolsFile { path: PathBuf, reason: String },
+    PoolsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it, and where.
+        reason: String,
+    },
 
+    /// Two pools probe the same Get or Put, so each call would be counted twice.
     #[error("{what} is named twice (pool {first} and pool {second})")]
     DuplicatePool {
+        /// The function both pools probe.
         what: String,
+        /// The first pool naming it, counting from 1.
         first: usize,
+        /// The second pool naming it, counting from 1.
         second: usize,
     },
 
+    /// pooltrace lacks a capability it needs to trace.
     #[error("pooltrace needs {capability}{why}; run it as root (e.g. with sudo)")]
     Privilege {
+        /// The capability missing, such as `CAP_SYS_ADMIN`.
         capability: &'static str,
+        /// Why it is needed, in parentheses with a leading space.
         why: &'static str,
     },
 
-    /// The causes of the aya variants below are kept as sources: aya wraps the errno that
-    /// says what went wrong several levels deep, and [`Error::chain`] prints them all.
+    /// The kernel refused the embedded eBPF object.
+    ///
+    /// The causes of this and the aya variants below are kept as sources: aya wraps the errno
+    /// that says what went wrong several levels deep, and [`Error::chain`] prints them all.
     #[error("cannot load the eBPF object")]
     Load {
+        /// What aya reported.
         #[source]
         source: aya::EbpfError,
     },
 
+    /// An eBPF program could not be loaded or attached.
     #[error("eBPF program {name}")]
     Program {
+        /// The program, as the eBPF object names it.
         name: &'static str,
+        /// What aya reported.
         #[source]
         source: aya::programs::ProgramError,
     },
 
+    /// An eBPF map could not be opened, read or written.
     #[error("eBPF map {name}")]
     Map {
+        /// The map, as the eBPF object names it.
         name: &'static str,
+        /// What aya reported.
         #[source]
         source: aya::maps::MapError,
     },
 
+    /// The embedded eBPF object lacks a program or map this build expects.
     #[error("the embedded eBPF object has no {what} {name} (a build mismatch)")]
     NotInObject {
+        /// "program" or "map".
         what: &'static str,
+        /// The name looked for.
         name: &'static str,
     },
 
+    /// A uprobe could not be attached at one probe site.
     #[error("cannot attach a uprobe to {function} at {address:#x} (file offset {offset:#x})")]
     Attach {
+        /// The function probed.
         function: String,
+        /// The probe site's virtual address.
         address: u64,
+        /// The probe site's offset in the file.
         offset: u64,
+        /// Why it failed.
         #[source]
         source: AttachFailure,
     },
 
+    /// `stream` could not wait for events.
     #[error("cannot poll the stream ring buffer")]
     Poll {
+        /// What the system said.
         #[source]
         source: io::Error,
     },
 
+    /// The pools need more probe sites than the eBPF side has room for.
     #[error("too many probe sites ({0}); pooltrace supports at most {max}", max = tracer_common::MAX_SITES)]
     TooManySites(usize),
 
+    /// More pools are named than one trace can follow.
     #[error("{0} pools named; pooltrace traces at most {max} at once", max = tracer_common::MAX_POOLS)]
     TooManyPools(usize),
 
+    /// Writing the `--output` file failed.
     #[error("cannot write {path}: {}", os_message(.source))]
-    Write { path: PathBuf, source: io::Error },
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
 
+    /// The `--output` path is refused before anything is written.
     #[error("cannot write {path}: {reason}")]
     Output {
+        /// The path given.
         path: PathBuf,
+        /// Why it is refused.
         #[source]
         reason: OutputRefusal,
     },
 
+    /// Writing to standard output failed (see [`Error::is_closed_pipe`]).
     #[error("cannot write to standard output: {}", os_message(.source))]
-    Stdout { source: io::Error },
+    Stdout {
+        /// What the system said.
+        source: io::Error,
+    },
 
+    /// The signal handlers that end a trace could not be installed.
     #[error("cannot handle signals: {source}")]
-    Signals { source: io::Error },
+    Signals {
+        /// What the system said.
+        source: io::Error,
+    },
 }
 
 /// Why one uprobe could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachFailure {
+    /// The site's address maps to no place in the file, so there is no offset to probe.
     #[error("its address is in no loaded segment of the file")]
     NotLoaded,
+    /// The kernel refused the uprobe.
     #[error(transparent)]
     Kernel(#[from] aya::programs::ProgramError),
 }
@@ -205,12 +324,15 @@ impl Error {
 /// Why the `--output` path cannot be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputRefusal {
+    /// The path is a symbolic link.
     #[error("it is a symbolic link; pooltrace never writes through one")]
     Symlink,
 
+    /// The file exists and `--force` was not given.
     #[error("it already exists (use --force to replace it)")]
     Exists,
 
+    /// Checking or creating the file failed.
     #[error("{}", os_message(.0))]
     Io(#[source] io::Error),
 }
@@ -236,6 +358,7 @@ fn suggestion_text(suggestions: &[String]) -> String {
     }
 }
 
+/// A result whose error is pooltrace's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 //!   the signals that stop a trace; `session` runs one trace from attach to detach;
 //!   `stream` prints every event as it happens.
 
+#![deny(missing_docs)]
+
 pub mod cli;
 pub mod error;
 pub mod gobin;

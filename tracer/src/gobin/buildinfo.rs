@@ -12,21 +12,25 @@ const FLAG_BIG_ENDIAN: u8 = 0x1;
 /// Longest string accepted (the module info of large programs runs to a few hundred KiB).
 const MAX_STRING: u64 = 1 << 22;
 
+/// What the Go toolchain recorded about the build: its Go release, main package and module.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BuildInfo {
     /// e.g. "go1.27.3".
-    pub go_version: String,
+    pub(crate) go_version: String,
     /// The main package's import path, e.g. "github.com/nats-io/nats-server/v2".
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// The main module and its version, e.g. ("github.com/caddyserver/caddy/v2", "v2.11.7").
-    pub module: Option<(String, String)>,
+    pub(crate) module: Option<(String, String)>,
 }
 
 impl BuildInfo {
     /// Parses the blob at the start of `blob` (the `.go.buildinfo` section, or the data
     /// segment from the magic on); `read_at` reads `len` bytes at a virtual address, for the
     /// pointer form.
-    pub fn parse(blob: &[u8], read_at: &dyn Fn(u64, usize) -> Option<Vec<u8>>) -> Option<Self> {
+    pub(crate) fn parse(
+        blob: &[u8],
+        read_at: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
+    ) -> Option<Self> {
         let start = find(blob, MAGIC)?;
         let header = blob.get(start..start + HEADER_SIZE)?;
         let (ptr_size, flags) = (header[14], header[15]);

@@ -4,13 +4,13 @@
 //!
 //! The file is memory-mapped, not copied: Go binaries run to hundreds of megabytes.
 
-pub mod buildinfo;
+mod buildinfo;
 mod bytes;
-pub mod calls;
+pub(crate) mod calls;
 mod generics;
 mod locate;
 mod names;
-pub mod pclntab;
+mod pclntab;
 mod pools;
 
 use std::{
@@ -25,36 +25,39 @@ use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
 use crate::error::{Error, Result};
 pub use buildinfo::BuildInfo;
-pub use names::{is_method, ResolvedFunction};
-use pclntab::{Layout, Pclntab};
-pub use pools::{NamedFrom, PoolPair};
+pub(crate) use names::is_method;
+pub use names::ResolvedFunction;
+use pclntab::Layout;
+pub use pclntab::{Func, GoFrame, Pclntab};
+pub(crate) use pools::PoolPair;
 
 /// One function: from `.symtab`, or from pclntab when the binary is stripped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Function {
-    pub name: String,
+    pub(crate) name: String,
+    /// Its entry address, as linked (before any load bias).
     pub addr: u64,
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// A copy of a function that the compiler inlined into another (see
 /// [`GoBinary::inlined_copies`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InlinedCopy {
+pub(crate) struct InlinedCopy {
     /// The function whose machine code holds the copy.
-    pub host: Function,
+    pub(crate) host: Function,
     /// The copy's entry in the host's inline tree.
     index: usize,
     /// The function the call was written in (the host, or a function inlined into it), and
     /// where.
-    pub caller: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
+    pub(crate) caller: String,
+    pub(crate) file: Option<String>,
+    pub(crate) line: Option<u32>,
 }
 
 impl InlinedCopy {
     /// "main.handle at /src/main.go:42".
-    pub fn call_site(&self) -> String {
+    pub(crate) fn call_site(&self) -> String {
         match (&self.file, self.line) {
             (Some(file), Some(line)) => format!("{} at {file}:{line}", self.caller),
             (Some(file), None) => format!("{} in {file}", self.caller),
@@ -85,7 +88,7 @@ struct PclnInfo {
 
 /// Where the function names came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SymbolSource {
+pub(crate) enum SymbolSource {
     Symtab,
     Pclntab,
 }
@@ -107,6 +110,7 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+/// A Go program's file, mapped, with its segments, functions, pclntab and build info read.
 pub struct GoBinary {
     path: PathBuf,
     data: Bytes,
@@ -223,7 +227,7 @@ impl GoBinary {
     }
 
     /// The pclntab format, which tells Go releases apart when build info is missing.
-    pub fn pclntab_version(&self) -> Option<pclntab::Version> {
+    pub(crate) fn pclntab_version(&self) -> Option<pclntab::Version> {
         self.pcln.as_ref().map(|info| info.layout.version)
     }
 
@@ -246,7 +250,7 @@ impl GoBinary {
 
     /// For each name, at how many call sites the compiler inlined it (from pclntab's inline
     /// trees): calls that no probe on the function can see.
-    pub fn inlined_sites(&self, names: &[&str]) -> Vec<usize> {
+    pub(crate) fn inlined_sites(&self, names: &[&str]) -> Vec<usize> {
         let mut counts = vec![0; names.len()];
         let Some(table) = self.pclntab() else {
             return counts;
@@ -262,7 +266,7 @@ impl GoBinary {
     }
 
     /// Every copy of function `name` that the compiler inlined into another function.
-    pub fn inlined_copies(&self, name: &str) -> Vec<InlinedCopy> {
+    pub(crate) fn inlined_copies(&self, name: &str) -> Vec<InlinedCopy> {
         let Some(table) = self.pclntab() else {
             return Vec::new();
         };
@@ -292,7 +296,7 @@ impl GoBinary {
     }
 
     /// Whether the instruction at `pc` (in `copy.host`) belongs to the inlined copy.
-    pub fn runs_inlined_copy(&self, copy: &InlinedCopy, pc: u64) -> bool {
+    pub(crate) fn runs_inlined_copy(&self, copy: &InlinedCopy, pc: u64) -> bool {
         let Some(table) = self.pclntab() else {
             return false;
         };
@@ -301,33 +305,36 @@ impl GoBinary {
             .is_some_and(|f| table.runs_inlined_copy(&f, pc, copy.index))
     }
 
+    /// What the toolchain recorded about the build, when the binary has it.
     pub fn build_info(&self) -> Option<&BuildInfo> {
         self.build.as_ref()
     }
 
     /// Where function names came from.
-    pub fn symbol_source(&self) -> SymbolSource {
+    pub(crate) fn symbol_source(&self) -> SymbolSource {
         self.source
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The whole file, for readers (DWARF) that parse it themselves.
-    pub fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.data
     }
 
     /// Position-independent (ET_DYN): loaded at a bias chosen by the kernel.
-    pub fn is_pie(&self) -> bool {
+    pub(crate) fn is_pie(&self) -> bool {
         self.pie
     }
 
+    /// The function with exactly this (linker) name.
     pub fn function(&self, name: &str) -> Option<&Function> {
         self.by_name.get(name).map(|&i| &self.functions[i])
     }
 
+    /// Every function, in address order.
     pub fn functions(&self) -> &[Function] {
         &self.functions
     }
@@ -344,12 +351,12 @@ impl GoBinary {
 
     /// File offset of a virtual address, through the PT_LOAD segment that holds it
     /// (`vaddr - p_vaddr + p_offset`).
-    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+    pub(crate) fn file_offset(&self, vaddr: u64) -> Option<u64> {
         file_offset(&self.segments, vaddr)
     }
 
     /// Virtual address of a file offset; the inverse of [`Self::file_offset`].
-    pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
+    pub(crate) fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
         locate::vaddr_of(&self.segments, offset)
     }
 

@@ -16,11 +16,12 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct ResolvedFunction {
     /// The name the user gave.
-    pub requested: String,
+    pub(crate) requested: String,
+    /// The function the name means: itself, or the shape function a generic one runs as.
     pub function: Function,
     /// For a generic shape function, the argument slot of its dictionary: Go-level argument
     /// words from that slot on sit one register later. Results are not shifted.
-    pub dictionary: Option<u8>,
+    pub(crate) dictionary: Option<u8>,
 }
 
 impl GoBinary {
@@ -199,7 +200,7 @@ fn shape_matches(shape_args: &str, type_args: &str) -> bool {
 
 /// Whether a Go function name is a method (its first argument word is the receiver):
 /// `pkg.(*T).M`, `pkg.T.M`, `pkg.T[...].M`; plain functions are `pkg.F`.
-pub fn is_method(name: &str) -> bool {
+pub(crate) fn is_method(name: &str) -> bool {
     let after_path = name.rsplit('/').next().unwrap_or(name);
     if after_path.contains(").") {
         return true;

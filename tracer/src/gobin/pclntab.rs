@@ -12,7 +12,7 @@ mod raw;
 use std::{ops::Range, str};
 
 use super::{bytes::cstr, file_offset, Segment};
-pub use raw::Version;
+pub(crate) use raw::Version;
 use raw::{
     EntryOffset, FuncRecord, Funcdata, FunctabRow, Header, InlineEntry, NameOff, PcTabOff,
     PcValues, PCDATA_INL_TREE_INDEX,
@@ -23,7 +23,7 @@ const MAX_INLINE_DEPTH: usize = 64;
 
 /// Where the tables are inside the file; found once, then used to build [`Pclntab`] views.
 #[derive(Clone, Debug)]
-pub struct Layout {
+pub(crate) struct Layout {
     pub version: Version,
     quantum: u8,
     nfunc: usize,
@@ -38,7 +38,7 @@ pub struct Layout {
 
 impl Layout {
     /// Reads the header at file offset `at`; `end` bounds the table (section end or file end).
-    pub fn parse(data: &[u8], at: usize, end: usize) -> Option<Self> {
+    pub(crate) fn parse(data: &[u8], at: usize, end: usize) -> Option<Self> {
         let table = data.get(at..end.min(data.len()))?;
         let header = Header::read(table)?;
         let offset = |off: u64| usize::try_from(off).ok();
@@ -88,8 +88,10 @@ pub struct Pclntab<'a> {
 /// One function of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Func {
-    pub index: usize,
+    pub(crate) index: usize,
+    /// Address of its first instruction.
     pub entry: u64,
+    /// Address just past its code (the next function's entry).
     pub end: u64,
     /// File offset of its `_func` record.
     record: usize,
@@ -97,7 +99,7 @@ pub struct Func {
 
 /// One call the compiler inlined into a function: an entry of that function's inline tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InlinedCopy<'a> {
+pub(crate) struct InlinedCopy<'a> {
     /// Its index in the inline tree: the value PCDATA_InlTreeIndex takes over its code.
     pub index: usize,
     /// The function inlined.
@@ -110,8 +112,11 @@ pub struct InlinedCopy<'a> {
 /// A frame at a PC: a function, and the file and line executing in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoFrame<'a> {
+    /// The Go function's name.
     pub function: &'a str,
+    /// The source file, when the table has it.
     pub file: Option<&'a str>,
+    /// The source line, when the table has it.
     pub line: Option<u32>,
     /// Inlined into the next frame.
     pub inlined: bool,
@@ -138,12 +143,13 @@ impl<'a> Pclntab<'a> {
         usize::try_from(file_offset(self.segments, vaddr)?).ok()
     }
 
+    /// How many functions the table holds.
     pub fn function_count(&self) -> usize {
         self.layout.nfunc
     }
 
     /// Function `index` (0-based, in address order).
-    pub fn func(&self, index: usize) -> Option<Func> {
+    pub(crate) fn func(&self, index: usize) -> Option<Func> {
         if index >= self.layout.nfunc {
             return None;
         }
@@ -190,6 +196,7 @@ impl<'a> Pclntab<'a> {
         FuncRecord::read(self.data, f.record, self.layout.version)
     }
 
+    /// `f`'s Go name, such as `main.(*BufPool).Get`.
     pub fn name(&self, f: &Func) -> Option<&'a str> {
         self.name_at(self.record(f)?.name)
     }
@@ -200,15 +207,6 @@ impl<'a> Pclntab<'a> {
 
     fn name_at(&self, name: NameOff) -> Option<&'a str> {
         cstr(self.funcnametab()?, name.index()?)
-    }
-
-    /// Source file and line executing at `pc` in `f` (for inlined code: the inlined
-    /// function's position).
-    pub fn line(&self, f: &Func, pc: u64) -> (Option<&'a str>, Option<u32>) {
-        match self.record(f) {
-            Some(record) => self.line_in(f, &record, pc),
-            None => (None, None),
-        }
     }
 
     fn line_in(&self, f: &Func, record: &FuncRecord, pc: u64) -> (Option<&'a str>, Option<u32>) {
@@ -282,7 +280,7 @@ impl<'a> Pclntab<'a> {
     }
 
     /// Names of the calls inlined into `f`, one per inlined call site.
-    pub fn inlined_calls(&self, f: &Func) -> Vec<&'a str> {
+    pub(crate) fn inlined_calls(&self, f: &Func) -> Vec<&'a str> {
         self.inlined_copies(f)
             .into_iter()
             .map(|copy| copy.function)
@@ -290,7 +288,7 @@ impl<'a> Pclntab<'a> {
     }
 
     /// The calls inlined into `f`, one per inlined call site: the entries of its inline tree.
-    pub fn inlined_copies(&self, f: &Func) -> Vec<InlinedCopy<'a>> {
+    pub(crate) fn inlined_copies(&self, f: &Func) -> Vec<InlinedCopy<'a>> {
         let Some(record) = self.record(f) else {
             return Vec::new();
         };
@@ -314,7 +312,7 @@ impl<'a> Pclntab<'a> {
 
     /// Whether the instruction at `pc` of `f` belongs to inlined copy `index`: to its own
     /// code, or to a call inlined into it in turn.
-    pub fn runs_inlined_copy(&self, f: &Func, pc: u64, index: usize) -> bool {
+    pub(crate) fn runs_inlined_copy(&self, f: &Func, pc: u64, index: usize) -> bool {
         let Some(record) = self.record(f) else {
             return false;
         };
@@ -353,7 +351,7 @@ impl<'a> Pclntab<'a> {
     /// first entry of each names a function and points back into its caller. `None` when any
     /// does not, i.e. `gofunc` is wrong. Used to pick `gofunc` among moduledata's words in
     /// stripped binaries, whose layout changes between Go releases.
-    pub fn inline_trees_valid(&self, samples: usize) -> Option<usize> {
+    pub(crate) fn inline_trees_valid(&self, samples: usize) -> Option<usize> {
         let mut valid = 0;
         for f in self.funcs() {
             if valid == samples {

@@ -12,27 +12,27 @@ use super::{calls::direct_call_targets, names::split_type_args, Function, GoBina
 
 /// One Get/Put pair and how the program reaches it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PoolPair {
+pub(crate) struct PoolPair {
     /// The names to give `--get`/`--put`.
-    pub get: String,
-    pub put: String,
+    pub(crate) get: String,
+    pub(crate) put: String,
     /// The shape functions probed for a generic instantiation.
-    pub get_shape: Option<String>,
-    pub put_shape: Option<String>,
+    pub(crate) get_shape: Option<String>,
+    pub(crate) put_shape: Option<String>,
     /// Where a generic pair's names come from.
-    pub named_from: Option<NamedFrom>,
+    pub(crate) named_from: Option<NamedFrom>,
     /// Direct call sites of the probed Get and Put.
-    pub get_calls: usize,
-    pub put_calls: usize,
+    pub(crate) get_calls: usize,
+    pub(crate) put_calls: usize,
     /// Call sites where Get and Put were inlined (invisible to probes).
-    pub get_inlined: usize,
-    pub put_inlined: usize,
+    pub(crate) get_inlined: usize,
+    pub(crate) put_inlined: usize,
 }
 
 /// How a generic pair is named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum NamedFrom {
+pub(crate) enum NamedFrom {
     /// The instantiation, from the dictionary its callers pass (`main.(*P[uint8]).Get`).
     Dictionary,
     /// The instantiation, from a wrapper's name, where no dictionary could be read.
@@ -53,7 +53,7 @@ struct Found {
 impl GoBinary {
     /// Every pool-like pair, most-called first. Generic pools are listed once per
     /// instantiation their dictionaries name, and by their shape functions when none does.
-    pub fn pool_pairs(&self) -> Vec<PoolPair> {
+    pub(crate) fn pool_pairs(&self) -> Vec<PoolPair> {
         let mut found = self.dictionary_pairs();
         let covered = |found: &[Found], get: &Function, put: &Function| {
             found
