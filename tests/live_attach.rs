@@ -86,7 +86,9 @@ fn attaches_to_a_busy_go119_target_find_no_leak() {
 #[test]
 fn a_leak_made_under_load_is_found_with_its_exact_count() {
     let mut target = Target::start(&fixture("busy-go1.27"));
-    for attach in 0..3 {
+    // Several attaches: reading OUTSTANDING while Puts delete from it restarts the kernel's key
+    // walk, and an object counted twice shows up only now and then.
+    for attach in 0..6 {
         let tracer = Tracer::attach(target.pid, &POOLS);
         let leaks = 17 + attach;
         target.send(&format!("leak {leaks}"));

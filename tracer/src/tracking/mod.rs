@@ -5,7 +5,7 @@
 //! [`StackReader`], so neither `report` nor `stream` sees aya.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::fd::{AsRawFd, RawFd},
 };
 
@@ -135,9 +135,16 @@ impl Snapshot {
 
         let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> =
             map(ebpf, names::OUTSTANDING)?;
+        // The walk asks the kernel for the key after the last one seen; when that key was
+        // deleted meanwhile (a Put, which a busy target does all the time), the kernel starts
+        // over from the first key. Objects seen already must not count twice.
+        let mut seen: HashSet<ObjectKey> = HashSet::new();
         for entry in outstanding.iter() {
             // An entry deleted between the key walk and its lookup is just gone: skip it.
             let Ok((key, object)) = entry else { continue };
+            if !seen.insert(key) {
+                continue;
+            }
             let Some(state) = states.get_mut(key.pool as usize) else {
                 continue;
             };
