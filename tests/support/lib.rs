@@ -6,14 +6,14 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    sync::mpsc::{channel, Receiver},
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
+use pooltrace_harness::Lines;
 pub use serde_json::Value;
 
 /// How long any single step may take before the test fails instead of hanging.
@@ -52,27 +52,13 @@ fn env_path(name: &str) -> PathBuf {
     PathBuf::from(value)
 }
 
-/// Reads a stream line by line on a thread, so the test can wait with a timeout.
-fn line_channel(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (send, receive) = channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receive
-}
-
 /// A running fixture speaking the fixtures' protocol: it prints `ready PID`, then obeys
 /// `round` (prints `counts k=v ...`) and `exit`.
 pub struct Target {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    /// Every line the target printed so far.
-    pub output: Vec<String>,
+    /// What it printed, every line so far kept.
+    lines: Lines,
     pub pid: i32,
 }
 
@@ -85,13 +71,12 @@ impl Target {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
         let stdin = child.stdin.take();
-        let lines = line_channel(child.stdout.take().expect("piped stdout"));
+        let lines = Lines::of(child.stdout.take().expect("piped stdout"));
         let mut target = Self {
             pid: child.id() as i32,
             child,
             stdin,
             lines,
-            output: Vec::new(),
         };
         let ready = target.expect_line("ready");
         assert_eq!(ready, format!("ready {}", target.pid));
@@ -105,22 +90,9 @@ impl Target {
             .expect("write to target");
     }
 
-    /// Waits for the next line starting with `prefix`, keeping every line in `output`.
+    /// Waits for the next line starting with `prefix`.
     pub fn expect_line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "target printed no {prefix:?} line; it printed {:?}",
-                    self.output
-                )
-            });
-            self.output.push(line.clone());
-            if line.starts_with(prefix) {
-                return line;
-            }
-        }
+        expect_line(&mut self.lines, prefix, "target")
     }
 
     /// Runs one workload round and returns the fixture's own cumulative counts.
@@ -135,7 +107,7 @@ impl Target {
         self.expect_line("bye");
         self.stdin.take();
         let status = wait_with_timeout(&mut self.child).expect("target exits");
-        (status, std::mem::take(&mut self.output))
+        (status, std::mem::take(&mut self.lines.seen))
     }
 
     /// Reads `len` bytes of the target's memory at `addr` (to check code is left untouched).
@@ -188,8 +160,7 @@ impl Counts {
 pub struct Tracer {
     child: Child,
     stdout: Option<JoinHandle<String>>,
-    stderr: Receiver<String>,
-    pub stderr_lines: Vec<String>,
+    stderr: Lines,
 }
 
 /// What a finished pooltrace printed.
@@ -263,12 +234,11 @@ impl Tracer {
             let _ = stdout.read_to_string(&mut text);
             text
         });
-        let stderr = line_channel(child.stderr.take().expect("piped stderr"));
+        let stderr = Lines::of(child.stderr.take().expect("piped stderr"));
         let mut tracer = Self {
             child,
             stdout: Some(stdout),
             stderr,
-            stderr_lines: Vec::new(),
         };
         tracer.expect_stderr(ready);
         tracer
@@ -276,7 +246,7 @@ impl Tracer {
 
     /// Waits for the next stderr line starting with `prefix`, keeping every line.
     pub fn expect_stderr(&mut self, prefix: &str) -> String {
-        expect_line(&self.stderr, &mut self.stderr_lines, prefix, "pooltrace")
+        expect_line(&mut self.stderr, prefix, "pooltrace")
     }
 
     pub fn pid(&self) -> i32 {
@@ -303,8 +273,8 @@ impl Tracer {
             .take()
             .map(|h| h.join().unwrap_or_default())
             .unwrap_or_default();
-        let mut stderr = std::mem::take(&mut self.stderr_lines);
-        stderr.extend(self.stderr.try_iter());
+        self.stderr.drain();
+        let stderr = std::mem::take(&mut self.stderr.seen);
         Finished {
             status,
             stdout,
@@ -320,36 +290,20 @@ impl Drop for Tracer {
     }
 }
 
-/// Waits for the next line from `lines` starting with `prefix`, keeping every line in `seen`.
-fn expect_line(
-    lines: &Receiver<String>,
-    seen: &mut Vec<String>,
-    prefix: &str,
-    who: &str,
-) -> String {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("{who} never printed {prefix:?}; it printed {seen:?}"));
-        seen.push(line.clone());
-        if line.starts_with(prefix) {
-            return line;
-        }
-    }
+/// The next line of `lines` starting with `prefix`, or a failed test naming `who`.
+fn expect_line(lines: &mut Lines, prefix: &str, who: &str) -> String {
+    lines
+        .starting(prefix, STEP_TIMEOUT)
+        .unwrap_or_else(|missing| panic!("{who} printed {missing}"))
 }
 
 /// A running `pooltrace run ARGS -- PROGRAM`, with the program's stdin and both outputs piped.
 pub struct Run {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    /// Every line the program printed so far.
-    pub program_lines: Vec<String>,
-    /// Every line pooltrace printed on stderr so far.
-    pub stderr_lines: Vec<String>,
+    /// The program's lines.
+    stdout: Lines,
+    stderr: Lines,
     /// The program's PID, from its `ready PID` line.
     pub pid: i32,
 }
@@ -369,11 +323,9 @@ impl Run {
             .expect("start pooltrace run");
         let mut run = Self {
             stdin: child.stdin.take(),
-            stdout: line_channel(child.stdout.take().expect("piped stdout")),
-            stderr: line_channel(child.stderr.take().expect("piped stderr")),
+            stdout: Lines::of(child.stdout.take().expect("piped stdout")),
+            stderr: Lines::of(child.stderr.take().expect("piped stderr")),
             child,
-            program_lines: Vec::new(),
-            stderr_lines: Vec::new(),
             pid: 0,
         };
         let ready = run.expect_program("ready ");
@@ -390,12 +342,12 @@ impl Run {
 
     /// Waits for the program's next line starting with `prefix`.
     pub fn expect_program(&mut self, prefix: &str) -> String {
-        expect_line(&self.stdout, &mut self.program_lines, prefix, "the program")
+        expect_line(&mut self.stdout, prefix, "the program")
     }
 
     /// Waits for pooltrace's next stderr line starting with `prefix`.
     pub fn expect_stderr(&mut self, prefix: &str) -> String {
-        expect_line(&self.stderr, &mut self.stderr_lines, prefix, "pooltrace")
+        expect_line(&mut self.stderr, prefix, "pooltrace")
     }
 
     /// Sends `signal` to pooltrace itself (as `kill` would, not a terminal).
@@ -414,15 +366,9 @@ impl Run {
     pub fn finish(mut self) -> (ExitStatus, Vec<String>) {
         self.stdin.take();
         let status = self.wait();
-        let mut stderr = std::mem::take(&mut self.stderr_lines);
         // The reading thread ends at EOF, once every holder of the pipe has exited.
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        while let Ok(line) = self
-            .stderr
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            stderr.push(line);
-        }
+        self.stderr.until_end(STEP_TIMEOUT);
+        let stderr = std::mem::take(&mut self.stderr.seen);
         (status, stderr)
     }
 }

@@ -5,14 +5,14 @@
 //! table-load times on real programs, and the event rate stream mode sustains.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc::{channel, Receiver},
     thread,
     time::{Duration, Instant},
 };
 
+use pooltrace_harness::Lines;
 use tracer_common::SiteRole;
 
 use crate::{exec, fixtures, tools, workspace, Result};
@@ -377,7 +377,7 @@ fn baseline_script(target: &Path, sites: &[Site], workload: &Workload) -> String
 struct Tracer {
     child: Child,
     /// Its diagnostics (stderr for pooltrace, stdout for bpftrace).
-    lines: Receiver<String>,
+    lines: Lines,
 }
 
 impl Tracer {
@@ -389,7 +389,7 @@ impl Tracer {
         if status.success() {
             Ok(())
         } else {
-            let said: Vec<String> = self.lines.try_iter().collect();
+            let said = self.lines.drain();
             Err(format!("tracer failed ({status}): {}", said.join(" | ")).into())
         }
     }
@@ -401,8 +401,8 @@ fn bpftrace(script: &str, pid: i32) -> Result<Tracer> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let lines = line_channel(child.stdout.take().ok_or("bpftrace stdout")?);
-    wait_for(&lines, "Attaching")?;
+    let mut lines = Lines::of(child.stdout.take().ok_or("bpftrace stdout")?);
+    wait_for(&mut lines, "Attaching")?;
     // bpftrace says "Attaching" before it attaches.
     thread::sleep(Duration::from_millis(500));
     Ok(Tracer { child, lines })
@@ -423,8 +423,8 @@ fn pooltrace_tracer(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let lines = line_channel(child.stderr.take().ok_or("pooltrace stderr")?);
-    wait_for(&lines, ready)?;
+    let mut lines = Lines::of(child.stderr.take().ok_or("pooltrace stderr")?);
+    wait_for(&mut lines, ready)?;
     Ok(Tracer { child, lines })
 }
 
@@ -531,25 +531,25 @@ fn memory_with_a_million_objects(pooltrace: &Path, target_bin: &Path) -> Result 
         get_key: "ax",
         put_key: "bx",
     };
-    let mut child = Command::new(pooltrace)
-        .args([
-            "report",
-            "--pid",
-            &target.pid.to_string(),
+    let Tracer {
+        mut child,
+        mut lines,
+    } = pooltrace_tracer(
+        pooltrace,
+        "report",
+        target.pid,
+        &workload,
+        &[
             "--interval",
             "0",
             "--max-objects",
             "1100000",
             "--format",
             "json",
-        ])
-        .args(workload.pool_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let lines = line_channel(child.stderr.take().ok_or("stderr")?);
-    wait_for(&lines, "pooltrace: attached")?;
-    let maps = wait_for(&lines, "  kernel maps:")?;
+        ],
+        "pooltrace: attached",
+    )?;
+    let maps = wait_for(&mut lines, "  kernel maps:")?;
     target.send(&format!("hold {OBJECTS}"))?;
     target.expect("held=")?;
     let started = Instant::now();
@@ -581,21 +581,18 @@ fn stream_rate(pooltrace: &Path, target_bin: &Path, mode: &str) -> Result {
     let file = std::env::temp_dir().join("pooltrace-bench-rate.log");
     // pooltrace refuses to write over a file, and an interrupted bench may have left one.
     let _ = std::fs::remove_file(&file);
-    let mut child = Command::new(pooltrace)
-        .args([
-            "stream",
-            "--pid",
-            &target.pid.to_string(),
-            "--pool",
-            "sync",
-            "--output",
-        ])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let lines = line_channel(child.stderr.take().ok_or("stderr")?);
-    wait_for(&lines, "pooltrace: streaming")?;
+    let output = file.to_string_lossy().into_owned();
+    let Tracer {
+        mut child,
+        mut lines,
+    } = pooltrace_tracer(
+        pooltrace,
+        "stream",
+        target.pid,
+        &WORKLOADS[0],
+        &["--output", &output],
+        "pooltrace: streaming",
+    )?;
     target.send(&format!("run {mode} {PAIRS}"))?;
     let line = target.expect("ns_per_pair=")?;
     let ns: f64 = line
@@ -607,7 +604,7 @@ fn stream_rate(pooltrace: &Path, target_bin: &Path, mode: &str) -> Result {
     thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let summary = wait_for(&lines, " events shown, ")?;
+    let summary = wait_for(&mut lines, " events shown, ")?;
     let _ = child.wait();
     let events_per_s = 2.0 * 1e9 / ns;
     println!(
@@ -669,8 +666,8 @@ fn attach_times(pooltrace: &Path) -> Result {
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()?;
-            let lines = line_channel(child.stderr.take().ok_or("stderr")?);
-            wait_for(&lines, "pooltrace: attached")?;
+            let mut lines = Lines::of(child.stderr.take().ok_or("stderr")?);
+            wait_for(&mut lines, "pooltrace: attached")?;
             attach.push(started.elapsed().as_secs_f64() * 1000.0);
             Tracer { child, lines }.stop()?;
             let started = Instant::now();
@@ -697,7 +694,7 @@ fn attach_times(pooltrace: &Path) -> Result {
 struct Target {
     child: Child,
     stdin: ChildStdin,
-    lines: Receiver<String>,
+    lines: Lines,
     pid: i32,
 }
 
@@ -708,9 +705,9 @@ impl Target {
             .stdout(Stdio::piped())
             .spawn()?;
         let stdin = child.stdin.take().ok_or("stdin")?;
-        let lines = line_channel(child.stdout.take().ok_or("stdout")?);
+        let lines = Lines::of(child.stdout.take().ok_or("stdout")?);
         let pid = child.id() as i32;
-        let target = Self {
+        let mut target = Self {
             child,
             stdin,
             lines,
@@ -725,8 +722,8 @@ impl Target {
         Ok(self.stdin.flush()?)
     }
 
-    fn expect(&self, prefix: &str) -> Result<String> {
-        wait_for(&self.lines, prefix)
+    fn expect(&mut self, prefix: &str) -> Result<String> {
+        wait_for(&mut self.lines, prefix)
     }
 
     fn exit(mut self) -> Result {
@@ -736,30 +733,12 @@ impl Target {
     }
 }
 
-fn line_channel(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (send, receive) = channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receive
-}
+/// How long the bench waits for a line before it gives up.
+const PATIENCE: Duration = Duration::from_secs(120);
 
-fn wait_for(lines: &Receiver<String>, prefix: &str) -> Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .map_err(|_| format!("no line starting {prefix:?}"))?;
-        if line.starts_with(prefix) || (prefix.starts_with(' ') && line.contains(prefix)) {
-            return Ok(line);
-        }
-    }
+/// The next line starting with `prefix` (or holding it, for one that starts with a space).
+fn wait_for(lines: &mut Lines, prefix: &str) -> Result<String> {
+    let matches =
+        |line: &str| line.starts_with(prefix) || (prefix.starts_with(' ') && line.contains(prefix));
+    Ok(lines.matching(&format!("with {prefix:?}"), matches, PATIENCE)?)
 }

@@ -1,0 +1,126 @@
+//! Driving child processes by the lines they print, each wait bounded in time: shared by the
+//! integration tests (which panic on a failure) and `cargo xtask bench` (which reports it).
+//! It depends on nothing of pooltrace's, so xtask builds even while the eBPF object is stale.
+
+use std::{
+    fmt,
+    io::{BufRead, BufReader, Read},
+    sync::mpsc::{channel, Receiver},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The lines of a child's output as they come, read on a thread of their own so that a wait
+/// can end at a deadline; every line received so far is kept, for messages.
+pub struct Lines {
+    receiver: Receiver<String>,
+    /// Every line received so far, in order.
+    pub seen: Vec<String>,
+}
+
+/// No line matching what was waited for came in time (or the stream ended).
+#[derive(Debug)]
+pub struct NoLine {
+    /// What was waited for.
+    pub wanted: String,
+    /// Every line the stream gave meanwhile and before.
+    pub seen: Vec<String>,
+}
+
+impl fmt::Display for NoLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no line {}; it printed {:?}", self.wanted, self.seen)
+    }
+}
+
+impl std::error::Error for NoLine {}
+
+impl Lines {
+    /// Starts reading `stream` line by line.
+    pub fn of(stream: impl Read + Send + 'static) -> Self {
+        let (send, receiver) = channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            receiver,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line starting with `prefix`, within `limit`.
+    pub fn starting(&mut self, prefix: &str, limit: Duration) -> Result<String, NoLine> {
+        self.matching(
+            &format!("starting {prefix:?}"),
+            |l| l.starts_with(prefix),
+            limit,
+        )
+    }
+
+    /// The next line for which `matches` holds (`wanted` describes it), within `limit`.
+    pub fn matching(
+        &mut self,
+        wanted: &str,
+        matches: impl Fn(&str) -> bool,
+        limit: Duration,
+    ) -> Result<String, NoLine> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = self.receiver.recv_timeout(left) else {
+                return Err(NoLine {
+                    wanted: wanted.to_owned(),
+                    seen: self.seen.clone(),
+                });
+            };
+            self.seen.push(line.clone());
+            if matches(&line) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// Every line until the stream ends (every writer has closed it) or `limit` passes.
+    pub fn until_end(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while let Ok(line) = self
+            .receiver
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+    }
+
+    /// Every line received so far, without waiting, in order (kept in `seen` too).
+    pub fn drain(&mut self) -> Vec<String> {
+        let fresh: Vec<String> = self.receiver.try_iter().collect();
+        self.seen.extend(fresh.iter().cloned());
+        fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_finds_its_line_or_says_what_came_instead() {
+        let mut lines = Lines::of("ready 42\ncounts a=1\n".as_bytes());
+        assert_eq!(
+            lines.starting("counts", Duration::from_secs(5)).unwrap(),
+            "counts a=1"
+        );
+        let missing = lines
+            .starting("bye", Duration::from_millis(50))
+            .unwrap_err();
+        assert_eq!(missing.seen, ["ready 42", "counts a=1"]);
+        assert_eq!(
+            missing.to_string(),
+            "no line starting \"bye\"; it printed [\"ready 42\", \"counts a=1\"]"
+        );
+    }
+}
