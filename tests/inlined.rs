@@ -241,38 +241,15 @@ fn dry_run_lists_the_calls_probed_in_inlined_copies() {
 
 #[test]
 fn stream_shows_inlined_gets_and_puts_in_their_callers() {
-    use std::{
-        io::{BufRead, BufReader, Read},
-        process::{Command, Stdio},
-    };
     let mut target = Target::start(&fixture("inlined-go1.27"));
-    let mut child = Command::new(pooltrace_tests::pooltrace_bin())
-        .args(["stream", "--pid", &target.pid.to_string()])
-        .args(X_POOL)
-        .args(["--grep", "main.inlinedRoundTrip"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pooltrace stream");
-    // Kept open to the end: pooltrace reports on stderr as it stops.
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let started = stderr
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("pooltrace: streaming"));
-    assert!(started, "pooltrace stream did not start");
+    let args = [&X_POOL[..], &["--grep", "main.inlinedRoundTrip"]].concat();
+    let tracer = Tracer::stream(target.pid, &args);
     target.round();
     target.round();
     target.exit();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("events");
-    assert!(child.wait().expect("pooltrace exits").success());
-    drop(stderr);
+    let finished = tracer.finish();
+    assert!(finished.status.success(), "{:?}", finished.stderr);
+    let stdout = finished.stdout;
     let line = fixture_line;
     let count = |kind: &str, frames: String| {
         stdout

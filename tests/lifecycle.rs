@@ -93,27 +93,19 @@ fn report_says_how_a_process_it_did_not_start_ended() {
     exits.expect_line("bye");
     // Not reaped until pooltrace is done: its status is still there to read.
     let finished = tracer.finish();
-    assert!(
-        finished.stderr.contains(&format!(
-            "pooltrace: PID {} exited with status 3",
-            exits.pid
-        )),
-        "{:?}",
-        finished.stderr
-    );
+    finished.assert_said(&format!(
+        "pooltrace: PID {} exited with status 3",
+        exits.pid
+    ));
 
     let killed = Target::start(&fixture("poolfix-go1.27"));
     let tracer = Tracer::attach(killed.pid, &BUF_POOL);
     kill(killed.pid, libc::SIGKILL);
     let finished = tracer.finish();
-    assert!(
-        finished.stderr.contains(&format!(
-            "pooltrace: PID {} was killed by SIGKILL",
-            killed.pid
-        )),
-        "{:?}",
-        finished.stderr
-    );
+    finished.assert_said(&format!(
+        "pooltrace: PID {} was killed by SIGKILL",
+        killed.pid
+    ));
     finished.json();
 }
 
@@ -127,11 +119,7 @@ fn sighup_and_sigterm_detach_and_report_like_ctrl_c() {
         let tracer = Tracer::attach(target.pid, &BUF_POOL);
         let counts = target.round();
         let finished = tracer.signal(signal);
-        assert!(
-            finished.stderr.iter().any(|l| l == said),
-            "{:?}",
-            finished.stderr
-        );
+        finished.assert_said(said);
         let report = finished.json();
         assert_eq!(
             u64_of(&pool(&report, BUF_POOL[1])["gets"]),
@@ -280,7 +268,7 @@ fn stream_says_why_it_stopped() {
         target.pid,
         sleep.display()
     );
-    assert!(finished.stderr.contains(&said), "{:?}", finished.stderr);
+    finished.assert_said(&said);
     // Every Get and Put before the exec was streamed: 10 balanced pairs and 5 held Gets.
     let lines: Vec<&str> = finished.stdout.lines().collect();
     let gets = lines.iter().filter(|l| l.contains(" get ")).count();
@@ -293,5 +281,5 @@ fn stream_says_why_it_stopped() {
     exits.expect_line("bye");
     let finished = tracer.finish();
     let said = format!("pooltrace: PID {} exited with status 3", exits.pid);
-    assert!(finished.stderr.contains(&said), "{:?}", finished.stderr);
+    finished.assert_said(&said);
 }

@@ -1,64 +1,37 @@
 //! `pooltrace stream` prints every Get and Put of the fixture's known sequence, with the
 //! callers, and its filters (by frame text, by age at Put) keep exactly what they promise.
 
-use std::{
-    io::{BufRead, BufReader, Read},
-    process::{Command, Stdio},
-    sync::mpsc::channel,
-    thread,
-    time::Duration,
-};
-
-use pooltrace_tests::{fixture, pooltrace_bin, Counts, Target};
+use pooltrace_tests::{fixture, Counts, Target, Tracer};
 
 /// Streams two rounds of the fixture with `args`; the event lines and the fixture's counts.
 fn stream(args: &[&str]) -> (Vec<String>, Counts) {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let mut child = Command::new(pooltrace_bin())
-        .args([
-            "stream",
-            "--pid",
-            &target.pid.to_string(),
-            "--get",
-            "main.(*BufPool).Get",
-            "--put",
-            "main.(*BufPool).Put",
-        ])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pooltrace stream");
-    let (ready, streaming) = channel();
-    let stderr = child.stderr.take().expect("stderr");
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = ready.send(line);
-        }
-    });
-    let first = streaming
-        .recv_timeout(Duration::from_secs(30))
-        .expect("stream starts");
-    assert!(first.starts_with("pooltrace: streaming"), "{first}");
+    let pool = [
+        "--get",
+        "main.(*BufPool).Get",
+        "--put",
+        "main.(*BufPool).Put",
+    ];
+    let tracer = Tracer::stream(target.pid, &[&pool[..], args].concat());
     target.round();
     let counts = target.round();
     target.exit();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("events");
-    assert!(child.wait().expect("pooltrace exits").success());
-    let summary: Vec<String> = streaming.try_iter().collect();
+    let finished = tracer.finish();
+    assert!(finished.status.success(), "{:?}", finished.stderr);
     assert!(
-        summary
+        finished.stderr[0].starts_with("pooltrace: streaming"),
+        "{:?}",
+        finished.stderr
+    );
+    assert!(
+        finished
+            .stderr
             .iter()
             .any(|l| l.ends_with(" lost") && l.contains(" 0 lost")),
-        "{summary:?}"
+        "{:?}",
+        finished.stderr
     );
-    (stdout.lines().map(str::to_owned).collect(), counts)
+    (finished.stdout.lines().map(str::to_owned).collect(), counts)
 }
 
 #[test]

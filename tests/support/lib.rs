@@ -171,6 +171,15 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// Asserts pooltrace said exactly `line` on stderr.
+    pub fn assert_said(&self, line: &str) {
+        assert!(
+            self.stderr.iter().any(|l| l == line),
+            "pooltrace never said {line:?}; it said {:?}",
+            self.stderr
+        );
+    }
+
     pub fn json(&self) -> Value {
         assert!(
             self.status.success(),
