@@ -1,6 +1,6 @@
-//! pclntab's records as the Go linker writes them: one decoder per layout, chosen by an
-//! exhaustive `match` on [`Version`], so a new layout is a new variant and the compiler
-//! names every decoder that must learn it.
+//! pclntab's records as the Go linker writes them: a decoder per layout, or for `_func` one
+//! table of field offsets per layout, chosen by an exhaustive `match` on [`Version`], so a
+//! new layout is a new variant and the compiler names every place that must learn it.
 //!
 //! Layouts are from Go's runtime/symtab.go, runtime/symtabinl.go and
 //! cmd/link/internal/ld/pcln.go. Offsets are typed by what they index: a name offset, a
@@ -273,66 +273,86 @@ pub struct FuncRecord {
     funcdata: FuncdataSlots,
 }
 
+/// Where `_func`'s fields sit in one layout: byte offsets into the fixed part of the record.
+#[derive(Clone, Copy, Debug)]
+struct FuncLayout {
+    /// Size of the fixed fields; the pcdata offsets follow them.
+    size: usize,
+    name: usize,
+    pcfile: usize,
+    pcln: usize,
+    npcdata: usize,
+    cu: usize,
+    nfuncdata: usize,
+    /// Funcdata are 8-byte addresses, 8-aligned (1.16-1.17), rather than 4-byte offsets
+    /// from `go:func.*`.
+    funcdata_addresses: bool,
+}
+
+impl FuncLayout {
+    fn of(version: Version) -> Self {
+        match version {
+            // entry (8), nameOff, args, deferreturn, pcsp, pcfile, pcln, npcdata, cuOffset,
+            // funcID, flag, pad, nfuncdata.
+            Version::Go116 => Self {
+                size: 44,
+                name: 8,
+                pcfile: 24,
+                pcln: 28,
+                npcdata: 32,
+                cu: 36,
+                nfuncdata: 43,
+                funcdata_addresses: true,
+            },
+            // entryOff (4), then as 1.16.
+            Version::Go118 => Self {
+                size: 40,
+                name: 4,
+                pcfile: 20,
+                pcln: 24,
+                npcdata: 28,
+                cu: 32,
+                nfuncdata: 39,
+                funcdata_addresses: false,
+            },
+            // As 1.18 with startLine (4) after cuOffset.
+            Version::Go120 => Self {
+                size: 44,
+                nfuncdata: 43,
+                ..Self::of(Version::Go118)
+            },
+        }
+    }
+}
+
 impl FuncRecord {
     /// The record at file offset `at`.
     pub fn read(data: &[u8], at: usize, version: Version) -> Option<Self> {
-        match version {
-            Version::Go116 => Self::read_go116(data, at),
-            Version::Go118 => Self::read_go118(data, at),
-            Version::Go120 => Self::read_go120(data, at),
-        }
-    }
-
-    /// Go 1.16-1.17, 44 bytes: entry (8), nameOff @8, args, deferreturn, pcsp, pcfile @24,
-    /// pcln @28, npcdata @32, cuOffset @36, funcID, flag, pad, nfuncdata @43. Funcdata are
-    /// 8-aligned after the pcdata offsets.
-    fn read_go116(data: &[u8], at: usize) -> Option<Self> {
-        let fixed = data.get(at..at.checked_add(44)?)?;
-        let npcdata = u32_at(fixed, 32)?;
-        let pcdata_at = at + 44;
-        let funcdata_at = pcdata_end(pcdata_at, npcdata)?.checked_add(7)? & !7;
+        let layout = FuncLayout::of(version);
+        let fixed = data.get(at..at.checked_add(layout.size)?)?;
+        let npcdata = u32_at(fixed, layout.npcdata)?;
+        let pcdata_at = at.checked_add(layout.size)?;
+        let slots_at = pcdata_end(pcdata_at, npcdata)?;
+        let count = *fixed.get(layout.nfuncdata)?;
+        let funcdata = if layout.funcdata_addresses {
+            FuncdataSlots::Addresses {
+                at: slots_at.checked_add(7)? & !7,
+                count,
+            }
+        } else {
+            FuncdataSlots::GoFuncOffsets {
+                at: slots_at,
+                count,
+            }
+        };
         Some(Self {
-            name: NameOff(i32_at(fixed, 8)?),
-            pcfile: PcTabOff(u32_at(fixed, 24)?),
-            pcln: PcTabOff(u32_at(fixed, 28)?),
-            cu: CuIndex(u32_at(fixed, 36)?),
+            name: NameOff(i32_at(fixed, layout.name)?),
+            pcfile: PcTabOff(u32_at(fixed, layout.pcfile)?),
+            pcln: PcTabOff(u32_at(fixed, layout.pcln)?),
+            cu: CuIndex(u32_at(fixed, layout.cu)?),
             pcdata_at,
             npcdata,
-            funcdata: FuncdataSlots::Addresses {
-                at: funcdata_at,
-                count: *fixed.get(43)?,
-            },
-        })
-    }
-
-    /// Go 1.18-1.19, 40 bytes: entryOff (4), nameOff @4, args, deferreturn, pcsp, pcfile
-    /// @20, pcln @24, npcdata @28, cuOffset @32, funcID, flag, pad, nfuncdata @39.
-    fn read_go118(data: &[u8], at: usize) -> Option<Self> {
-        let fixed = data.get(at..at.checked_add(40)?)?;
-        Self::go118_on(fixed, at, *fixed.get(39)?)
-    }
-
-    /// Go 1.20 on, 44 bytes: as 1.18 with startLine @36 before funcID, so nfuncdata @43.
-    fn read_go120(data: &[u8], at: usize) -> Option<Self> {
-        let fixed = data.get(at..at.checked_add(44)?)?;
-        Self::go118_on(fixed, at, *fixed.get(43)?)
-    }
-
-    /// The fields 1.18 and later share, in front of the record `fixed` (at file offset `at`).
-    fn go118_on(fixed: &[u8], at: usize, nfuncdata: u8) -> Option<Self> {
-        let npcdata = u32_at(fixed, 28)?;
-        let pcdata_at = at.checked_add(fixed.len())?;
-        Some(Self {
-            name: NameOff(i32_at(fixed, 4)?),
-            pcfile: PcTabOff(u32_at(fixed, 20)?),
-            pcln: PcTabOff(u32_at(fixed, 24)?),
-            cu: CuIndex(u32_at(fixed, 32)?),
-            pcdata_at,
-            npcdata,
-            funcdata: FuncdataSlots::GoFuncOffsets {
-                at: pcdata_end(pcdata_at, npcdata)?,
-                count: nfuncdata,
-            },
+            funcdata,
         })
     }
 
