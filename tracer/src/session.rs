@@ -161,13 +161,7 @@ impl Forwarder {
 
 pub async fn report(args: ReportArgs) -> Result<()> {
     let options = &args.trace;
-    let Prepared {
-        signals,
-        output,
-        mut process,
-        binary,
-        plans,
-    } = prepare(
+    let target = prepare(
         args.pid,
         &options.pools,
         Output::new(options.output.as_deref(), options.force),
@@ -175,16 +169,23 @@ pub async fn report(args: ReportArgs) -> Result<()> {
         |_| {},
     )?;
     if args.dry_run {
-        let sites = probes::sites_json(&binary, &plans) + "\n";
-        return match output {
+        let sites = probes::sites_json(&target.binary, &target.plans) + "\n";
+        return match target.output {
             Some(mut file) => file.replace_contents(sites.as_bytes()),
             None => write_stdout(sites.as_bytes()),
         };
     }
-    let mut ends = Ends::new(signals, process.watch()?);
-    let (_, written) = trace(options, output, plans, &mut ends, process, &binary, |_| {
-        Ok(())
-    })
+    let mut process = target.process;
+    let mut ends = Ends::new(target.signals, process.watch()?);
+    let (_, written) = trace(
+        options,
+        target.output,
+        target.plans,
+        &mut ends,
+        process,
+        &target.binary,
+        |_| Ok(()),
+    )
     .await?;
     written
 }

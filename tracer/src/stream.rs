@@ -18,20 +18,14 @@ use crate::{
     output::{stdout_closed, write_stdout, OutputFile},
     probes::{keyspec::Side, Limits, PoolPlan, Probes},
     process::Process,
-    session::{prepare, sleep_until, Ends, Output, Prepared, Stop},
+    session::{prepare, sleep_until, Ends, Output, Stop},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns, Events, StackReader},
     units,
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
-    let Prepared {
-        signals,
-        mut output,
-        mut process,
-        binary,
-        plans,
-    } = prepare(
+    let target = prepare(
         args.pid,
         &args.pools,
         Output::new(args.output.as_deref(), args.force),
@@ -41,6 +35,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
             spec.release_paths = false;
         },
     )?;
+    let (mut process, binary, plans, mut output) =
+        (target.process, target.binary, target.plans, target.output);
     let limits = Limits {
         max_objects: tracer_common::DEFAULT_MAX_OBJECTS,
         max_stacks: tracer_common::DEFAULT_MAX_STACKS,
@@ -52,7 +48,7 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     let mut events = unsafe { AsyncFd::register(ring) }.map_err(|e| Error::Poll {
         source: e.into_parts().1,
     })?;
-    let mut ends = Ends::new(signals, process.watch()?);
+    let mut ends = Ends::new(target.signals, process.watch()?);
     ends.arm_exec(&process);
     process.refresh_mappings();
     if let Some(file) = &mut output {
