@@ -8,7 +8,7 @@ use clap::{
 };
 
 use crate::{
-    probes::{keyspec::ObjectKind, presets::Preset, CustomPool, PoolEntry, PoolKind},
+    probes::{keyspec::ObjectKind, presets::Preset, CustomPool, KeyOverrides, PoolEntry, PoolKind},
     report::{ReportFormat, SortBy},
 };
 
@@ -459,9 +459,7 @@ struct Described {
     put: Option<String>,
     object: Option<ObjectKind>,
     kind: Option<PoolKind>,
-    get_key: Option<String>,
-    get_size: Option<String>,
-    put_key: Option<String>,
+    keys: KeyOverrides<String>,
 }
 
 impl Described {
@@ -475,9 +473,9 @@ impl Described {
             PoolOption::Put(put) => once(&mut self.put, put),
             PoolOption::Object(object) => once(&mut self.object, object),
             PoolOption::Kind(kind) => once(&mut self.kind, kind),
-            PoolOption::GetKey(spec) => once(&mut self.get_key, spec),
-            PoolOption::GetSize(spec) => once(&mut self.get_size, spec),
-            PoolOption::PutKey(spec) => once(&mut self.put_key, spec),
+            PoolOption::GetKey(spec) => once(&mut self.keys.get_key, spec),
+            PoolOption::GetSize(spec) => once(&mut self.keys.get_size, spec),
+            PoolOption::PutKey(spec) => once(&mut self.keys.put_key, spec),
         }
     }
 }
@@ -496,9 +494,7 @@ impl Named {
             put,
             object: pool.object.unwrap_or(ObjectKind::Ptr),
             kind: pool.kind.unwrap_or_default(),
-            get_key: pool.get_key,
-            get_size: pool.get_size,
-            put_key: pool.put_key,
+            keys: pool.keys,
         }))
     }
 }

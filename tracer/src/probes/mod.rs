@@ -51,27 +51,62 @@ pub struct CustomPool {
     pub put: String,
     pub object: ObjectKind,
     pub kind: PoolKind,
-    pub get_key: Option<String>,
-    pub get_size: Option<String>,
-    pub put_key: Option<String>,
+    pub keys: KeyOverrides<String>,
 }
 
 impl CustomPool {
     pub fn spec(&self) -> Result<PoolSpec> {
-        let spec = |text: &Option<String>, side, what, allow_none| {
-            parse_override(text.as_deref(), side, what, allow_none)
-        };
         Ok(PoolSpec {
             get: self.get.clone(),
             put: self.put.clone(),
             object: self.object,
             kind: self.kind,
-            get_key: spec(&self.get_key, Side::Get, "--get-key", false)?,
-            get_size: spec(&self.get_size, Side::Get, "--get-size", true)?,
-            put_key: spec(&self.put_key, Side::Put, "--put-key", false)?,
+            keys: self.keys.parse()?,
             receiver: None,
             release_paths: true,
             stream: false,
+        })
+    }
+}
+
+/// Where the user moved the object's identity and size from their defaults for its kind
+/// (`--get-key`, `--get-size`, `--put-key`, or the same keys in the pools file): as text
+/// until checked, then as [`Spec`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyOverrides<T> {
+    pub get_key: Option<T>,
+    pub get_size: Option<T>,
+    pub put_key: Option<T>,
+}
+
+impl<T> Default for KeyOverrides<T> {
+    fn default() -> Self {
+        Self {
+            get_key: None,
+            get_size: None,
+            put_key: None,
+        }
+    }
+}
+
+impl<T> KeyOverrides<T> {
+    pub fn is_empty(&self) -> bool {
+        self.get_key.is_none() && self.get_size.is_none() && self.put_key.is_none()
+    }
+}
+
+impl KeyOverrides<String> {
+    /// The specs, checked; each error names the option it came from.
+    fn parse(&self) -> Result<KeyOverrides<Spec>> {
+        let spec = |text: &Option<String>, side, what, allow_none| {
+            text.as_deref()
+                .map(|t| Spec::parse(t, side, what, allow_none))
+                .transpose()
+        };
+        Ok(KeyOverrides {
+            get_key: spec(&self.get_key, Side::Get, "--get-key", false)?,
+            get_size: spec(&self.get_size, Side::Get, "--get-size", true)?,
+            put_key: spec(&self.put_key, Side::Put, "--put-key", false)?,
         })
     }
 }
@@ -84,9 +119,7 @@ pub struct PoolSpec {
     pub object: ObjectKind,
     pub kind: PoolKind,
     /// Overrides of the object kind's defaults.
-    pub get_key: Option<Spec>,
-    pub get_size: Option<Spec>,
-    pub put_key: Option<Spec>,
+    pub keys: KeyOverrides<Spec>,
     /// Trace only the pool instance (receiver) at this address.
     pub receiver: Option<u64>,
     /// Record the Put stacks objects come back through.
@@ -244,9 +277,9 @@ impl Reads {
     ) -> Result<Self> {
         let (default_key, default_size) = spec.object.get_defaults();
         let first_arg = u8::from(is_method(&put.requested));
-        let get_key = spec.get_key.unwrap_or(default_key);
-        let get_size = spec.get_size.unwrap_or(default_size);
-        let put_key = spec.put_key.unwrap_or(spec.object.put_default(first_arg));
+        let get_key = spec.keys.get_key.unwrap_or(default_key);
+        let get_size = spec.keys.get_size.unwrap_or(default_size);
+        let put_key = (spec.keys.put_key).unwrap_or(spec.object.put_default(first_arg));
         if get_key == Spec::None || put_key == Spec::None {
             return Err(Error::Usage(
                 "an object identity (--get-key, --put-key) cannot be none".into(),
@@ -365,17 +398,6 @@ pub fn sites_json(binary: &GoBinary, plans: &[PoolPlan]) -> String {
         })
         .collect();
     serde_json::to_string_pretty(&sites).unwrap_or_default()
-}
-
-/// Parses the user's optional override of a spec.
-pub fn parse_override(
-    text: Option<&str>,
-    side: Side,
-    what: &'static str,
-    allow_none: bool,
-) -> Result<Option<Spec>> {
-    text.map(|t| Spec::parse(t, side, what, allow_none))
-        .transpose()
 }
 
 fn code<'a>(binary: &'a GoBinary, f: &ResolvedFunction) -> Result<&'a [u8]> {

@@ -19,7 +19,7 @@ use std::path::Path;
 use clap::ValueEnum;
 use serde::Deserialize;
 
-use super::{keyspec::ObjectKind, presets::Preset, CustomPool, PoolEntry, PoolKind};
+use super::{keyspec::ObjectKind, presets::Preset, CustomPool, KeyOverrides, PoolEntry, PoolKind};
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
@@ -38,6 +38,7 @@ struct Entry {
     put: Option<String>,
     object: Option<String>,
     kind: Option<String>,
+    // Flat, not a flattened `KeyOverrides`: serde cannot flatten under deny_unknown_fields.
     get_key: Option<String>,
     get_size: Option<String>,
     put_key: Option<String>,
@@ -80,9 +81,14 @@ fn parse(text: &str) -> std::result::Result<Vec<PoolEntry>, String> {
 
 impl Entry {
     fn check(self) -> std::result::Result<PoolEntry, String> {
+        let keys = KeyOverrides {
+            get_key: self.get_key,
+            get_size: self.get_size,
+            put_key: self.put_key,
+        };
         if let Some(preset) = &self.preset {
             let details = [&self.get, &self.put, &self.object, &self.kind];
-            if details.iter().any(|d| d.is_some()) || self.has_key_specs() {
+            if details.iter().any(|d| d.is_some()) || !keys.is_empty() {
                 return Err("a preset takes no get, put, object, kind or key specs".into());
             }
             return choice::<Preset>(preset, "preset").map(PoolEntry::Preset);
@@ -101,14 +107,8 @@ impl Entry {
                 Some(kind) => choice::<PoolKind>(kind, "kind")?,
                 None => PoolKind::Counting,
             },
-            get_key: self.get_key,
-            get_size: self.get_size,
-            put_key: self.put_key,
+            keys,
         }))
-    }
-
-    fn has_key_specs(&self) -> bool {
-        self.get_key.is_some() || self.get_size.is_some() || self.put_key.is_some()
     }
 }
 
@@ -153,9 +153,10 @@ mod tests {
                 put: put.into(),
                 object,
                 kind,
-                get_key: None,
-                get_size: get_size.map(Into::into),
-                put_key: None,
+                keys: KeyOverrides {
+                    get_size: get_size.map(Into::into),
+                    ..KeyOverrides::default()
+                },
             })
         };
         assert_eq!(

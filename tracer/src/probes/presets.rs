@@ -4,7 +4,7 @@
 
 use clap::ValueEnum;
 
-use super::{keyspec::ObjectKind, PoolKind, PoolSpec};
+use super::{keyspec::ObjectKind, KeyOverrides, PoolKind, PoolSpec};
 use crate::{
     error::{Error, Result},
     gobin::{calls::direct_call_targets, GoBinary},
@@ -137,9 +137,7 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         put: put.to_owned(),
         object,
         kind: PoolKind::Counting,
-        get_key: None,
-        get_size: None,
-        put_key: None,
+        keys: KeyOverrides::default(),
         receiver: None,
         release_paths: true,
         stream: false,
