@@ -153,12 +153,12 @@ pub enum Error {
     Internal(&'static str),
 
     /// The `--pools` file is malformed.
-    #[error("pools file {path}: {reason}")]
+    #[error("pools file {path}: {mistake}")]
     PoolsFile {
         /// The file.
         path: PathBuf,
         /// What is wrong with it, and where.
-        reason: String,
+        mistake: crate::probes::pools_file::Mistake,
     },
 
     /// Two pools probe the same Get or Put, so each call would be counted twice.

@@ -50,32 +50,73 @@ pub fn read(path: &Path) -> Result<Vec<PoolEntry>> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text).map_err(|reason| Error::PoolsFile {
+    parse(&text).map_err(|mistake| Error::PoolsFile {
         path: path.to_path_buf(),
-        reason,
+        mistake,
     })
 }
 
-/// The pools of a file's text, or why it is wrong (with the line, where TOML knows it).
-fn parse(text: &str) -> std::result::Result<Vec<PoolEntry>, String> {
+/// What is wrong with a pools file, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Mistake {
+    /// Not TOML, or a key or value no `[[pool]]` takes: where TOML says it is.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        /// Counted from 1.
+        line: usize,
+        /// In characters, counted from 1.
+        column: usize,
+        /// TOML's words.
+        message: String,
+    },
+    /// The same, where TOML names no place.
+    #[error("{message}")]
+    Unplaced {
+        /// TOML's words.
+        message: String,
+    },
+    /// The file has no `[[pool]]` table.
+    #[error("it names no [[pool]]")]
+    NoPools,
+    /// One `[[pool]]` is well-formed TOML but not a pool.
+    #[error("pool {number}: {reason}")]
+    Pool {
+        /// Counted from 1, in file order.
+        number: usize,
+        /// What it lacks or has too much of.
+        reason: String,
+    },
+}
+
+/// The pools of a file's text, or why it is wrong.
+fn parse(text: &str) -> std::result::Result<Vec<PoolEntry>, Mistake> {
     let file: File = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|span| {
-            let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
-            before.iter().filter(|&&b| b == b'\n').count() + 1
-        });
         let message = e.message().trim_end().to_owned();
-        match line {
-            Some(line) => format!("line {line}: {message}"),
-            None => message,
+        match e.span() {
+            Some(span) => {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+                Mistake::Syntax {
+                    line: before.matches('\n').count() + 1,
+                    column: before[line_start..].chars().count() + 1,
+                    message,
+                }
+            }
+            None => Mistake::Unplaced { message },
         }
     })?;
     if file.pool.is_empty() {
-        return Err("it names no [[pool]]".into());
+        return Err(Mistake::NoPools);
     }
     file.pool
         .into_iter()
         .enumerate()
-        .map(|(i, entry)| entry.check().map_err(|e| format!("pool {}: {e}", i + 1)))
+        .map(|(i, entry)| {
+            entry.check().map_err(|reason| Mistake::Pool {
+                number: i + 1,
+                reason,
+            })
+        })
         .collect()
 }
 
@@ -184,30 +225,36 @@ mod tests {
     #[test]
     fn mistakes_name_the_pool_or_the_line() {
         assert_eq!(
-            parse("[[pool]]\nget = \"a\"\n").unwrap_err(),
+            parse("[[pool]]\nget = \"a\"\n").unwrap_err().to_string(),
             "pool 1: name a preset, or both get and put"
         );
         assert_eq!(
-            parse("[[pool]]\npreset = \"sync\"\n[[pool]]\npreset = \"redis\"\n").unwrap_err(),
+            parse("[[pool]]\npreset = \"sync\"\n[[pool]]\npreset = \"redis\"\n")
+                .unwrap_err()
+                .to_string(),
             "pool 2: preset \"redis\" is not one of sync, thanos, prometheus, nats"
         );
         assert_eq!(
-            parse("[[pool]]\npreset = \"sync\"\nobject = \"ptr\"\n").unwrap_err(),
+            parse("[[pool]]\npreset = \"sync\"\nobject = \"ptr\"\n")
+                .unwrap_err()
+                .to_string(),
             "pool 1: a preset takes no get, put, object, kind or key specs"
         );
         assert_eq!(
-            parse("[[pool]]\nget = \"a\"\nput = \"b\"\nkind = \"leaky\"\n").unwrap_err(),
+            parse("[[pool]]\nget = \"a\"\nput = \"b\"\nkind = \"leaky\"\n")
+                .unwrap_err()
+                .to_string(),
             "pool 1: kind \"leaky\" is not one of counting, sync"
         );
-        let unknown = parse("[[pool]]\ngett = \"a\"\n").unwrap_err();
+        let unknown = parse("[[pool]]\n  gett = \"a\"\n").unwrap_err().to_string();
         assert!(
-            unknown.starts_with("line 2: unknown field `gett`"),
+            unknown.starts_with("line 2, column 3: unknown field `gett`"),
             "{unknown}"
         );
-        assert_eq!(parse("").unwrap_err(), "it names no [[pool]]");
-        // A span that falls inside a multi-byte character must not panic.
-        assert!(parse("# é\n[[pool]]\né = 1\n")
-            .unwrap_err()
-            .starts_with("line 3: "));
+        assert_eq!(parse("").unwrap_err().to_string(), "it names no [[pool]]");
+        // A span that falls inside a multi-byte character must not panic; columns count
+        // characters.
+        let accented = parse("# é\n[[pool]]\né = 1\n").unwrap_err().to_string();
+        assert!(accented.starts_with("line 3, column 1: "), "{accented}");
     }
 }
