@@ -46,6 +46,105 @@ pub enum Command {
     /// List the pool-like Get/Put pairs in a Go binary, with how many call sites reach them.
     #[command(after_help = LIST_EXAMPLES)]
     List(ListArgs),
+    /// Watch matching processes for as long as it runs, attaching to each as it starts, and
+    /// serve what it finds to Prometheus (/metrics) and pprof (/debug/pprof/pool) scrapers.
+    #[command(after_help = AGENT_EXAMPLES)]
+    Agent(Box<AgentArgs>),
+}
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  Watch every storegw process on this host, and what Prometheus sees:
+    sudo pooltrace agent --listen 127.0.0.1:9464 --exe storegw --pool thanos
+    curl -s 127.0.0.1:9464/metrics | grep pooltrace_path_outstanding_objects
+
+  Services named in a pools file, on every interface, and the leaking paths in pprof:
+    sudo pooltrace agent --listen 0.0.0.0:9464 --pools-file /etc/pooltrace/pools.toml \\
+        --exe thanos --exe prometheus
+    go tool pprof -top http://127.0.0.1:9464/debug/pprof/pool
+
+Endpoints: /metrics (Prometheus/OpenMetrics text), /debug/pprof/pool (gzipped pprof, every
+target, labelled by pid and exe), /report.json (one JSON report per target), /healthz.
+
+A process is matched by --exe when its executable's file name is NAME, or its full path, as
+the process itself sees it (inside its container), is PATH. Matching processes are found
+every --scan-interval; one that restarts is attached again under its new PID, and one that
+exits keeps its last numbers for --forget-after. A process that cannot be traced (not Go, a
+pool missing) is logged and counted, and the others go on. SIGTERM or Ctrl-C detaches from
+every process and exits.";
+
+/// Options of `pooltrace agent`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("targets").required(true).multiple(true).args(["pid", "exe"])))]
+pub struct AgentArgs {
+    /// Serve the endpoints on this address. Loopback by default: the endpoints have no
+    /// authentication, so expose them only where the network is trusted.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+
+    /// A process to trace (repeatable). It is not attached again once it exits.
+    #[arg(short, long, value_name = "PID")]
+    pub pid: Vec<i32>,
+
+    /// Trace every process whose executable is NAME (its file name) or PATH (its full path as
+    /// the process sees it, e.g. inside its container) (repeatable), now and as they start.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub exe: Vec<String>,
+
+    /// The pools to trace in each process.
+    #[command(flatten)]
+    pub pools: PoolArgs,
+
+    /// How often each process's kernel maps are read into the served numbers.
+    #[arg(short, long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+
+    /// How often /proc is searched for new --exe matches.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]
+    pub scan_interval: Duration,
+
+    /// How long an exited process's last numbers are still served.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub forget_after: Duration,
+
+    /// Call paths per pool and process exported one by one (the likeliest leaks); the rest
+    /// are summed under path="other". Bounds the number of series.
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    pub top_paths: usize,
+
+    /// Most processes traced at once; further matches are counted and logged, not traced.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_targets: usize,
+
+    /// Keep the probes' estimated cost under PCT percent of one core per process, by
+    /// probing Get a smaller fraction of the time (Put stays probed, so every tracked object
+    /// is still matched). The fraction in force is exported.
+    #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = parse_budget)]
+    pub budget: f64,
+
+    /// Probe Get at most this fraction of the time (0 < FRACTION <= 1), whatever the budget.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
+    pub sample_gets: Option<f64>,
+
+    /// Leave objects younger than this out of the call paths (they still count in totals).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub min_age: Duration,
+
+    /// Most objects tracked at once per process (kernel hash map entries, ~100 bytes each);
+    /// beyond it, objects are counted as lost (`pooltrace_lost_events_total`).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_objects: u32,
+
+    /// Distinct Get stacks kept per process (kernel hash map entries, ~530 bytes each).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_STACKS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_stacks: u32,
+
+    /// Check the options and the pools file, print what would be watched, and exit without
+    /// listening or attaching (needs no privileges).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -524,6 +623,24 @@ pub enum Format {
     /// JSON, for programs.
     #[value(help = None::<&str>)]
     Json,
+}
+
+/// A share of one core in percent: more than 0, at most 100.
+fn parse_budget(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(pct),
+        _ => Err(format!(
+            "{text:?} is not a percentage in (0, 100], e.g. 1 or 0.5"
+        )),
+    }
+}
+
+/// A duration that is not zero.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("{text:?} must be longer than 0")),
+        d => Ok(d),
+    }
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {

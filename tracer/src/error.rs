@@ -132,6 +132,24 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The agent's address is taken, or not this machine's.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// `--listen`.
+        addr: std::net::SocketAddr,
+        /// What the system said (e.g. the address is in use).
+        #[source]
+        source: io::Error,
+    },
+
+    /// The agent's HTTP thread could not be started.
+    #[error("cannot start serving HTTP")]
+    Serve {
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+
     /// The async runtime pooltrace runs on could not be created.
     #[error("cannot start the async runtime: {source}")]
     Runtime {

@@ -12,10 +12,13 @@
 //! - `output` writes results to stdout or the `--output` file, safely;
 //! - `process` knows the traced process and watches its exit and exec; `signals` catches
 //!   the signals that stop a trace; `session` runs one trace from attach to detach;
-//!   `stream` prints every event as it happens.
+//!   `stream` prints every event as it happens;
+//! - `agent` traces every matching process for as long as it runs and serves the results
+//!   to Prometheus and pprof scrapers.
 
 #![deny(missing_docs)]
 
+mod agent;
 pub mod cli;
 pub mod error;
 pub mod gobin;
@@ -44,5 +47,6 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Run(args) => runtime.block_on(session::run(*args)),
         cli::Command::Stream(args) => runtime.block_on(stream::stream(*args)).map(|()| 0),
         cli::Command::List(args) => list::list(&args).map(|()| 0),
+        cli::Command::Agent(args) => runtime.block_on(agent::agent(*args)).map(|()| 0),
     }
 }

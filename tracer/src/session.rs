@@ -474,7 +474,7 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// The pools the user named, in order: the pools file's, then the command line's.
 pub(crate) struct NamedPools {
-    entries: Vec<PoolEntry>,
+    pub(crate) entries: Vec<PoolEntry>,
     receiver: Option<u64>,
     release_paths: bool,
 }

@@ -39,6 +39,9 @@ pub struct Probes {
     pid: NonZeroU32,
     /// Every site with its link while attached, in the order they went live.
     sites: Vec<AttachedSite>,
+    /// The descriptors of this object's maps, told apart from those of other `Probes` in
+    /// the same process (the agent's other targets).
+    map_fds: Vec<u32>,
 }
 
 /// A site, its role and cookie, and its link while attached.
@@ -60,6 +63,7 @@ impl Probes {
         limits: Limits,
     ) -> Result<Self> {
         raise_memlock_limit();
+        let maps_before = bpf_map_fds();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::OUTSTANDING, limits.max_objects)
             .map_max_entries(names::STACKS, limits.max_stacks)
@@ -83,6 +87,10 @@ impl Probes {
             target: process.exe_path(),
             pid: process.pid_nonzero(),
             sites: Vec::with_capacity(planned.len()),
+            map_fds: bpf_map_fds()
+                .into_iter()
+                .filter(|fd| !maps_before.contains(fd))
+                .collect(),
         };
         // On an error, dropping `probes` detaches what went live, in reverse.
         for (cookie, planned) in planned.iter().enumerate() {
@@ -191,21 +199,33 @@ impl Probes {
         self.sites.len()
     }
 
-    /// Kernel memory charged for the maps, from `memlock:` in `/proc/self/fdinfo` of every
-    /// BPF map this process holds (only ours).
+    /// Kernel memory charged for these probes' maps, from `memlock:` in their
+    /// `/proc/self/fdinfo` entries.
     pub fn kernel_memory(&self) -> u64 {
-        let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
-            return 0;
-        };
-        entries
-            .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
-            .filter(|info| info.contains("map_type:"))
-            .filter_map(|info| {
+        self.map_fds
+            .iter()
+            .filter_map(|fd| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
                 let line = info.lines().find(|l| l.starts_with("memlock:"))?;
                 line["memlock:".len()..].trim().parse::<u64>().ok()
             })
             .sum()
     }
+}
+
+/// The descriptors of every BPF map this process holds now.
+fn bpf_map_fds() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let info = std::fs::read_to_string(entry.path()).ok()?;
+            info.contains("map_type:").then_some(fd)
+        })
+        .collect()
 }
 
 /// Detaches in the reverse of the arming order: Get's probes go before any Put's, so no

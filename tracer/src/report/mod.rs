@@ -4,7 +4,7 @@
 
 pub mod analysis;
 mod flame;
-mod pprof;
+pub mod pprof;
 pub mod spinner;
 mod text;
 

@@ -1,6 +1,7 @@
 //! The report as a gzipped pprof profile (profile.proto), so Go developers can use
 //! `go tool pprof` on it: one sample per call path, with its outstanding and collected
-//! objects and bytes, and locations whose lines expand inlined calls.
+//! objects and bytes, and locations whose lines expand inlined calls. The agent puts many
+//! processes' reports in one profile, each sample labelled with its `pid` and `exe`.
 
 use std::{collections::HashMap, io::Write};
 
@@ -18,8 +19,17 @@ const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("collected_bytes", "bytes"),
 ];
 
+/// One report's profile.
 pub fn encode(report: &Report) -> std::io::Result<Vec<u8>> {
-    let profile = Builder::default().build(report);
+    gzip(Builder::default().build(&[report], false))
+}
+
+/// One profile of many processes' reports, each sample labelled by `pid` and `exe`.
+pub fn encode_targets(reports: &[&Report]) -> std::io::Result<Vec<u8>> {
+    gzip(Builder::default().build(reports, true))
+}
+
+fn gzip(profile: Profile) -> std::io::Result<Vec<u8>> {
     let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
     gzip.write_all(&profile.encode_to_vec())?;
     gzip.finish()
@@ -32,11 +42,12 @@ struct Builder {
     functions: Vec<Function>,
     function_ids: HashMap<(String, String), u64>,
     locations: Vec<Location>,
-    location_ids: HashMap<u64, u64>,
+    /// By report (addresses of different processes are not comparable) and address.
+    location_ids: HashMap<(usize, u64), u64>,
 }
 
 impl Builder {
-    fn build(mut self, report: &Report) -> Profile {
+    fn build(mut self, reports: &[&Report], label_targets: bool) -> Profile {
         self.string(""); // pprof requires string 0 to be empty.
         let sample_type = SAMPLE_TYPES
             .iter()
@@ -46,28 +57,38 @@ impl Builder {
             })
             .collect();
         let mut samples = Vec::new();
-        for pool in &report.pools {
-            let pool_label = self.string("pool");
-            let pool_name = self.string(&pool.get);
-            for stack in &pool.stacks {
-                samples.push(Sample {
-                    location_id: self.locations(&stack.frames),
-                    value: [
-                        stack.outstanding,
-                        stack.bytes,
-                        stack.collected,
-                        stack.collected_bytes,
-                    ]
-                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-                    .to_vec(),
-                    label: vec![Label {
-                        key: pool_label,
-                        str: pool_name,
+        for (target, report) in reports.iter().enumerate() {
+            for pool in &report.pools {
+                let mut labels = vec![("pool", pool.get.clone())];
+                if label_targets {
+                    labels.push(("pid", report.pid.to_string()));
+                    labels.push(("exe", report.binary.clone()));
+                }
+                let label: Vec<Label> = labels
+                    .iter()
+                    .map(|(key, value)| Label {
+                        key: self.string(key),
+                        str: self.string(value),
                         ..Label::default()
-                    }],
-                });
+                    })
+                    .collect();
+                for stack in &pool.stacks {
+                    samples.push(Sample {
+                        location_id: self.locations(target, &stack.frames),
+                        value: [
+                            stack.outstanding,
+                            stack.bytes,
+                            stack.collected,
+                            stack.collected_bytes,
+                        ]
+                        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+                        .to_vec(),
+                        label: label.clone(),
+                    });
+                }
             }
         }
+        let elapsed_ms = reports.iter().map(|r| r.elapsed_ms).max().unwrap_or(0);
         let period_type = Some(ValueType {
             r#type: self.string("outstanding_objects"),
             unit: self.string("count"),
@@ -79,8 +100,7 @@ impl Builder {
             location: self.locations,
             function: self.functions,
             string_table: self.strings,
-            duration_nanos: i64::try_from(report.elapsed_ms.saturating_mul(1_000_000))
-                .unwrap_or(i64::MAX),
+            duration_nanos: i64::try_from(elapsed_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
             period_type,
             period: 1,
             default_sample_type,
@@ -89,7 +109,7 @@ impl Builder {
 
     /// Location ids, innermost first: one location per address, its lines the inlined calls
     /// there (innermost first, as pprof wants).
-    fn locations(&mut self, frames: &[Frame]) -> Vec<u64> {
+    fn locations(&mut self, target: usize, frames: &[Frame]) -> Vec<u64> {
         let mut ids = Vec::new();
         let mut at = 0;
         while at < frames.len() {
@@ -107,7 +127,7 @@ impl Builder {
             } else {
                 address
             };
-            if let Some(&id) = self.location_ids.get(&key) {
+            if let Some(&id) = self.location_ids.get(&(target, key)) {
                 ids.push(id);
                 continue;
             }
@@ -126,7 +146,7 @@ impl Builder {
                 line,
                 ..Location::default()
             });
-            self.location_ids.insert(key, id);
+            self.location_ids.insert((target, key), id);
             ids.push(id);
         }
         ids

@@ -1,0 +1,110 @@
+//! `--budget`: how much of the time Get may be probed so that the probes' estimated cost
+//! stays under a share of one core. Put is always probed (so every tracked object is still
+//! matched); only Get's share is lowered.
+
+use tracer_common::PoolCounters;
+
+use crate::probes::{sites::Site, PoolPlan};
+
+/// What one hit of a probe costs the traced thread, by how the kernel runs the probed
+/// instruction (the upper ends measured on this machine kind: `shared/field-notes.md` §3).
+const EMULATED_HIT_NS: f64 = 1_200.0;
+const SINGLE_STEPPED_HIT_NS: f64 = 17_000.0;
+
+/// Get is never probed less than this share of the time: below it, too few objects are
+/// tracked to say anything.
+pub const MIN_FRACTION: f64 = 0.01;
+
+/// The Get sampling fraction that fits one process's probes in the budget.
+pub struct Budget {
+    /// Nanoseconds of probe cost allowed per second.
+    allowed_ns: f64,
+    /// `--sample-gets`: the fraction never goes above it.
+    cap: f64,
+    /// Per pool: what one Get and one Put cost.
+    costs: Vec<(f64, f64)>,
+    /// Per pool: Gets and Puts counted at the last decision.
+    last: Vec<(u64, u64)>,
+}
+
+impl Budget {
+    pub fn new(percent_of_core: f64, cap: Option<f64>, plans: &[PoolPlan]) -> Self {
+        let costs = plans
+            .iter()
+            .map(|plan| {
+                let entry = plan.get_entry_site.as_ref().map_or(0.0, hit_cost);
+                // A Get returns through one of its RETs; the dearest is assumed.
+                let ret = plan.get_sites.iter().map(hit_cost).fold(0.0, f64::max);
+                (entry + ret, hit_cost(&plan.put_site))
+            })
+            .collect();
+        Self {
+            allowed_ns: percent_of_core / 100.0 * 1e9,
+            cap: cap.unwrap_or(1.0),
+            costs,
+            last: vec![(0, 0); plans.len()],
+        }
+    }
+
+    /// The first fraction, before any rate is known.
+    pub fn initial(&self) -> f64 {
+        self.cap
+    }
+
+    /// The fraction for the next period, from the counters now, `seconds` after the last
+    /// decision, during which Get was probed `in_force` of the time.
+    pub fn next(&mut self, counters: &[PoolCounters], seconds: f64, in_force: f64) -> f64 {
+        let (mut get_ns, mut put_ns) = (0.0, 0.0);
+        for ((c, last), (get_cost, put_cost)) in
+            counters.iter().zip(&mut self.last).zip(&self.costs)
+        {
+            let (gets, puts) = (c.gets.saturating_sub(last.0), c.puts.saturating_sub(last.1));
+            *last = (c.gets, c.puts);
+            // Gets seen while probed stand for all of them.
+            get_ns += gets as f64 / in_force.max(MIN_FRACTION) * get_cost;
+            put_ns += puts as f64 * put_cost;
+        }
+        let seconds = seconds.max(1e-3);
+        fraction(
+            self.allowed_ns,
+            get_ns / seconds,
+            put_ns / seconds,
+            self.cap,
+        )
+    }
+}
+
+fn hit_cost(site: &Site) -> f64 {
+    if site.emulated {
+        EMULATED_HIT_NS
+    } else {
+        SINGLE_STEPPED_HIT_NS
+    }
+}
+
+/// The share of Get's full cost (`get_ns` a second when always probed) that fits in
+/// `allowed_ns` a second beside Put's `put_ns`.
+fn fraction(allowed_ns: f64, get_ns: f64, put_ns: f64, cap: f64) -> f64 {
+    if get_ns <= 0.0 {
+        return cap;
+    }
+    ((allowed_ns - put_ns) / get_ns).clamp(MIN_FRACTION, cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_gets_what_put_leaves_of_the_budget() {
+        // 1% of a core is 10 ms a second. Put takes 2 ms; Get at full rate would take 32 ms.
+        assert_eq!(fraction(10e6, 32e6, 2e6, 1.0), 0.25);
+        // Within budget: always probed, unless --sample-gets says less.
+        assert_eq!(fraction(10e6, 4e6, 2e6, 1.0), 1.0);
+        assert_eq!(fraction(10e6, 4e6, 2e6, 0.5), 0.5);
+        // Put alone over budget: Get keeps its floor.
+        assert_eq!(fraction(10e6, 32e6, 12e6, 1.0), MIN_FRACTION);
+        // No Gets: nothing to lower.
+        assert_eq!(fraction(10e6, 0.0, 50e6, 1.0), 1.0);
+    }
+}

@@ -1,0 +1,272 @@
+//! `pooltrace agent`: tracing left running on a fleet node. It finds the processes to trace
+//! (`discover`), follows each from attach to exit in a task of its own (`target`), keeps the
+//! Get probes' cost to a budget (`budget`), and publishes each process's latest report for
+//! the HTTP endpoints (`http`: `/metrics` encoded by `metrics`, pprof, JSON), which read only
+//! what was published.
+
+mod budget;
+mod discover;
+mod http;
+mod metrics;
+mod target;
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use discover::{Identity, Matcher};
+use target::Outcome;
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    cli::AgentArgs,
+    error::{Error, Result},
+    output::write_stdout,
+    probes::{self, PoolEntry},
+    process::signal_name,
+    report::Report,
+    session::{named_pools, NamedPools},
+    signals::Signals,
+};
+
+/// What every target's task needs from the command line.
+pub struct Config {
+    named: NamedPools,
+    interval: Duration,
+    top_paths: usize,
+    budget: f64,
+    sample_gets: Option<f64>,
+    min_age: Duration,
+    max_objects: u32,
+    max_stacks: u32,
+}
+
+/// The latest numbers of every process traced (or exited, until forgotten), and the
+/// agent's own: all the HTTP side ever reads.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    targets: BTreeMap<Identity, Arc<TargetView>>,
+    /// Processes that could not be traced, by executable name.
+    attach_failures: BTreeMap<String, u64>,
+    /// Matching processes left untraced over `--max-targets`.
+    skipped: u64,
+}
+
+impl Published {
+    fn scrape(&self) -> metrics::Scrape {
+        metrics::Scrape {
+            targets: self.targets.values().cloned().collect(),
+            health: metrics::Health {
+                attach_failures: self.attach_failures.clone(),
+                skipped: self.skipped,
+            },
+        }
+    }
+}
+
+/// One process's latest numbers.
+#[derive(Debug)]
+pub struct TargetView {
+    identity: Identity,
+    container: Option<String>,
+    /// Built with the likeliest `--top-paths` leaks per pool.
+    report: Report,
+    /// Per pool: hold times of the objects that came back, in the kernel's buckets.
+    hold_buckets: Vec<Vec<u64>>,
+    /// The share of the time Get is probed.
+    sample_fraction: f64,
+    probes: usize,
+    kernel_memory: u64,
+    /// When it was seen to exit; its numbers are served until `--forget-after` later.
+    exited: Option<Instant>,
+}
+
+/// Runs the agent until SIGTERM, SIGINT or SIGHUP.
+pub async fn agent(args: AgentArgs) -> Result<()> {
+    let named = named_pools(&args.pools)?;
+    let (matcher, missing) = Matcher::new(&args.pid, &args.exe);
+    if args.dry_run {
+        return dry_run(&args, &named, &matcher, &missing);
+    }
+    let signals = Signals::install()?;
+    probes::check_privileges()?;
+    let listener = std::net::TcpListener::bind(args.listen).map_err(|source| Error::Listen {
+        addr: args.listen,
+        source,
+    })?;
+    let published = Arc::new(Mutex::new(Published::default()));
+    http::serve(listener, published.clone())?;
+    crate::status!(
+        "pooltrace agent: serving http://{}/metrics, /debug/pprof/pool, /report.json",
+        args.listen
+    );
+    for pid in &missing {
+        crate::status!("pooltrace agent: no process {pid} (--pid): not traced");
+    }
+    let config = Arc::new(Config {
+        named,
+        interval: args.interval,
+        top_paths: args.top_paths,
+        budget: args.budget,
+        sample_gets: args.sample_gets,
+        min_age: args.min_age,
+        max_objects: args.max_objects,
+        max_stacks: args.max_stacks,
+    });
+    let local = tokio::task::LocalSet::new();
+    let agent = Agent {
+        config,
+        published,
+        matcher,
+        max_targets: args.max_targets,
+        forget_after: args.forget_after,
+        following: HashMap::new(),
+        refused: HashSet::new(),
+        over_limit: HashSet::new(),
+    };
+    local
+        .run_until(agent.run(signals, args.scan_interval))
+        .await
+}
+
+/// The agent's own state: which processes it follows, and which it gave up on.
+struct Agent {
+    config: Arc<Config>,
+    published: Arc<Mutex<Published>>,
+    matcher: Matcher,
+    max_targets: usize,
+    forget_after: Duration,
+    following: HashMap<Identity, JoinHandle<Outcome>>,
+    /// Processes that could not be traced: not tried again while they run as they are.
+    refused: HashSet<Identity>,
+    /// Processes over `--max-targets`, counted once each.
+    over_limit: HashSet<Identity>,
+}
+
+impl Agent {
+    async fn run(mut self, mut signals: Signals, scan_interval: Duration) -> Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let mut scans = tokio::time::interval(scan_interval);
+        let received = loop {
+            tokio::select! {
+                received = signals.recv() => break received?,
+                _ = scans.tick() => self.scan(&stopped).await,
+            }
+        };
+        crate::status!(
+            "pooltrace agent: got {}, detaching from {} process(es)",
+            signal_name(received.signal),
+            self.following.len()
+        );
+        // Every task detaches its probes as it returns.
+        let _ = stop.send(true);
+        for (_, task) in self.following.drain() {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    /// Reaps finished tasks, forgets old exits, and starts following new matches.
+    async fn scan(&mut self, stopped: &watch::Receiver<bool>) {
+        let finished: Vec<Identity> = self
+            .following
+            .iter()
+            .filter(|(_, task)| task.is_finished())
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        for identity in finished {
+            if let Some(task) = self.following.remove(&identity) {
+                if let Ok(Outcome::Refused) = task.await {
+                    self.refused.insert(identity);
+                }
+            }
+        }
+        let found = self.matcher.scan();
+        let running: HashSet<&Identity> = found.iter().map(|f| &f.identity).collect();
+        self.refused.retain(|identity| running.contains(identity));
+        self.over_limit
+            .retain(|identity| running.contains(identity));
+        self.forget_exited(&running);
+        for found in found {
+            let identity = &found.identity;
+            if self.following.contains_key(identity) || self.refused.contains(identity) {
+                continue;
+            }
+            if self.following.len() >= self.max_targets {
+                if self.over_limit.insert(identity.clone()) {
+                    self.lock().skipped += 1;
+                    crate::status!(
+                        "pooltrace agent: PID {} ({}) not traced: --max-targets {} reached",
+                        identity.pid,
+                        identity.exe_name(),
+                        self.max_targets
+                    );
+                }
+                continue;
+            }
+            let task = target::follow(
+                found.clone(),
+                self.config.clone(),
+                self.published.clone(),
+                stopped.clone(),
+            );
+            self.following
+                .insert(found.identity, tokio::task::spawn_local(task));
+        }
+    }
+
+    /// Drops the numbers of processes that exited more than `--forget-after` ago, or that
+    /// are gone without a task to say so (refused ones never publish).
+    fn forget_exited(&self, running: &HashSet<&Identity>) {
+        let forget_after = self.forget_after;
+        let following = &self.following;
+        self.lock()
+            .targets
+            .retain(|identity, view| match view.exited {
+                Some(at) => at.elapsed() < forget_after,
+                None => following.contains_key(identity) || running.contains(identity),
+            });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.published.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `--dry-run`: what the agent would do, without listening or attaching.
+fn dry_run(args: &AgentArgs, named: &NamedPools, matcher: &Matcher, missing: &[i32]) -> Result<()> {
+    let pools: Vec<String> = named
+        .entries
+        .iter()
+        .map(|entry| match entry {
+            PoolEntry::Preset(preset) => format!("preset {preset:?}").to_lowercase(),
+            PoolEntry::Custom(pool) => format!("{} / {} ({:?})", pool.get, pool.put, pool.kind),
+        })
+        .collect();
+    let mut text = format!(
+        "pooltrace agent --dry-run: would serve http://{}/metrics\n  pools: {}\n  \
+         processes: --exe {:?} --pid {:?}, at most {}\n  every {:?}, scan every {:?}, \
+         top {} paths, budget {}% of a core\n",
+        args.listen,
+        pools.join("; "),
+        args.exe,
+        args.pid,
+        args.max_targets,
+        args.interval,
+        args.scan_interval,
+        args.top_paths,
+        args.budget,
+    );
+    for pid in missing {
+        text += &format!("  no process {pid} (--pid)\n");
+    }
+    for found in matcher.scan() {
+        text += &format!(
+            "  matches now: PID {} ({})\n",
+            found.identity.pid, found.identity.exe
+        );
+    }
+    write_stdout(text.as_bytes())
+}

@@ -1,0 +1,229 @@
+//! One traced process, from attach to its exit (or the agent's): reads its kernel maps every
+//! `--interval` into a report, publishes it, and keeps Get's probes to the budget.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+
+use super::{budget::Budget, discover::Found, Config, Published, TargetView};
+use crate::{
+    error::Result,
+    gobin::GoBinary,
+    probes::{Limits, PoolPlan, Probes},
+    process::{Change, Process},
+    report::{History, Report, SortBy},
+    session::{plan_pools, sleep_until},
+    symbolize::{InProcess, Symbolizer},
+    tracking::Snapshot,
+};
+
+/// Get's probes are switched on and off over this period when it is sampled.
+const SAMPLE_CYCLE: Duration = Duration::from_millis(500);
+
+/// How following a process ended.
+pub enum Outcome {
+    /// It could not be traced; it is not tried again.
+    Refused,
+    /// It exited or called exec, or the agent is stopping.
+    Ended,
+}
+
+/// Traces `found` until it exits or `stop` turns true, publishing into `published`.
+pub async fn follow(
+    found: Found,
+    config: Arc<Config>,
+    published: Arc<Mutex<Published>>,
+    stop: watch::Receiver<bool>,
+) -> Outcome {
+    let (pid, exe) = (found.identity.pid, found.identity.exe_name().to_owned());
+    let result = async {
+        let mut process = Process::open(pid)?;
+        let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
+        let plans = plan_pools(&config.named, &binary, |_| {})?;
+        let limits = Limits {
+            max_objects: config.max_objects,
+            max_stacks: config.max_stacks,
+        };
+        let probes = Probes::attach(&process, &binary, &plans, limits)?;
+        let mut watch = process.watch()?;
+        watch.arm_exec(&process);
+        crate::status!(
+            "pooltrace agent: attached {} uprobes to PID {pid} ({exe}), {} pool(s)",
+            probes.attached(),
+            plans.len()
+        );
+        let mut traced = Traced {
+            found: &found,
+            config: &config,
+            published: &published,
+            process,
+            symbolizer: Symbolizer::new(&binary),
+            binary: &binary,
+            plans,
+            probes,
+            history: History::default(),
+            started: Instant::now(),
+            fraction: 1.0,
+        };
+        let change = traced.until_stopped(&mut watch, stop).await?;
+        if change.is_some() {
+            // The maps outlive the process: its last numbers are read after it is gone.
+            traced.publish(true)?;
+        }
+        Ok::<_, crate::Error>(change)
+    }
+    .await;
+    match result {
+        Ok(Some(change)) => {
+            crate::status!("pooltrace agent: PID {pid} ({exe}) {}", describe(&change));
+            Outcome::Ended
+        }
+        Ok(None) => Outcome::Ended,
+        Err(error) => {
+            crate::status!(
+                "pooltrace agent: cannot trace PID {pid} ({exe}): {}",
+                error.chain()
+            );
+            let mut published = published.lock().unwrap_or_else(|e| e.into_inner());
+            *published.attach_failures.entry(exe).or_default() += 1;
+            Outcome::Refused
+        }
+    }
+}
+
+fn describe(change: &Change) -> String {
+    match change {
+        Change::Exited(ending) => ending.to_string(),
+        Change::Execed(now) => format!("called exec (now running {now}): detached"),
+    }
+}
+
+/// An attached process; dropping it detaches.
+struct Traced<'a> {
+    found: &'a Found,
+    config: &'a Config,
+    published: &'a Mutex<Published>,
+    process: Process,
+    binary: &'a GoBinary,
+    symbolizer: Symbolizer<'a>,
+    plans: Vec<PoolPlan>,
+    probes: Probes,
+    history: History,
+    started: Instant,
+    /// The share of the time Get is probed now.
+    fraction: f64,
+}
+
+impl Traced<'_> {
+    /// Publishes every `--interval` until the process exits or execs (returned) or the
+    /// agent stops (None).
+    async fn until_stopped(
+        &mut self,
+        watch: &mut crate::process::Watch,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Option<Change>> {
+        let mut budget = Budget::new(self.config.budget, self.config.sample_gets, &self.plans);
+        self.fraction = budget.initial();
+        let mut gets_probed = true;
+        let phase = |probed: bool, fraction: f64| {
+            let share = if probed { fraction } else { 1.0 - fraction };
+            tokio::time::Instant::now() + SAMPLE_CYCLE.mul_f64(share)
+        };
+        let mut toggle_at = (self.fraction < 1.0).then(|| phase(true, self.fraction));
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.interval,
+            self.config.interval,
+        );
+        let mut last_tick = Instant::now();
+        self.publish(false)?;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(None),
+                change = watch.changed() => return Ok(Some(change)),
+                _ = sleep_until(toggle_at) => {
+                    gets_probed = !gets_probed;
+                    self.probes.set_gets_probed(gets_probed)?;
+                    toggle_at = Some(phase(gets_probed, self.fraction));
+                }
+                _ = ticks.tick() => {
+                    if let Some(now) = watch.execed() {
+                        return Ok(Some(Change::Execed(now)));
+                    }
+                    self.process.refresh_mappings();
+                    let snapshot = self.publish(false)?;
+                    let counters: Vec<_> = snapshot.pools.iter().map(|p| p.counters).collect();
+                    let seconds = last_tick.elapsed().as_secs_f64();
+                    self.fraction = budget.next(&counters, seconds, self.fraction);
+                    last_tick = Instant::now();
+                    if self.fraction >= 1.0 {
+                        toggle_at = None;
+                        if !gets_probed {
+                            gets_probed = true;
+                            self.probes.set_gets_probed(true)?;
+                        }
+                    } else if toggle_at.is_none() {
+                        toggle_at = Some(phase(gets_probed, self.fraction));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the maps, builds the report and publishes it; the snapshot is returned for the
+    /// budget's counters.
+    fn publish(&mut self, exited: bool) -> Result<Snapshot> {
+        let min_age = self.config.min_age;
+        let min_age_ns = u64::try_from(min_age.as_nanos()).unwrap_or(u64::MAX);
+        let snapshot = Snapshot::read(&self.probes, self.plans.len(), min_age_ns)?;
+        let report = Report::build(
+            &snapshot,
+            crate::report::Context {
+                pid: self.process.pid(),
+                binary: self.process.exe_name(),
+                build: self.binary.build_info(),
+                plans: &self.plans,
+                symbolizer: &mut InProcess {
+                    symbolizer: &mut self.symbolizer,
+                    process: &self.process,
+                },
+                history: &mut self.history,
+                sort: SortBy::Score,
+                elapsed_ms: self.started.elapsed().as_millis() as u64,
+                min_age_ms: min_age.as_millis() as u64,
+                sample_gets: Some(self.fraction),
+                top: self.config.top_paths,
+            },
+        );
+        let view = TargetView {
+            identity: self.found.identity.clone(),
+            container: self.found.container.clone(),
+            hold_buckets: snapshot
+                .pools
+                .iter()
+                .map(|pool| {
+                    let mut sum = vec![0; tracer_common::HOLD_BUCKETS];
+                    for group in &pool.groups {
+                        sum.iter_mut()
+                            .zip(&group.held.hold)
+                            .for_each(|(s, n)| *s += n);
+                    }
+                    sum
+                })
+                .collect(),
+            report,
+            sample_fraction: self.fraction,
+            probes: self.probes.attached(),
+            kernel_memory: self.probes.kernel_memory(),
+            exited: exited.then(Instant::now),
+        };
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        published
+            .targets
+            .insert(self.found.identity.clone(), Arc::new(view));
+        Ok(snapshot)
+    }
+}
