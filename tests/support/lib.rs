@@ -60,16 +60,26 @@ pub struct Target {
     /// What it printed, every line so far kept.
     lines: Lines,
     pub pid: i32,
+    /// Its first line, `ready PID` with the PID it sees.
+    pub ready: String,
 }
 
 impl Target {
     pub fn start(path: &Path) -> Self {
-        let mut child = Command::new(path)
+        let target = Self::start_command(Command::new(path));
+        assert_eq!(target.ready, format!("ready {}", target.pid));
+        target
+    }
+
+    /// A fixture started by `command`, which may go through a launcher (`unshare`): `pid`
+    /// is then the launcher's, and the `ready` line the PID the fixture sees.
+    pub fn start_command(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let stdin = child.stdin.take();
         let lines = Lines::of(child.stdout.take().expect("piped stdout"));
         let mut target = Self {
@@ -77,9 +87,9 @@ impl Target {
             child,
             stdin,
             lines,
+            ready: String::new(),
         };
-        let ready = target.expect_line("ready");
-        assert_eq!(ready, format!("ready {}", target.pid));
+        target.ready = target.expect_line("ready");
         target
     }
 

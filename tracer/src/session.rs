@@ -498,20 +498,19 @@ pub(crate) fn named_pools(args: &PoolArgs) -> Result<NamedPools> {
     })
 }
 
-/// The pools to trace in `binary`: each preset stands for the pools it finds there.
-fn pool_specs(named: &NamedPools, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
-    let mut specs = Vec::new();
-    for entry in &named.entries {
-        match entry {
-            PoolEntry::Preset(preset) => specs.extend(preset.pools(binary)?),
-            PoolEntry::Custom(custom) => specs.push(custom.spec()?),
+impl NamedPools {
+    /// The pools `entry` stands for in `binary`: a preset, those it finds there.
+    fn specs(&self, entry: &PoolEntry, binary: &GoBinary) -> Result<Vec<PoolSpec>> {
+        let mut specs = match entry {
+            PoolEntry::Preset(preset) => preset.pools(binary)?,
+            PoolEntry::Custom(custom) => vec![custom.spec()?],
+        };
+        for spec in &mut specs {
+            spec.receiver = self.receiver;
+            spec.release_paths = self.release_paths;
         }
+        Ok(specs)
     }
-    for spec in &mut specs {
-        spec.receiver = named.receiver;
-        spec.release_paths = named.release_paths;
-    }
-    Ok(specs)
 }
 
 /// The named pools, planned against `binary` (with `adjust` applied to each spec), with their
@@ -523,7 +522,48 @@ pub(crate) fn plan_pools(
     binary: &GoBinary,
     adjust: impl Fn(&mut PoolSpec),
 ) -> Result<Vec<PoolPlan>> {
-    let mut specs = pool_specs(named, binary)?;
+    let mut specs = Vec::new();
+    for entry in &named.entries {
+        specs.extend(named.specs(entry, binary)?);
+    }
+    plan_specs(specs, binary, adjust)
+}
+
+/// For the agent, which serves one pools file to many programs: the named pools that
+/// `binary` has, planned, and why each of the others is not there. Fails only when it has
+/// none of them.
+pub(crate) fn plan_present_pools(
+    named: &NamedPools,
+    binary: &GoBinary,
+) -> Result<(Vec<PoolPlan>, Vec<Error>)> {
+    let (mut specs, mut absent) = (Vec::new(), Vec::new());
+    for entry in &named.entries {
+        let present = named.specs(entry, binary).and_then(|specs| {
+            for spec in &specs {
+                binary.resolve(&spec.get)?;
+                binary.resolve(&spec.put)?;
+            }
+            Ok(specs)
+        });
+        match present {
+            Ok(found) => specs.extend(found),
+            Err(error) => absent.push(error),
+        }
+    }
+    if specs.is_empty() {
+        return Err(absent
+            .into_iter()
+            .next()
+            .unwrap_or(Error::Internal("no pool named")));
+    }
+    Ok((plan_specs(specs, binary, |_| {})?, absent))
+}
+
+fn plan_specs(
+    mut specs: Vec<PoolSpec>,
+    binary: &GoBinary,
+    adjust: impl Fn(&mut PoolSpec),
+) -> Result<Vec<PoolPlan>> {
     if specs.len() > MAX_POOLS as usize {
         return Err(Error::TooManyPools(specs.len()));
     }

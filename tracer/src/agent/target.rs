@@ -16,7 +16,7 @@ use crate::{
     probes::{Limits, PoolPlan, Probes},
     process::{Change, Process},
     report::{History, Report, SortBy},
-    session::{plan_pools, sleep_until},
+    session::{plan_present_pools, sleep_until},
     symbolize::{InProcess, Symbolizer},
     tracking::Snapshot,
 };
@@ -43,7 +43,10 @@ pub async fn follow(
     let result = async {
         let mut process = Process::open(pid)?;
         let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
-        let plans = plan_pools(&config.named, &binary, |_| {})?;
+        let (plans, absent) = plan_present_pools(&config.named, &binary)?;
+        for why in absent {
+            crate::status!("pooltrace agent: PID {pid} ({exe}): {}", why.chain());
+        }
         let limits = Limits {
             max_objects: config.max_objects,
             max_stacks: config.max_stacks,

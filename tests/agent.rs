@@ -1,0 +1,695 @@
+//! `pooltrace agent` on real processes: Debian's Prometheus scrapes it while the demo leaks
+//! and a fixture counts its own Gets and Puts; `go tool pprof` reads its profile; a target
+//! that restarts is followed to its new PID; one in its own mount and PID namespaces is
+//! found by name; thousands of call paths stay within the documented series bound; and bad
+//! input gets one line.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use pooltrace_harness::Lines;
+use pooltrace_tests::{fixture, pooltrace_bin, real_program, run_pooltrace, Target, Value};
+
+const BUF_POOL: [&str; 4] = [
+    "--get",
+    "main.(*BufPool).Get",
+    "--put",
+    "main.(*BufPool).Put",
+];
+const CHUNK_POOL: [&str; 6] = [
+    "--get",
+    "main.(*BucketedPool[uint8]).Get",
+    "--put",
+    "main.(*BucketedPool[uint8]).Put",
+    "--object",
+    "slice-ptr",
+];
+const DEMO_POOL: [&str; 6] = [
+    "--get",
+    "storegw/pool.(*BucketedPool[uint8]).Get",
+    "--put",
+    "storegw/pool.(*BucketedPool[uint8]).Put",
+    "--object",
+    "slice-ptr",
+];
+
+/// A scratch directory, removed with everything in it.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("pooltrace-agent-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    /// A copy of fixture `name` under its own file name `as_name`, so that `--exe` matches
+    /// only the processes this test starts.
+    fn fixture_copy(&self, name: &str, as_name: &str) -> PathBuf {
+        let path = self.0.join(as_name);
+        std::fs::copy(fixture(name), &path).expect("copy fixture");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A running agent, stopped with SIGTERM when dropped.
+struct Agent {
+    child: Child,
+    stderr: Lines,
+    addr: String,
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(pooltrace_bin())
+            .args([
+                "agent",
+                "--listen",
+                &addr,
+                "--interval",
+                "1s",
+                "--scan-interval",
+                "1s",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let mut stderr = Lines::of(child.stderr.take().expect("stderr"));
+        stderr
+            .starting("pooltrace agent: serving", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("agent did not start: {e}"));
+        Self {
+            child,
+            stderr,
+            addr,
+        }
+    }
+
+    /// Waits until the agent says it attached to `pid`.
+    fn expect_attached(&mut self, pid: i32, limit: Duration) {
+        let prefix = "pooltrace agent: attached ";
+        let to = format!(" to PID {pid} (");
+        self.stderr
+            .matching(
+                "its attach",
+                |line| line.starts_with(prefix) && line.contains(&to),
+                limit,
+            )
+            .unwrap_or_else(|e| panic!("agent did not attach to PID {pid}: {e}"));
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        http_get(&self.addr, path)
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        String::from_utf8(body).expect("utf-8 metrics")
+    }
+
+    /// Polls /metrics until `done` holds for it, for at most `limit`; the last text either way.
+    fn metrics_until(&self, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = self.metrics();
+            if done(&text) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops the agent with SIGTERM; everything it said on stderr.
+    fn stop(mut self) -> Vec<String> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.stderr.until_end(Duration::from_secs(30));
+        let status = self.child.wait().expect("agent exits");
+        assert!(status.success(), "agent exited {status}");
+        std::mem::take(&mut self.stderr.seen)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 GET; the status and the body.
+fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, response[split + 4..].to_vec())
+}
+
+/// The value of the series `name{labels...}` whose labels include all of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.trim().parse().ok())?
+    })
+}
+
+/// Lines of samples in an OpenMetrics text (not comments).
+fn series(metrics: &str) -> Vec<&str> {
+    metrics.lines().filter(|l| !l.starts_with('#')).collect()
+}
+
+fn assert_one_line_error(output: &std::process::Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "exit {:?}: {stderr}",
+        output.status
+    );
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), [expected], "{stderr}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_failing_exit() {
+    let scratch = Scratch::new("bad");
+    let pools = scratch.0.join("pools.toml");
+    std::fs::write(
+        &pools,
+        "[[pool]]\npreset = \"sync\"\n\n[[pool]]\n  gett = \"x\"\n",
+    )
+    .unwrap();
+    let pools = pools.to_str().unwrap();
+    assert_one_line_error(
+        &run_pooltrace(&["agent", "--exe", "x", "--pools-file", pools]),
+        &format!(
+            "pooltrace: error: pools file {pools}: line 5, column 3: unknown field `gett`, \
+             expected one of `preset`, `get`, `put`, `object`, `kind`, `get_key`, `get_size`, \
+             `put_key`"
+        ),
+    );
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    assert_one_line_error(
+        &run_pooltrace(&["agent", "--exe", "x", "--pool", "sync", "--listen", &addr]),
+        &format!("pooltrace: error: cannot listen on {addr}: Address already in use"),
+    );
+    // clap's usage errors: its one line, then the usage.
+    for (args, first) in [
+        (
+            &["agent", "--exe", "x", "--pool", "sync", "--bogus"][..],
+            "error: unexpected argument '--bogus' found",
+        ),
+        (
+            &["agent", "--pool", "sync"][..],
+            "error: the following required arguments were not provided:",
+        ),
+        (
+            &["agent", "--exe", "x", "--pool", "sync", "--budget", "0"][..],
+            "error: invalid value '0' for '--budget <PCT>': \"0\" is not a percentage in (0, 100], e.g. 1 or 0.5",
+        ),
+    ] {
+        let output = run_pooltrace(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().next(), Some(first), "{args:?}");
+    }
+}
+
+/// Debian's Prometheus, scraping `target` every second, on a port of its own.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    _data: Scratch,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let data = Scratch::new("prometheus-data");
+        let config = data.0.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: pooltrace\n    static_configs:\n\
+                 \x20     - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(real_program("POOLTRACE_PROMETHEUS"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                data.0.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Self {
+            child,
+            addr,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(&prometheus.addr).is_err() {
+            assert!(Instant::now() < deadline, "prometheus did not listen");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        prometheus
+    }
+
+    /// The instant vector of a PromQL query: each series' labels and value.
+    fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let (status, body) = http_get(
+            &self.addr,
+            &format!("/api/v1/query?query={}", encode(promql)),
+        );
+        let json: Value = serde_json::from_slice(&body).expect("query JSON");
+        assert_eq!(status, 200, "{promql}: {json}");
+        json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (r["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// Polls `promql` until one series satisfies `done`, for at most `limit`.
+    fn until(&self, promql: &str, limit: Duration, done: impl Fn(f64) -> bool) -> (Value, f64) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let result = self.query(promql);
+            if let Some(found) = result.iter().find(|(_, v)| done(*v)) {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql}: last answer {result:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encoding of a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The demo's storegw serving on loopback, and its load generator, both killed on drop.
+struct Demo {
+    server: Child,
+    load: Child,
+}
+
+impl Demo {
+    fn start(storegw: &Path, seconds: u32) -> Self {
+        let mut server = Command::new(storegw)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve");
+        let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("listening line");
+        // Keep reading, or storegw's next status line dies of SIGPIPE.
+        std::thread::spawn(move || stdout.lines().for_each(drop));
+        let addr = first
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .expect("address")
+            .to_owned();
+        let load = Command::new(storegw)
+            .args(["load", "-addr", &addr, "-duration", &format!("{seconds}s")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("load");
+        Self { server, load }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for child in [&mut self.load, &mut self.server] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn prometheus_sees_exact_counts_and_the_demo_leak_and_pprof_reads_it() {
+    let scratch = Scratch::new("prometheus");
+    let counted = scratch.fixture_copy("poolfix-go1.27", "poolfix-prom");
+    let storegw = scratch.fixture_copy("storegw", "storegw-prom");
+    let pools: Vec<&str> = BUF_POOL.iter().chain(&DEMO_POOL).copied().collect();
+    let mut args = vec![
+        "--exe",
+        "poolfix-prom",
+        "--exe",
+        "storegw-prom",
+        "--budget",
+        "100",
+    ];
+    args.extend(&pools);
+    let mut agent = Agent::start(&args);
+    let prometheus = Prometheus::start(&agent.addr);
+
+    // Exact counts: the fixture counts its own Gets and Puts once the agent is attached.
+    let mut target = Target::start(&counted);
+    agent.expect_attached(target.pid, Duration::from_secs(10));
+    target.round();
+    let counts = target.round();
+    let pid = target.pid.to_string();
+    for (metric, key) in [
+        ("pooltrace_gets_total", "buf_gets"),
+        ("pooltrace_puts_total", "buf_puts"),
+    ] {
+        let promql = format!("{metric}{{pid=\"{pid}\",pool=\"main.(*BufPool).Get\"}}");
+        let expected = counts.get(key) as f64;
+        prometheus.until(&promql, Duration::from_secs(20), |v| v == expected);
+    }
+    let fraction = format!("pooltrace_get_sampling_fraction{{pid=\"{pid}\"}}");
+    prometheus.until(&fraction, Duration::from_secs(10), |v| v == 1.0);
+
+    // The demo's leak: the likeliest path names SeriesStream, and what it holds grows.
+    let demo = Demo::start(&storegw, 60);
+    let server = demo.server.id().to_string();
+    agent.expect_attached(demo.server.id() as i32, Duration::from_secs(10));
+    let top = format!("topk(1, pooltrace_path_leak_score{{pid=\"{server}\"}})");
+    let (leaking, _) = prometheus.until(&top, Duration::from_secs(40), |score| score >= 50.0);
+    let path = leaking["path"].as_str().expect("path label").to_owned();
+    let info = format!("pooltrace_path_info{{pid=\"{server}\",path=\"{path}\"}}");
+    let (labels, _) = prometheus.until(&info, Duration::from_secs(10), |v| v == 1.0);
+    let frames = labels["frames"].as_str().unwrap_or("");
+    assert!(
+        frames.contains("storegw/store.(*BucketStore).SeriesStream"),
+        "{labels}"
+    );
+    assert_eq!(
+        labels["caller"], "storegw/store.(*bucketChunkReader).save",
+        "{labels}"
+    );
+    let held = format!(
+        "sum(pooltrace_path_outstanding_objects{{pid=\"{server}\",path=\"{path}\"}}) + \
+         sum(pooltrace_path_collected_objects_total{{pid=\"{server}\",path=\"{path}\"}})"
+    );
+    let (_, first) = prometheus.until(&held, Duration::from_secs(10), |v| v > 0.0);
+    prometheus.until(&held, Duration::from_secs(30), |v| v > first);
+
+    // go tool pprof reads the same profile over HTTP and finds the leaking path in it.
+    let go = real_program("POOLTRACE_GO");
+    let pprof = Command::new(&go)
+        .args(["tool", "pprof", "-top", "-nodecount=100"])
+        .arg(format!("http://{}/debug/pprof/pool", agent.addr))
+        .env("PPROF_TMPDIR", &scratch.0)
+        .env("HOME", &scratch.0)
+        .output()
+        .expect("go tool pprof");
+    let top = String::from_utf8_lossy(&pprof.stdout);
+    assert!(
+        pprof.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pprof.stderr)
+    );
+    assert!(top.contains("Type: outstanding_objects"), "{top}");
+    assert!(
+        top.contains("storegw/store.(*BucketStore).SeriesStream"),
+        "{top}"
+    );
+
+    // The JSON report has one entry per process.
+    let (status, body) = agent.get("/report.json");
+    assert_eq!(status, 200);
+    let reports: Value = serde_json::from_slice(&body).expect("report JSON");
+    let pids: Vec<i64> = reports
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|r| r["pid"].as_i64())
+        .collect();
+    assert!(pids.contains(&i64::from(target.pid)), "{pids:?}");
+    assert!(pids.contains(&(demo.server.id() as i64)), "{pids:?}");
+    assert_eq!(agent.get("/healthz"), (200, b"ok\n".to_vec()));
+    drop(demo);
+    let said = agent.stop();
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("pooltrace agent: got SIGTERM, detaching from")),
+        "{said:?}"
+    );
+}
+
+/// The counts of `pid`'s BufPool in `metrics`.
+fn buf_counts(metrics: &str, pid: i32) -> (Option<f64>, Option<f64>) {
+    let labels = [("pid", &*pid.to_string()), ("pool", "main.(*BufPool).Get")];
+    (
+        sample(metrics, "pooltrace_gets_total", &labels),
+        sample(metrics, "pooltrace_puts_total", &labels),
+    )
+}
+
+/// Runs two rounds on an attached `target` and waits for the agent to serve its exact
+/// counts.
+fn assert_counted_exactly(agent: &Agent, target: &mut Target, pid: i32) {
+    target.round();
+    let counts = target.round();
+    let expected = (
+        Some(counts.get("buf_gets") as f64),
+        Some(counts.get("buf_puts") as f64),
+    );
+    let metrics = agent.metrics_until(Duration::from_secs(15), |m| buf_counts(m, pid) == expected);
+    assert_eq!(buf_counts(&metrics, pid), expected, "PID {pid}");
+}
+
+#[test]
+fn a_restarted_target_is_attached_again_within_5s_and_the_old_one_is_forgotten() {
+    let scratch = Scratch::new("restart");
+    let program = scratch.fixture_copy("poolfix-go1.27", "poolfix-restart");
+    let by_path = program.to_str().expect("utf-8 path");
+    let mut args = vec!["--exe", by_path, "--forget-after", "2s", "--budget", "100"];
+    args.extend(BUF_POOL);
+    let mut agent = Agent::start(&args);
+
+    let mut first = Target::start(&program);
+    agent.expect_attached(first.pid, Duration::from_secs(10));
+    let old = first.pid;
+    assert_counted_exactly(&agent, &mut first, old);
+    let (status, _) = first.exit();
+    assert_eq!(status.code(), Some(3));
+
+    let restarted = Instant::now();
+    let mut second = Target::start(&program);
+    agent.expect_attached(second.pid, Duration::from_secs(5));
+    let attached_after = restarted.elapsed();
+    assert!(
+        attached_after < Duration::from_secs(5),
+        "{attached_after:?}"
+    );
+    let new = second.pid;
+    assert_counted_exactly(&agent, &mut second, new);
+
+    let old_label = format!("pid=\"{old}\"");
+    let metrics = agent.metrics_until(Duration::from_secs(10), |m| !m.contains(&old_label));
+    assert!(
+        !metrics.contains(&old_label),
+        "PID {old} still served:\n{metrics}"
+    );
+    assert!(metrics.contains(&format!("pid=\"{new}\"")));
+    assert_eq!(
+        sample(&metrics, "pooltrace_targets_attached", &[]),
+        Some(1.0)
+    );
+    let said = agent.stop();
+    assert!(
+        said.iter().any(|l| l.starts_with(&format!(
+            "pooltrace agent: PID {old} (poolfix-restart) exited"
+        ))),
+        "{said:?}"
+    );
+}
+
+/// The one child of `pid` (what `unshare --fork` runs).
+fn only_child(pid: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(child) = children.split_whitespace().next() {
+            return child.parse().expect("a PID");
+        }
+        assert!(Instant::now() < deadline, "PID {pid} has no child");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_target_in_its_own_mount_and_pid_namespace_is_found_by_name_and_counted() {
+    let scratch = Scratch::new("namespace");
+    let mount = scratch.0.join("private");
+    std::fs::create_dir(&mount).expect("mount point");
+    let mut args = vec!["--exe", "poolfix-ns", "--budget", "100"];
+    args.extend(BUF_POOL);
+    let mut agent = Agent::start(&args);
+
+    // Its binary lives on a tmpfs mounted only in its own mount namespace: the host cannot
+    // see the file, only the process.
+    let mut command = Command::new("unshare");
+    command.args([
+        "--mount",
+        "--pid",
+        "--fork",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+    ]);
+    command.arg(format!(
+        "mount -t tmpfs tmpfs {dir} && cp {fixture} {dir}/poolfix-ns && exec {dir}/poolfix-ns",
+        dir = mount.display(),
+        fixture = fixture("poolfix-go1.27").display(),
+    ));
+    let mut target = Target::start_command(command);
+    assert_eq!(target.ready, "ready 1", "it is PID 1 of its namespace");
+    let host_pid = only_child(target.pid);
+    assert!(
+        !mount.join("poolfix-ns").exists(),
+        "the host sees the private mount"
+    );
+    agent.expect_attached(host_pid, Duration::from_secs(10));
+    assert_counted_exactly(&agent, &mut target, host_pid);
+    let metrics = agent.metrics();
+    let exe = sample(
+        &metrics,
+        "pooltrace_probes_attached",
+        &[("pid", &host_pid.to_string()), ("exe", "poolfix-ns")],
+    );
+    assert!(exe.is_some_and(|n| n > 0.0), "{metrics}");
+}
+
+#[test]
+fn thousands_of_call_paths_stay_within_the_series_bound_and_add_up() {
+    let scratch = Scratch::new("paths");
+    let program = scratch.fixture_copy("poolfix-go1.27", "poolfix-paths");
+    let top_paths = 20;
+    let mut args = vec![
+        "--exe",
+        "poolfix-paths",
+        "--top-paths",
+        "20",
+        "--budget",
+        "100",
+    ];
+    args.extend(CHUNK_POOL);
+    let mut agent = Agent::start(&args);
+    let mut target = Target::start(&program);
+    agent.expect_attached(target.pid, Duration::from_secs(10));
+    target.send("instances");
+    let counts = target.expect_line("counts");
+    assert!(counts.contains(" chunk_gets=3000 "), "{counts}");
+
+    let pid = target.pid.to_string();
+    let labels = [("pid", pid.as_str()), ("path", "other")];
+    let metrics = agent.metrics_until(Duration::from_secs(15), |m| {
+        sample(m, "pooltrace_outstanding_objects", &[("pid", &pid)]) == Some(3000.0)
+            && sample(m, "pooltrace_path_outstanding_objects", &labels).is_some_and(|v| v > 0.0)
+    });
+    assert_eq!(
+        sample(&metrics, "pooltrace_outstanding_objects", &[("pid", &pid)]),
+        Some(3000.0)
+    );
+    // Every object is in one exported path or in "other".
+    let paths: Vec<f64> = series(&metrics)
+        .into_iter()
+        .filter(|l| l.starts_with("pooltrace_path_outstanding_objects{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(paths.len(), top_paths + 1, "K paths and other");
+    assert_eq!(paths.iter().sum::<f64>(), 3000.0);
+    // The documented bound for one process and one pool: 4 + (44 + 4K), plus the agent's 2.
+    let bound = 4 + 44 + 4 * top_paths + 2;
+    let count = series(&metrics).len();
+    assert!(count <= bound, "{count} series, more than {bound}");
+    // A request head that never ends is cut off; the agent serves on.
+    let mut idle = TcpStream::connect(&agent.addr).expect("connect");
+    idle.write_all(b"GET /metrics HTTP/1.1\r\n")
+        .expect("partial request");
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let cut = Instant::now();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(
+        cut.elapsed() < Duration::from_secs(15),
+        "held open {:?}",
+        cut.elapsed()
+    );
+    assert_eq!(agent.get("/healthz").0, 200);
+}
