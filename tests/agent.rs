@@ -161,26 +161,10 @@ impl Drop for Agent {
     }
 }
 
-/// One HTTP/1.0 GET; the status and the body.
+/// One HTTP GET; the status and the body.
 fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, response[split + 4..].to_vec())
+    pooltrace_harness::http_get(addr, path, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
 
 /// The value of the series `name{labels...}` whose labels include all of `labels`.
@@ -673,8 +657,8 @@ fn thousands_of_call_paths_stay_within_the_series_bound_and_add_up() {
         .collect();
     assert_eq!(paths.len(), top_paths + 1, "K paths and other");
     assert_eq!(paths.iter().sum::<f64>(), 3000.0);
-    // The documented bound for one process and one pool: 4 + (44 + 4K), plus the agent's 2.
-    let bound = 4 + 44 + 4 * top_paths + 2;
+    // The documented bound for one process and one pool: 5 + (44 + 4K), plus the agent's 2.
+    let bound = 5 + 44 + 4 * top_paths + 2;
     let count = series(&metrics).len();
     assert!(count <= bound, "{count} series, more than {bound}");
     // A request head that never ends is cut off; the agent serves on.

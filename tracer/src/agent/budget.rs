@@ -53,7 +53,7 @@ impl Budget {
 
     /// The fraction for the next period, from the counters now, `seconds` after the last
     /// decision, during which Get was probed `in_force` of the time.
-    pub fn next(&mut self, counters: &[PoolCounters], seconds: f64, in_force: f64) -> f64 {
+    pub fn next(&mut self, counters: &[PoolCounters], seconds: f64, in_force: f64) -> Decision {
         let (mut get_ns, mut put_ns) = (0.0, 0.0);
         for ((c, last), (get_cost, put_cost)) in
             counters.iter().zip(&mut self.last).zip(&self.costs)
@@ -65,13 +65,25 @@ impl Budget {
             put_ns += puts as f64 * put_cost;
         }
         let seconds = seconds.max(1e-3);
-        fraction(
-            self.allowed_ns,
-            get_ns / seconds,
-            put_ns / seconds,
-            self.cap,
-        )
+        let (get_ns, put_ns) = (get_ns / seconds, put_ns / seconds);
+        let fraction = fraction(self.allowed_ns, get_ns, put_ns, self.cap);
+        Decision {
+            fraction,
+            cost_cores: (put_ns + fraction * get_ns) / 1e9,
+            put_over_budget: put_ns > self.allowed_ns,
+        }
     }
+}
+
+/// What the budget decided for the next period.
+pub struct Decision {
+    /// The share of the time Get is probed.
+    pub fraction: f64,
+    /// The probes' estimated cost with it, in cores.
+    pub cost_cores: f64,
+    /// Put's probes alone cost more than the budget: only Get can be sampled, so the budget
+    /// is not met.
+    pub put_over_budget: bool,
 }
 
 fn hit_cost(site: &Site) -> f64 {

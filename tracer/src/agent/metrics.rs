@@ -2,10 +2,10 @@
 //! scrapes, encoded by `prometheus-client` from the published reports at each scrape.
 //!
 //! The metric names and their labels are a contract (see the README's "Run it on a fleet").
-//! Series per traced process: 4 of its own; per pool 6 counters and gauges, 6 lost-event
+//! Series per traced process: 5 of its own; per pool 6 counters and gauges, 6 lost-event
 //! reasons and the hold-time histogram's 30 lines (28 buckets, sum, count); per exported
 //! call path 4, and 2 for `path="other"`. With `--top-paths K` and P pools that is at most
-//! 4 + P x (44 + 4K) series a process, plus 2 + one per failing executable for the agent.
+//! 5 + P x (44 + 4K) series a process, plus 2 + one per failing executable for the agent.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -126,6 +126,10 @@ const SKIPPED: Family = Family::counter(
 const FRACTION: Family = Family::gauge(
     "pooltrace_get_sampling_fraction",
     "The share of the time Get is probed (--budget, --sample-gets); Put always is.",
+);
+const COST: Family = Family::gauge(
+    "pooltrace_probe_cost_cores",
+    "The probes' estimated cost to the process, in cores, from its Get and Put rates.",
 );
 const HITS: Family = Family::counter("pooltrace_probe_hits", "Probe hits: Gets and Puts seen.");
 const PROBES: Family = Family::gauge("pooltrace_probes_attached", "Uprobes attached.");
@@ -315,6 +319,7 @@ impl Scrape {
             e,
             each().map(|(t, l)| (l, ConstGauge::new(t.sample_fraction))),
         )?;
+        COST.encode(e, each().map(|(t, l)| (l, ConstGauge::new(t.cost_cores))))?;
         HITS.encode(
             e,
             each().map(|(t, l)| {

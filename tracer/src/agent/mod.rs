@@ -77,6 +77,8 @@ pub struct TargetView {
     hold_buckets: Vec<Vec<u64>>,
     /// The share of the time Get is probed.
     sample_fraction: f64,
+    /// The probes' estimated cost, in cores.
+    cost_cores: f64,
     probes: usize,
     kernel_memory: u64,
     /// When it was seen to exit; its numbers are served until `--forget-after` later.

@@ -9,7 +9,11 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{budget::Budget, discover::Found, Config, Published, TargetView};
+use super::{
+    budget::{Budget, Decision},
+    discover::Found,
+    Config, Published, TargetView,
+};
 use crate::{
     error::Result,
     gobin::GoBinary,
@@ -71,6 +75,7 @@ pub async fn follow(
             history: History::default(),
             started: Instant::now(),
             fraction: 1.0,
+            cost_cores: 0.0,
         };
         let change = traced.until_stopped(&mut watch, stop).await?;
         if change.is_some() {
@@ -119,6 +124,8 @@ struct Traced<'a> {
     started: Instant,
     /// The share of the time Get is probed now.
     fraction: f64,
+    /// The probes' estimated cost at that fraction, in cores (0 until rates are known).
+    cost_cores: f64,
 }
 
 impl Traced<'_> {
@@ -142,6 +149,8 @@ impl Traced<'_> {
             self.config.interval,
         );
         let mut last_tick = Instant::now();
+        // Said once: Put's cost follows the load, which does not change its nature.
+        let mut warned = false;
         self.publish(false)?;
         loop {
             tokio::select! {
@@ -160,8 +169,13 @@ impl Traced<'_> {
                     let snapshot = self.publish(false)?;
                     let counters: Vec<_> = snapshot.pools.iter().map(|p| p.counters).collect();
                     let seconds = last_tick.elapsed().as_secs_f64();
-                    self.fraction = budget.next(&counters, seconds, self.fraction);
+                    let decision = budget.next(&counters, seconds, self.fraction);
                     last_tick = Instant::now();
+                    if decision.put_over_budget && !warned {
+                        warned = true;
+                        self.warn_over_budget(&decision);
+                    }
+                    (self.fraction, self.cost_cores) = (decision.fraction, decision.cost_cores);
                     if self.fraction >= 1.0 {
                         toggle_at = None;
                         if !gets_probed {
@@ -174,6 +188,18 @@ impl Traced<'_> {
                 }
             }
         }
+    }
+
+    fn warn_over_budget(&self, decision: &Decision) {
+        crate::status!(
+            "pooltrace agent: PID {} ({}): the probes cost about {:.1}% of a core, over \
+             --budget {}%: Put's alone are over it, and only Get is sampled ({:.0}% of the time)",
+            self.process.pid(),
+            self.found.identity.exe_name(),
+            decision.cost_cores * 100.0,
+            self.config.budget,
+            decision.fraction * 100.0,
+        );
     }
 
     /// Reads the maps, builds the report and publishes it; the snapshot is returned for the
@@ -219,6 +245,7 @@ impl Traced<'_> {
                 .collect(),
             report,
             sample_fraction: self.fraction,
+            cost_cores: self.cost_cores,
             probes: self.probes.attached(),
             kernel_memory: self.probes.kernel_memory(),
             exited: exited.then(Instant::now),
