@@ -2,7 +2,8 @@
 //! floor (count-only uprobes at exactly pooltrace's sites) and against bpftrace doing the same
 //! job, with the configurations alternated over repeats because this machine is shared and
 //! noisy. Also: user CPU at a fixed rate, memory with a million objects out, attach and
-//! table-load times on real programs, and the event rate stream mode sustains.
+//! table-load times on real programs, the event rate stream mode sustains, and the agent
+//! left running on a loaded service (`soak`).
 
 use std::{
     io::Write,
@@ -97,7 +98,7 @@ pub fn run() -> Result {
         tools::apt_install(&["bpftrace"])?;
     }
     println!("pooltrace benchmarks, {}", machine());
-    // POOLTRACE_BENCH_ONLY=overhead|sampling|cpu|memory|stream|attach runs one section.
+    // POOLTRACE_BENCH_ONLY=overhead|sampling|cpu|memory|stream|attach|soak runs one section.
     let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
     if wanted("overhead") {
@@ -121,6 +122,9 @@ pub fn run() -> Result {
     }
     if wanted("attach") {
         attach_times(&pooltrace)?;
+    }
+    if wanted("soak") {
+        crate::soak::run(&pooltrace)?;
     }
     Ok(())
 }
@@ -503,7 +507,7 @@ fn cpu_at_rate(pooltrace: &Path, target_bin: &Path) -> Result {
     Ok(())
 }
 
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')

@@ -103,8 +103,8 @@ fn listen_address(server: &mut Child) -> Result<String> {
     Ok(addr)
 }
 
-/// Kills the child when the demo ends, however it ends.
-struct Guard(Child);
+/// Kills the child when the demo (or the bench's soak) ends, however it ends.
+pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {

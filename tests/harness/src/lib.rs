@@ -1,10 +1,12 @@
-//! Driving child processes by the lines they print, each wait bounded in time: shared by the
-//! integration tests (which panic on a failure) and `cargo xtask bench` (which reports it).
+//! Driving child processes by the lines they print, each wait bounded in time, and asking an
+//! HTTP endpoint (the agent's): shared by the integration tests (which panic on a failure)
+//! and `cargo xtask bench` (which reports it).
 //! It depends on nothing of pooltrace's, so xtask builds even while the eBPF object is stale.
 
 use std::{
     fmt,
-    io::{BufRead, BufReader, Read},
+    io::{self, BufRead, BufReader, Read, Write},
+    net::TcpStream,
     sync::mpsc::{channel, Receiver},
     thread,
     time::{Duration, Instant},
@@ -101,6 +103,27 @@ impl Lines {
         self.seen.extend(fresh.iter().cloned());
         fresh
     }
+}
+
+/// One HTTP/1.0 GET of `path` from `addr` (the server closes the connection after it): the
+/// status and the body.
+pub fn http_get(addr: &str, path: &str, limit: Duration) -> io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(limit))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let malformed = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(malformed)?;
+    let status = String::from_utf8_lossy(&response[..split])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(malformed)?;
+    Ok((status, response[split + 4..].to_vec()))
 }
 
 #[cfg(test)]

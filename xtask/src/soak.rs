@@ -1,0 +1,183 @@
+//! `cargo xtask bench`, section `soak`: `pooltrace agent` on the demo service under a
+//! saturating load for ten minutes (`POOLTRACE_SOAK_SECONDS` changes it), `/metrics` scraped
+//! every second, as a fleet would run it. Prints the agent's resident memory, its CPU and the
+//! kernel maps' memory over time, and the service's throughput with the agent against runs
+//! without it just before and just after.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use pooltrace_harness::{http_get, Lines};
+
+use crate::{
+    bench::cpu_ticks,
+    demo::{self, Guard},
+    workspace, Result,
+};
+
+/// Requests a second the load generator asks for: more than the service can answer on this
+/// machine, so that what it answers is its throughput.
+const RATE: &str = "20000";
+/// Each run without the agent (or the soak's length, if shorter).
+const BASELINE: Duration = Duration::from_secs(60);
+/// How often a row of figures is printed.
+const ROW_EVERY: Duration = Duration::from_secs(60);
+
+pub fn run(pooltrace: &Path) -> Result {
+    let seconds: u64 = match std::env::var("POOLTRACE_SOAK_SECONDS") {
+        Ok(text) => text.parse()?,
+        Err(_) => 600,
+    };
+    let out = workspace().join("target/bench");
+    let storegw = demo::build(&out)?;
+    println!("\n== agent soak: storegw under load for {seconds} s, /metrics scraped every second");
+    let baseline = BASELINE.min(Duration::from_secs(seconds));
+    let before = throughput(&storegw, baseline, |_| Ok(()))?;
+    println!(
+        "   without the agent: {before:.0} requests/s ({} s)",
+        baseline.as_secs()
+    );
+    let with = throughput(&storegw, Duration::from_secs(seconds), |server| {
+        watch_agent(pooltrace, server, Duration::from_secs(seconds))
+    })?;
+    let after = throughput(&storegw, baseline, |_| Ok(()))?;
+    println!(
+        "   without the agent: {after:.0} requests/s ({} s)",
+        baseline.as_secs()
+    );
+    println!(
+        "   with the agent: {with:.0} requests/s, {:.3} of the runs without it",
+        with / ((before + after) / 2.0)
+    );
+    Ok(())
+}
+
+/// Serves storegw under load for `length` while `during` runs (given the server's PID);
+/// requests answered a second.
+fn throughput(storegw: &Path, length: Duration, during: impl FnOnce(u32) -> Result) -> Result<f64> {
+    let mut server = Guard(
+        Command::new(storegw)
+            // No refusals: the leak must not change the work a request does over the run.
+            .args(["serve", "-pool-max-mib", "1000000"])
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut stdout = BufReader::new(server.0.stdout.take().ok_or("stdout")?);
+    let mut first = String::new();
+    stdout.read_line(&mut first)?;
+    thread::spawn(move || stdout.lines().for_each(drop));
+    let addr = first
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .ok_or("no address")?
+        .to_owned();
+    let mut load = Command::new(storegw)
+        .args(["load", "-addr", &addr, "-rate", RATE])
+        .arg(format!("-duration={}s", length.as_secs()))
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = Lines::of(load.stdout.take().ok_or("stdout")?);
+    during(server.0.id())?;
+    let done = lines.starting("load:", length + Duration::from_secs(60))?;
+    load.wait()?;
+    // "load: N requests, M failed": both are answers.
+    let requests: f64 = done
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .ok_or("no request count")?;
+    Ok(requests / length.as_secs_f64())
+}
+
+/// Runs the agent on `server` for `length`, scraping it every second, and prints a row of
+/// figures every `ROW_EVERY`: the agent's RSS and CPU (user + system) since the last row,
+/// the kernel maps' memory, Get's sampling fraction, the probes' estimated cost (percent of
+/// a core), the slowest scrape since the last row, and the objects outstanding.
+fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
+    let addr = "127.0.0.1:19464";
+    let mut agent = Guard(
+        Command::new(pooltrace)
+            .args(["agent", "--listen", addr, "--pid", &server.to_string()])
+            .args(["--get", "storegw/pool.(*BucketedPool[uint8]).Get"])
+            .args(["--put", "storegw/pool.(*BucketedPool[uint8]).Put"])
+            .args(["--object", "slice-ptr"])
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let mut said = Lines::of(agent.0.stderr.take().ok_or("stderr")?);
+    said.starting("pooltrace agent: attached", Duration::from_secs(60))?;
+    println!(
+        "   {:>6}  {:>10}  {:>9}  {:>11}  {:>8}  {:>10}  {:>9}  {:>11}",
+        "t (s)",
+        "agent RSS",
+        "agent CPU",
+        "kernel maps",
+        "Get frac",
+        "est. cost",
+        "scrape ms",
+        "outstanding"
+    );
+    let started = Instant::now();
+    let (mut last_ticks, mut last_row) = (cpu_ticks(agent.0.id())?, started);
+    let mut slowest_scrape = Duration::ZERO;
+    while started.elapsed() < length {
+        let asked = Instant::now();
+        let (status, body) = http_get(addr, "/metrics", Duration::from_secs(10))?;
+        slowest_scrape = slowest_scrape.max(asked.elapsed());
+        if status != 200 {
+            return Err(format!("/metrics answered {status}").into());
+        }
+        if last_row.elapsed() >= ROW_EVERY || started.elapsed() + Duration::from_secs(1) >= length {
+            let metrics = String::from_utf8_lossy(&body);
+            let ticks = cpu_ticks(agent.0.id())?;
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            let cpu = 100.0 * (ticks - last_ticks) as f64 / hz / last_row.elapsed().as_secs_f64();
+            println!(
+                "   {:>6}  {:>7.1} MiB  {:>8.2}%  {:>7.1} MiB  {:>8.3}  {:>9.1}%  {:>9.1}  {:>11}",
+                started.elapsed().as_secs(),
+                resident_kib(agent.0.id())? as f64 / 1024.0,
+                cpu,
+                value(&metrics, "pooltrace_kernel_map_bytes") / 1048576.0,
+                value(&metrics, "pooltrace_get_sampling_fraction"),
+                value(&metrics, "pooltrace_probe_cost_cores") * 100.0,
+                slowest_scrape.as_secs_f64() * 1000.0,
+                value(&metrics, "pooltrace_outstanding_objects"),
+            );
+            (last_ticks, last_row, slowest_scrape) = (ticks, Instant::now(), Duration::ZERO);
+        }
+        thread::sleep(Duration::from_secs(1).saturating_sub(asked.elapsed()));
+    }
+    // SIGTERM: the agent detaches as a fleet's would on a rollout.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    agent.0.wait()?;
+    Ok(())
+}
+
+/// The first series of `name` in an OpenMetrics text.
+fn value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn resident_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("no VmRSS value")?
+        .parse()?)
+}
