@@ -54,8 +54,8 @@ pub enum Command {
 
 const AGENT_EXAMPLES: &str = "\
 Examples:
-  Watch every storegw process on this host, and what Prometheus sees:
-    sudo pooltrace agent --listen 127.0.0.1:9464 --exe storegw --pool thanos
+  Watch every Thanos process on this host, and what Prometheus sees:
+    sudo pooltrace agent --listen 127.0.0.1:9464 --exe thanos --pool thanos
     curl -s 127.0.0.1:9464/metrics | grep pooltrace_path_outstanding_objects
 
   Services named in a pools file, on every interface, and the leaking paths in pprof:
