@@ -335,6 +335,22 @@ impl Drop for Prometheus {
     }
 }
 
+/// The `expr` of the alerting rule in the README's Prometheus section.
+fn readme_alert_expr() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+        .expect("README.md");
+    let after = readme
+        .split_once("        expr: |\n")
+        .expect("an alert expr in the README")
+        .1;
+    after
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("for:"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Percent-encoding of a query parameter.
 fn encode(text: &str) -> String {
     text.bytes()
@@ -447,6 +463,16 @@ fn prometheus_sees_exact_counts_and_the_demo_leak_and_pprof_reads_it() {
     );
     let (_, first) = prometheus.until(&held, Duration::from_secs(10), |v| v > 0.0);
     prometheus.until(&held, Duration::from_secs(30), |v| v > first);
+
+    // The README's alert, as written there, fires on this path.
+    let alert = readme_alert_expr();
+    let firing = prometheus.query(&alert);
+    assert!(
+        firing
+            .iter()
+            .any(|(labels, _)| labels["pid"] == server && labels["path"] == path),
+        "{alert}: {firing:?}"
+    );
 
     // go tool pprof reads the same profile over HTTP and finds the leaking path in it.
     let go = real_program("POOLTRACE_GO");
