@@ -20,7 +20,7 @@ use crate::{
         self, keyspec::Side, pools_file, KnownPools, Limits, PoolEntry, PoolPlan, PoolSpec, Probes,
     },
     process::{signal_name, Change, Ending, Process, Spawned, Watch},
-    report::{self, spinner, History, Report, ReportFormat, Style},
+    report::{self, spinner, History, Report, ReportFormat, SortBy, Style},
     signals::{Received, Signals},
     symbolize::{InProcess, Symbolizer},
     tracking::Snapshot,
@@ -311,26 +311,20 @@ async fn trace(
     attached: impl FnOnce(&mut Process) -> Result<()>,
 ) -> Result<(Stop, Result<()>)> {
     let limits = Limits {
-        max_objects: options.max_objects,
-        max_stacks: options.max_stacks,
+        max_objects: options.maps.max_objects,
+        max_stacks: options.maps.max_stacks,
     };
     let probes = Probes::attach(&process, binary, &plans, limits)?;
     attached(&mut process)?;
     ends.arm_exec(&process);
     let mut trace = Trace {
         args: options,
-        binary,
-        process,
-        probes,
-        plans,
-        symbolizer: Symbolizer::new(binary),
-        history: History::default(),
-        started: Instant::now(),
+        attached: Attached::new(binary, process, probes, plans),
     };
     crate::status_text!("{}", trace.attach_summary());
 
     let stop = trace.run_until_stopped(ends).await?;
-    crate::status!("{}", stop.message(trace.process.pid()));
+    crate::status!("{}", stop.message(trace.attached.process.pid()));
     let last = trace.report()?;
     drop(trace);
     Ok((stop, write_report(options, output, &last)))
@@ -351,16 +345,75 @@ fn write_report(options: &TraceOptions, output: Option<OutputFile>, last: &Repor
 /// `--sample-gets` cycles Get's probes over this period.
 const SAMPLE_CYCLE: Duration = Duration::from_millis(500);
 
-/// One attached run; dropping it detaches the probes.
+/// One attached run of `report` or `run`; dropping it detaches the probes.
 struct Trace<'a> {
     args: &'a TraceOptions,
-    binary: &'a GoBinary,
-    process: Process,
-    probes: Probes,
-    plans: Vec<PoolPlan>,
+    attached: Attached<'a>,
+}
+
+/// An attached process and what turns its kernel maps into reports, for every command that
+/// reports (`report`, `run`, the agent); dropping it detaches the probes.
+pub(crate) struct Attached<'a> {
+    pub(crate) binary: &'a GoBinary,
+    pub(crate) process: Process,
+    pub(crate) probes: Probes,
+    pub(crate) plans: Vec<PoolPlan>,
     symbolizer: Symbolizer<'a>,
     history: History,
     started: Instant,
+}
+
+/// How a report is cut from the maps: `report`'s options, or the agent's.
+pub(crate) struct Cut {
+    pub(crate) min_age: Duration,
+    pub(crate) sort: SortBy,
+    pub(crate) sample_gets: Option<f64>,
+    pub(crate) top: usize,
+}
+
+impl<'a> Attached<'a> {
+    pub(crate) fn new(
+        binary: &'a GoBinary,
+        process: Process,
+        probes: Probes,
+        plans: Vec<PoolPlan>,
+    ) -> Self {
+        Self {
+            binary,
+            process,
+            probes,
+            plans,
+            symbolizer: Symbolizer::new(binary),
+            history: History::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Reads the kernel maps once, and the report built from what they held.
+    pub(crate) fn report(&mut self, cut: &Cut) -> Result<(Snapshot, Report)> {
+        let min_age_ns = u64::try_from(cut.min_age.as_nanos()).unwrap_or(u64::MAX);
+        let snapshot = Snapshot::read(&self.probes, self.plans.len(), min_age_ns)?;
+        let report = Report::build(
+            &snapshot,
+            report::Context {
+                pid: self.process.pid(),
+                binary: self.process.exe_name(),
+                build: self.binary.build_info(),
+                plans: &self.plans,
+                symbolizer: &mut InProcess {
+                    symbolizer: &mut self.symbolizer,
+                    process: &self.process,
+                },
+                history: &mut self.history,
+                sort: cut.sort,
+                elapsed_ms: self.started.elapsed().as_millis() as u64,
+                min_age_ms: cut.min_age.as_millis() as u64,
+                sample_gets: cut.sample_gets,
+                top: cut.top,
+            },
+        );
+        Ok((snapshot, report))
+    }
 }
 
 impl Trace<'_> {
@@ -369,12 +422,12 @@ impl Trace<'_> {
         let deadline = self
             .args
             .duration
-            .map(|d| tokio::time::Instant::from_std(self.started + d));
+            .map(|d| tokio::time::Instant::from_std(self.attached.started + d));
         let period = match self.args.interval {
             interval if interval.is_zero() => Duration::from_secs(u64::MAX / 4),
             interval => interval,
         };
-        let first = tokio::time::Instant::from_std(self.started + period);
+        let first = tokio::time::Instant::from_std(self.attached.started + period);
         let mut ticks = tokio::time::interval_at(first, period);
         let sampling = self.args.sample_gets.filter(|&fraction| fraction < 1.0);
         let mut gets_probed = true;
@@ -389,7 +442,7 @@ impl Trace<'_> {
                 _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
                 _ = sleep_until(toggle_at) => {
                     gets_probed = !gets_probed;
-                    self.probes.set_gets_probed(gets_probed)?;
+                    self.attached.probes.set_gets_probed(gets_probed)?;
                     toggle_at = sampling.map(|fraction| phase(gets_probed, fraction));
                 }
                 _ = ticks.tick() => {
@@ -398,7 +451,7 @@ impl Trace<'_> {
                     if let Some(stop) = ends.execed() {
                         return Ok(stop);
                     }
-                    self.process.refresh_mappings();
+                    self.attached.process.refresh_mappings();
                     let report = self.report()?;
                     match self.args.format {
                         ReportFormat::Text => {
@@ -416,49 +469,36 @@ impl Trace<'_> {
     }
 
     fn report(&mut self) -> Result<Report> {
-        let min_age_ns = u64::try_from(self.args.min_age.as_nanos()).unwrap_or(u64::MAX);
-        let snapshot = Snapshot::read(&self.probes, self.plans.len(), min_age_ns)?;
-        Ok(Report::build(
-            &snapshot,
-            report::Context {
-                pid: self.process.pid(),
-                binary: self.process.exe_name(),
-                build: self.binary.build_info(),
-                plans: &self.plans,
-                symbolizer: &mut InProcess {
-                    symbolizer: &mut self.symbolizer,
-                    process: &self.process,
-                },
-                history: &mut self.history,
-                sort: self.args.sort,
-                elapsed_ms: self.started.elapsed().as_millis() as u64,
-                min_age_ms: self.args.min_age.as_millis() as u64,
-                sample_gets: self.args.sample_gets,
-                top: self.args.top,
-            },
-        ))
+        let cut = Cut {
+            min_age: self.args.min_age,
+            sort: self.args.sort,
+            sample_gets: self.args.sample_gets,
+            top: self.args.top,
+        };
+        Ok(self.attached.report(&cut)?.1)
     }
 
     fn attach_summary(&self) -> String {
         let build = self
+            .attached
             .binary
             .build_info()
             .map(|b| format!(", {}", b.go_version))
             .unwrap_or_default();
-        let symbols = match self.binary.symbol_source() {
+        let symbols = match self.attached.binary.symbol_source() {
             SymbolSource::Symtab => "symbols from .symtab",
             SymbolSource::Pclntab => "stripped: symbols from gopclntab",
         };
         let mut text = format!(
             "pooltrace: attached {} uprobes to PID {} ({}{build}; {symbols})\n  kernel maps: {} for up to {} objects and {} stacks (--max-objects, --max-stacks)\n",
-            self.probes.attached(),
-            self.process.pid(),
-            self.process.exe_name(),
-            crate::units::bytes(self.probes.kernel_memory()),
-            self.args.max_objects,
-            self.args.max_stacks,
+            self.attached.probes.attached(),
+            self.attached.process.pid(),
+            self.attached.process.exe_name(),
+            crate::units::bytes(self.attached.probes.kernel_memory()),
+            self.args.maps.max_objects,
+            self.args.maps.max_stacks,
         );
-        for plan in &self.plans {
+        for plan in &self.attached.plans {
             text += &plan_summary(plan);
         }
         text

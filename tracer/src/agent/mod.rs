@@ -21,7 +21,7 @@ use target::Outcome;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    cli::AgentArgs,
+    cli::{AgentArgs, MapSizes},
     error::{Error, Result},
     output::write_stdout,
     probes::{self, PoolEntry},
@@ -39,8 +39,7 @@ pub struct Config {
     budget: f64,
     sample_gets: Option<f64>,
     min_age: Duration,
-    max_objects: u32,
-    max_stacks: u32,
+    maps: MapSizes,
 }
 
 /// The latest numbers of every process traced (or exited, until forgotten), and the
@@ -114,8 +113,7 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         budget: args.budget,
         sample_gets: args.sample_gets,
         min_age: args.min_age,
-        max_objects: args.max_objects,
-        max_stacks: args.max_stacks,
+        maps: args.maps,
     });
     let local = tokio::task::LocalSet::new();
     let agent = Agent {

@@ -17,11 +17,10 @@ use super::{
 use crate::{
     error::Result,
     gobin::GoBinary,
-    probes::{Limits, PoolPlan, Probes},
+    probes::{Limits, Probes},
     process::{Change, Process},
-    report::{History, Report, SortBy},
-    session::{plan_present_pools, sleep_until},
-    symbolize::{InProcess, Symbolizer},
+    report::SortBy,
+    session::{plan_present_pools, sleep_until, Attached, Cut},
     tracking::Snapshot,
 };
 
@@ -52,8 +51,8 @@ pub async fn follow(
             crate::status!("pooltrace agent: PID {pid} ({exe}): {}", why.chain());
         }
         let limits = Limits {
-            max_objects: config.max_objects,
-            max_stacks: config.max_stacks,
+            max_objects: config.maps.max_objects,
+            max_stacks: config.maps.max_stacks,
         };
         let probes = Probes::attach(&process, &binary, &plans, limits)?;
         let mut watch = process.watch()?;
@@ -67,13 +66,7 @@ pub async fn follow(
             found: &found,
             config: &config,
             published: &published,
-            process,
-            symbolizer: Symbolizer::new(&binary),
-            binary: &binary,
-            plans,
-            probes,
-            history: History::default(),
-            started: Instant::now(),
+            attached: Attached::new(&binary, process, probes, plans),
             fraction: 1.0,
             cost_cores: 0.0,
         };
@@ -115,13 +108,7 @@ struct Traced<'a> {
     found: &'a Found,
     config: &'a Config,
     published: &'a Mutex<Published>,
-    process: Process,
-    binary: &'a GoBinary,
-    symbolizer: Symbolizer<'a>,
-    plans: Vec<PoolPlan>,
-    probes: Probes,
-    history: History,
-    started: Instant,
+    attached: Attached<'a>,
     /// The share of the time Get is probed now.
     fraction: f64,
     /// The probes' estimated cost at that fraction, in cores (0 until rates are known).
@@ -136,7 +123,11 @@ impl Traced<'_> {
         watch: &mut crate::process::Watch,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Option<Change>> {
-        let mut budget = Budget::new(self.config.budget, self.config.sample_gets, &self.plans);
+        let mut budget = Budget::new(
+            self.config.budget,
+            self.config.sample_gets,
+            &self.attached.plans,
+        );
         self.fraction = budget.initial();
         let mut gets_probed = true;
         let phase = |probed: bool, fraction: f64| {
@@ -158,14 +149,14 @@ impl Traced<'_> {
                 change = watch.changed() => return Ok(Some(change)),
                 _ = sleep_until(toggle_at) => {
                     gets_probed = !gets_probed;
-                    self.probes.set_gets_probed(gets_probed)?;
+                    self.attached.probes.set_gets_probed(gets_probed)?;
                     toggle_at = Some(phase(gets_probed, self.fraction));
                 }
                 _ = ticks.tick() => {
                     if let Some(now) = watch.execed() {
                         return Ok(Some(Change::Execed(now)));
                     }
-                    self.process.refresh_mappings();
+                    self.attached.process.refresh_mappings();
                     let snapshot = self.publish(false)?;
                     let counters: Vec<_> = snapshot.pools.iter().map(|p| p.counters).collect();
                     let seconds = last_tick.elapsed().as_secs_f64();
@@ -180,7 +171,7 @@ impl Traced<'_> {
                         toggle_at = None;
                         if !gets_probed {
                             gets_probed = true;
-                            self.probes.set_gets_probed(true)?;
+                            self.attached.probes.set_gets_probed(true)?;
                         }
                     } else if toggle_at.is_none() {
                         toggle_at = Some(phase(gets_probed, self.fraction));
@@ -194,7 +185,7 @@ impl Traced<'_> {
         crate::status!(
             "pooltrace agent: PID {} ({}): the probes cost about {:.1}% of a core, over \
              --budget {}%: Put's alone are over it, and only Get is sampled ({:.0}% of the time)",
-            self.process.pid(),
+            self.attached.process.pid(),
             self.found.identity.exe_name(),
             decision.cost_cores * 100.0,
             self.config.budget,
@@ -205,28 +196,13 @@ impl Traced<'_> {
     /// Reads the maps, builds the report and publishes it; the snapshot is returned for the
     /// budget's counters.
     fn publish(&mut self, exited: bool) -> Result<Snapshot> {
-        let min_age = self.config.min_age;
-        let min_age_ns = u64::try_from(min_age.as_nanos()).unwrap_or(u64::MAX);
-        let snapshot = Snapshot::read(&self.probes, self.plans.len(), min_age_ns)?;
-        let report = Report::build(
-            &snapshot,
-            crate::report::Context {
-                pid: self.process.pid(),
-                binary: self.process.exe_name(),
-                build: self.binary.build_info(),
-                plans: &self.plans,
-                symbolizer: &mut InProcess {
-                    symbolizer: &mut self.symbolizer,
-                    process: &self.process,
-                },
-                history: &mut self.history,
-                sort: SortBy::Score,
-                elapsed_ms: self.started.elapsed().as_millis() as u64,
-                min_age_ms: min_age.as_millis() as u64,
-                sample_gets: Some(self.fraction),
-                top: self.config.top_paths,
-            },
-        );
+        let cut = Cut {
+            min_age: self.config.min_age,
+            sort: SortBy::Score,
+            sample_gets: Some(self.fraction),
+            top: self.config.top_paths,
+        };
+        let (snapshot, report) = self.attached.report(&cut)?;
         let view = TargetView {
             identity: self.found.identity.clone(),
             container: self.found.container.clone(),
@@ -246,8 +222,8 @@ impl Traced<'_> {
             report,
             sample_fraction: self.fraction,
             cost_cores: self.cost_cores,
-            probes: self.probes.attached(),
-            kernel_memory: self.probes.kernel_memory(),
+            probes: self.attached.probes.attached(),
+            kernel_memory: self.attached.probes.kernel_memory(),
             exited: exited.then(Instant::now),
         };
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
