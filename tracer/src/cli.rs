@@ -130,16 +130,9 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub min_age: Duration,
 
-    /// Most objects tracked at once per process (kernel hash map entries, ~100 bytes each);
-    /// beyond it, objects are counted as lost (`pooltrace_lost_events_total`).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_objects: u32,
-
-    /// Distinct Get stacks kept per process (kernel hash map entries, ~530 bytes each).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_STACKS,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_stacks: u32,
+    /// How much each process's kernel maps hold.
+    #[command(flatten)]
+    pub maps: MapSizes,
 
     /// Check the options and the pools file, print what would be watched, and exit without
     /// listening or attaching (needs no privileges).
@@ -343,7 +336,16 @@ pub struct TraceOptions {
     #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
     pub sample_gets: Option<f64>,
 
-    /// Most objects tracked at once (kernel hash map entries, ~100 bytes each).
+    /// How much the kernel maps hold.
+    #[command(flatten)]
+    pub maps: MapSizes,
+}
+
+/// How much the kernel maps hold, for every command that reports.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct MapSizes {
+    /// Most objects tracked at once (kernel hash map entries, ~100 bytes each); beyond it,
+    /// objects are counted as lost, never dropped silently.
     #[arg(long, value_name = "N", default_value_t = tracer_common::DEFAULT_MAX_OBJECTS,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_objects: u32,
