@@ -5,7 +5,7 @@
 //! input gets one line.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -13,7 +13,7 @@ use std::{
 };
 
 use pooltrace_harness::Lines;
-use pooltrace_tests::{fixture, pooltrace_bin, real_program, run_pooltrace, Target, Value};
+use pooltrace_tests::{fixture, pooltrace_bin, real_program, run_pooltrace, Demo, Target, Value};
 
 const BUF_POOL: [&str; 4] = [
     "--get",
@@ -337,8 +337,9 @@ impl Drop for Prometheus {
 
 /// The `expr` of the alerting rule in the README's Prometheus section.
 fn readme_alert_expr() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
     let after = readme
         .split_once("        expr: |\n")
         .expect("an alert expr in the README")
@@ -361,47 +362,6 @@ fn encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// The demo's storegw serving on loopback, and its load generator, both killed on drop.
-struct Demo {
-    server: Child,
-    load: Child,
-}
-
-impl Demo {
-    fn start(storegw: &Path, seconds: u32) -> Self {
-        let mut server = Command::new(storegw)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("serve");
-        let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
-        let mut first = String::new();
-        stdout.read_line(&mut first).expect("listening line");
-        // Keep reading, or storegw's next status line dies of SIGPIPE.
-        std::thread::spawn(move || stdout.lines().for_each(drop));
-        let addr = first
-            .split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .expect("address")
-            .to_owned();
-        let load = Command::new(storegw)
-            .args(["load", "-addr", &addr, "-duration", &format!("{seconds}s")])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("load");
-        Self { server, load }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        for child in [&mut self.load, &mut self.server] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 #[test]
@@ -441,8 +401,8 @@ fn prometheus_sees_exact_counts_and_the_demo_leak_and_pprof_reads_it() {
 
     // The demo's leak: the likeliest path names SeriesStream, and what it holds grows.
     let demo = Demo::start(&storegw, 60);
-    let server = demo.server.id().to_string();
-    agent.expect_attached(demo.server.id() as i32, Duration::from_secs(10));
+    let server = demo.pid().to_string();
+    agent.expect_attached(demo.pid(), Duration::from_secs(10));
     let top = format!("topk(1, pooltrace_path_leak_score{{pid=\"{server}\"}})");
     let (leaking, _) = prometheus.until(&top, Duration::from_secs(40), |score| score >= 50.0);
     let path = leaking["path"].as_str().expect("path label").to_owned();
@@ -506,7 +466,7 @@ fn prometheus_sees_exact_counts_and_the_demo_leak_and_pprof_reads_it() {
         .filter_map(|r| r["pid"].as_i64())
         .collect();
     assert!(pids.contains(&i64::from(target.pid)), "{pids:?}");
-    assert!(pids.contains(&(demo.server.id() as i64)), "{pids:?}");
+    assert!(pids.contains(&i64::from(demo.pid())), "{pids:?}");
     assert_eq!(agent.get("/healthz"), (200, b"ok\n".to_vec()));
     drop(demo);
     let said = agent.stop();

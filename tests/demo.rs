@@ -2,12 +2,7 @@
 //! leaking streaming path, with Get's immediate caller, and the healthy Series path holds
 //! no old objects.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-};
-
-use pooltrace_tests::{fixture, functions, pool, u64_of, Tracer};
+use pooltrace_tests::{fixture, functions, pool, u64_of, Demo, Tracer};
 
 const GET: &str = "storegw/pool.(*BucketedPool[uint8]).Get";
 const PUT: &str = "storegw/pool.(*BucketedPool[uint8]).Put";
@@ -19,52 +14,6 @@ fn pool_and(extra: &[&'static str]) -> Vec<&'static str> {
     POOL.iter().chain(extra).copied().collect()
 }
 
-struct Killed(Child);
-
-/// storegw serving on loopback under its load generator for `seconds`.
-struct Demo {
-    server: Killed,
-    _load: Killed,
-}
-
-impl Demo {
-    fn start(seconds: u32) -> Self {
-        let storegw = fixture("storegw");
-        let mut server = Killed(
-            Command::new(&storegw)
-                .arg("serve")
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("serve"),
-        );
-        let mut stdout = BufReader::new(server.0.stdout.take().expect("stdout"));
-        let mut first = String::new();
-        stdout.read_line(&mut first).expect("listening line");
-        // Keep reading, or storegw's next status line dies of SIGPIPE.
-        std::thread::spawn(move || stdout.lines().for_each(drop));
-        let addr = first
-            .split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .expect("address")
-            .to_owned();
-        let load = Killed(
-            Command::new(&storegw)
-                .args(["load", "-addr", &addr, "-duration", &format!("{seconds}s")])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("load"),
-        );
-        Self {
-            server,
-            _load: load,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.server.0.id() as i32
-    }
-}
-
 fn stack_through<'a>(
     stacks: &'a [pooltrace_tests::Value],
     function: &str,
@@ -74,16 +23,9 @@ fn stack_through<'a>(
         .find(|s| functions(s).iter().any(|f| f == function))
 }
 
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn demo_reports_the_leaking_stream_path_first_and_not_the_healthy_one() {
-    let demo = Demo::start(20);
+    let demo = Demo::start(&fixture("storegw"), 20);
     let tracer = Tracer::attach(
         demo.pid(),
         &pool_and(&["--min-age", "2s", "--duration", "12s"]),
@@ -120,7 +62,7 @@ fn demo_reports_the_leaking_stream_path_first_and_not_the_healthy_one() {
 
 #[test]
 fn the_leak_outscores_a_busy_healthy_path_whose_release_path_names_its_close() {
-    let demo = Demo::start(20);
+    let demo = Demo::start(&fixture("storegw"), 20);
     let tracer = Tracer::attach(
         demo.pid(),
         &pool_and(&["--interval", "3s", "--duration", "12s"]),

@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     thread::{self, JoinHandle},
@@ -141,6 +141,53 @@ impl Drop for Target {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The demo's storegw serving on loopback under its load generator for `seconds`, both
+/// killed when dropped.
+pub struct Demo {
+    server: Child,
+    load: Child,
+}
+
+impl Demo {
+    pub fn start(storegw: &Path, seconds: u32) -> Self {
+        let mut server = Command::new(storegw)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve");
+        let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("listening line");
+        // Keep reading, or storegw's next status line dies of SIGPIPE.
+        thread::spawn(move || stdout.lines().for_each(drop));
+        let addr = first
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .expect("address")
+            .to_owned();
+        let load = Command::new(storegw)
+            .args(["load", "-addr", &addr, "-duration", &format!("{seconds}s")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("load");
+        Self { server, load }
+    }
+
+    /// The server's PID.
+    pub fn pid(&self) -> i32 {
+        self.server.id() as i32
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        for child in [&mut self.load, &mut self.server] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -45,7 +45,7 @@ pub fn run() -> Result {
             .stdout(Stdio::piped())
             .spawn()?,
     );
-    let addr = listen_address(&mut server.0)?;
+    let addr = listen_address(&mut server.0, true)?;
     tools::say(&format!("starting the load generator against {addr}"));
     let _load = Guard(
         Command::new(&storegw)
@@ -84,12 +84,15 @@ pub fn run() -> Result {
     Ok(())
 }
 
-/// Reads storegw's "listening on ADDR" line, then echoes the rest of its output.
-fn listen_address(server: &mut Child) -> Result<String> {
+/// Reads storegw's "listening on ADDR" line, then reads the rest of its output (echoing it
+/// with `echo`), so that storegw never dies of SIGPIPE.
+pub fn listen_address(server: &mut Child, echo: bool) -> Result<String> {
     let stdout = server.stdout.take().ok_or("storegw stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().ok_or("storegw exited before listening")??;
-    println!("{first}");
+    if echo {
+        println!("{first}");
+    }
     let addr = first
         .split_whitespace()
         .find(|w| w.starts_with("127.0.0.1:"))
@@ -98,6 +101,7 @@ fn listen_address(server: &mut Child) -> Result<String> {
     thread::spawn(move || {
         lines
             .map_while(std::result::Result::ok)
+            .filter(|_| echo)
             .for_each(|l| println!("{l}"))
     });
     Ok(addr)

@@ -5,7 +5,6 @@
 //! without it just before and just after.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
     thread,
@@ -67,15 +66,7 @@ fn throughput(storegw: &Path, length: Duration, during: impl FnOnce(u32) -> Resu
             .stdout(Stdio::piped())
             .spawn()?,
     );
-    let mut stdout = BufReader::new(server.0.stdout.take().ok_or("stdout")?);
-    let mut first = String::new();
-    stdout.read_line(&mut first)?;
-    thread::spawn(move || stdout.lines().for_each(drop));
-    let addr = first
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .ok_or("no address")?
-        .to_owned();
+    let addr = demo::listen_address(&mut server.0, false)?;
     let mut load = Command::new(storegw)
         .args(["load", "-addr", &addr, "-rate", RATE])
         .arg(format!("-duration={}s", length.as_secs()))
