@@ -164,22 +164,36 @@ pub enum SortBy {
 }
 
 /// What each call path held at every report so far (a path's trend), and each pool's
-/// counts at the last report (for rates).
+/// counts at the last report (for rates). A path unseen for `TREND_LENGTH` reports is
+/// forgotten, so an agent that reports for hours keeps only the paths of its last hour or so,
+/// however many come and go.
 #[derive(Default)]
 pub struct History {
-    held: HashMap<(usize, u64, PathIdentity), Vec<u64>>,
+    /// Each path's trend, and the report that last recorded it.
+    held: HashMap<(usize, u64, PathIdentity), (Vec<u64>, u64)>,
     last_counts: HashMap<usize, (u64, u64, u64)>,
+    /// Reports built so far.
+    reports: u64,
 }
 
 /// Reports of history kept per path.
 const TREND_LENGTH: usize = 60;
 
 impl History {
+    /// Starts a report: forgets the paths no report recorded for `TREND_LENGTH` reports.
+    fn next_report(&mut self) {
+        self.reports += 1;
+        let reports = self.reports;
+        self.held
+            .retain(|_, (_, seen)| reports - *seen <= TREND_LENGTH as u64);
+    }
+
     fn record(&mut self, pool: usize, kind: PoolKind, path: &CallPath) -> Vec<u64> {
-        let trend = self
+        let (trend, seen) = self
             .held
             .entry((pool, path.receiver, path.taken.identity()))
             .or_default();
+        *seen = self.reports;
         trend.push(match kind {
             PoolKind::Counting => path.held.total(),
             PoolKind::Sync => path.held.count,
@@ -223,6 +237,7 @@ pub struct Context<'a> {
 
 impl Report {
     pub fn build(snapshot: &Snapshot, cx: Context) -> Self {
+        cx.history.next_report();
         let mut pools = Vec::new();
         for (index, (state, plan)) in snapshot.pools.iter().zip(cx.plans).enumerate() {
             let symbolizer = &*cx.symbolizer;

@@ -144,6 +144,11 @@ fn snapshot(groups: Vec<Group>, stacks: &[(u64, &[u64])]) -> Snapshot {
 }
 
 fn build(snapshot: &Snapshot, plans: &[PoolPlan]) -> Report {
+    build_with(snapshot, plans, &mut History::default())
+}
+
+/// A report that follows the earlier ones in `history`.
+fn build_with(snapshot: &Snapshot, plans: &[PoolPlan], history: &mut History) -> Report {
     Report::build(
         snapshot,
         Context {
@@ -152,7 +157,7 @@ fn build(snapshot: &Snapshot, plans: &[PoolPlan]) -> Report {
             build: None,
             plans,
             symbolizer: &mut Names::new(),
-            history: &mut History::default(),
+            history,
             elapsed_ms: 60_000,
             min_age_ms: 0,
             sample_gets: None,
@@ -355,4 +360,25 @@ fn every_kernel_counter_is_in_the_json() {
         keys(&json).len(),
         size_of::<PoolCounters>() / size_of::<u64>()
     );
+}
+
+#[test]
+fn history_forgets_a_path_no_report_has_recorded_for_a_trend_length() {
+    let plans = [plan(PoolKind::Counting)];
+    let held = snapshot(vec![group(1, HANDLER, 2, 1)], &[(1, &[GET_RET_A, MAIN])]);
+    let gone = snapshot(Vec::new(), &[]);
+    let mut history = History::default();
+    let trend = |report: Report| report.pools[0].stacks[0].trend.len();
+    assert_eq!(trend(build_with(&held, &plans, &mut history)), 1);
+    // Back within TREND_LENGTH reports: its trend goes on.
+    for _ in 1..TREND_LENGTH {
+        build_with(&gone, &plans, &mut history);
+    }
+    assert_eq!(trend(build_with(&held, &plans, &mut history)), 2);
+    // Away longer: forgotten, so an agent's memory does not grow with paths that come and go.
+    for _ in 0..TREND_LENGTH {
+        build_with(&gone, &plans, &mut history);
+    }
+    assert_eq!(history.held.len(), 1);
+    assert_eq!(trend(build_with(&held, &plans, &mut history)), 1);
 }
