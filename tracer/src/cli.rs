@@ -9,7 +9,7 @@ use clap::{
 
 use crate::{
     probes::{keyspec::ObjectKind, presets::Preset, CustomPool, KeyOverrides, PoolEntry, PoolKind},
-    report::{ReportFormat, SortBy},
+    report::{gate::FailOn, ReportFormat, SortBy},
 };
 
 #[derive(Debug, Parser)]
@@ -147,6 +147,10 @@ Examples:
 
   The same options as `pooltrace report` apply (without --pid).
 
+  Fail a Go test that leaves pool objects out (exit status 70, the paths named on stderr):
+    go test -exec 'sudo pooltrace run --get pkg.(*Pool).Get --put pkg.(*Pool).Put \
+        --fail-on outstanding,collected --' ./pkg
+
 The probes are in place before the program's first instruction: pooltrace starts it through
 a shell that waits until the uprobes are attached, then execs it in the same process.
 
@@ -280,6 +284,14 @@ pub struct RunArgs {
     /// What to trace and how to report it.
     #[command(flatten)]
     pub trace: TraceOptions,
+
+    /// Exit with status 70 when the final report finds any of these (comma-separated):
+    /// `outstanding` (an object still out of its pool when the program exits), `collected`
+    /// (an object dropped without a Put), `score=N` (a call path scoring N or more). A
+    /// line on stderr names each pool and the function that took the objects. A program that
+    /// fails keeps its own status.
+    #[arg(long, value_name = "KIND[,KIND]", value_delimiter = ',', value_parser = FailOn::parse)]
+    pub fail_on: Vec<FailOn>,
 
     /// The program to start and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]

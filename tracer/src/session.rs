@@ -20,6 +20,7 @@ use crate::{
         self, keyspec::Side, pools_file, KnownPools, Limits, PoolEntry, PoolPlan, PoolSpec, Probes,
     },
     process::{signal_name, Change, Ending, Process, Spawned, Watch},
+    report::gate::FailOn,
     report::{self, spinner, History, Report, ReportFormat, SortBy, Style},
     signals::{Received, Signals},
     symbolize::{InProcess, Symbolizer},
@@ -177,7 +178,7 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     }
     let mut process = target.process;
     let mut ends = Ends::new(target.signals, process.watch()?);
-    let (_, written) = trace(
+    let (_, _, written) = trace(
         options,
         target.output,
         target.plans,
@@ -261,7 +262,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let mut process = Process::spawned(child.pid(), child.program())?;
     let mut ends = Ends::forwarding(signals, process.watch()?);
     let plans = plan_pools(&named, &binary, |_| {})?;
-    let (stop, written) = trace(
+    let (stop, last, written) = trace(
         &args.trace,
         output,
         plans,
@@ -294,7 +295,26 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     };
     // The program's status stands when only stdout's reader went away (`| head`).
     stdout_closed(written)?;
-    Ok(status)
+    Ok(gate(status, &last, &args.fail_on))
+}
+
+/// `run --fail-on`: the status that fails a CI job when the report finds what it names.
+pub const FINDINGS_STATUS: i32 = 70;
+
+/// The program's own status when it failed; otherwise [`FINDINGS_STATUS`] when the report
+/// finds any of `fail_on`, each finding said on stderr.
+fn gate(status: i32, last: &Report, fail_on: &[FailOn]) -> i32 {
+    if status != 0 {
+        return status;
+    }
+    let findings = report::gate::findings(last, fail_on);
+    for finding in &findings {
+        crate::status!("pooltrace: {finding}");
+    }
+    match findings.is_empty() {
+        true => status,
+        false => FINDINGS_STATUS,
+    }
 }
 
 /// Attaches to `process`, calls `attached` (the probes are live), reports until `ends`,
@@ -309,7 +329,7 @@ async fn trace(
     mut process: Process,
     binary: &GoBinary,
     attached: impl FnOnce(&mut Process) -> Result<()>,
-) -> Result<(Stop, Result<()>)> {
+) -> Result<(Stop, Report, Result<()>)> {
     let limits = Limits {
         max_objects: options.maps.max_objects,
         max_stacks: options.maps.max_stacks,
@@ -327,7 +347,8 @@ async fn trace(
     crate::status!("{}", stop.message(trace.attached.process.pid()));
     let last = trace.report()?;
     drop(trace);
-    Ok((stop, write_report(options, output, &last)))
+    let written = write_report(options, output, &last);
+    Ok((stop, last, written))
 }
 
 /// The final report, into the `--output` file or onto stdout.

@@ -4,6 +4,7 @@
 
 pub mod analysis;
 mod flame;
+pub mod gate;
 pub mod pprof;
 pub mod spinner;
 mod text;

@@ -1,0 +1,124 @@
+//! `pooltrace run --fail-on` as a CI gate, the way Go projects would use it: through real
+//! `go test -exec` on a fixture package (Go 1.27), where a balanced test passes and a test
+//! that leaks a buffer on an error path fails with the function that took it named; and a
+//! program that fails keeps its own status.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use pooltrace_tests::{fixture, pooltrace_bin, real_program, source_line};
+
+/// The status `run --fail-on` exits with on a finding (documented in the README).
+const FINDINGS: i32 = 70;
+
+fn package() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gotest")
+}
+
+/// `go test -exec 'pooltrace run ... --fail-on FAIL_ON --' -run ^TEST$` on the fixture
+/// package, with the build cache `cargo xtask test` keeps.
+fn go_test(test: &str, fail_on: &str) -> (Output, String) {
+    let cache =
+        PathBuf::from(std::env::var_os("POOLTRACE_GOCACHE").expect(
+            "POOLTRACE_GOCACHE is not set: run the integration tests with `cargo xtask test`",
+        ));
+    let exec = format!(
+        "{} run --get pooltest.(*Pool).Get --put pooltest.(*Pool).Put --fail-on {fail_on} --",
+        pooltrace_bin().display()
+    );
+    let output = Command::new(real_program("POOLTRACE_GO"))
+        .args(["test", "-count=1", "-exec", &exec, "-run"])
+        .arg(format!("^{test}$"))
+        .arg(".")
+        .current_dir(package())
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", cache.join("build"))
+        .env("GOPATH", cache.join("path"))
+        .env("CGO_ENABLED", "0")
+        .output()
+        .expect("go test");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output, text)
+}
+
+fn pool_source() -> String {
+    std::fs::read_to_string(package().join("pool.go")).expect("pool.go")
+}
+
+#[test]
+fn go_test_exec_passes_a_balanced_test() {
+    let (output, text) = go_test("TestBalanced", "outstanding,collected");
+    assert!(output.status.success(), "{text}");
+    assert!(text.starts_with("ok  \tpooltest\t"), "{text}");
+}
+
+#[test]
+fn go_test_exec_fails_a_test_that_leaks_on_an_error_path_and_names_the_function() {
+    let (output, text) = go_test("TestLeakOnError", "outstanding");
+    assert!(!output.status.success(), "{text}");
+    // The test itself passed; pooltrace failed it.
+    assert!(text.contains("\nPASS\n"), "{text}");
+    assert!(text.contains("\nFAIL\tpooltest\t"), "{text}");
+    let line = source_line(&pool_source(), "b := p.Get()");
+    let finding = format!(
+        "pooltrace: --fail-on outstanding: 2 objects of pooltest.(*Pool).Get still out of the \
+         pool at exit, taken by pooltest.Encode (pool.go:{line}) (2)"
+    );
+    assert!(
+        text.lines().any(|l| l == finding),
+        "no {finding:?} in\n{text}"
+    );
+}
+
+/// `pooltrace run --fail-on outstanding` on poolfix fed `commands` (it leaves objects out
+/// after a round); the status and stderr.
+fn run_poolfix(commands: &[u8]) -> (Option<i32>, String) {
+    let mut run = Command::new(pooltrace_bin())
+        .args([
+            "run",
+            "--get",
+            "main.(*BufPool).Get",
+            "--put",
+            "main.(*BufPool).Put",
+        ])
+        .args(["--fail-on", "outstanding", "--format", "json", "--"])
+        .arg(fixture("poolfix-go1.27"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pooltrace run");
+    run.stdin
+        .take()
+        .expect("stdin")
+        .write_all(commands)
+        .expect("commands");
+    let output = run.wait_with_output().expect("run exits");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_finding_exits_70_and_a_program_that_fails_keeps_its_own_status() {
+    // Stdin ends after the round: poolfix exits 0, with objects still out.
+    let (status, stderr) = run_poolfix(b"round\n");
+    assert_eq!(status, Some(FINDINGS), "{stderr}");
+    let finding = "pooltrace: --fail-on outstanding: ";
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with(finding)).count(),
+        1,
+        "{stderr}"
+    );
+    // "exit" makes poolfix exit 3: its status wins, and no finding is judged.
+    let (status, stderr) = run_poolfix(b"round\nexit\n");
+    assert_eq!(status, Some(3), "{stderr}");
+    assert!(!stderr.contains("--fail-on"), "{stderr}");
+}

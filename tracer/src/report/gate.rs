@@ -1,0 +1,135 @@
+//! `run --fail-on`: the findings in a final report that should fail a CI job, each named by
+//! the pool and the function that took the objects.
+
+use std::fmt;
+
+use super::{PoolReport, Report, StackReport};
+
+/// What fails a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FailOn {
+    /// Any object still out of its pool when the program exits.
+    Outstanding,
+    /// Any object dropped without a Put and garbage-collected.
+    Collected,
+    /// Any call path whose leak score is at least this.
+    Score(f64),
+}
+
+impl FailOn {
+    /// `outstanding`, `collected` or `score=N`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.split_once('=') {
+            None if text == "outstanding" => Ok(Self::Outstanding),
+            None if text == "collected" => Ok(Self::Collected),
+            Some(("score", n)) => match n.parse::<f64>() {
+                Ok(score) if (0.0..=100.0).contains(&score) => Ok(Self::Score(score)),
+                _ => Err(format!("score={n}: the score is a number from 0 to 100")),
+            },
+            _ => Err(format!(
+                "{text:?} is not one of outstanding, collected, score=N"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FailOn {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::Outstanding => write!(f, "outstanding"),
+            Self::Collected => write!(f, "collected"),
+            Self::Score(score) => write!(f, "score={score}"),
+        }
+    }
+}
+
+/// One line per finding: what, how many, in which pool, taken where.
+pub fn findings(report: &Report, fail_on: &[FailOn]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for kind in fail_on {
+        for pool in &report.pools {
+            lines.extend(pool_findings(pool, *kind));
+        }
+    }
+    lines
+}
+
+fn pool_findings(pool: &PoolReport, kind: FailOn) -> Vec<String> {
+    let (total, what) = match kind {
+        FailOn::Outstanding => (pool.outstanding, "still out of the pool at exit"),
+        FailOn::Collected => (pool.counters.collected, "dropped without a Put"),
+        FailOn::Score(_) => (0, ""),
+    };
+    let paths = pool.stacks.iter().filter(|stack| match kind {
+        FailOn::Outstanding => stack.outstanding > 0,
+        FailOn::Collected => stack.collected > 0,
+        FailOn::Score(min) => stack.leak_score >= min,
+    });
+    match kind {
+        FailOn::Score(min) => paths
+            .map(|stack| {
+                format!(
+                    "--fail-on {kind}: {} scores {:.0} (at least {min}): {} objects of {} not given back",
+                    taker(stack),
+                    stack.leak_score,
+                    stack.outstanding + stack.collected,
+                    pool.get
+                )
+            })
+            .collect(),
+        _ if total == 0 => Vec::new(),
+        _ => {
+            let takers: Vec<String> = paths
+                .map(|stack| {
+                    let n = match kind {
+                        FailOn::Collected => stack.collected,
+                        _ => stack.outstanding,
+                    };
+                    format!("{} ({n})", taker(stack))
+                })
+                .collect();
+            let from = match takers.is_empty() {
+                true => String::new(),
+                false => format!(", taken by {}", takers.join(", ")),
+            };
+            vec![format!(
+                "--fail-on {kind}: {total} objects of {} {what}{from}",
+                pool.get
+            )]
+        }
+    }
+}
+
+/// The function that called Get, with its line: the first frame past the pool's own.
+fn taker(stack: &StackReport) -> String {
+    let Some(frame) = stack.frames.get(1).or(stack.frames.first()) else {
+        return "an unknown caller".to_owned();
+    };
+    match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => {
+            let file = file.rsplit('/').next().unwrap_or(file);
+            format!("{} ({file}:{line})", frame.function)
+        }
+        _ => frame.function.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_and_print_as_written() {
+        for text in ["outstanding", "collected", "score=40"] {
+            assert_eq!(FailOn::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            FailOn::parse("leaks").unwrap_err(),
+            "\"leaks\" is not one of outstanding, collected, score=N"
+        );
+        assert_eq!(
+            FailOn::parse("score=200").unwrap_err(),
+            "score=200: the score is a number from 0 to 100"
+        );
+    }
+}
