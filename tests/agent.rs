@@ -643,8 +643,8 @@ fn thousands_of_call_paths_stay_within_the_series_bound_and_add_up() {
         .collect();
     assert_eq!(paths.len(), top_paths + 1, "K paths and other");
     assert_eq!(paths.iter().sum::<f64>(), 3000.0);
-    // The documented bound for one process and one pool: 5 + (44 + 4K), plus the agent's 2.
-    let bound = 5 + 44 + 4 * top_paths + 2;
+    // The documented bound for one process and one pool: 5 + (45 + 4K), plus the agent's 2.
+    let bound = 5 + 45 + 4 * top_paths + 2;
     let count = series(&metrics).len();
     assert!(count <= bound, "{count} series, more than {bound}");
     // A request head that never ends is cut off; the agent serves on.

@@ -1,7 +1,8 @@
 //! `pooltrace run --fail-on` as a CI gate, the way Go projects would use it: through real
 //! `go test -exec` on a fixture package (Go 1.27), where a balanced test passes and a test
 //! that leaks a buffer on an error path fails with the function that took it named; and a
-//! program that fails keeps its own status.
+//! program that fails keeps its own status. Double Puts are caught with both Puts named,
+//! counted exactly, and kept apart from the harmless Puts of objects taken before attach.
 
 use std::{
     io::Write,
@@ -21,12 +22,17 @@ fn package() -> PathBuf {
 /// `go test -exec 'pooltrace run ... --fail-on FAIL_ON --' -run ^TEST$` on the fixture
 /// package, with the build cache `cargo xtask test` keeps.
 fn go_test(test: &str, fail_on: &str) -> (Output, String) {
+    go_test_with(test, &format!("--fail-on {fail_on}"))
+}
+
+/// The same with any run options (no spaces inside one).
+fn go_test_with(test: &str, options: &str) -> (Output, String) {
     let cache =
         PathBuf::from(std::env::var_os("POOLTRACE_GOCACHE").expect(
             "POOLTRACE_GOCACHE is not set: run the integration tests with `cargo xtask test`",
         ));
     let exec = format!(
-        "{} run --get pooltest.(*Pool).Get --put pooltest.(*Pool).Put --fail-on {fail_on} --",
+        "{} run --get pooltest.(*Pool).Get --put pooltest.(*Pool).Put {options} --",
         pooltrace_bin().display()
     );
     let output = Command::new(real_program("POOLTRACE_GO"))
@@ -121,4 +127,95 @@ fn a_finding_exits_70_and_a_program_that_fails_keeps_its_own_status() {
     let (status, stderr) = run_poolfix(b"round\nexit\n");
     assert_eq!(status, Some(3), "{stderr}");
     assert!(!stderr.contains("--fail-on"), "{stderr}");
+}
+
+#[test]
+fn go_test_exec_fails_a_test_that_puts_a_buffer_back_twice_naming_both_puts() {
+    let scratch = std::env::temp_dir().join(format!("pooltrace-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let json = scratch.join("double.json");
+    let options = format!(
+        "--fail-on double-put --format json --force --output {}",
+        json.display()
+    );
+    let _ = std::fs::write(&json, "");
+    let (output, text) = go_test_with("TestDoublePut", &options);
+    assert!(!output.status.success(), "{text}");
+    let source = pool_source();
+    let (first, second) = (
+        source_line(&source, "// the first Put"),
+        source_line(&source, "// the second Put"),
+    );
+    let finding = format!(
+        "pooltrace: --fail-on double-put: 2 double Puts into the pool of pooltest.(*Pool).Get, \
+         by pooltest.Release (pool.go:{second}) after pooltest.Release (pool.go:{first}) (2)"
+    );
+    assert!(
+        text.lines().any(|l| l == finding),
+        "no {finding:?} in\n{text}"
+    );
+    // The fixture's own count is the report's, and none of them is an unmatched Put.
+    let own: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("double puts: "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the fixture's count in\n{text}"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("JSON");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let pool = &report["pools"][0];
+    assert_eq!(pool["double_puts"].as_u64(), Some(own), "{pool:#}");
+    assert_eq!(pool["unmatched_puts"].as_u64(), Some(0), "{pool:#}");
+    let paths = pool["double_put_paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 1, "{pool:#}");
+    assert_eq!(paths[0]["count"].as_u64(), Some(own));
+    let names = |frames: &serde_json::Value| -> Vec<String> {
+        frames
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["function"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        names(&paths[0]["frames"])[..3],
+        [
+            "pooltest.(*Pool).Put",
+            "pooltest.Release",
+            "pooltest.TestDoublePut"
+        ]
+    );
+    assert_eq!(
+        names(&paths[0]["first_put_frames"]),
+        ["pooltest.(*Pool).Put", "pooltest.Release"]
+    );
+    assert_eq!(
+        paths[0]["first_put_frames"][1]["line"].as_u64(),
+        Some(first)
+    );
+}
+
+#[test]
+fn puts_of_objects_taken_before_attach_stay_unmatched_not_double() {
+    // busy is already serving: objects taken before attach come back after it, on every
+    // goroutine, and none is put back twice.
+    let mut target = pooltrace_tests::Target::start(&fixture("busy-go1.27"));
+    let tracer = pooltrace_tests::Tracer::attach(
+        target.pid,
+        &[
+            "--get",
+            "main.(*Pool).Get",
+            "--put",
+            "main.(*Pool).Put",
+            "--double-puts",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let report = tracer.interrupt().json();
+    target.send("stats");
+    target.expect_line("stats");
+    let pool = pooltrace_tests::pool(&report, "main.(*Pool).Get");
+    assert!(pool["unmatched_puts"].as_u64() > Some(0), "{pool:#}");
+    assert_eq!(pool["double_puts"].as_u64(), Some(0), "{pool:#}");
+    assert_eq!(pool["double_put_paths"].as_array().map(Vec::len), Some(0));
 }

@@ -44,8 +44,13 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     /// Map: per-pool counters, per CPU.
     pub const COUNTERS: &str = "COUNTERS";
+    /// Map: Puts of objects already back in their pool, by both Puts' call paths.
+    pub const DOUBLE_PUTS: &str = "DOUBLE_PUTS";
+    /// Map: objects recently given back (sized at load: one entry when no pool catches
+    /// double Puts, since an LRU map is allocated whole).
+    pub const RETURNED: &str = "RETURNED";
     /// Every map user space opens by name.
-    pub const MAPS: [&str; 8] = [
+    pub const MAPS: [&str; 10] = [
         SITES,
         OUTSTANDING,
         STACKS,
@@ -54,6 +59,8 @@ pub mod names {
         RELEASES,
         EVENTS,
         COUNTERS,
+        DOUBLE_PUTS,
+        RETURNED,
     ];
 
     /// Program at Put's entry and at the calls in Put's inlined copies.
@@ -197,6 +204,14 @@ pub const SITE_STREAM: u32 = 4;
 /// there (on the call it makes to the pool underneath): `[rsp]` is no return address, and
 /// the probed instruction is already the caller's frame, so no immediate caller is added.
 pub const SITE_IN_CALLER: u32 = 8;
+/// Double Puts are caught: a matched Put remembers its object in `RETURNED` (with the
+/// Put's caller), a Get forgets it, and a Put of a remembered object is a double Put.
+pub const SITE_DOUBLE_PUTS: u32 = 16;
+/// Capacity of `RETURNED`, the objects recently given back (an LRU: the oldest are forgotten
+/// first, so a double Put of an object returned long ago is missed, never invented).
+pub const MAX_RETURNED: u32 = 65_536;
+/// Capacity of `DOUBLE_PUTS` (pairs of call paths).
+pub const MAX_DOUBLE_PUT_PATHS: u32 = 1_024;
 /// Capacity of `RECEIVERS`: Gets in flight at once. An entry left by a Get that never
 /// returned (it panicked) is overwritten by its goroutine's next Get; goroutines that die
 /// so would count against this bound (a full map only loses receivers, never objects).
@@ -327,11 +342,27 @@ pub struct ReleaseKey {
     pub release_caller: u64,
 }
 
+/// Key of `DOUBLE_PUTS`: double Puts of one pool's objects through one call path (the second
+/// Put's stack and caller) after a first Put from one caller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DoublePutKey {
+    pub pool: u32,
+    pub _pad: u32,
+    /// Key in `STACKS` of the second Put's stack, 0 when it could not be captured.
+    pub stack: u64,
+    /// Return address into the second Put's caller (0 at an inlined copy's site).
+    pub caller: u64,
+    /// Where the first Put was called from: the return address into its caller, or the site
+    /// itself in an inlined copy; 0 when the two Puts raced on two CPUs.
+    pub first_caller: u64,
+}
+
 /// What `EVENTS` carries in stream mode: one Get or Put.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamEvent {
-    /// `EVENT_GET` or `EVENT_PUT`.
+    /// `EVENT_GET`, `EVENT_PUT` or `EVENT_DOUBLE_PUT`.
     pub kind: u32,
     pub pool: u32,
     pub time_ns: u64,
@@ -349,6 +380,8 @@ pub struct StreamEvent {
 
 pub const EVENT_GET: u32 = 1;
 pub const EVENT_PUT: u32 = 2;
+/// A Put of an object already back in its pool (`SITE_DOUBLE_PUTS`).
+pub const EVENT_DOUBLE_PUT: u32 = 3;
 /// Size of `EVENTS`, the stream mode ring buffer.
 pub const EVENTS_BYTES: u32 = 1 << 22;
 
@@ -381,6 +414,9 @@ pub struct PoolCounters {
     pub paths_dropped: u64,
     /// Stream events lost because the ring buffer was full.
     pub stream_lost: u64,
+    /// Puts of an object already back in the pool (`SITE_DOUBLE_PUTS`): counted apart from
+    /// `unmatched_puts`, which are harmless.
+    pub double_puts: u64,
 }
 
 /// User space sums the per-CPU copies. The destructuring names every field, so a counter
@@ -399,6 +435,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
             read_faults,
             paths_dropped,
             stream_lost,
+            double_puts,
         } = *more;
         self.gets += gets;
         self.nil_gets += nil_gets;
@@ -411,6 +448,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
         self.read_faults += read_faults;
         self.paths_dropped += paths_dropped;
         self.stream_lost += stream_lost;
+        self.double_puts += double_puts;
     }
 }
 
@@ -442,10 +480,11 @@ assert_no_padding! {
     PathTotals { count, bytes };
     HoldHistogram { buckets };
     ReleaseKey { acquire, release_stack, release_caller };
+    DoublePutKey { pool, _pad, stack, caller, first_caller };
     StreamEvent { kind, pool, time_ns, goroutine, object, size, stack, caller, age_ns };
     PoolCounters {
         gets, nil_gets, puts, unmatched_puts, dropped, stack_failures, collected,
-        collected_dropped, read_faults, paths_dropped, stream_lost
+        collected_dropped, read_faults, paths_dropped, stream_lost, double_puts
     };
 }
 
@@ -479,8 +518,8 @@ mod tests {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite,
-        ReleaseKey, StackFrames, StreamEvent,
+        DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters,
+        ProbeSite, ReleaseKey, StackFrames, StreamEvent,
     };
 
     // SAFETY: plain #[repr(C)] data with no implicit padding (asserted at compile time by
@@ -502,6 +541,8 @@ mod pod {
     unsafe impl aya::Pod for HoldHistogram {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ReleaseKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for DoublePutKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StreamEvent {}
 }

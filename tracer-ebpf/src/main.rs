@@ -3,8 +3,11 @@
 //! `pool_get` runs at each RET of a Get function and records the returned object in
 //! `OUTSTANDING` with the stack that took it; `pool_put` runs near the entry of Put and removes
 //! it. Where the compiler inlined Get or Put into a caller, they run inside the caller instead
-//! (`SITE_IN_CALLER`): after, or at, the inlined copy's call to the pool underneath. What is left in `OUTSTANDING` is what the program still holds. Every path that does not
-//! record an event bumps a counter, so user space can say exactly what was lost.
+//! (`SITE_IN_CALLER`): after, or at, the inlined copy's call to the pool underneath. What is
+//! left in `OUTSTANDING` is what the program still holds. With `SITE_DOUBLE_PUTS`, a Put
+//! also remembers its object in `RETURNED` until a Get hands it out again, and a Put of a
+//! remembered object is a double Put. Every path that does not record an event bumps a
+//! counter, so user space can say exactly what was lost.
 #![no_std]
 #![no_main]
 // Map keys and values go by reference: by value they would be copied onto the 512-byte BPF
@@ -18,13 +21,14 @@ use aya_ebpf::{
         bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
     EbpfContext,
 };
 use tracer_common::{
-    hold_bucket, HoldHistogram, ReleaseKey, StreamEvent, DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES,
-    EVENT_GET, EVENT_PUT, HOLD_BUCKETS, MAX_RELEASE_PATHS, SITE_IN_CALLER, SITE_RELEASE_PATHS,
+    hold_bucket, DoublePutKey, HoldHistogram, ReleaseKey, StreamEvent, DEFAULT_RELEASE_SAMPLE,
+    EVENTS_BYTES, EVENT_DOUBLE_PUT, EVENT_GET, EVENT_PUT, HOLD_BUCKETS, MAX_DOUBLE_PUT_PATHS,
+    MAX_RELEASE_PATHS, MAX_RETURNED, SITE_DOUBLE_PUTS, SITE_IN_CALLER, SITE_RELEASE_PATHS,
     SITE_STREAM,
 };
 use tracer_common::{
@@ -79,6 +83,17 @@ static ZERO_HISTOGRAM: Array<HoldHistogram> = Array::with_max_entries(1, 0);
 #[map]
 static RELEASES: PerCpuHashMap<ReleaseKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_RELEASE_PATHS, 0);
+
+/// Objects given back and not handed out since, with where their Put was called from: what
+/// tells a double Put from a harmless Put of an object taken before attach. An LRU, so it
+/// stays bounded: an object returned long ago and forgotten is missed, never invented.
+#[map]
+static RETURNED: LruHashMap<ObjectKey, u64> = LruHashMap::with_max_entries(MAX_RETURNED, 0);
+
+/// Double Puts, by the second Put's call path and where the first was called from.
+#[map]
+static DOUBLE_PUTS: PerCpuHashMap<DoublePutKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_DOUBLE_PUT_PATHS, 0);
 
 /// Stream mode: every Get and Put, in order.
 #[map]
@@ -169,6 +184,15 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         return;
     }
     counters.gets += 1;
+    let key = ObjectKey {
+        pool: site.pool,
+        _pad: 0,
+        addr,
+    };
+    if site.flags & SITE_DOUBLE_PUTS != 0 {
+        // Handed out again: its next Put is a first one.
+        let _ = RETURNED.remove(&key);
+    }
     let size = read_word(&words, &site.size).unwrap_or_else(|| {
         counters.read_faults += 1;
         0
@@ -179,11 +203,6 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         counters.stack_failures += 1;
         0
     });
-    let key = ObjectKey {
-        pool: site.pool,
-        _pad: 0,
-        addr,
-    };
     let value = Outstanding {
         stack,
         caller,
@@ -253,6 +272,12 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let now = unsafe { bpf_ktime_get_ns() };
     // Copied out before the entry goes: the hold time and release path need it.
     let Some(taken) = (unsafe { OUTSTANDING.get(&key) }).copied() else {
+        if site.flags & SITE_DOUBLE_PUTS != 0 {
+            if let Some(&first_caller) = unsafe { RETURNED.get(&key) } {
+                record_double_put(ctx, site, &key, first_caller, counters);
+                return;
+            }
+        }
         counters.unmatched_puts += 1;
         if site.flags & SITE_STREAM != 0 {
             stream(site, counters, EVENT_PUT, regs, addr, 0, u64::MAX);
@@ -260,9 +285,15 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         return;
     };
     if OUTSTANDING.remove(&key).is_err() {
-        // Another CPU's Put of the same object won the race.
-        counters.unmatched_puts += 1;
+        // Another CPU's Put of the same object won the race: two Puts of one Get.
+        match site.flags & SITE_DOUBLE_PUTS {
+            0 => counters.unmatched_puts += 1,
+            _ => record_double_put(ctx, site, &key, 0, counters),
+        }
         return;
+    }
+    if site.flags & SITE_DOUBLE_PUTS != 0 {
+        let _ = RETURNED.insert(&key, &called_from(regs, site.flags), 0);
     }
     let acquire = taken.path(site.pool);
     let held = now.saturating_sub(taken.taken_ns);
@@ -276,6 +307,56 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     }
     if site.flags & SITE_STREAM != 0 {
         stream(site, counters, EVENT_PUT, regs, addr, 0, held);
+    }
+}
+
+/// Counts a Put of an object already back in its pool under both Puts' call paths.
+fn record_double_put(
+    ctx: &ProbeContext,
+    site: &ProbeSite,
+    key: &ObjectKey,
+    first_caller: u64,
+    counters: &mut PoolCounters,
+) {
+    counters.double_puts += 1;
+    let (stack, caller) = capture_stack(ctx, site.flags);
+    let path = DoublePutKey {
+        pool: site.pool,
+        _pad: 0,
+        stack: stack.unwrap_or(0),
+        caller,
+        first_caller,
+    };
+    match DOUBLE_PUTS.get_ptr_mut(&path) {
+        // SAFETY: this CPU's copy of the counter.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            if DOUBLE_PUTS.insert(&path, &1, 0).is_err() {
+                counters.paths_dropped += 1;
+            }
+        }
+    }
+    if site.flags & SITE_STREAM != 0 {
+        // SAFETY: the context's registers, valid for the whole program.
+        let regs = unsafe { &*ctx.regs };
+        stream(
+            site,
+            counters,
+            EVENT_DOUBLE_PUT,
+            regs,
+            key.addr,
+            0,
+            u64::MAX,
+        );
+    }
+}
+
+/// Where the probed Put was called from: the return address at `[rsp]` at its entry, or
+/// the site itself in an inlined copy.
+fn called_from(regs: &pt_regs, flags: u32) -> u64 {
+    match flags & SITE_IN_CALLER {
+        0 => unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0),
+        _ => regs.rip,
     }
 }
 
@@ -377,11 +458,9 @@ fn stream(
         object,
         size,
         stack: 0,
-        caller: match site.flags & SITE_IN_CALLER {
-            0 => unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0),
-            // No stack is sent with a Put: the site itself says where in the caller it ran.
-            _ => regs.rip,
-        },
+        // No stack is sent with a Put: at an inlined copy, the site itself says where in the
+        // caller it ran.
+        caller: called_from(regs, site.flags),
         age_ns,
     });
     entry.submit(0);

@@ -386,6 +386,13 @@ pub struct PoolArgs {
     #[arg(long)]
     pub no_release_paths: bool,
 
+    /// Catch double Puts: a Put of an object already back in its pool, which hands it to two
+    /// future holders. Each is counted and reported with both Puts' call paths. Costs a map
+    /// update at every Get and Put (see BENCHMARKS.md), so it is off unless asked for (or
+    /// `run --fail-on double-put`).
+    #[arg(long)]
+    pub double_puts: bool,
+
     /// Trace only the pool instance at ADDR (the Get/Put receiver, e.g. 0xc000123400, as
     /// shown in a report): one shape function serves every instance of its shape.
     #[arg(long, value_name = "ADDR", value_parser = parse_address)]

@@ -252,7 +252,8 @@ pub(crate) fn open_binary(process: &Process) -> Result<GoBinary> {
 /// when it exits; returns its exit status (128 + SIGINT when Ctrl-C ended the wait for it).
 pub async fn run(args: RunArgs) -> Result<i32> {
     let signals = Signals::install()?;
-    let named = named_pools(&args.trace.pools)?;
+    let mut named = named_pools(&args.trace.pools)?;
+    named.double_puts |= args.fail_on.contains(&FailOn::DoublePut);
     let output = OutputFile::open_requested(args.trace.output.as_deref(), args.trace.force)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
@@ -538,6 +539,8 @@ pub(crate) struct NamedPools {
     pub(crate) entries: Vec<PoolEntry>,
     receiver: Option<u64>,
     release_paths: bool,
+    /// `--double-puts`, or `run --fail-on double-put`.
+    pub(crate) double_puts: bool,
 }
 
 /// Reads the pools file and checks that some pool is named, before anything is opened.
@@ -556,6 +559,7 @@ pub(crate) fn named_pools(args: &PoolArgs) -> Result<NamedPools> {
         entries,
         receiver: args.receiver,
         release_paths: !args.no_release_paths,
+        double_puts: args.double_puts,
     })
 }
 
@@ -569,6 +573,7 @@ impl NamedPools {
         for spec in &mut specs {
             spec.receiver = self.receiver;
             spec.release_paths = self.release_paths;
+            spec.double_puts = self.double_puts;
         }
         Ok(specs)
     }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use tokio::io::unix::AsyncFd;
-use tracer_common::{StreamEvent, EVENT_GET};
+use tracer_common::{StreamEvent, EVENT_DOUBLE_PUT, EVENT_GET};
 
 use crate::{
     cli::StreamArgs,
@@ -173,18 +173,17 @@ impl Printer<'_, '_> {
             .plans
             .get(event.pool as usize)
             .map_or("?", |p| p.get.requested.as_str());
-        let detail = match (is_get, event.age_ns) {
-            (true, _) if event.size > 0 => format!("size={}", event.size),
-            (true, _) => String::new(),
-            (false, u64::MAX) => "age=? (taken before attach)".to_owned(),
-            (false, age) => format!("age={}", units::nanos(age)),
+        let (kind, detail) = match (event.kind, event.age_ns) {
+            (EVENT_GET, _) if event.size > 0 => ("get", format!("size={}", event.size)),
+            (EVENT_GET, _) => ("get", String::new()),
+            (EVENT_DOUBLE_PUT, _) => ("double-put", "already back in the pool".to_owned()),
+            (_, u64::MAX) => ("put", "age=? (taken before attach)".to_owned()),
+            (_, age) => ("put", format!("age={}", units::nanos(age))),
         };
         let _ = writeln!(
             self.pending,
-            "{time:>11.6} {} g={:#x} obj={:#x} {detail:<12} {frames}  [{pool}]",
-            if is_get { "get" } else { "put" },
-            event.goroutine,
-            event.object,
+            "{time:>11.6} {kind} g={:#x} obj={:#x} {detail:<12} {frames}  [{pool}]",
+            event.goroutine, event.object,
         );
         self.shown += 1;
         if self.pending.len() >= PENDING_LIMIT {

@@ -2,10 +2,10 @@
 //! scrapes, encoded by `prometheus-client` from the published reports at each scrape.
 //!
 //! The metric names and their labels are a contract (see the README's "Run it on a fleet").
-//! Series per traced process: 5 of its own; per pool 6 counters and gauges, 6 lost-event
+//! Series per traced process: 5 of its own; per pool 7 counters and gauges, 6 lost-event
 //! reasons and the hold-time histogram's 30 lines (28 buckets, sum, count); per exported
 //! call path 4, and 2 for `path="other"`. With `--top-paths K` and P pools that is at most
-//! 5 + P x (44 + 4K) series a process, plus 2 + one per failing executable for the agent.
+//! 5 + P x (45 + 4K) series a process, plus 2 + one per failing executable for the agent.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -79,6 +79,10 @@ const UNMATCHED: Family = Family::counter(
 const COLLECTED: Family = Family::counter(
     "pooltrace_collected_objects",
     "Objects dropped without a Put and garbage-collected.",
+);
+const DOUBLE_PUTS: Family = Family::counter(
+    "pooltrace_double_puts",
+    "Puts of an object already back in its pool (--double-puts).",
 );
 const LOST: Family = Family::counter(
     "pooltrace_lost_events",
@@ -230,6 +234,10 @@ impl Collector for Scrape {
         COLLECTED.encode(
             e,
             by_pool(|p| p.counters.collected).map(|(l, v)| (l, counter(v))),
+        )?;
+        DOUBLE_PUTS.encode(
+            e,
+            by_pool(|p| p.counters.double_puts).map(|(l, v)| (l, counter(v))),
         )?;
         LOST.encode(
             e,

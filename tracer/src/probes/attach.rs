@@ -14,7 +14,9 @@ use aya::{
 };
 use std::{num::NonZeroU32, path::PathBuf};
 
-use tracer_common::{names, ProbeSite, SiteRole, DEFAULT_RELEASE_SAMPLE, MAX_SITES};
+use tracer_common::{
+    names, ProbeSite, SiteRole, DEFAULT_RELEASE_SAMPLE, MAX_RETURNED, MAX_SITES, SITE_DOUBLE_PUTS,
+};
 
 use super::{arming_order, PlannedSite, PoolPlan};
 use crate::{
@@ -64,9 +66,16 @@ impl Probes {
     ) -> Result<Self> {
         raise_memlock_limit();
         let maps_before = bpf_map_fds();
+        let catches_double_puts = plans
+            .iter()
+            .any(|plan| plan.put_probe.flags & SITE_DOUBLE_PUTS != 0);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::OUTSTANDING, limits.max_objects)
             .map_max_entries(names::STACKS, limits.max_stacks)
+            .map_max_entries(
+                names::RETURNED,
+                if catches_double_puts { MAX_RETURNED } else { 1 },
+            )
             // Must exist: a global renamed on one side only fails the load, not silently.
             .override_global(names::RELEASE_SAMPLE, &DEFAULT_RELEASE_SAMPLE, true)
             .load(OBJECT)

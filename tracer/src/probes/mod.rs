@@ -14,7 +14,8 @@ use inlined::{Inlined, InlinedSite};
 use keyspec::{ObjectKind, Side, Spec};
 use sites::Site;
 use tracer_common::{
-    ProbeSite, SiteRole, WordSpec, SITE_RELEASE_PATHS, SITE_STREAM, SITE_TRACKS_RECEIVER,
+    ProbeSite, SiteRole, WordSpec, SITE_DOUBLE_PUTS, SITE_RELEASE_PATHS, SITE_STREAM,
+    SITE_TRACKS_RECEIVER,
 };
 
 use crate::{
@@ -64,6 +65,7 @@ impl CustomPool {
             keys: self.keys.parse()?,
             receiver: None,
             release_paths: true,
+            double_puts: false,
             stream: false,
         })
     }
@@ -124,6 +126,8 @@ pub struct PoolSpec {
     pub receiver: Option<u64>,
     /// Record the Put stacks objects come back through.
     pub release_paths: bool,
+    /// Catch Puts of objects already back in the pool.
+    pub double_puts: bool,
     /// Send every Get and Put to the stream ring buffer.
     pub stream: bool,
 }
@@ -176,7 +180,12 @@ impl PoolPlan {
                 false => None,
             };
         let receiver_filter = spec.receiver.unwrap_or(0);
-        let stream_flag = if spec.stream { SITE_STREAM } else { 0 };
+        let stream_flag = if spec.stream { SITE_STREAM } else { 0 }
+            | if spec.double_puts {
+                SITE_DOUBLE_PUTS
+            } else {
+                0
+            };
         let get_probe = ProbeSite {
             pool,
             flags: stream_flag

@@ -140,6 +140,7 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         keys: KeyOverrides::default(),
         receiver: None,
         release_paths: true,
+        double_puts: false,
         stream: false,
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::{PoolReport, Report, StackReport};
+use crate::symbolize::Frame;
 
 /// What fails a run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -12,6 +13,8 @@ pub enum FailOn {
     Outstanding,
     /// Any object dropped without a Put and garbage-collected.
     Collected,
+    /// Any Put of an object already back in its pool (turns `--double-puts` on).
+    DoublePut,
     /// Any call path whose leak score is at least this.
     Score(f64),
 }
@@ -22,12 +25,13 @@ impl FailOn {
         match text.split_once('=') {
             None if text == "outstanding" => Ok(Self::Outstanding),
             None if text == "collected" => Ok(Self::Collected),
+            None if text == "double-put" => Ok(Self::DoublePut),
             Some(("score", n)) => match n.parse::<f64>() {
                 Ok(score) if (0.0..=100.0).contains(&score) => Ok(Self::Score(score)),
                 _ => Err(format!("score={n}: the score is a number from 0 to 100")),
             },
             _ => Err(format!(
-                "{text:?} is not one of outstanding, collected, score=N"
+                "{text:?} is not one of outstanding, collected, double-put, score=N"
             )),
         }
     }
@@ -38,6 +42,7 @@ impl fmt::Display for FailOn {
         match self {
             Self::Outstanding => write!(f, "outstanding"),
             Self::Collected => write!(f, "collected"),
+            Self::DoublePut => write!(f, "double-put"),
             Self::Score(score) => write!(f, "score={score}"),
         }
     }
@@ -58,12 +63,14 @@ fn pool_findings(pool: &PoolReport, kind: FailOn) -> Vec<String> {
     let (total, what) = match kind {
         FailOn::Outstanding => (pool.outstanding, "still out of the pool at exit"),
         FailOn::Collected => (pool.counters.collected, "dropped without a Put"),
+        FailOn::DoublePut => return double_puts(pool),
         FailOn::Score(_) => (0, ""),
     };
     let paths = pool.stacks.iter().filter(|stack| match kind {
         FailOn::Outstanding => stack.outstanding > 0,
         FailOn::Collected => stack.collected > 0,
         FailOn::Score(min) => stack.leak_score >= min,
+        FailOn::DoublePut => false,
     });
     match kind {
         FailOn::Score(min) => paths
@@ -100,9 +107,41 @@ fn pool_findings(pool: &PoolReport, kind: FailOn) -> Vec<String> {
     }
 }
 
+/// One line per pool with double Puts, naming where each second Put and its first Put were
+/// called from.
+fn double_puts(pool: &PoolReport) -> Vec<String> {
+    if pool.counters.double_puts == 0 {
+        return Vec::new();
+    }
+    let paths: Vec<String> = pool
+        .double_put_paths
+        .iter()
+        .map(|path| {
+            format!(
+                "{} after {} ({})",
+                caller(&path.frames),
+                caller(&path.first_put_frames),
+                path.count
+            )
+        })
+        .collect();
+    let n = pool.counters.double_puts;
+    vec![format!(
+        "--fail-on double-put: {n} double Put{} into the pool of {}, by {}",
+        if n == 1 { "" } else { "s" },
+        pool.get,
+        paths.join(", ")
+    )]
+}
+
 /// The function that called Get, with its line: the first frame past the pool's own.
 fn taker(stack: &StackReport) -> String {
-    let Some(frame) = stack.frames.get(1).or(stack.frames.first()) else {
+    caller(&stack.frames)
+}
+
+/// The caller of the pool's Get or Put, with its line: the first frame past the pool's own.
+fn caller(frames: &[Frame]) -> String {
+    let Some(frame) = frames.get(1).or(frames.first()) else {
         return "an unknown caller".to_owned();
     };
     match (&frame.file, frame.line) {
@@ -120,12 +159,12 @@ mod tests {
 
     #[test]
     fn kinds_parse_and_print_as_written() {
-        for text in ["outstanding", "collected", "score=40"] {
+        for text in ["outstanding", "collected", "double-put", "score=40"] {
             assert_eq!(FailOn::parse(text).unwrap().to_string(), text);
         }
         assert_eq!(
             FailOn::parse("leaks").unwrap_err(),
-            "\"leaks\" is not one of outstanding, collected, score=N"
+            "\"leaks\" is not one of outstanding, collected, double-put, score=N"
         );
         assert_eq!(
             FailOn::parse("score=200").unwrap_err(),

@@ -71,6 +71,21 @@ pub struct PoolReport {
     pub stacks: Vec<StackReport>,
     /// Call paths left out by `--top`.
     pub stacks_omitted: usize,
+    /// Puts of objects already back in the pool (`--double-puts`), by both Puts' call
+    /// paths, the most frequent first.
+    pub double_put_paths: Vec<DoublePutPath>,
+}
+
+/// Double Puts through one call path, after a first Put from one caller.
+#[derive(Clone, Debug, Serialize)]
+pub struct DoublePutPath {
+    pub count: u64,
+    /// The second Put, innermost first: the Put function, its caller, and so on out.
+    pub frames: Vec<Frame>,
+    /// The first Put: the Put function and its caller (only the caller is recorded at every
+    /// Put; a whole stack would cost a walk per Put). Just the Put function when the two
+    /// Puts raced on two CPUs.
+    pub first_put_frames: Vec<Frame>,
 }
 
 /// How the kernel's per-pool counters appear in JSON: every field under its own name. A
@@ -94,6 +109,8 @@ struct Counters {
     paths_dropped: u64,
     /// Stream events lost because the ring buffer was full.
     stream_lost: u64,
+    /// Puts of an object already back in the pool (`--double-puts`).
+    double_puts: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -249,6 +266,14 @@ impl Report {
                     .is_some()
             };
             let paths = call_paths(snapshot, &state.groups, &in_caller);
+            let doubles: Vec<(u64, Addresses, u64)> = state
+                .double_puts
+                .iter()
+                .map(|d| {
+                    let second = outer_frames(snapshot, d.stack, d.caller, &in_caller);
+                    (d.count, second, d.first_caller)
+                })
+                .collect();
             let unseen_put_sites = plan.inlined_puts.unseen.len();
             let mut shown: Vec<(StackReport, &CallPath)> = paths
                 .iter()
@@ -293,6 +318,7 @@ impl Report {
                 unseen_put_sites,
                 stacks_omitted: omitted,
                 stacks,
+                double_put_paths: double_put_paths(doubles, cx.symbolizer, plan),
             });
         }
         Report {
@@ -533,6 +559,31 @@ fn symbolize(
             ),
         })
         .collect();
+}
+
+/// Double Puts by path, the most frequent first, each with the frames of both Puts.
+fn double_put_paths(
+    doubles: Vec<(u64, Addresses, u64)>,
+    symbolizer: &mut dyn Symbolize,
+    plan: &PoolPlan,
+) -> Vec<DoublePutPath> {
+    let put = &plan.put.function;
+    let mut paths: Vec<DoublePutPath> = doubles
+        .into_iter()
+        .map(|(count, second, first_caller)| {
+            let first = Addresses {
+                outer: vec![first_caller],
+                ..Addresses::default()
+            };
+            DoublePutPath {
+                count,
+                frames: frames(symbolizer, put, &second, AddressKind::Executing),
+                first_put_frames: frames(symbolizer, put, &first, AddressKind::Executing),
+            }
+        })
+        .collect();
+    paths.sort_by_key(|path| std::cmp::Reverse(path.count));
+    paths
 }
 
 /// The frames of a path, innermost first: the probed function itself (at its entry line),

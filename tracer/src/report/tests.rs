@@ -306,6 +306,8 @@ fn json_field_names_are_the_contract() {
             "outstanding",
             "outstanding_bytes",
             "unmatched_puts",
+            "double_puts",
+            "double_put_paths",
             "dropped",
             "nil_gets",
             "stack_failures",

@@ -93,6 +93,7 @@ pub fn render_final(report: &Report, style: Style) -> String {
             );
         }
         render_stacks(&mut out, pool, style);
+        render_double_puts(&mut out, pool);
         for warning in warnings(pool) {
             let _ = writeln!(out, "  warning: {warning}");
         }
@@ -107,15 +108,43 @@ fn summary(pool: &PoolReport) -> String {
         format!("{} (via {})", pool.get, pool.get_probed)
     };
     format!(
-        "{get}: {} gets, {} puts, {} outstanding{}, {} collected without Put, {} unmatched puts, {} dropped",
+        "{get}: {} gets, {} puts, {} outstanding{}, {} collected without Put, {} unmatched puts, {} double puts, {} dropped",
         pool.counters.gets,
         pool.counters.puts,
         pool.outstanding,
         bytes_suffix(pool.outstanding_bytes),
         pool.counters.collected,
         pool.counters.unmatched_puts,
+        pool.counters.double_puts,
         pool.counters.dropped
     )
+}
+
+/// Each double Put path: the second Put's frames, then where the first Put came from.
+fn render_double_puts(out: &mut String, pool: &PoolReport) {
+    for path in &pool.double_put_paths {
+        let _ = writeln!(
+            out,
+            "  {} double Put{} (an object put back while already in the pool), by:",
+            path.count,
+            if path.count == 1 { "" } else { "s" }
+        );
+        for frame in &path.frames {
+            let _ = writeln!(out, "      {}  {}", frame.function, location(frame));
+        }
+        let _ = writeln!(out, "    after a first Put by:");
+        for frame in &path.first_put_frames {
+            let _ = writeln!(out, "      {}  {}", frame.function, location(frame));
+        }
+    }
+}
+
+fn location(frame: &Frame) -> String {
+    match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => format!("{file}:{line}"),
+        (Some(file), None) => file.clone(),
+        _ => String::new(),
+    }
 }
 
 fn render_stacks(out: &mut String, pool: &PoolReport, style: Style) {
@@ -158,12 +187,7 @@ fn render_stack(out: &mut String, stack: &StackReport, puts_unseen: bool, style:
         } else {
             frame.function.clone()
         };
-        let location = match (&frame.file, frame.line) {
-            (Some(file), Some(line)) => format!("{file}:{line}"),
-            (Some(file), None) => file.clone(),
-            _ => String::new(),
-        };
-        let _ = writeln!(out, "      {name:<width$}  {}", style.dim(&location));
+        let _ = writeln!(out, "      {name:<width$}  {}", style.dim(&location(frame)));
     }
     for reason in &stack.reasons {
         let _ = writeln!(out, "    why: {reason}");

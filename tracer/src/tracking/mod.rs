@@ -14,8 +14,8 @@ use aya::{
     Ebpf,
 };
 use tracer_common::{
-    names, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ReleaseKey,
-    StackFrames, StreamEvent, HOLD_BUCKETS,
+    names, DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters,
+    ReleaseKey, StackFrames, StreamEvent, HOLD_BUCKETS,
 };
 
 use crate::{
@@ -109,6 +109,20 @@ pub struct PoolState {
     pub outstanding_bytes: u64,
     /// Every call path the kernel knows of (objects out, dropped or returned), in no order.
     pub groups: Vec<Group>,
+    /// Double Puts, by both Puts' call paths (`--double-puts`), in no order.
+    pub double_puts: Vec<DoublePuts>,
+}
+
+/// Puts of objects already back in the pool, through one call path after a first Put from
+/// one caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoublePuts {
+    /// The second Put's stack (key in `STACKS`, 0 when not captured) and caller.
+    pub stack: u64,
+    pub caller: u64,
+    /// Where the first Put was called from (0 when the two raced on two CPUs).
+    pub first_caller: u64,
+    pub count: u64,
 }
 
 /// What the kernel maps held at one moment.
@@ -193,6 +207,17 @@ impl Snapshot {
         for ((pool, _, _, _), group) in groups {
             states[pool as usize].groups.push(group);
         }
+        let doubles: PerCpuHashMap<&MapData, DoublePutKey, u64> = map(ebpf, names::DOUBLE_PUTS)?;
+        for (key, per_cpu) in doubles.iter().flatten() {
+            if let Some(state) = states.get_mut(key.pool as usize) {
+                state.double_puts.push(DoublePuts {
+                    stack: key.stack,
+                    caller: key.caller,
+                    first_caller: key.first_caller,
+                    count: per_cpu.iter().sum(),
+                });
+            }
+        }
         let stacks = read_stacks(&StackReader::new(probes)?, &states);
         Ok(Self {
             now_ns,
@@ -207,14 +232,19 @@ impl Snapshot {
     }
 }
 
-/// The stacks that the groups of `pools`, and the Puts their objects came back through, name.
+/// The stacks that the groups of `pools`, the Puts their objects came back through, and
+/// their double Puts name.
 fn read_stacks(reader: &StackReader, pools: &[PoolState]) -> HashMap<u64, Vec<u64>> {
-    let named = pools
-        .iter()
-        .flat_map(|pool| &pool.groups)
-        .flat_map(|group| {
-            std::iter::once(group.stack).chain(group.releases.iter().map(|&(stack, _, _)| stack))
-        });
+    let named = pools.iter().flat_map(|pool| {
+        let doubles = pool.double_puts.iter().map(|double| double.stack);
+        pool.groups
+            .iter()
+            .flat_map(|group| {
+                let releases = group.releases.iter().map(|&(stack, _, _)| stack);
+                std::iter::once(group.stack).chain(releases)
+            })
+            .chain(doubles)
+    });
     let mut stacks = HashMap::new();
     for stack in named.filter(|&stack| stack != 0) {
         stacks.entry(stack).or_insert_with(|| reader.frames(stack));
