@@ -28,14 +28,16 @@ enum Config {
     NoProbe,
     Floor,
     Report,
+    DoublePuts,
     Stream,
     Bpftrace,
 }
 
-const CONFIGS: [Config; 5] = [
+const CONFIGS: [Config; 6] = [
     Config::NoProbe,
     Config::Floor,
     Config::Report,
+    Config::DoublePuts,
     Config::Stream,
     Config::Bpftrace,
 ];
@@ -46,6 +48,7 @@ impl Config {
             Self::NoProbe => "no probe",
             Self::Floor => "floor (count-only uprobes, same sites)",
             Self::Report => "pooltrace report",
+            Self::DoublePuts => "pooltrace report --double-puts",
             Self::Stream => "pooltrace stream > file",
             Self::Bpftrace => "bpftrace (RETs + Put entry, ustack map)",
         }
@@ -232,6 +235,12 @@ fn overhead(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result 
         report / median(Config::Bpftrace),
         median(Config::Stream) / median(Config::Floor)
     );
+    let double_puts = median(Config::DoublePuts);
+    println!(
+        "   --double-puts: {:+.0} ns per pair over report, {:.2} of the floor",
+        double_puts - report,
+        double_puts / median(Config::Floor)
+    );
     Ok(())
 }
 
@@ -262,12 +271,15 @@ fn measure(
             &baseline_script(target_bin, sites, workload),
             target.pid,
         )?),
-        Config::Report => Some(pooltrace_tracer(
+        Config::Report | Config::DoublePuts => Some(pooltrace_tracer(
             pooltrace,
             "report",
             target.pid,
             workload,
-            &["--interval", "0"],
+            match config {
+                Config::DoublePuts => &["--interval", "0", "--double-puts"],
+                _ => &["--interval", "0"],
+            },
             "pooltrace: attached",
         )?),
         Config::Stream => {
