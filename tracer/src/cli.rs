@@ -46,10 +46,49 @@ pub enum Command {
     /// List the pool-like Get/Put pairs in a Go binary, with how many call sites reach them.
     #[command(after_help = LIST_EXAMPLES)]
     List(ListArgs),
+    /// Compare two JSON reports: call paths new, grown, shrunk or gone between them.
+    #[command(after_help = DIFF_EXAMPLES)]
+    Diff(DiffArgs),
     /// Watch matching processes for as long as it runs, attaching to each as it starts, and
     /// serve what it finds to Prometheus (/metrics) and pprof (/debug/pprof/pool) scrapers.
     #[command(after_help = AGENT_EXAMPLES)]
     Agent(Box<AgentArgs>),
+}
+
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  What the new release leaks that the old one did not:
+    sudo pooltrace report --pid $(pidof storegw) --duration 10m --format json --output v1.json
+    sudo pooltrace report --pid $(pidof storegw) --duration 10m --format json --output v2.json
+    pooltrace diff v1.json v2.json
+
+Paths are matched by pool and by their frames' functions and lines, so reports of two builds
+compare; a path whose code moved to other lines shows as gone and new. A path's size is what
+it holds: outstanding plus collected objects. Unchanged paths are not listed.";
+
+/// Options of `pooltrace diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier report (`--format json`).
+    #[arg(value_name = "OLD.json")]
+    pub old: PathBuf,
+
+    /// The later report.
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+
+    /// How to print the changes.
+    #[arg(short, long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+}
+
+/// What `diff` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// A line per changed path, with its next frames.
+    Text,
+    /// `{"paths": [{status, pool, frames, old, new}]}`.
+    Json,
 }
 
 const AGENT_EXAMPLES: &str = "\

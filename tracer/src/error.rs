@@ -132,6 +132,16 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A file given to `diff` is not a JSON report.
+    #[error("{path} is not a pooltrace JSON report")]
+    NotAReport {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// The agent's address is taken, or not this machine's.
     #[error("cannot listen on {addr}")]
     Listen {

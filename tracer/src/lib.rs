@@ -8,7 +8,8 @@
 //! - `tracking` reads what the kernel side recorded; `units` writes sizes and durations
 //!   for people;
 //! - `symbolize` turns addresses into Go frames;
-//! - `report` renders text and JSON; `list` shows the pools a binary has;
+//! - `report` renders text and JSON, and judges `run --fail-on`; `list` shows the pools a
+//!   binary has; `diff` compares two JSON reports;
 //! - `output` writes results to stdout or the `--output` file, safely;
 //! - `process` knows the traced process and watches its exit and exec; `signals` catches
 //!   the signals that stop a trace; `session` runs one trace from attach to detach;
@@ -20,6 +21,7 @@
 
 mod agent;
 pub mod cli;
+mod diff;
 pub mod error;
 pub mod gobin;
 mod list;
@@ -47,6 +49,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Run(args) => runtime.block_on(session::run(*args)),
         cli::Command::Stream(args) => runtime.block_on(stream::stream(*args)).map(|()| 0),
         cli::Command::List(args) => list::list(&args).map(|()| 0),
+        cli::Command::Diff(args) => diff::diff(&args).map(|()| 0),
         cli::Command::Agent(args) => runtime.block_on(agent::agent(*args)).map(|()| 0),
     }
 }

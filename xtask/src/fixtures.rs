@@ -84,6 +84,13 @@ pub fn build_all() -> Result<PathBuf> {
         &["-ldflags=-s -w"],
         &out.join("thanospool-stripped"),
     )?;
+    // One service as two releases, the second leaking: what `pooltrace diff` compares.
+    let releases = workspace().join("tests/fixtures/releases");
+    for release in ["1", "2"] {
+        let flags = format!("-ldflags=-X main.release={release}");
+        let output = out.join(format!("releases-v{release}"));
+        go_build(&current, &releases, &[&flags], &output)?;
+    }
     demo::build(&out)?;
     Ok(out)
 }
