@@ -74,8 +74,15 @@ pub mod names {
 
     /// Global (`u32`, set at load): one Put in this many records its release path.
     pub const RELEASE_SAMPLE: &str = "RELEASE_SAMPLE";
+    /// Global (`u32`, set at load): addresses a stack walk records at most (`--stack-depth`),
+    /// 1 to [`crate::MAX_STACK_DEPTH`].
+    pub const STACK_DEPTH: &str = "STACK_DEPTH";
+    /// Globals (`u64`, set at load): Gets of objects smaller or larger than these are not
+    /// tracked (`--min-size`, `--max-size`).
+    pub const SIZE_MIN: &str = "SIZE_MIN";
+    pub const SIZE_MAX: &str = "SIZE_MAX";
     /// Every global user space sets at load time.
-    pub const GLOBALS: [&str; 1] = [RELEASE_SAMPLE];
+    pub const GLOBALS: [&str; 4] = [RELEASE_SAMPLE, STACK_DEPTH, SIZE_MIN, SIZE_MAX];
 }
 
 /// Default of the `RELEASE_SAMPLE` global: one Put in 16 walks its stack, which keeps each
@@ -417,6 +424,9 @@ pub struct PoolCounters {
     /// Puts of an object already back in the pool (`SITE_DOUBLE_PUTS`): counted apart from
     /// `unmatched_puts`, which are harmless.
     pub double_puts: u64,
+    /// Gets whose object's size was outside `SIZE_MIN..=SIZE_MAX`: not tracked, so their
+    /// Puts count as unmatched.
+    pub size_filtered: u64,
 }
 
 /// User space sums the per-CPU copies. The destructuring names every field, so a counter
@@ -436,6 +446,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
             paths_dropped,
             stream_lost,
             double_puts,
+            size_filtered,
         } = *more;
         self.gets += gets;
         self.nil_gets += nil_gets;
@@ -449,6 +460,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
         self.paths_dropped += paths_dropped;
         self.stream_lost += stream_lost;
         self.double_puts += double_puts;
+        self.size_filtered += size_filtered;
     }
 }
 
@@ -484,7 +496,7 @@ assert_no_padding! {
     StreamEvent { kind, pool, time_ns, goroutine, object, size, stack, caller, age_ns };
     PoolCounters {
         gets, nil_gets, puts, unmatched_puts, dropped, stack_failures, collected,
-        collected_dropped, read_faults, paths_dropped, stream_lost, double_puts
+        collected_dropped, read_faults, paths_dropped, stream_lost, double_puts, size_filtered
     };
 }
 

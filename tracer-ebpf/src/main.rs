@@ -112,6 +112,37 @@ const EEXIST: i32 = -17;
 #[unsafe(no_mangle)]
 static RELEASE_SAMPLE: u32 = DEFAULT_RELEASE_SAMPLE;
 
+/// Addresses a stack walk records at most (`names::STACK_DEPTH`, `--stack-depth`); read
+/// only through [`stack_depth`].
+#[unsafe(no_mangle)]
+static STACK_DEPTH: u32 = MAX_STACK_DEPTH as u32;
+
+/// Objects of these sizes only are tracked (`names::SIZE_MIN`/`SIZE_MAX`, `--min-size`,
+/// `--max-size`); read only through [`size_wanted`].
+#[unsafe(no_mangle)]
+static SIZE_MIN: u64 = 0;
+#[unsafe(no_mangle)]
+static SIZE_MAX: u64 = u64::MAX;
+
+/// The loader's `STACK_DEPTH`, within 1..=MAX_STACK_DEPTH.
+fn stack_depth() -> usize {
+    // SAFETY: a valid, aligned static that nothing in the program writes.
+    let depth = unsafe { core::ptr::read_volatile(&STACK_DEPTH) } as usize;
+    depth.clamp(1, MAX_STACK_DEPTH)
+}
+
+/// Whether an object of `size` is tracked; `filtering` tells whether any size is refused.
+fn size_wanted(size: u64) -> (bool, bool) {
+    // SAFETY: valid, aligned statics that nothing in the program writes.
+    let (min, max) = unsafe {
+        (
+            core::ptr::read_volatile(&SIZE_MIN),
+            core::ptr::read_volatile(&SIZE_MAX),
+        )
+    };
+    (size >= min && size <= max, min > 0 || max < u64::MAX)
+}
+
 /// The loader's value of `RELEASE_SAMPLE`. A plain read would be folded to the compiled-in
 /// default; 0 is taken as 1 so the modulo can never divide by zero.
 fn release_sample() -> u32 {
@@ -197,6 +228,10 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         counters.read_faults += 1;
         0
     });
+    if !size_wanted(size).0 {
+        counters.size_filtered += 1;
+        return;
+    }
     // At a RET, [rsp] is the return address into Get's caller.
     let (stack, caller) = capture_stack(ctx, site.flags);
     let stack = stack.unwrap_or_else(|| {
@@ -279,7 +314,9 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
             }
         }
         counters.unmatched_puts += 1;
-        if site.flags & SITE_STREAM != 0 {
+        // Under a size filter most unmatched Puts are of objects left out by size: only
+        // the objects shown are streamed.
+        if site.flags & SITE_STREAM != 0 && !size_wanted(0).1 {
             stream(site, counters, EVENT_PUT, regs, addr, 0, u64::MAX);
         }
         return;
@@ -306,7 +343,7 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         record_release(ctx, site.flags, acquire, counters);
     }
     if site.flags & SITE_STREAM != 0 {
-        stream(site, counters, EVENT_PUT, regs, addr, 0, held);
+        stream(site, counters, EVENT_PUT, regs, addr, taken.size, held);
     }
 }
 
@@ -545,8 +582,9 @@ fn walk_frame_pointers(
     ips[0] = regs.rip;
     let mut fp = regs.rbp;
     let mut len = 1;
+    let depth = stack_depth();
     while len < MAX_STACK_DEPTH {
-        if fp == 0 {
+        if fp == 0 || len >= depth {
             break;
         }
         let offset = fp.wrapping_sub(base);

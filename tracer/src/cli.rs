@@ -219,6 +219,10 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub pools: PoolArgs,
 
+    /// Which objects, and how much of their stacks, are recorded.
+    #[command(flatten)]
+    pub filters: Filters,
+
     /// Show only events whose frames contain TEXT.
     #[arg(long, value_name = "TEXT")]
     pub grep: Option<String>,
@@ -390,6 +394,48 @@ pub struct TraceOptions {
     /// How much the kernel maps hold.
     #[command(flatten)]
     pub maps: MapSizes,
+
+    /// Which objects, and how much of their stacks, are recorded.
+    #[command(flatten)]
+    pub filters: Filters,
+}
+
+/// Which objects, and how much of their stacks, are recorded (`report`, `run`, `stream`).
+#[derive(Clone, Copy, Debug, Args)]
+pub struct Filters {
+    /// Track only objects of at least BYTES, as the pool's size spec reads them (a slice's
+    /// capacity, say), e.g. one bucket of a bucketed pool. Gets of others are counted as
+    /// `size_filtered`, and their Puts as unmatched.
+    #[arg(long, value_name = "BYTES")]
+    pub min_size: Option<u64>,
+
+    /// Track only objects of at most BYTES.
+    #[arg(long, value_name = "BYTES")]
+    pub max_size: Option<u64>,
+
+    /// Record at most N addresses of each stack, from the probed function out (1 to 64, the
+    /// default and the most the kernel side keeps). Paths that differ only deeper are
+    /// merged, and deep stacks cost less to walk.
+    #[arg(long, value_name = "N", default_value_t = tracer_common::MAX_STACK_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..=tracer_common::MAX_STACK_DEPTH as i64))]
+    pub stack_depth: u32,
+}
+
+impl Filters {
+    /// Every object, and whole stacks.
+    pub const NONE: Self = Self {
+        min_size: None,
+        max_size: None,
+        stack_depth: tracer_common::MAX_STACK_DEPTH as u32,
+    };
+}
+
+impl MapSizes {
+    /// The defaults of `--max-objects` and `--max-stacks`.
+    pub const DEFAULT: Self = Self {
+        max_objects: tracer_common::DEFAULT_MAX_OBJECTS,
+        max_stacks: tracer_common::DEFAULT_MAX_STACKS,
+    };
 }
 
 /// How much the kernel maps hold, for every command that reports.

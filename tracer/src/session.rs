@@ -12,7 +12,7 @@ use std::{
 use tracer_common::MAX_POOLS;
 
 use crate::{
-    cli::{PoolArgs, ReportArgs, RunArgs, TraceOptions},
+    cli::{Filters, MapSizes, PoolArgs, ReportArgs, RunArgs, TraceOptions},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
     output::{stdout_closed, write_stdout, OutputFile},
@@ -162,6 +162,8 @@ impl Forwarder {
 
 pub async fn report(args: ReportArgs) -> Result<()> {
     let options = &args.trace;
+    // Checked before anything is opened; used at attach.
+    limits(&options.maps, &options.filters)?;
     let target = prepare(
         args.pid,
         &options.pools,
@@ -254,6 +256,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let signals = Signals::install()?;
     let mut named = named_pools(&args.trace.pools)?;
     named.double_puts |= args.fail_on.contains(&FailOn::DoublePut);
+    limits(&args.trace.maps, &args.trace.filters)?;
     let output = OutputFile::open_requested(args.trace.output.as_deref(), args.trace.force)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
@@ -331,11 +334,12 @@ async fn trace(
     binary: &GoBinary,
     attached: impl FnOnce(&mut Process) -> Result<()>,
 ) -> Result<(Stop, Report, Result<()>)> {
-    let limits = Limits {
-        max_objects: options.maps.max_objects,
-        max_stacks: options.maps.max_stacks,
-    };
-    let probes = Probes::attach(&process, binary, &plans, limits)?;
+    let probes = Probes::attach(
+        &process,
+        binary,
+        &plans,
+        limits(&options.maps, &options.filters)?,
+    )?;
     attached(&mut process)?;
     ends.arm_exec(&process);
     let mut trace = Trace {
@@ -366,6 +370,26 @@ fn write_report(options: &TraceOptions, output: Option<OutputFile>, last: &Repor
 
 /// `--sample-gets` cycles Get's probes over this period.
 const SAMPLE_CYCLE: Duration = Duration::from_millis(500);
+
+/// What the kernel side is loaded with: map sizes and filters, checked.
+pub(crate) fn limits(maps: &MapSizes, filters: &Filters) -> Result<Limits> {
+    let (size_min, size_max) = (
+        filters.min_size.unwrap_or(0),
+        filters.max_size.unwrap_or(u64::MAX),
+    );
+    if size_min > size_max {
+        return Err(Error::Usage(format!(
+            "--min-size {size_min} is larger than --max-size {size_max}: no object would be tracked"
+        )));
+    }
+    Ok(Limits {
+        max_objects: maps.max_objects,
+        max_stacks: maps.max_stacks,
+        stack_depth: filters.stack_depth,
+        size_min,
+        size_max,
+    })
+}
 
 /// One attached run of `report` or `run`; dropping it detaches the probes.
 struct Trace<'a> {

@@ -13,18 +13,19 @@ use tokio::io::unix::AsyncFd;
 use tracer_common::{StreamEvent, EVENT_DOUBLE_PUT, EVENT_GET};
 
 use crate::{
-    cli::StreamArgs,
+    cli::{MapSizes, StreamArgs},
     error::{Error, Result},
     output::{stdout_closed, write_stdout, OutputFile},
-    probes::{keyspec::Side, Limits, PoolPlan, Probes},
+    probes::{keyspec::Side, PoolPlan, Probes},
     process::Process,
-    session::{prepare, sleep_until, Ends, Output, Stop},
+    session::{limits, prepare, sleep_until, Ends, Output, Stop},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns, Events, StackReader},
     units,
 };
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
+    let limits = limits(&MapSizes::DEFAULT, &args.filters)?;
     let target = prepare(
         args.pid,
         &args.pools,
@@ -37,10 +38,6 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     )?;
     let (mut process, binary, plans, mut output) =
         (target.process, target.binary, target.plans, target.output);
-    let limits = Limits {
-        max_objects: tracer_common::DEFAULT_MAX_OBJECTS,
-        max_stacks: tracer_common::DEFAULT_MAX_STACKS,
-    };
     let mut probes = Probes::attach(&process, &binary, &plans, limits)?;
     let ring = Events::take(&mut probes)?;
     // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed; the

@@ -15,12 +15,13 @@ use super::{
     Config, Published, TargetView,
 };
 use crate::{
+    cli::Filters,
     error::Result,
     gobin::GoBinary,
-    probes::{Limits, Probes},
+    probes::Probes,
     process::{Change, Process},
     report::SortBy,
-    session::{plan_present_pools, sleep_until, Attached, Cut},
+    session::{limits, plan_present_pools, sleep_until, Attached, Cut},
     tracking::Snapshot,
 };
 
@@ -50,10 +51,7 @@ pub async fn follow(
         for why in absent {
             crate::status!("pooltrace agent: PID {pid} ({exe}): {}", why.chain());
         }
-        let limits = Limits {
-            max_objects: config.maps.max_objects,
-            max_stacks: config.maps.max_stacks,
-        };
+        let limits = limits(&config.maps, &Filters::NONE)?;
         let probes = Probes::attach(&process, &binary, &plans, limits)?;
         let mut watch = process.watch()?;
         watch.arm_exec(&process);

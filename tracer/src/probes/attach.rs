@@ -32,6 +32,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("POOLTRACE_EBPF_OBJECT")
 pub struct Limits {
     pub max_objects: u32,
     pub max_stacks: u32,
+    /// Addresses a stack walk records at most.
+    pub stack_depth: u32,
+    /// Only objects of these sizes are tracked.
+    pub size_min: u64,
+    pub size_max: u64,
 }
 
 /// Loaded programs and maps, attached to one process.
@@ -78,6 +83,9 @@ impl Probes {
             )
             // Must exist: a global renamed on one side only fails the load, not silently.
             .override_global(names::RELEASE_SAMPLE, &DEFAULT_RELEASE_SAMPLE, true)
+            .override_global(names::STACK_DEPTH, &limits.stack_depth, true)
+            .override_global(names::SIZE_MIN, &limits.size_min, true)
+            .override_global(names::SIZE_MAX, &limits.size_max, true)
             .load(OBJECT)
             .map_err(|source| Error::Load { source })?;
 

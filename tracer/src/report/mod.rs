@@ -111,6 +111,8 @@ struct Counters {
     stream_lost: u64,
     /// Puts of an object already back in the pool (`--double-puts`).
     double_puts: u64,
+    /// Gets of objects outside `--min-size`/`--max-size`, not tracked.
+    size_filtered: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

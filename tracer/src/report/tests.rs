@@ -308,6 +308,7 @@ fn json_field_names_are_the_contract() {
             "unmatched_puts",
             "double_puts",
             "double_put_paths",
+            "size_filtered",
             "dropped",
             "nil_gets",
             "stack_failures",

@@ -302,6 +302,7 @@ fn warnings(pool: &PoolReport) -> Vec<String> {
         (pool.counters.paths_dropped, "hold times or release paths were not recorded (too many distinct paths)"),
         (pool.counters.stream_lost, "stream events were lost (the ring buffer was full)"),
         (pool.counters.read_faults, "object identities or sizes could not be read from the target's memory (check --get-key/--put-key/--get-size)"),
+        (pool.counters.size_filtered, "objects outside --min-size/--max-size were not tracked (their Puts count as unmatched)"),
     ];
     let unseen = [
         (pool.unseen_put_sites as u64, "inlined copies of Put make no call pooltrace can probe: objects given back there look outstanding, or dropped without a Put, which is therefore not scored"),
