@@ -65,3 +65,30 @@ fn filters_keep_only_matching_frames_and_old_objects() {
     let (lines, _) = stream(&["--min-age", "1h"]);
     assert!(lines.is_empty(), "{lines:?}");
 }
+
+#[test]
+fn a_double_put_is_streamed_as_its_own_event() {
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let tracer = Tracer::stream(
+        target.pid,
+        &[
+            "--get",
+            "main.(*BufPool).Get",
+            "--put",
+            "main.(*BufPool).Put",
+            "--double-puts",
+        ],
+    );
+    target.send("double");
+    target.expect_line("counts");
+    target.exit();
+    let stdout = tracer.finish().stdout;
+    let kinds: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(kinds, ["get", "put", "double-put"], "{stdout}");
+    let double = stdout.lines().nth(2).unwrap_or("");
+    assert!(double.contains("already back in the pool"), "{double}");
+    assert!(double.contains("main.retryRelease"), "{double}");
+}
