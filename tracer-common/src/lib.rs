@@ -212,7 +212,7 @@ pub const SITE_STREAM: u32 = 4;
 /// the probed instruction is already the caller's frame, so no immediate caller is added.
 pub const SITE_IN_CALLER: u32 = 8;
 /// Double Puts are caught: a matched Put remembers its object in `RETURNED` (with the
-/// Put's caller), a Get forgets it, and a Put of a remembered object is a double Put.
+/// Put's stack), a Get forgets it, and a Put of a remembered object is a double Put.
 pub const SITE_DOUBLE_PUTS: u32 = 16;
 /// Capacity of `RETURNED`, the objects recently given back (an LRU: the oldest are forgotten
 /// first, so a double Put of an object returned long ago is missed, never invented).
@@ -360,9 +360,20 @@ pub struct DoublePutKey {
     pub stack: u64,
     /// Return address into the second Put's caller (0 at an inlined copy's site).
     pub caller: u64,
-    /// Where the first Put was called from: the return address into its caller, or the site
-    /// itself in an inlined copy; 0 when the two Puts raced on two CPUs.
+    /// The first Put's stack (key in `STACKS`) and caller, as [`ReturnedBy`] kept them; 0
+    /// when the two Puts raced on two CPUs.
+    pub first_stack: u64,
     pub first_caller: u64,
+}
+
+/// Value of `RETURNED`: the call path of the Put that gave an object back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReturnedBy {
+    /// Key in `STACKS` of the Put's stack, 0 when it could not be captured.
+    pub stack: u64,
+    /// Return address into the Put's caller (0 at an inlined copy's site).
+    pub caller: u64,
 }
 
 /// What `EVENTS` carries in stream mode: one Get or Put.
@@ -492,7 +503,8 @@ assert_no_padding! {
     PathTotals { count, bytes };
     HoldHistogram { buckets };
     ReleaseKey { acquire, release_stack, release_caller };
-    DoublePutKey { pool, _pad, stack, caller, first_caller };
+    DoublePutKey { pool, _pad, stack, caller, first_stack, first_caller };
+    ReturnedBy { stack, caller };
     StreamEvent { kind, pool, time_ns, goroutine, object, size, stack, caller, age_ns };
     PoolCounters {
         gets, nil_gets, puts, unmatched_puts, dropped, stack_failures, collected,

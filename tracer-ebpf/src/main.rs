@@ -26,10 +26,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    hold_bucket, DoublePutKey, HoldHistogram, ReleaseKey, StreamEvent, DEFAULT_RELEASE_SAMPLE,
-    EVENTS_BYTES, EVENT_DOUBLE_PUT, EVENT_GET, EVENT_PUT, HOLD_BUCKETS, MAX_DOUBLE_PUT_PATHS,
-    MAX_RELEASE_PATHS, MAX_RETURNED, SITE_DOUBLE_PUTS, SITE_IN_CALLER, SITE_RELEASE_PATHS,
-    SITE_STREAM,
+    hold_bucket, DoublePutKey, HoldHistogram, ReleaseKey, ReturnedBy, StreamEvent,
+    DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES, EVENT_DOUBLE_PUT, EVENT_GET, EVENT_PUT, HOLD_BUCKETS,
+    MAX_DOUBLE_PUT_PATHS, MAX_RELEASE_PATHS, MAX_RETURNED, SITE_DOUBLE_PUTS, SITE_IN_CALLER,
+    SITE_RELEASE_PATHS, SITE_STREAM,
 };
 use tracer_common::{
     ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters, ProbeSite, StackFrames, WordSpec,
@@ -84,11 +84,11 @@ static ZERO_HISTOGRAM: Array<HoldHistogram> = Array::with_max_entries(1, 0);
 static RELEASES: PerCpuHashMap<ReleaseKey, u64> =
     PerCpuHashMap::with_max_entries(MAX_RELEASE_PATHS, 0);
 
-/// Objects given back and not handed out since, with where their Put was called from: what
+/// Objects given back and not handed out since, with the call path of their Put: what
 /// tells a double Put from a harmless Put of an object taken before attach. An LRU, so it
 /// stays bounded: an object returned long ago and forgotten is missed, never invented.
 #[map]
-static RETURNED: LruHashMap<ObjectKey, u64> = LruHashMap::with_max_entries(MAX_RETURNED, 0);
+static RETURNED: LruHashMap<ObjectKey, ReturnedBy> = LruHashMap::with_max_entries(MAX_RETURNED, 0);
 
 /// Double Puts, by the second Put's call path and where the first was called from.
 #[map]
@@ -308,8 +308,8 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     // Copied out before the entry goes: the hold time and release path need it.
     let Some(taken) = (unsafe { OUTSTANDING.get(&key) }).copied() else {
         if site.flags & SITE_DOUBLE_PUTS != 0 {
-            if let Some(&first_caller) = unsafe { RETURNED.get(&key) } {
-                record_double_put(ctx, site, &key, first_caller, counters);
+            if let Some(&first) = unsafe { RETURNED.get(&key) } {
+                record_double_put(ctx, site, &key, &first, counters);
                 return;
             }
         }
@@ -325,22 +325,32 @@ fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         // Another CPU's Put of the same object won the race: two Puts of one Get.
         match site.flags & SITE_DOUBLE_PUTS {
             0 => counters.unmatched_puts += 1,
-            _ => record_double_put(ctx, site, &key, 0, counters),
+            _ => record_double_put(ctx, site, &key, &ReturnedBy::default(), counters),
         }
         return;
-    }
-    if site.flags & SITE_DOUBLE_PUTS != 0 {
-        let _ = RETURNED.insert(&key, &called_from(regs, site.flags), 0);
     }
     let acquire = taken.path(site.pool);
     let held = now.saturating_sub(taken.taken_ns);
     record_hold_time(&acquire, held, counters);
     // One Put in RELEASE_SAMPLE records its stack: each path's share stays an unbiased
-    // estimate, at a fraction of a stack walk per Put.
-    if site.flags & SITE_RELEASE_PATHS != 0
-        && unsafe { bpf_get_prandom_u32() } % release_sample() == 0
-    {
-        record_release(ctx, site.flags, acquire, counters);
+    // estimate, at a fraction of a stack walk per Put. Catching double Puts needs every
+    // Put's stack; one walk serves both.
+    let sampled = site.flags & SITE_RELEASE_PATHS != 0
+        && unsafe { bpf_get_prandom_u32() } % release_sample() == 0;
+    let remembered = site.flags & SITE_DOUBLE_PUTS != 0;
+    if sampled || remembered {
+        // Before Put's prologue, [rsp] is the return address into its caller.
+        let (stack, caller) = capture_stack(ctx, site.flags);
+        let by = ReturnedBy {
+            stack: stack.unwrap_or(0),
+            caller,
+        };
+        if remembered {
+            let _ = RETURNED.insert(&key, &by, 0);
+        }
+        if sampled {
+            record_release(acquire, &by, counters);
+        }
     }
     if site.flags & SITE_STREAM != 0 {
         stream(site, counters, EVENT_PUT, regs, addr, taken.size, held);
@@ -352,7 +362,7 @@ fn record_double_put(
     ctx: &ProbeContext,
     site: &ProbeSite,
     key: &ObjectKey,
-    first_caller: u64,
+    first: &ReturnedBy,
     counters: &mut PoolCounters,
 ) {
     counters.double_puts += 1;
@@ -362,7 +372,8 @@ fn record_double_put(
         _pad: 0,
         stack: stack.unwrap_or(0),
         caller,
-        first_caller,
+        first_stack: first.stack,
+        first_caller: first.caller,
     };
     match DOUBLE_PUTS.get_ptr_mut(&path) {
         // SAFETY: this CPU's copy of the counter.
@@ -425,14 +436,12 @@ fn record_hold_time(acquire: &PathKey, held: u64, counters: &mut PoolCounters) {
     }
 }
 
-/// Counts the object under its acquire path and the stack of this Put.
-fn record_release(ctx: &ProbeContext, flags: u32, acquire: PathKey, counters: &mut PoolCounters) {
-    // Before Put's prologue, [rsp] is the return address into its caller.
-    let (stack, caller) = capture_stack(ctx, flags);
+/// Counts the object under its acquire path and the call path of this Put.
+fn record_release(acquire: PathKey, by: &ReturnedBy, counters: &mut PoolCounters) {
     let release = ReleaseKey {
         acquire,
-        release_stack: stack.unwrap_or(0),
-        release_caller: caller,
+        release_stack: by.stack,
+        release_caller: by.caller,
     };
     match RELEASES.get_ptr_mut(&release) {
         // SAFETY: this CPU's copy of the counter.

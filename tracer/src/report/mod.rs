@@ -82,9 +82,8 @@ pub struct DoublePutPath {
     pub count: u64,
     /// The second Put, innermost first: the Put function, its caller, and so on out.
     pub frames: Vec<Frame>,
-    /// The first Put: the Put function and its caller (only the caller is recorded at every
-    /// Put; a whole stack would cost a walk per Put). Just the Put function when the two
-    /// Puts raced on two CPUs.
+    /// The first Put, the same way. Just the Put function when the two Puts raced on two
+    /// CPUs.
     pub first_put_frames: Vec<Frame>,
 }
 
@@ -268,12 +267,13 @@ impl Report {
                     .is_some()
             };
             let paths = call_paths(snapshot, &state.groups, &in_caller);
-            let doubles: Vec<(u64, Addresses, u64)> = state
+            let doubles: Vec<(u64, Addresses, Addresses)> = state
                 .double_puts
                 .iter()
                 .map(|d| {
                     let second = outer_frames(snapshot, d.stack, d.caller, &in_caller);
-                    (d.count, second, d.first_caller)
+                    let first = outer_frames(snapshot, d.first_stack, d.first_caller, &in_caller);
+                    (d.count, second, first)
                 })
                 .collect();
             let unseen_put_sites = plan.inlined_puts.unseen.len();
@@ -565,23 +565,17 @@ fn symbolize(
 
 /// Double Puts by path, the most frequent first, each with the frames of both Puts.
 fn double_put_paths(
-    doubles: Vec<(u64, Addresses, u64)>,
+    doubles: Vec<(u64, Addresses, Addresses)>,
     symbolizer: &mut dyn Symbolize,
     plan: &PoolPlan,
 ) -> Vec<DoublePutPath> {
     let put = &plan.put.function;
     let mut paths: Vec<DoublePutPath> = doubles
         .into_iter()
-        .map(|(count, second, first_caller)| {
-            let first = Addresses {
-                outer: vec![first_caller],
-                ..Addresses::default()
-            };
-            DoublePutPath {
-                count,
-                frames: frames(symbolizer, put, &second, AddressKind::Executing),
-                first_put_frames: frames(symbolizer, put, &first, AddressKind::Executing),
-            }
+        .map(|(count, second, first)| DoublePutPath {
+            count,
+            frames: frames(symbolizer, put, &second, AddressKind::Executing),
+            first_put_frames: frames(symbolizer, put, &first, AddressKind::Executing),
         })
         .collect();
     paths.sort_by_key(|path| std::cmp::Reverse(path.count));

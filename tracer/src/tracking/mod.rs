@@ -120,7 +120,8 @@ pub struct DoublePuts {
     /// The second Put's stack (key in `STACKS`, 0 when not captured) and caller.
     pub stack: u64,
     pub caller: u64,
-    /// Where the first Put was called from (0 when the two raced on two CPUs).
+    /// The first Put's stack and caller (0 when the two raced on two CPUs).
+    pub first_stack: u64,
     pub first_caller: u64,
     pub count: u64,
 }
@@ -213,6 +214,7 @@ impl Snapshot {
                 state.double_puts.push(DoublePuts {
                     stack: key.stack,
                     caller: key.caller,
+                    first_stack: key.first_stack,
                     first_caller: key.first_caller,
                     count: per_cpu.iter().sum(),
                 });
@@ -236,7 +238,7 @@ impl Snapshot {
 /// their double Puts name.
 fn read_stacks(reader: &StackReader, pools: &[PoolState]) -> HashMap<u64, Vec<u64>> {
     let named = pools.iter().flat_map(|pool| {
-        let doubles = pool.double_puts.iter().map(|double| double.stack);
+        let doubles = (pool.double_puts.iter()).flat_map(|d| [d.stack, d.first_stack]);
         pool.groups
             .iter()
             .flat_map(|group| {
