@@ -187,7 +187,11 @@ fn go_test_exec_fails_a_test_that_puts_a_buffer_back_twice_naming_both_puts() {
     );
     assert_eq!(
         names(&paths[0]["first_put_frames"])[..3],
-        ["pooltest.(*Pool).Put", "pooltest.Release", "pooltest.TestDoublePut"]
+        [
+            "pooltest.(*Pool).Put",
+            "pooltest.Release",
+            "pooltest.TestDoublePut"
+        ]
     );
     assert_eq!(
         paths[0]["first_put_frames"][1]["line"].as_u64(),

@@ -37,7 +37,8 @@ pub enum Command {
     #[command(after_help = REPORT_EXAMPLES)]
     Report(Box<ReportArgs>),
     /// Start a program with its output passed through, traced from its first instruction,
-    /// and report when it exits. Exits with the program's status.
+    /// and report when it exits. Exits with the program's status (or 70 on a --fail-on
+    /// finding).
     #[command(after_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
     /// Print each Get and Put as it happens: time, goroutine, object, size or age, callers.
@@ -330,9 +331,10 @@ pub struct RunArgs {
 
     /// Exit with status 70 when the final report finds any of these (comma-separated):
     /// `outstanding` (an object still out of its pool when the program exits), `collected`
-    /// (an object dropped without a Put), `score=N` (a call path scoring N or more). A
-    /// line on stderr names each pool and the function that took the objects. A program that
-    /// fails keeps its own status.
+    /// (an object dropped without a Put), `double-put` (a Put of an object already back in
+    /// its pool; turns on --double-puts), `score=N` (a call path scoring N or more). A line
+    /// on stderr names each pool and the functions that took or put back the objects. A
+    /// program that fails keeps its own status.
     #[arg(long, value_name = "KIND[,KIND]", value_delimiter = ',', value_parser = FailOn::parse)]
     pub fail_on: Vec<FailOn>,
 
