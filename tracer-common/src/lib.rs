@@ -215,7 +215,7 @@ pub const SITE_IN_CALLER: u32 = 8;
 /// Put's stack), a Get forgets it, and a Put of a remembered object is a double Put.
 pub const SITE_DOUBLE_PUTS: u32 = 16;
 /// Capacity of `RETURNED`, the objects recently given back (an LRU: the oldest are forgotten
-/// first, so a double Put of an object returned long ago is missed, never invented).
+/// first, so a double Put of an object returned long ago is missed, not invented).
 pub const MAX_RETURNED: u32 = 65_536;
 /// Capacity of `DOUBLE_PUTS` (pairs of call paths).
 pub const MAX_DOUBLE_PUT_PATHS: u32 = 1_024;
@@ -386,7 +386,8 @@ pub struct StreamEvent {
     pub time_ns: u64,
     pub goroutine: u64,
     pub object: u64,
-    /// Size at Get (0 when unknown or at Put).
+    /// The object's size as its Get read it (0 when unknown, or at a Put of an object taken
+    /// before attach).
     pub size: u64,
     /// Key in `STACKS` (0: none), and the immediate caller: the return address into it, or
     /// at a `SITE_IN_CALLER` site the probed instruction itself, which lies in it.
@@ -414,7 +415,7 @@ pub struct PoolCounters {
     /// Put calls.
     pub puts: u64,
     /// Put calls whose object was not outstanding (taken before attach, a nil object,
-    /// or dropped when `OUTSTANDING` was full).
+    /// dropped when `OUTSTANDING` was full, or left out by size) and is no double Put.
     pub unmatched_puts: u64,
     /// Objects not tracked because `OUTSTANDING` was full.
     pub dropped: u64,

@@ -1,4 +1,4 @@
-//! pooltrace's kernel side: two uprobe programs that pair every pool Get with its Put.
+//! pooltrace's kernel side: uprobe programs that pair every pool Get with its Put.
 //!
 //! `pool_get` runs at each RET of a Get function and records the returned object in
 //! `OUTSTANDING` with the stack that took it; `pool_put` runs near the entry of Put and removes
@@ -86,7 +86,7 @@ static RELEASES: PerCpuHashMap<ReleaseKey, u64> =
 
 /// Objects given back and not handed out since, with the call path of their Put: what
 /// tells a double Put from a harmless Put of an object taken before attach. An LRU, so it
-/// stays bounded: an object returned long ago and forgotten is missed, never invented.
+/// stays bounded: an object returned long ago and forgotten is missed, not invented.
 #[map]
 static RETURNED: LruHashMap<ObjectKey, ReturnedBy> = LruHashMap::with_max_entries(MAX_RETURNED, 0);
 
@@ -193,6 +193,18 @@ fn site_and_counters(
 fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let regs = unsafe { &*ctx.regs };
     let words = GoRegs::read(regs);
+    let object = read_word(&words, &site.key);
+    if let (Some(addr @ 1..), true) = (object, site.flags & SITE_DOUBLE_PUTS != 0) {
+        // Handed out again, whatever else this Get turns out to be (another instance, one
+        // begun before attach, the wrong size): its next Put is a first one. Forgetting can
+        // only miss a double Put, never invent one.
+        let key = ObjectKey {
+            pool: site.pool,
+            _pad: 0,
+            addr,
+        };
+        let _ = RETURNED.remove(&key);
+    }
     let mut receiver = 0;
     if site.flags & SITE_TRACKS_RECEIVER != 0 {
         let in_flight = in_flight_key(site.pool, regs.r14);
@@ -206,7 +218,7 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
             None => {}
         }
     }
-    let Some(addr) = read_word(&words, &site.key) else {
+    let Some(addr) = object else {
         counters.read_faults += 1;
         return;
     };
@@ -220,18 +232,18 @@ fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
         _pad: 0,
         addr,
     };
-    if site.flags & SITE_DOUBLE_PUTS != 0 {
-        // Handed out again: its next Put is a first one.
-        let _ = RETURNED.remove(&key);
-    }
-    let size = read_word(&words, &site.size).unwrap_or_else(|| {
-        counters.read_faults += 1;
-        0
-    });
-    if !size_wanted(size).0 {
-        counters.size_filtered += 1;
-        return;
-    }
+    // A size that cannot be read is counted once, as a fault, and the object tracked.
+    let size = match read_word(&words, &site.size) {
+        Some(size) if !size_wanted(size).0 => {
+            counters.size_filtered += 1;
+            return;
+        }
+        Some(size) => size,
+        None => {
+            counters.read_faults += 1;
+            0
+        }
+    };
     // At a RET, [rsp] is the return address into Get's caller.
     let (stack, caller) = capture_stack(ctx, site.flags);
     let stack = stack.unwrap_or_else(|| {

@@ -164,6 +164,7 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     let options = &args.trace;
     // Checked before anything is opened; used at attach.
     limits(&options.maps, &options.filters)?;
+    double_puts_need_every_get(options.pools.double_puts, options.sample_gets)?;
     let target = prepare(
         args.pid,
         &options.pools,
@@ -257,6 +258,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let mut named = named_pools(&args.trace.pools)?;
     named.double_puts |= args.fail_on.contains(&FailOn::DoublePut);
     limits(&args.trace.maps, &args.trace.filters)?;
+    double_puts_need_every_get(named.double_puts, args.trace.sample_gets)?;
     let output = OutputFile::open_requested(args.trace.output.as_deref(), args.trace.force)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
@@ -389,6 +391,20 @@ pub(crate) fn limits(maps: &MapSizes, filters: &Filters) -> Result<Limits> {
         size_min,
         size_max,
     })
+}
+
+/// `--double-puts` with `--sample-gets`: an object handed out while Get is not probed would
+/// still look given back, and its next Put like a second one.
+pub(crate) fn double_puts_need_every_get(
+    double_puts: bool,
+    sample_gets: Option<f64>,
+) -> Result<()> {
+    match sample_gets {
+        Some(fraction) if double_puts && fraction < 1.0 => Err(Error::Usage(
+            "--double-puts needs every Get probed: it cannot go with --sample-gets".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// One attached run of `report` or `run`; dropping it detaches the probes.

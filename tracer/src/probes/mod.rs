@@ -241,7 +241,7 @@ impl PoolPlan {
             in_caller(put_probe),
             untraceable,
         );
-        Ok(Self {
+        let mut plan = Self {
             get,
             put,
             get_sites,
@@ -252,7 +252,38 @@ impl PoolPlan {
             kind: spec.kind,
             inlined_gets,
             inlined_puts,
-        })
+        };
+        if let Some(why) = plan.double_puts_unsound().filter(|_| spec.double_puts) {
+            crate::status!(
+                "pooltrace: --double-puts is off for {}: {why}",
+                plan.get.requested
+            );
+            plan.without(SITE_DOUBLE_PUTS);
+        }
+        Ok(plan)
+    }
+
+    /// Why a Put of an object already given back would not mean a double Put in this pool:
+    /// a Get no probe sees would hand objects out without forgetting them, and a sync pool
+    /// drops objects whose memory then comes back from allocations that pass no Get.
+    fn double_puts_unsound(&self) -> Option<&'static str> {
+        if !self.inlined_gets.unseen.is_empty() {
+            return Some("some inlined copies of Get cannot be probed, and objects taken there would look put back twice");
+        }
+        match self.kind {
+            PoolKind::Sync => Some("a sync pool drops objects, and their memory comes back through allocations no Get sees"),
+            PoolKind::Counting => None,
+        }
+    }
+
+    /// Clears `flag` from every site of the plan.
+    fn without(&mut self, flag: u32) {
+        self.get_probe.flags &= !flag;
+        self.put_probe.flags &= !flag;
+        let inlined = self.inlined_gets.sites.iter_mut();
+        for site in inlined.chain(self.inlined_puts.sites.iter_mut()) {
+            site.probe.flags &= !flag;
+        }
     }
 
     /// Whether `vaddr` is a site inside an inlined copy of Get or Put, and which.
