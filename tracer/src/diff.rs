@@ -23,6 +23,9 @@ struct ReportIn {
 struct PoolIn {
     get: String,
     stacks: Vec<StackIn>,
+    /// Paths the report left out (`--top`): such a path is missing without being gone.
+    #[serde(default)]
+    stacks_omitted: usize,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +101,16 @@ struct DiffOut {
 pub fn diff(args: &DiffArgs) -> Result<()> {
     let old = read(&args.old)?;
     let new = read(&args.new)?;
+    for (path, report) in [(&args.old, &old), (&args.new, &new)] {
+        let omitted: usize = report.pools.iter().map(|p| p.stacks_omitted).sum();
+        if omitted > 0 {
+            crate::status!(
+                "pooltrace: {} left out {omitted} call paths (--top): one shown as new or gone \
+                 may only have been cut there",
+                path.display()
+            );
+        }
+    }
     let changes = compare(&old, &new);
     let text = match args.format {
         DiffFormat::Text => render(&changes),
@@ -230,6 +243,7 @@ mod tests {
         ReportIn {
             pools: vec![PoolIn {
                 get: "pool.Get".into(),
+                stacks_omitted: 0,
                 stacks: stacks
                     .iter()
                     .map(|&(caller, line, outstanding, collected)| StackIn {

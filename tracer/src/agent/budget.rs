@@ -22,6 +22,8 @@ pub struct Budget {
     allowed_ns: f64,
     /// `--sample-gets`: the fraction never goes above it.
     cap: f64,
+    /// Nor below this: `MIN_FRACTION`, or 1 when every Get must be seen (`--double-puts`).
+    floor: f64,
     /// Per pool: what one Get and one Put cost.
     costs: Vec<(f64, f64)>,
     /// Per pool: Gets and Puts counted at the last decision.
@@ -29,7 +31,13 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn new(percent_of_core: f64, cap: Option<f64>, plans: &[PoolPlan]) -> Self {
+    /// `every_get`: Get may not be sampled (`--double-puts`); the cost is still estimated.
+    pub fn new(
+        percent_of_core: f64,
+        cap: Option<f64>,
+        plans: &[PoolPlan],
+        every_get: bool,
+    ) -> Self {
         let costs = plans
             .iter()
             .map(|plan| {
@@ -42,6 +50,7 @@ impl Budget {
         Self {
             allowed_ns: percent_of_core / 100.0 * 1e9,
             cap: cap.unwrap_or(1.0),
+            floor: if every_get { 1.0 } else { MIN_FRACTION },
             costs,
             last: vec![(0, 0); plans.len()],
         }
@@ -67,7 +76,7 @@ impl Budget {
         }
         let seconds = seconds.max(1e-3);
         let (get_ns, put_ns) = (get_ns / seconds, put_ns / seconds);
-        let fraction = fraction(self.allowed_ns, get_ns, put_ns, self.cap);
+        let fraction = fraction(self.allowed_ns, get_ns, put_ns, self.floor, self.cap);
         Decision {
             fraction,
             cost_cores: (put_ns + fraction * get_ns) / 1e9,
@@ -97,11 +106,12 @@ fn hit_cost(site: &Site) -> f64 {
 
 /// The share of Get's full cost (`get_ns` a second when always probed) that fits in
 /// `allowed_ns` a second beside Put's `put_ns`.
-fn fraction(allowed_ns: f64, get_ns: f64, put_ns: f64, cap: f64) -> f64 {
+fn fraction(allowed_ns: f64, get_ns: f64, put_ns: f64, floor: f64, cap: f64) -> f64 {
     if get_ns <= 0.0 {
         return cap;
     }
-    ((allowed_ns - put_ns) / get_ns).clamp(MIN_FRACTION, cap)
+    // A --sample-gets below the floor is the user's choice: it wins.
+    ((allowed_ns - put_ns) / get_ns).clamp(floor.min(cap), cap)
 }
 
 #[cfg(test)]
@@ -111,13 +121,17 @@ mod tests {
     #[test]
     fn get_gets_what_put_leaves_of_the_budget() {
         // 1% of a core is 10 ms a second. Put takes 2 ms; Get at full rate would take 32 ms.
-        assert_eq!(fraction(10e6, 32e6, 2e6, 1.0), 0.25);
+        assert_eq!(fraction(10e6, 32e6, 2e6, MIN_FRACTION, 1.0), 0.25);
         // Within budget: always probed, unless --sample-gets says less.
-        assert_eq!(fraction(10e6, 4e6, 2e6, 1.0), 1.0);
-        assert_eq!(fraction(10e6, 4e6, 2e6, 0.5), 0.5);
+        assert_eq!(fraction(10e6, 4e6, 2e6, MIN_FRACTION, 1.0), 1.0);
+        assert_eq!(fraction(10e6, 4e6, 2e6, MIN_FRACTION, 0.5), 0.5);
         // Put alone over budget: Get keeps its floor.
-        assert_eq!(fraction(10e6, 32e6, 12e6, 1.0), MIN_FRACTION);
+        assert_eq!(fraction(10e6, 32e6, 12e6, MIN_FRACTION, 1.0), MIN_FRACTION);
+        // A --sample-gets under the floor wins, and never panics.
+        assert_eq!(fraction(10e6, 32e6, 2e6, MIN_FRACTION, 0.001), 0.001);
+        // Every Get must be seen (--double-puts): never lowered.
+        assert_eq!(fraction(10e6, 32e6, 2e6, 1.0, 1.0), 1.0);
         // No Gets: nothing to lower.
-        assert_eq!(fraction(10e6, 0.0, 50e6, 1.0), 1.0);
+        assert_eq!(fraction(10e6, 0.0, 50e6, MIN_FRACTION, 1.0), 1.0);
     }
 }

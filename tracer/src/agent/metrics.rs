@@ -4,8 +4,8 @@
 //! The metric names and their labels are a contract (see the README's "Run it on a fleet").
 //! Series per traced process: 5 of its own; per pool 7 counters and gauges, 6 lost-event
 //! reasons and the hold-time histogram's 30 lines (28 buckets, sum, count); per exported
-//! call path 4, and 2 for `path="other"`. With `--top-paths K` and P pools that is at most
-//! 5 + P x (45 + 4K) series a process, plus 2 + one per failing executable for the agent.
+//! call path 4, and 1 for `path="other"` (outstanding only). With `--top-paths K` and P pools that is at most
+//! 5 + P x (44 + 4K) series a process, plus 2 + one per failing executable for the agent.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -269,20 +269,32 @@ impl Scrape {
         // Each pool's exported paths, then what the rest hold together.
         let rows = || {
             pools(targets).flat_map(|(_, _, pool, labels)| {
-                let mut rows: Vec<PathRow> = pool
-                    .stacks
-                    .iter()
-                    .map(|stack| PathRow {
-                        labels: with(&labels, &[("path", &path_id(&stack.frames))]),
-                        outstanding: stack.outstanding,
-                        collected: stack.collected,
-                        score: Some(stack.leak_score),
-                        frames: Some(&stack.frames),
-                    })
-                    .collect();
+                // Pool instances of one generic pool can share a path's frames: one series
+                // each would collide, so they are summed under the path (the likeliest score).
+                let mut rows: Vec<PathRow> = Vec::new();
+                for stack in &pool.stacks {
+                    let id = path_id(&stack.frames);
+                    let same = rows.iter_mut().find(|r| r.id == id);
+                    match same {
+                        Some(row) => {
+                            row.outstanding += stack.outstanding;
+                            row.collected += stack.collected;
+                            row.score = row.score.map(|s| s.max(stack.leak_score));
+                        }
+                        None => rows.push(PathRow {
+                            labels: with(&labels, &[("path", &id)]),
+                            id,
+                            outstanding: stack.outstanding,
+                            collected: stack.collected,
+                            score: Some(stack.leak_score),
+                            frames: Some(&stack.frames),
+                        }),
+                    }
+                }
                 let shown = |f: fn(&PathRow) -> u64| rows.iter().map(f).sum::<u64>();
                 let other = PathRow {
                     labels: with(&labels, &[("path", "other")]),
+                    id: "other".to_owned(),
                     outstanding: pool.outstanding.saturating_sub(shown(|r| r.outstanding)),
                     collected: pool
                         .counters
@@ -296,7 +308,14 @@ impl Scrape {
             })
         };
         PATH_OUTSTANDING.encode(e, rows().map(|r| (r.labels, gauge(r.outstanding))))?;
-        PATH_COLLECTED.encode(e, rows().map(|r| (r.labels, counter(r.collected))))?;
+        // Not for "other": what it sums shrinks when a path joins the top K, and a counter
+        // that goes down reads as a reset.
+        PATH_COLLECTED.encode(
+            e,
+            rows()
+                .filter(|r| r.score.is_some())
+                .map(|r| (r.labels, counter(r.collected))),
+        )?;
         PATH_SCORE.encode(
             e,
             rows().filter_map(|r| Some((r.labels, ConstGauge::new(r.score?)))),
@@ -346,6 +365,8 @@ impl Scrape {
 /// One `path` series of a pool.
 struct PathRow<'a> {
     labels: Labels,
+    /// The `path` label.
+    id: String,
     outstanding: u64,
     collected: u64,
     /// None for `other`.

@@ -27,7 +27,7 @@ use crate::{
     probes::{self, PoolEntry},
     process::signal_name,
     report::Report,
-    session::{named_pools, NamedPools},
+    session::{double_puts_need_every_get, named_pools, NamedPools},
     signals::Signals,
 };
 
@@ -87,6 +87,7 @@ pub struct TargetView {
 /// Runs the agent until SIGTERM, SIGINT or SIGHUP.
 pub async fn agent(args: AgentArgs) -> Result<()> {
     let named = named_pools(&args.pools)?;
+    double_puts_need_every_get(named.double_puts, args.sample_gets)?;
     let (matcher, missing) = Matcher::new(&args.pid, &args.exe);
     if args.dry_run {
         return dry_run(&args, &named, &matcher, &missing);

@@ -89,6 +89,8 @@ pub async fn follow(
             );
             let mut published = published.lock().unwrap_or_else(|e| e.into_inner());
             *published.attach_failures.entry(exe).or_default() += 1;
+            // A failure after attach leaves no live-looking numbers behind.
+            published.targets.remove(&found.identity);
             Outcome::Refused
         }
     }
@@ -125,6 +127,7 @@ impl Traced<'_> {
             self.config.budget,
             self.config.sample_gets,
             &self.attached.plans,
+            self.config.named.double_puts,
         );
         self.fraction = budget.initial();
         let mut gets_probed = true;
@@ -137,6 +140,9 @@ impl Traced<'_> {
             tokio::time::Instant::now() + self.config.interval,
             self.config.interval,
         );
+        // After a stall (another process's binary being read), one late tick, not a burst
+        // that would give the budget rates over a millisecond.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
         // Said once: Put's cost follows the load, which does not change its nature.
         let mut warned = false;
