@@ -13,7 +13,9 @@ use std::{
 };
 
 use pooltrace_harness::Lines;
-use pooltrace_tests::{fixture, pooltrace_bin, real_program, run_pooltrace, Demo, Target, Value};
+use pooltrace_tests::{
+    assert_one_line_error, fixture, pooltrace_bin, real_program, run_pooltrace, Demo, Target, Value,
+};
 
 const BUF_POOL: [&str; 4] = [
     "--get",
@@ -185,16 +187,6 @@ fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// Lines of samples in an OpenMetrics text (not comments).
 fn series(metrics: &str) -> Vec<&str> {
     metrics.lines().filter(|l| !l.starts_with('#')).collect()
-}
-
-fn assert_one_line_error(output: &std::process::Output, expected: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "exit {:?}: {stderr}",
-        output.status
-    );
-    assert_eq!(stderr.lines().collect::<Vec<_>>(), [expected], "{stderr}");
 }
 
 #[test]

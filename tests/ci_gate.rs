@@ -85,9 +85,9 @@ fn go_test_exec_fails_a_test_that_leaks_on_an_error_path_and_names_the_function(
     );
 }
 
-/// `pooltrace run --fail-on outstanding` on poolfix fed `commands` (it leaves objects out
-/// after a round); the status and stderr.
-fn run_poolfix(commands: &[u8]) -> (Option<i32>, String) {
+/// `pooltrace run OPTIONS` on poolfix's BufPool, poolfix fed `commands`; the status and
+/// stderr.
+fn run_poolfix(options: &[&str], commands: &[u8]) -> (Option<i32>, String) {
     let mut run = Command::new(pooltrace_bin())
         .args([
             "run",
@@ -96,7 +96,8 @@ fn run_poolfix(commands: &[u8]) -> (Option<i32>, String) {
             "--put",
             "main.(*BufPool).Put",
         ])
-        .args(["--fail-on", "outstanding", "--format", "json", "--"])
+        .args(options)
+        .arg("--")
         .arg(fixture("poolfix-go1.27"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -118,7 +119,9 @@ fn run_poolfix(commands: &[u8]) -> (Option<i32>, String) {
 #[test]
 fn a_finding_exits_70_and_a_program_that_fails_keeps_its_own_status() {
     // Stdin ends after the round: poolfix exits 0, with objects still out.
-    let (status, stderr) = run_poolfix(b"round\n");
+    // It leaves objects out after a round.
+    let fail_on = ["--fail-on", "outstanding", "--format", "json"];
+    let (status, stderr) = run_poolfix(&fail_on, b"round\n");
     assert_eq!(status, Some(FINDINGS), "{stderr}");
     let finding = "pooltrace: --fail-on outstanding: ";
     assert_eq!(
@@ -127,7 +130,7 @@ fn a_finding_exits_70_and_a_program_that_fails_keeps_its_own_status() {
         "{stderr}"
     );
     // "exit" makes poolfix exit 3: its status wins, and no finding is judged.
-    let (status, stderr) = run_poolfix(b"round\nexit\n");
+    let (status, stderr) = run_poolfix(&fail_on, b"round\nexit\n");
     assert_eq!(status, Some(3), "{stderr}");
     assert!(!stderr.contains("--fail-on"), "{stderr}");
 }
@@ -230,46 +233,22 @@ fn puts_of_objects_taken_before_attach_stay_unmatched_not_double() {
 #[test]
 fn double_puts_refuse_sampled_gets_and_are_off_where_unsound() {
     // Sampled Gets would leave objects handed out unseen: refused before anything starts.
-    let output = pooltrace_tests::run_pooltrace(&[
-        "run",
-        "--pool",
-        "sync",
-        "--double-puts",
-        "--sample-gets",
-        "0.5",
-        "--",
-        "/bin/true",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.lines().collect::<Vec<_>>(),
-        ["pooltrace: error: --double-puts needs every Get probed: it cannot go with --sample-gets"]
+    pooltrace_tests::assert_fails_with_line(
+        &[
+            "run",
+            "--pool",
+            "sync",
+            "--double-puts",
+            "--sample-gets",
+            "0.5",
+            "--",
+            "/bin/true",
+        ],
+        "pooltrace: error: --double-puts needs every Get probed: it cannot go with --sample-gets",
     );
     // A sync pool drops objects whose memory comes back through plain allocations: off,
     // with the reason, while the counting pool beside it keeps it.
-    let mut run = Command::new(pooltrace_bin())
-        .args(["run", "--pool", "sync", "--double-puts"])
-        .args([
-            "--get",
-            "main.(*BufPool).Get",
-            "--put",
-            "main.(*BufPool).Put",
-            "--",
-        ])
-        .arg(fixture("poolfix-go1.27"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pooltrace run");
-    run.stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"double\n")
-        .expect("commands");
-    let output = run.wait_with_output().expect("run exits");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, stderr) = run_poolfix(&["--pool", "sync", "--double-puts"], b"double\n");
     let off: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("pooltrace: --double-puts is off for "))

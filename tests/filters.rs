@@ -2,7 +2,7 @@
 //! track only objects of those sizes (counting the others), and `--stack-depth` records
 //! shorter stacks without losing an object.
 
-use pooltrace_tests::{fixture, pool, run_pooltrace, u64_of, Target, Tracer};
+use pooltrace_tests::{assert_fails_with_line, fixture, pool, u64_of, Target, Tracer};
 
 /// poolfix's generic pool, whose `instances` command takes 3000 chunks of capacity 64.
 const CHUNKS: [&str; 6] = [
@@ -77,21 +77,18 @@ fn stream_shows_only_the_objects_the_size_filter_keeps() {
 
 #[test]
 fn a_min_size_above_the_max_size_is_one_line() {
-    let output = run_pooltrace(&[
-        "run",
-        "--pool",
-        "sync",
-        "--min-size",
-        "100",
-        "--max-size",
-        "10",
-        "--",
-        "/bin/true",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.lines().collect::<Vec<_>>(),
-        ["pooltrace: error: --min-size 100 is larger than --max-size 10: no object would be tracked"]
+    assert_fails_with_line(
+        &[
+            "run",
+            "--pool",
+            "sync",
+            "--min-size",
+            "100",
+            "--max-size",
+            "10",
+            "--",
+            "/bin/true",
+        ],
+        "pooltrace: error: --min-size 100 is larger than --max-size 10: no object would be tracked",
     );
 }

@@ -466,6 +466,22 @@ pub fn run_pooltrace(args: &[&str]) -> std::process::Output {
         .expect("run pooltrace")
 }
 
+/// Runs pooltrace with `args`, expecting it to fail with exactly one stderr line.
+pub fn assert_fails_with_line(args: &[&str], expected: &str) {
+    assert_one_line_error(&run_pooltrace(args), expected);
+}
+
+/// `output` is a failure whose stderr is exactly `expected`.
+pub fn assert_one_line_error(output: &std::process::Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "exit {:?}: {stderr}",
+        output.status
+    );
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), [expected], "{stderr}");
+}
+
 /// The pool in a report whose `get` is `get`.
 pub fn pool<'a>(report: &'a Value, get: &str) -> &'a Value {
     report["pools"]
