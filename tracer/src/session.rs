@@ -1,7 +1,9 @@
 //! One tracing session from attach to detach: resolve the pools, attach the probes, print
 //! the periodic tables, and on a signal, `--duration`, the target's exit or exec, or a closed
 //! stdout, the final report, into the `--output` file opened before attaching. `run` passes
-//! signals on to its program and waits for it to exit.
+//! signals on to its program, waits for it to exit, and judges `--fail-on`. The setup every
+//! command shares (`prepare`, `limits`, the pools planned) and `Attached`, which turns an
+//! attached process's maps into reports, serve `stream` and the agent too.
 
 use std::{
     io::IsTerminal,
