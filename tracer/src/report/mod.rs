@@ -185,8 +185,7 @@ pub enum SortBy {
 /// What each call path held at every report so far (a path's trend), and each pool's
 /// counts at the last report (for rates). A path unseen for `TREND_LENGTH` reports is
 /// forgotten, so an agent that reports for hours keeps only the paths of its last 60 reports
-/// (5 minutes at its default interval),
-/// however many come and go.
+/// (5 minutes at its default interval), however many come and go.
 #[derive(Default)]
 pub struct History {
     /// Each path's trend, and the report that last recorded it.
