@@ -46,6 +46,9 @@ pub fn encode(scrape: Scrape) -> String {
     text
 }
 
+/// A per-pool family and how to read its value from the pool's report.
+type PerPool<'a> = (&'a Family<'a>, fn(&PoolReport) -> u64);
+
 /// Labels every per-process series has.
 type Labels = Vec<(&'static str, String)>;
 
@@ -219,26 +222,16 @@ impl Collector for Scrape {
         let by_pool = |f: fn(&PoolReport) -> u64| {
             pools(targets).map(move |(_, _, pool, labels)| (labels, f(pool)))
         };
-        GETS.encode(
-            e,
-            by_pool(|p| p.counters.gets).map(|(l, v)| (l, counter(v))),
-        )?;
-        PUTS.encode(
-            e,
-            by_pool(|p| p.counters.puts).map(|(l, v)| (l, counter(v))),
-        )?;
-        UNMATCHED.encode(
-            e,
-            by_pool(|p| p.counters.unmatched_puts).map(|(l, v)| (l, counter(v))),
-        )?;
-        COLLECTED.encode(
-            e,
-            by_pool(|p| p.counters.collected).map(|(l, v)| (l, counter(v))),
-        )?;
-        DOUBLE_PUTS.encode(
-            e,
-            by_pool(|p| p.counters.double_puts).map(|(l, v)| (l, counter(v))),
-        )?;
+        let counters: [PerPool; 5] = [
+            (&GETS, |p| p.counters.gets),
+            (&PUTS, |p| p.counters.puts),
+            (&UNMATCHED, |p| p.counters.unmatched_puts),
+            (&COLLECTED, |p| p.counters.collected),
+            (&DOUBLE_PUTS, |p| p.counters.double_puts),
+        ];
+        for (family, value) in counters {
+            family.encode(e, by_pool(value).map(|(l, v)| (l, counter(v))))?;
+        }
         LOST.encode(
             e,
             pools(targets).flat_map(|(_, _, pool, labels)| {
@@ -246,11 +239,13 @@ impl Collector for Scrape {
                     .map(|(reason, n)| (with(&labels, &[("reason", reason)]), counter(n)))
             }),
         )?;
-        OUTSTANDING.encode(e, by_pool(|p| p.outstanding).map(|(l, v)| (l, gauge(v))))?;
-        OUTSTANDING_BYTES.encode(
-            e,
-            by_pool(|p| p.outstanding_bytes).map(|(l, v)| (l, gauge(v))),
-        )?;
+        let gauges: [PerPool; 2] = [
+            (&OUTSTANDING, |p| p.outstanding),
+            (&OUTSTANDING_BYTES, |p| p.outstanding_bytes),
+        ];
+        for (family, value) in gauges {
+            family.encode(e, by_pool(value).map(|(l, v)| (l, gauge(v))))?;
+        }
         HOLD.encode(
             e,
             pools(targets).map(|(target, i, _, labels)| {
@@ -266,9 +261,10 @@ impl Collector for Scrape {
 impl Scrape {
     fn encode_paths(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let targets = &self.targets;
-        // Each pool's exported paths, then what the rest hold together.
-        let rows = || {
-            pools(targets).flat_map(|(_, _, pool, labels)| {
+        // Each pool's exported paths, then what the rest hold together: built once, encoded
+        // into four families.
+        let rows: Vec<PathRow> = pools(targets)
+            .flat_map(|(_, _, pool, labels)| {
                 // Pool instances of one generic pool can share a path's frames: one series
                 // each would collide, so they are summed under the path (the likeliest score).
                 let mut rows: Vec<PathRow> = Vec::new();
@@ -291,41 +287,37 @@ impl Scrape {
                         }),
                     }
                 }
-                let shown = |f: fn(&PathRow) -> u64| rows.iter().map(f).sum::<u64>();
-                let other = PathRow {
+                let shown: u64 = rows.iter().map(|r| r.outstanding).sum();
+                rows.push(PathRow {
                     labels: with(&labels, &[("path", "other")]),
                     id: "other".to_owned(),
-                    outstanding: pool.outstanding.saturating_sub(shown(|r| r.outstanding)),
-                    collected: pool
-                        .counters
-                        .collected
-                        .saturating_sub(shown(|r| r.collected)),
+                    outstanding: pool.outstanding.saturating_sub(shown),
+                    // Not exported: what it sums shrinks when a path joins the top K, and a
+                    // counter that goes down reads as a reset.
+                    collected: 0,
                     score: None,
                     frames: None,
-                };
-                rows.push(other);
+                });
                 rows
             })
-        };
-        PATH_OUTSTANDING.encode(e, rows().map(|r| (r.labels, gauge(r.outstanding))))?;
-        // Not for "other": what it sums shrinks when a path joins the top K, and a counter
-        // that goes down reads as a reset.
-        PATH_COLLECTED.encode(
+            .collect();
+        let paths = || rows.iter().filter(|r| r.frames.is_some());
+        PATH_OUTSTANDING.encode(
             e,
-            rows()
-                .filter(|r| r.score.is_some())
-                .map(|r| (r.labels, counter(r.collected))),
+            rows.iter()
+                .map(|r| (r.labels.clone(), gauge(r.outstanding))),
         )?;
+        PATH_COLLECTED.encode(e, paths().map(|r| (r.labels.clone(), counter(r.collected))))?;
         PATH_SCORE.encode(
             e,
-            rows().filter_map(|r| Some((r.labels, ConstGauge::new(r.score?)))),
+            paths().filter_map(|r| Some((r.labels.clone(), ConstGauge::new(r.score?)))),
         )?;
         PATH_INFO.encode(
             e,
-            rows().filter_map(|r| {
+            paths().filter_map(|r| {
                 let frames = r.frames?;
                 let info = vec![("caller", caller(frames)), ("frames", frame_list(frames))];
-                Some((r.labels, Info(info)))
+                Some((r.labels.clone(), Info(info)))
             }),
         )
     }
