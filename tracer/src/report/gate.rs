@@ -60,20 +60,26 @@ pub fn findings(report: &Report, fail_on: &[FailOn]) -> Vec<String> {
 }
 
 fn pool_findings(pool: &PoolReport, kind: FailOn) -> Vec<String> {
-    let (total, what) = match kind {
-        FailOn::Outstanding => (pool.outstanding, "still out of the pool at exit"),
-        FailOn::Collected => (pool.counters.collected, "dropped without a Put"),
-        FailOn::DoublePut => return double_puts(pool),
-        FailOn::Score(_) => (0, ""),
-    };
-    let paths = pool.stacks.iter().filter(|stack| match kind {
-        FailOn::Outstanding => stack.outstanding > 0,
-        FailOn::Collected => stack.collected > 0,
-        FailOn::Score(min) => stack.leak_score >= min,
-        FailOn::DoublePut => false,
-    });
     match kind {
-        FailOn::Score(min) => paths
+        FailOn::Outstanding => held(
+            pool,
+            kind,
+            pool.outstanding,
+            "still out of the pool at exit",
+            |stack| stack.outstanding,
+        ),
+        FailOn::Collected => held(
+            pool,
+            kind,
+            pool.counters.collected,
+            "dropped without a Put",
+            |stack| stack.collected,
+        ),
+        FailOn::DoublePut => double_puts(pool),
+        FailOn::Score(min) => pool
+            .stacks
+            .iter()
+            .filter(|stack| stack.leak_score >= min)
             .map(|stack| {
                 format!(
                     "--fail-on {kind}: {} scores {:.0} (at least {min}): {} objects of {} not given back",
@@ -84,27 +90,35 @@ fn pool_findings(pool: &PoolReport, kind: FailOn) -> Vec<String> {
                 )
             })
             .collect(),
-        _ if total == 0 => Vec::new(),
-        _ => {
-            let takers: Vec<String> = paths
-                .map(|stack| {
-                    let n = match kind {
-                        FailOn::Collected => stack.collected,
-                        _ => stack.outstanding,
-                    };
-                    format!("{} ({n})", taker(stack))
-                })
-                .collect();
-            let from = match takers.is_empty() {
-                true => String::new(),
-                false => format!(", taken by {}", takers.join(", ")),
-            };
-            vec![format!(
-                "--fail-on {kind}: {total} objects of {} {what}{from}",
-                pool.get
-            )]
-        }
     }
+}
+
+/// One line for a pool with `total` objects that are `what`, naming each path's taker and
+/// its share (`of`).
+fn held(
+    pool: &PoolReport,
+    kind: FailOn,
+    total: u64,
+    what: &str,
+    of: fn(&StackReport) -> u64,
+) -> Vec<String> {
+    if total == 0 {
+        return Vec::new();
+    }
+    let takers: Vec<String> = pool
+        .stacks
+        .iter()
+        .filter(|stack| of(stack) > 0)
+        .map(|stack| format!("{} ({})", taker(stack), of(stack)))
+        .collect();
+    let from = match takers.is_empty() {
+        true => String::new(),
+        false => format!(", taken by {}", takers.join(", ")),
+    };
+    vec![format!(
+        "--fail-on {kind}: {total} objects of {} {what}{from}",
+        pool.get
+    )]
 }
 
 /// One line per pool with double Puts, naming where each second Put and its first Put were
