@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_harness::Lines;
+use pooltrace_harness::{metric_sample as sample, Lines};
 use pooltrace_tests::{
     assert_one_line_error, fixture, pooltrace_bin, real_program, run_pooltrace, Demo, Target, Value,
 };
@@ -167,21 +167,6 @@ impl Drop for Agent {
 fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     pooltrace_harness::http_get(addr, path, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
-}
-
-/// The value of the series `name{labels...}` whose labels include all of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(rest) => rest.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        let all = labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
-        all.then(|| value.trim().parse().ok())?
-    })
 }
 
 /// Lines of samples in an OpenMetrics text (not comments).

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_harness::{http_get, Lines};
+use pooltrace_harness::{http_get, metric_sample, Lines};
 
 use crate::{
     bench::cpu_ticks,
@@ -125,6 +125,7 @@ fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
         }
         if last_row.elapsed() >= ROW_EVERY || started.elapsed() + Duration::from_secs(1) >= length {
             let metrics = String::from_utf8_lossy(&body);
+            let value = |name| metric_sample(&metrics, name, &[]).unwrap_or(f64::NAN);
             let ticks = cpu_ticks(agent.0.id())?;
             // SAFETY: sysconf has no preconditions.
             let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -134,11 +135,11 @@ fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
                 started.elapsed().as_secs(),
                 resident_kib(agent.0.id())? as f64 / 1024.0,
                 cpu,
-                value(&metrics, "pooltrace_kernel_map_bytes") / 1048576.0,
-                value(&metrics, "pooltrace_get_sampling_fraction"),
-                value(&metrics, "pooltrace_probe_cost_cores") * 100.0,
+                value("pooltrace_kernel_map_bytes") / 1048576.0,
+                value("pooltrace_get_sampling_fraction"),
+                value("pooltrace_probe_cost_cores") * 100.0,
                 slowest_scrape.as_secs_f64() * 1000.0,
-                value(&metrics, "pooltrace_outstanding_objects"),
+                value("pooltrace_outstanding_objects"),
             );
             (last_ticks, last_row, slowest_scrape) = (ticks, Instant::now(), Duration::ZERO);
         }
@@ -149,15 +150,6 @@ fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
     agent.0.wait()?;
     Ok(())
-}
-
-/// The first series of `name` in an OpenMetrics text.
-fn value(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 fn resident_kib(pid: u32) -> Result<u64> {

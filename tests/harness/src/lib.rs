@@ -126,6 +126,22 @@ pub fn http_get(addr: &str, path: &str, limit: Duration) -> io::Result<(u16, Vec
     Ok((status, response[split + 4..].to_vec()))
 }
 
+/// The value of the first series `name{labels...}` in an OpenMetrics text whose labels
+/// include all of `labels` (any series of `name` when `labels` is empty).
+pub fn metric_sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.trim().parse().ok())?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
