@@ -77,7 +77,7 @@ fn thirty_attaches_to_a_busy_healthy_target_find_no_leak() {
     attach_and_detach_under_load("busy-go1.27", 30);
 }
 
-/// Go 1.19's Put probe sits on `sub rsp`, not `push rbp`: another instruction, another window.
+/// Go 1.19's prologue (`sub rsp`, no `push rbp`): another layout, another window.
 #[test]
 fn attaches_to_a_busy_go119_target_find_no_leak() {
     attach_and_detach_under_load("busy-go1.19", 10);

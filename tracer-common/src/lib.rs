@@ -196,7 +196,9 @@ pub struct ProbeSite {
     pub size: WordSpec,
     /// Where the pool instance (the method's receiver) is, at entry sites.
     pub receiver: WordSpec,
-    pub _pad: u64,
+    /// At a stack check's branch, the `rflags` bits of which any set means this pass goes to
+    /// `morestack` and the call passes here again: such a pass is not counted. 0 elsewhere.
+    pub morestack_flags: u64,
     /// Only this pool instance is traced, when not 0.
     pub receiver_filter: u64,
 }
@@ -439,6 +441,9 @@ pub struct PoolCounters {
     /// Gets whose object's size was outside `SIZE_MIN..=SIZE_MAX`: not tracked, so their
     /// Puts count as unmatched.
     pub size_filtered: u64,
+    /// Passes of Put's stack check that went to `morestack` (the stack had to grow, or the
+    /// goroutine was to be preempted): Put restarts from its entry and is counted then.
+    pub put_restarts: u64,
 }
 
 /// User space sums the per-CPU copies. The destructuring names every field, so a counter
@@ -459,6 +464,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
             stream_lost,
             double_puts,
             size_filtered,
+            put_restarts,
         } = *more;
         self.gets += gets;
         self.nil_gets += nil_gets;
@@ -473,6 +479,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
         self.stream_lost += stream_lost;
         self.double_puts += double_puts;
         self.size_filtered += size_filtered;
+        self.put_restarts += put_restarts;
     }
 }
 
@@ -496,7 +503,7 @@ macro_rules! assert_no_padding {
 
 assert_no_padding! {
     WordSpec { kind, reg, _pad, offset };
-    ProbeSite { pool, flags, key, size, receiver, _pad, receiver_filter };
+    ProbeSite { pool, flags, key, size, receiver, morestack_flags, receiver_filter };
     ObjectKey { pool, _pad, addr };
     Outstanding { stack, caller, size, taken_ns, goroutine, receiver };
     PathKey { pool, _pad, stack, caller, receiver };
@@ -509,7 +516,8 @@ assert_no_padding! {
     StreamEvent { kind, pool, time_ns, goroutine, object, size, stack, caller, age_ns };
     PoolCounters {
         gets, nil_gets, puts, unmatched_puts, dropped, stack_failures, collected,
-        collected_dropped, read_faults, paths_dropped, stream_lost, double_puts, size_filtered
+        collected_dropped, read_faults, paths_dropped, stream_lost, double_puts, size_filtered,
+        put_restarts
     };
 }
 

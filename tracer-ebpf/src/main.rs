@@ -1,8 +1,8 @@
 //! pooltrace's kernel side: uprobe programs that pair every pool Get with its Put.
 //!
 //! `pool_get` runs at each RET of a Get function and records the returned object in
-//! `OUTSTANDING` with the stack that took it; `pool_put` runs near the entry of Put and removes
-//! it. Where the compiler inlined Get or Put into a caller, they run inside the caller instead
+//! `OUTSTANDING` with the stack that took it; `pool_put` runs on the branch of Put's stack
+//! check and removes it (a pass that branches to `morestack` is skipped: Put restarts). Where the compiler inlined Get or Put into a caller, they run inside the caller instead
 //! (`SITE_IN_CALLER`): after, or at, the inlined copy's call to the pool underneath. What is
 //! left in `OUTSTANDING` is what the program still holds. With `SITE_DOUBLE_PUTS`, a Put
 //! also remembers its object in `RETURNED` until a Get hands it out again, and a Put of a
@@ -163,6 +163,9 @@ pub fn pool_get_entry(ctx: ProbeContext) -> u32 {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     if let Some(site) = SITES.get(cookie as u32) {
         let regs = unsafe { &*ctx.regs };
+        if goes_to_morestack(site, regs) {
+            return 0;
+        }
         if let Some(receiver) = read_word(&GoRegs::read(regs), &site.receiver) {
             if site.receiver_filter == 0 || receiver == site.receiver_filter {
                 let _ = RECEIVERS.insert(&in_flight_key(site.pool, regs.r14), &receiver, 0);
@@ -298,8 +301,18 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
     }
 }
 
+/// Whether this pass over a stack check's branch goes to `morestack`, which restarts the
+/// function: the pass after it is the one to count.
+fn goes_to_morestack(site: &ProbeSite, regs: &pt_regs) -> bool {
+    regs.eflags & site.morestack_flags != 0
+}
+
 fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let regs = unsafe { &*ctx.regs };
+    if goes_to_morestack(site, regs) {
+        counters.put_restarts += 1;
+        return;
+    }
     let words = GoRegs::read(regs);
     if site.receiver_filter != 0 && read_word(&words, &site.receiver) != Some(site.receiver_filter)
     {

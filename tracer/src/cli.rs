@@ -20,7 +20,7 @@ use crate::{
     long_about = "pooltrace attaches uprobes to a live Go process's pool Get and Put functions, \
 tracks every object that is out of its pool in kernel maps, keyed by the call path that took it, \
 and reports which call paths hold objects that never come back.\n\n\
-Get is probed at each of its RET instructions and Put just past its stack check; no uretprobe \
+Get is probed at each of its RET instructions and Put on its stack check's branch; no uretprobe \
 is ever used, so Go's moving stacks are safe. Detaching leaves the process as it was."
 )]
 /// The whole command line: `pooltrace` and one command.

@@ -269,7 +269,11 @@ fn write_sites(ebpf: &mut Ebpf, sites: &[PlannedSite]) -> Result<()> {
     };
     let mut array: Array<_, ProbeSite> = Array::try_from(map).map_err(map_error)?;
     for (i, planned) in sites.iter().enumerate() {
-        array.set(i as u32, planned.probe, 0).map_err(map_error)?;
+        let probe = ProbeSite {
+            morestack_flags: planned.site.morestack_flags,
+            ..planned.probe
+        };
+        array.set(i as u32, probe, 0).map_err(map_error)?;
     }
     Ok(())
 }

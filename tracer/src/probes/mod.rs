@@ -197,7 +197,7 @@ impl PoolPlan {
             key: reads.get_key,
             size: reads.get_size,
             receiver: reads.get_receiver,
-            _pad: 0,
+            morestack_flags: 0,
             receiver_filter,
         };
         let put_probe = ProbeSite {
@@ -211,7 +211,7 @@ impl PoolPlan {
             key: reads.put_key,
             size: reads.put_size,
             receiver: reads.put_receiver,
-            _pad: 0,
+            morestack_flags: 0,
             receiver_filter,
         };
         // An inlined copy has no receiver of the wrapper's to filter on.

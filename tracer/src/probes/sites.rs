@@ -2,9 +2,13 @@
 //!
 //! Get is probed at every RET, never with a uretprobe: Go moves goroutine stacks, and a
 //! return address rewritten by the kernel would then point into freed memory. Put is probed
-//! at the first instruction past the stack-growth check: the argument registers are intact
-//! there, and unlike the check itself it runs once per call (when the stack must grow, Go
-//! calls `morestack` and restarts the function from its entry).
+//! on the branch of its stack-growth check (`cmp rsp,[r14+16]; jbe morestack`): the kernel
+//! emulates a branch in every Go release, where the instruction after it (Go 1.17-1.20's
+//! `sub rsp,N`) would be single-stepped at ten times the cost. When the stack must grow, or
+//! the goroutine is to be preempted, the branch goes to `morestack`, which restarts the
+//! function from its entry: the probe fires again for the same call. The flags the compare
+//! left say which pass that is, so the site carries the flags that take the branch, and the
+//! kernel program ignores a pass that has any of them set.
 //!
 //! Inside a copy of Get or Put inlined into a caller, the site is the call to the pool
 //! underneath (Put), or the instruction after it (Get), never one a branch also reaches.
@@ -12,7 +16,9 @@
 //! Sites come from decoding the function from its entry, so a probe is always on an
 //! instruction boundary.
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{
+    ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
+};
 
 /// A chosen probe address and what is there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +28,9 @@ pub struct Site {
     pub instruction: String,
     /// The kernel emulates it (~1 us a hit here) rather than single-stepping it (~15 us).
     pub emulated: bool,
+    /// On a stack check's branch: the `rflags` bits of which any set means this pass goes to
+    /// `morestack` and the call will pass here again. 0 elsewhere.
+    pub morestack_flags: u64,
 }
 
 /// Every RET of a function; an error when its bytes do not decode cleanly.
@@ -37,8 +46,8 @@ pub fn ret_sites(code: &[u8], addr: u64) -> Result<Vec<Site>, String> {
     Ok(sites)
 }
 
-/// The Put site: past Go's `cmp rsp,[r14+16]; jbe` (or `lea r12,[rsp-N]; cmp r12,[r14+16];
-/// jbe`) stack check, or the entry (after any ENDBR64) when there is none.
+/// The Put site: the branch of Go's `cmp rsp,[r14+16]; jbe` (or `lea r12,[rsp-N]; cmp
+/// r12,[r14+16]; jbe`) stack check, or the entry (after any ENDBR64) when there is none.
 pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
     let prologue: Vec<Instruction> = decode(code, addr)?.into_iter().take(6).collect();
     let entry = usize::from(
@@ -46,17 +55,36 @@ pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
             .first()
             .is_some_and(|i| i.mnemonic() == Mnemonic::Endbr64),
     );
-    let past_check = prologue.windows(2).position(|pair| {
-        is_stack_guard_compare(&pair[0]) && pair[1].flow_control() == FlowControl::ConditionalBranch
+    let check = prologue.windows(2).find_map(|pair| {
+        let flags = morestack_flags(&pair[1]);
+        (is_stack_guard_compare(&pair[0]) && flags != 0).then(|| Site {
+            morestack_flags: flags,
+            ..site(&pair[1])
+        })
     });
-    let chosen = match past_check {
-        Some(cmp) if cmp + 2 < prologue.len() => cmp + 2,
-        _ => entry,
-    };
-    prologue
-        .get(chosen)
-        .map(site)
-        .ok_or_else(|| "it is empty".to_owned())
+    match check {
+        Some(branch) => Ok(branch),
+        None => prologue
+            .get(entry)
+            .map(site)
+            .ok_or_else(|| "it is empty".to_owned()),
+    }
+}
+
+/// The `rflags` bits that take a stack check's branch to `morestack`: CF or ZF for `jbe`
+/// (stack pointer at or below the guard), CF for `jb`. 0 for a branch whose condition is
+/// not "any of these bits set", which is then not probed.
+fn morestack_flags(branch: &Instruction) -> u64 {
+    const CF: u64 = 1 << 0;
+    const ZF: u64 = 1 << 6;
+    if branch.flow_control() != FlowControl::ConditionalBranch {
+        return 0;
+    }
+    match branch.condition_code() {
+        ConditionCode::be => CF | ZF,
+        ConditionCode::b => CF,
+        _ => 0,
+    }
 }
 
 /// A direct call to a pool function, and where a probe sees that call.
@@ -140,6 +168,7 @@ fn site(i: &Instruction) -> Site {
         addr: i.ip(),
         instruction: i.to_string(),
         emulated: is_emulated(i),
+        morestack_flags: 0,
     }
 }
 
@@ -169,14 +198,27 @@ mod tests {
     ];
 
     #[test]
-    fn put_site_is_past_the_stack_check() {
-        let site = put_site(&GO_NEW, 0x1000).unwrap();
-        assert_eq!(
-            (site.addr, site.instruction.as_str(), site.emulated),
-            (0x1006, "push rbp", true)
-        );
-        let old = put_site(&GO_OLD, 0x1000).unwrap();
-        assert_eq!((old.addr, old.emulated), (0x1006, false));
+    fn put_site_is_the_stack_checks_branch_in_both_prologues() {
+        for code in [GO_NEW, GO_OLD] {
+            let site = put_site(&code, 0x1000).unwrap();
+            assert_eq!(
+                (
+                    site.addr,
+                    site.instruction.as_str(),
+                    site.emulated,
+                    site.morestack_flags
+                ),
+                (0x1004, "jbe short 0000000000001026h", true, 0x41)
+            );
+        }
+    }
+
+    #[test]
+    fn a_stack_check_on_another_condition_leaves_the_site_at_the_entry() {
+        // cmp rsp,[r14+10h]; ja +0x20; ret
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x77, 0x20, 0xc3];
+        let site = put_site(&code, 0x1000).unwrap();
+        assert_eq!((site.addr, site.morestack_flags), (0x1000, 0));
     }
 
     #[test]

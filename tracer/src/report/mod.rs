@@ -112,6 +112,9 @@ struct Counters {
     double_puts: u64,
     /// Gets of objects outside `--min-size`/`--max-size`, not tracked.
     size_filtered: u64,
+    /// Put calls that went through `morestack` first and were counted once, when they ran
+    /// again (the stack grew, or the goroutine was preempted).
+    put_restarts: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -472,8 +475,8 @@ fn outer_frames(
             outer: frames.iter().skip(1).copied().collect(),
         };
     }
-    // At a `push rbp` entry site this kernel (6.x) already adds the caller from [rsp] to the
-    // user stack; at a RET or a Go 1.19 entry it does not. Add it only where it is missing.
+    // A walk from an entry or a RET starts at the caller's frame: the caller itself, read
+    // from [rsp], is missing. Add it unless the frames hold it already.
     let mut outer = Vec::with_capacity(frames.len());
     if frames.get(1) != Some(&caller) {
         outer.push(caller);

@@ -82,6 +82,7 @@ fn site(addr: u64) -> Site {
         addr,
         instruction: "ret".to_owned(),
         emulated: true,
+        morestack_flags: 0,
     }
 }
 
@@ -219,7 +220,7 @@ fn collected_objects_score_as_leaks_only_in_a_counting_pool() {
 fn release_paths_are_shared_by_what_came_back_most_used_first() {
     let mut taken = group(1, HANDLER, 1, 1);
     taken.releases = vec![(11, OTHER_RELEASER, 1), (10, RELEASER, 3)];
-    // At Put's `push rbp` entry the kernel's walk already holds the caller.
+    // Frames that already hold the caller (as bpf_get_stack's did at a `push rbp` entry).
     let snapshot = snapshot(
         vec![taken],
         &[
@@ -309,6 +310,7 @@ fn json_field_names_are_the_contract() {
             "double_puts",
             "double_put_paths",
             "size_filtered",
+            "put_restarts",
             "dropped",
             "nil_gets",
             "stack_failures",
