@@ -5,6 +5,7 @@
 //	paced RATE SECONDS             sync.Pool pairs at RATE per second; prints the rate reached
 //	hold N                         takes N objects and keeps them; prints "held=N"
 //	release                        gives every kept object back; prints "released=N"
+//	shapes                         one Get/Put pair on each of the 16 ShapePool instantiations
 //	exit
 package main
 
@@ -78,6 +79,45 @@ func (p *objPool) Get() *Obj {
 
 //go:noinline
 func (p *objPool) Put(o *Obj) { p.lent-- }
+
+// ShapePool is instantiated with 16 array types of distinct sizes: 16 shape functions of Get
+// and Put, so the attach benchmark can ask for 1 to 16 pools of 4 probes each (Get's entry,
+// its 2 RETs, and Put).
+type ShapePool[T any] struct{ free []*T }
+
+//go:noinline
+func (p *ShapePool[T]) Get() *T {
+	if n := len(p.free); n > 0 {
+		o := p.free[n-1]
+		p.free = p.free[:n-1]
+		return o
+	}
+	return new(T)
+}
+
+//go:noinline
+func (p *ShapePool[T]) Put(o *T) { p.free = append(p.free, o) }
+
+func pair[T any](p *ShapePool[T]) { p.Put(p.Get()) }
+
+func shapes() {
+	pair(&ShapePool[[1]byte]{})
+	pair(&ShapePool[[2]byte]{})
+	pair(&ShapePool[[3]byte]{})
+	pair(&ShapePool[[4]byte]{})
+	pair(&ShapePool[[5]byte]{})
+	pair(&ShapePool[[6]byte]{})
+	pair(&ShapePool[[7]byte]{})
+	pair(&ShapePool[[8]byte]{})
+	pair(&ShapePool[[9]byte]{})
+	pair(&ShapePool[[10]byte]{})
+	pair(&ShapePool[[11]byte]{})
+	pair(&ShapePool[[12]byte]{})
+	pair(&ShapePool[[13]byte]{})
+	pair(&ShapePool[[14]byte]{})
+	pair(&ShapePool[[15]byte]{})
+	pair(&ShapePool[[16]byte]{})
+}
 
 var (
 	holds objPool
@@ -172,6 +212,9 @@ func main() {
 			}
 			fmt.Printf("released=%d\n", len(kept))
 			kept = nil
+		case len(f) == 1 && f[0] == "shapes":
+			shapes()
+			fmt.Println("shapes=16")
 		case len(f) == 1 && f[0] == "exit":
 			return
 		}

@@ -56,15 +56,15 @@ impl Config {
 }
 
 /// A Go micro-target and how pooltrace and bpftrace name its pool.
-struct Workload {
-    mode: &'static str,
-    pool_args: &'static [&'static str],
+pub(crate) struct Workload {
+    pub(crate) mode: &'static str,
+    pub(crate) pool_args: &'static [&'static str],
     /// Registers holding the object at Get's RET and at Put's entry, for bpftrace.
     get_key: &'static str,
     put_key: &'static str,
 }
 
-const WORKLOADS: [Workload; 3] = [
+pub(crate) const WORKLOADS: [Workload; 3] = [
     Workload {
         mode: "sync",
         pool_args: &["--pool", "sync"],
@@ -94,20 +94,30 @@ const WORKLOADS: [Workload; 3] = [
 
 pub fn run() -> Result {
     let root = workspace();
-    let target = build(&root)?;
+    let targets = build(&root)?;
+    let target = targets[0].1.clone();
     let pooltrace = root.join("target/release/pooltrace");
     if !Path::new("/usr/bin/bpftrace").is_file() {
         tools::say("installing Debian's bpftrace (the baseline)");
         tools::apt_install(&["bpftrace"])?;
     }
     println!("pooltrace benchmarks, {}", machine());
-    // POOLTRACE_BENCH_ONLY=overhead|sampling|cpu|memory|stream|attach|soak runs one section.
+    // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|soak
+    // runs one section.
     let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
     if wanted("overhead") {
-        for workload in &WORKLOADS {
-            overhead(&pooltrace, &target, workload)?;
+        for (go, target) in &targets {
+            for workload in &WORKLOADS {
+                overhead(&pooltrace, go, target, workload)?;
+            }
         }
+    }
+    if wanted("programs") {
+        crate::probe_costs::per_program(&pooltrace, &targets)?;
+    }
+    if wanted("probes") {
+        crate::probe_costs::attach_and_detach(&pooltrace, &target)?;
     }
     if wanted("sampling") {
         sampling(&pooltrace, &target)?;
@@ -132,7 +142,10 @@ pub fn run() -> Result {
     Ok(())
 }
 
-fn build(root: &Path) -> Result<PathBuf> {
+/// The Go target built by each toolchain the overhead is measured on: Go 1.27 first (the
+/// other sections use it), then Go 1.19, whose prologue has no emulated instruction after the
+/// stack check.
+fn build(root: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
     crate::ebpf::ensure_fresh()?;
     tools::say("building pooltrace (release) and the Go targets");
     exec(
@@ -142,9 +155,14 @@ fn build(root: &Path) -> Result<PathBuf> {
     )?;
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
-    let target = out.join("pooltarget");
-    fixtures::go_build(&tools::go()?, &root.join("bench/pooltarget"), &[], &target)?;
-    Ok(target)
+    let source = root.join("bench/pooltarget");
+    let mut targets = Vec::new();
+    for (go, toolchain) in [("Go 1.27", tools::go()?), ("Go 1.19", tools::go_119()?)] {
+        let target = out.join(format!("pooltarget-{}", go.replace(' ', "")));
+        fixtures::go_build(&toolchain, &source, &[], &target)?;
+        targets.push((go, target));
+    }
+    Ok(targets)
 }
 
 fn machine() -> String {
@@ -165,9 +183,9 @@ fn machine() -> String {
 }
 
 /// ns per Get/Put pair under each configuration, alternated over repeats.
-fn overhead(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result {
+fn overhead(pooltrace: &Path, go: &str, target_bin: &Path, workload: &Workload) -> Result {
     println!(
-        "\n== {} pool loop: ns per Get/Put pair ({REPEATS} repeats, alternating)",
+        "\n== {} pool loop, built with {go}: ns per Get/Put pair ({REPEATS} repeats, alternating)",
         workload.mode
     );
     let sites = planned_sites(pooltrace, target_bin, workload)?;
@@ -244,7 +262,7 @@ fn overhead(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result 
     Ok(())
 }
 
-fn stats(values: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn stats(values: &[f64]) -> (f64, f64, f64) {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
@@ -390,15 +408,19 @@ fn baseline_script(target: &Path, sites: &[Site], workload: &Workload) -> String
 }
 
 /// A tracer process, stopped with SIGINT.
-struct Tracer {
+pub(crate) struct Tracer {
     child: Child,
     /// Its diagnostics (stderr for pooltrace, stdout for bpftrace).
     lines: Lines,
 }
 
 impl Tracer {
+    pub(crate) fn new(child: Child, lines: Lines) -> Self {
+        Self { child, lines }
+    }
+
     /// Stops it; an error, with what it said, if it did not end cleanly.
-    fn stop(mut self) -> Result {
+    pub(crate) fn stop(mut self) -> Result {
         // SAFETY: kill(2) on our own child, not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;
@@ -424,7 +446,7 @@ fn bpftrace(script: &str, pid: i32) -> Result<Tracer> {
     Ok(Tracer { child, lines })
 }
 
-fn pooltrace_tracer(
+pub(crate) fn pooltrace_tracer(
     pooltrace: &Path,
     command: &str,
     pid: i32,
@@ -707,15 +729,15 @@ fn attach_times(pooltrace: &Path) -> Result {
 }
 
 /// The micro-target, speaking its stdin protocol.
-struct Target {
+pub(crate) struct Target {
     child: Child,
     stdin: ChildStdin,
     lines: Lines,
-    pid: i32,
+    pub(crate) pid: i32,
 }
 
 impl Target {
-    fn start(binary: &Path) -> Result<Self> {
+    pub(crate) fn start(binary: &Path) -> Result<Self> {
         let mut child = Command::new(binary)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -733,16 +755,16 @@ impl Target {
         Ok(target)
     }
 
-    fn send(&mut self, command: &str) -> Result {
+    pub(crate) fn send(&mut self, command: &str) -> Result {
         writeln!(self.stdin, "{command}")?;
         Ok(self.stdin.flush()?)
     }
 
-    fn expect(&mut self, prefix: &str) -> Result<String> {
+    pub(crate) fn expect(&mut self, prefix: &str) -> Result<String> {
         wait_for(&mut self.lines, prefix)
     }
 
-    fn exit(mut self) -> Result {
+    pub(crate) fn exit(mut self) -> Result {
         self.send("exit")?;
         self.child.wait()?;
         Ok(())
@@ -753,7 +775,7 @@ impl Target {
 const PATIENCE: Duration = Duration::from_secs(120);
 
 /// The next line starting with `prefix` (or holding it, for one that starts with a space).
-fn wait_for(lines: &mut Lines, prefix: &str) -> Result<String> {
+pub(crate) fn wait_for(lines: &mut Lines, prefix: &str) -> Result<String> {
     let matches =
         |line: &str| line.starts_with(prefix) || (prefix.starts_with(' ') && line.contains(prefix));
     Ok(lines.matching(&format!("with {prefix:?}"), matches, PATIENCE)?)

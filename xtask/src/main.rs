@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod ebpf;
 mod fixtures;
+mod probe_costs;
 mod soak;
 mod test;
 mod tools;

@@ -7,7 +7,7 @@
 use aya::{
     maps::{Array, MapData, RingBuf},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
         UProbe,
     },
     Ebpf, EbpfLoader,
@@ -159,37 +159,55 @@ impl Probes {
     /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
     /// while Get is probed is still seen coming back.
     pub fn set_gets_probed(&mut self, probed: bool) -> Result<()> {
-        // In the arming order to attach, backwards to detach: a Get's entry (which stashes
-        // its receiver) is live whenever its RETs are.
-        let mut order: Vec<usize> = (0..self.sites.len())
-            .filter(|&i| !self.sites[i].role.is_put_side())
-            .collect();
+        let gets = (0..self.sites.len()).filter(|&i| !self.sites[i].role.is_put_side());
         if !probed {
-            order.reverse();
+            let attached: Vec<usize> = gets.filter(|&i| self.sites[i].link.is_some()).collect();
+            return self.detach(attached);
         }
-        for i in order {
-            match (probed, self.sites[i].link.take()) {
-                (true, None) => {
-                    let site = &self.sites[i];
-                    let (role, offset, cookie) = (site.role, site.offset, site.cookie);
-                    let (function, address) = (site.function.clone(), site.address);
-                    let link = self.attach_one(role, &function, address, offset, cookie)?;
-                    self.sites[i].link = Some(link);
-                }
-                (false, Some(link)) => self.detach_one(self.sites[i].role, link)?,
-                (_, link) => self.sites[i].link = link,
+        // In the arming order: a Get's entry (which stashes its receiver) is live whenever
+        // its RETs are.
+        for i in gets.collect::<Vec<_>>() {
+            if self.sites[i].link.is_none() {
+                let site = &self.sites[i];
+                let (role, offset, cookie) = (site.role, site.offset, site.cookie);
+                let (function, address) = (site.function.clone(), site.address);
+                let link = self.attach_one(role, &function, address, offset, cookie)?;
+                self.sites[i].link = Some(link);
             }
         }
         Ok(())
     }
 
-    fn detach_one(&mut self, role: SiteRole, link: UProbeLinkId) -> Result<()> {
-        uprobe(&mut self.ebpf, role.program())?
-            .detach(link)
-            .map_err(|source| Error::Program {
-                name: role.program(),
-                source,
-            })
+    /// Detaches the attached sites at `indices`, in the reverse of the arming order: Get's
+    /// RETs, then Get's entries, then Put's, so no object is taken while its Put could pass
+    /// unseen. Within one of those phases the links go in parallel: since Linux 6.13 each
+    /// uprobe's unregister waits for an RCU grace period (~100 ms here, 6.9 s for 64 probes
+    /// one after another), and waits that overlap share one. A thread that cannot be
+    /// started leaves its link to be detached on this one.
+    fn detach(&mut self, mut indices: Vec<usize>) -> Result<()> {
+        indices.sort_by_key(|&i| std::cmp::Reverse(arming_phase(self.sites[i].role)));
+        let mut phases: Vec<(u8, Vec<UProbeLink>)> = Vec::new();
+        for i in indices {
+            let site = &mut self.sites[i];
+            let Some(id) = site.link.take() else { continue };
+            let name = site.role.program();
+            let link = uprobe(&mut self.ebpf, name)?
+                .take_link(id)
+                .map_err(|source| Error::Program { name, source })?;
+            let phase = arming_phase(site.role);
+            match phases.last_mut() {
+                Some((last, links)) if *last == phase => links.push(link),
+                _ => phases.push((phase, vec![link])),
+            }
+        }
+        for (_, links) in phases {
+            std::thread::scope(|scope| {
+                for link in links {
+                    let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(link));
+                }
+            });
+        }
+        Ok(())
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -245,16 +263,20 @@ fn bpf_map_fds() -> Vec<u32> {
         .collect()
 }
 
-/// Detaches in the reverse of the arming order: Get's probes go before any Put's, so no
-/// object is taken while its Put could pass unseen.
+/// The position of a site's role in the arming order (see [`arming_order`]): Put's sites,
+/// then Get's entries, then Get's RETs and inlined calls.
+fn arming_phase(role: SiteRole) -> u8 {
+    match role {
+        SiteRole::Put | SiteRole::PutInlinedCall => 0,
+        SiteRole::GetEntry => 1,
+        SiteRole::GetRet | SiteRole::GetInlinedCall => 2,
+    }
+}
+
 impl Drop for Probes {
     fn drop(&mut self) {
-        while let Some(site) = self.sites.pop() {
-            if let Some(link) = site.link {
-                // Failing here leaves the link to aya, which detaches it with the program.
-                let _ = self.detach_one(site.role, link);
-            }
-        }
+        // Failing here leaves the links to aya, which detaches them with the programs.
+        let _ = self.detach((0..self.sites.len()).collect());
     }
 }
 
