@@ -437,26 +437,28 @@ fn record_hold_time(acquire: &PathKey, held: u64, counters: &mut PoolCounters) {
     // Masked where it is used: LLVM knows hold_bucket() < HOLD_BUCKETS and drops a bounds
     // check, but the verifier must see one. black_box hides the range from LLVM.
     let bucket = core::hint::black_box(hold_bucket(held)) & (HOLD_BUCKETS - 1);
-    if HOLD_TIMES.get_ptr_mut(acquire).is_none() {
-        // A zeroed histogram is too big for the BPF stack: copy it from a map.
-        let Some(zero) = ZERO_HISTOGRAM.get(0) else {
-            return;
-        };
-        if HOLD_TIMES
-            .insert(acquire, zero, BPF_NOEXIST as u64)
-            .is_err()
-            && HOLD_TIMES.get_ptr_mut(acquire).is_none()
-        {
-            counters.paths_dropped += 1;
-            return;
-        }
-    }
-    if let Some(histogram) = HOLD_TIMES.get_ptr_mut(acquire) {
-        // SAFETY: this CPU's copy; the bucket index is below HOLD_BUCKETS.
-        unsafe {
-            if let Some(count) = (*histogram).buckets.get_mut(bucket) {
-                *count += 1;
+    // One lookup for a path seen before, the common case; a new path is inserted zeroed
+    // (a histogram is too big for the BPF stack: copied from a map) and looked up again.
+    let histogram = match HOLD_TIMES.get_ptr_mut(acquire) {
+        Some(histogram) => histogram,
+        None => {
+            let Some(zero) = ZERO_HISTOGRAM.get(0) else {
+                return;
+            };
+            let _ = HOLD_TIMES.insert(acquire, zero, BPF_NOEXIST as u64);
+            match HOLD_TIMES.get_ptr_mut(acquire) {
+                Some(histogram) => histogram,
+                None => {
+                    counters.paths_dropped += 1;
+                    return;
+                }
             }
+        }
+    };
+    // SAFETY: this CPU's copy; the bucket index is below HOLD_BUCKETS.
+    unsafe {
+        if let Some(count) = (*histogram).buckets.get_mut(bucket) {
+            *count += 1;
         }
     }
 }
@@ -676,13 +678,43 @@ fn iface_identity(type_word: u64, data_word: u64) -> Option<u64> {
     if type_word == 0 {
         return Some(0);
     }
-    let kind: u8 =
-        unsafe { bpf_probe_read_user((type_word + GO_TYPE_KIND_OFFSET) as *const u8) }.ok()?;
-    if kind & GO_KIND_MASK == GO_KIND_SLICE {
+    if type_kind(type_word)? & GO_KIND_MASK == GO_KIND_SLICE {
         load(data_word)
     } else {
         Some(data_word)
     }
+}
+
+/// Slots of `TYPE_KINDS`: a pool sees a handful of types.
+const TYPE_KIND_SLOTS: usize = 64;
+
+/// The kinds of the Go types seen in interfaces, direct-mapped by type address: a Go type
+/// descriptor never changes or moves, so a kind read once from the target stays true for
+/// the process's life, and a hit spares a read of target memory on every Get and Put. Each
+/// slot is `type address | kind << 56 | 1 << 63` (user addresses fit in 47 bits). Per CPU,
+/// so a slot is never written by two programs at once.
+#[map]
+static TYPE_KINDS: PerCpuArray<[u64; TYPE_KIND_SLOTS]> = PerCpuArray::with_max_entries(1, 0);
+
+const KIND_CACHED: u64 = 1 << 63;
+
+fn type_kind(type_word: u64) -> Option<u8> {
+    let slot = (type_word >> 4) as usize & (TYPE_KIND_SLOTS - 1);
+    let cache = TYPE_KINDS.get_ptr_mut(0);
+    if let Some(cache) = cache {
+        // SAFETY: this CPU's copy; the index is masked to the array's length.
+        let cached = unsafe { (*cache)[slot] };
+        if cached & KIND_CACHED != 0 && cached & ((1 << 56) - 1) == type_word {
+            return Some((cached >> 56) as u8 & 0x7f);
+        }
+    }
+    let kind: u8 =
+        unsafe { bpf_probe_read_user((type_word + GO_TYPE_KIND_OFFSET) as *const u8) }.ok()?;
+    if let (Some(cache), true) = (cache, type_word < 1 << 56) {
+        // SAFETY: as above.
+        unsafe { (*cache)[slot] = type_word | u64::from(kind & 0x7f) << 56 | KIND_CACHED };
+    }
+    Some(kind)
 }
 
 fn load(addr: u64) -> Option<u64> {
