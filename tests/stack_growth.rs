@@ -2,16 +2,31 @@
 //! (Go 1.19's next instruction, `sub rsp,N`, would be single-stepped). When the stack must
 //! grow at that check, Go runs `morestack` and restarts Put from its entry, so the probe
 //! fires twice for one call: the first pass must be recognised and skipped, leaving every
-//! count exact.
+//! count exact. The same holds whether the probes go live through uprobe-multi links (the
+//! default where the kernel has them) or through a perf-event uprobe per site (the
+//! fallback, forced with `POOLTRACE_UPROBE_LINKS=per-site`).
 
 use pooltrace_tests::{fixture, pool, u64_of, Counts, Target, Tracer};
 
 const BUF_GET: &str = "main.(*BufPool).Get";
 const BUF_PUT: &str = "main.(*BufPool).Put";
 
-fn puts_that_grow_the_stack_count_once(build: &str) {
+/// The links pooltrace is asked for: the launcher that sets it, and the summary line.
+enum Links {
+    Multi,
+    PerSite,
+}
+
+fn puts_that_grow_the_stack_count_once(build: &str, links: Links) {
     let mut target = Target::start(&fixture(build));
-    let tracer = Tracer::attach(target.pid, &["--get", BUF_GET, "--put", BUF_PUT]);
+    let (launcher, summary): (&[&str], &str) = match links {
+        Links::Multi => (&[], "  links: one uprobe-multi link per program"),
+        Links::PerSite => (
+            &["env", "POOLTRACE_UPROBE_LINKS=per-site"],
+            "  links: one per site (no uprobe-multi links: detaching waits ~0.1 s a site)",
+        ),
+    };
+    let tracer = Tracer::attach_via(launcher, target.pid, &["--get", BUF_GET, "--put", BUF_PUT]);
     target.send("grow");
     let counts = Counts::parse_line(&target.expect_line("counts"));
     let (status, _) = target.exit();
@@ -24,6 +39,11 @@ fn puts_that_grow_the_stack_count_once(build: &str) {
             .iter()
             .any(|l| l.starts_with(&put_site) && l.ends_with(", emulated)")),
         "Put is not probed on its emulated stack-check branch: {:?}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.iter().any(|l| l == summary),
+        "no {summary:?} in {:?}",
         finished.stderr
     );
     let report = finished.json();
@@ -43,10 +63,20 @@ fn puts_that_grow_the_stack_count_once(build: &str) {
 
 #[test]
 fn puts_that_grow_the_stack_count_once_go1_19() {
-    puts_that_grow_the_stack_count_once("poolfix-go1.19");
+    puts_that_grow_the_stack_count_once("poolfix-go1.19", Links::Multi);
 }
 
 #[test]
 fn puts_that_grow_the_stack_count_once_go1_27() {
-    puts_that_grow_the_stack_count_once("poolfix-go1.27");
+    puts_that_grow_the_stack_count_once("poolfix-go1.27", Links::Multi);
+}
+
+#[test]
+fn puts_that_grow_the_stack_count_once_go1_19_a_link_per_site() {
+    puts_that_grow_the_stack_count_once("poolfix-go1.19", Links::PerSite);
+}
+
+#[test]
+fn puts_that_grow_the_stack_count_once_go1_27_a_link_per_site() {
+    puts_that_grow_the_stack_count_once("poolfix-go1.27", Links::PerSite);
 }

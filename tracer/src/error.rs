@@ -263,6 +263,14 @@ pub enum Error {
         source: AttachFailure,
     },
 
+    /// Get's uprobe-multi links could not be made again (`--sample-gets`).
+    #[error("cannot attach Get's uprobes again")]
+    Multi {
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// `stream` could not wait for events.
     #[error("cannot poll the stream ring buffer")]
     Poll {

@@ -1,8 +1,10 @@
 //! Loading the eBPF object and attaching its three programs (Put, Get's entry, Get's RETs) at
 //! the planned sites of one process, in an order that never records a Get whose Put could
-//! pass unseen: every Put site first, Get's last, and the reverse on detach. Dropping
-//! [`Probes`] detaches every probe; the target's code is never written to by us (the kernel's
-//! uprobe machinery owns the breakpoints and removes them on detach).
+//! pass unseen: every Put site first, Get's last, and the reverse on detach. Each program
+//! goes live at all its sites through one uprobe-multi link where the kernel has them
+//! (`multi.rs`), else through one perf-event uprobe per site. Dropping [`Probes`] detaches
+//! every probe; the target's code is never written to by us (the kernel's uprobe machinery
+//! owns the breakpoints and removes them on detach).
 
 use aya::{
     maps::{Array, MapData, RingBuf},
@@ -12,13 +14,13 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use std::{num::NonZeroU32, path::PathBuf};
+use std::{num::NonZeroU32, os::fd::OwnedFd, path::PathBuf};
 
 use tracer_common::{
     names, ProbeSite, SiteRole, DEFAULT_RELEASE_SAMPLE, MAX_RETURNED, MAX_SITES, SITE_DOUBLE_PUTS,
 };
 
-use super::{arming_order, PlannedSite, PoolPlan};
+use super::{arming_order, multi::MultiPrograms, PlannedSite, PoolPlan};
 use crate::{
     error::{AttachFailure, Error, Result},
     gobin::GoBinary,
@@ -44,8 +46,12 @@ pub struct Probes {
     ebpf: Ebpf,
     target: PathBuf,
     pid: NonZeroU32,
-    /// Every site with its link while attached, in the order they went live.
+    /// Every site, in the arming order, with its own link while attached when the sites
+    /// have one each.
     sites: Vec<AttachedSite>,
+    /// The programs' uprobe-multi links, when the kernel takes them: each live program's
+    /// link, in the arming order.
+    multi: Option<(MultiPrograms, Vec<(&'static str, OwnedFd)>)>,
     /// The descriptors of this object's maps, told apart from those of other `Probes` in
     /// the same process (the agent's other targets).
     map_fds: Vec<u32>,
@@ -94,22 +100,24 @@ impl Probes {
             return Err(Error::TooManySites(planned.len()));
         }
         write_sites(&mut ebpf, &planned)?;
-        for name in names::PROGRAMS {
-            uprobe(&mut ebpf, name)?
-                .load()
-                .map_err(|source| Error::Program { name, source })?;
-        }
+        // Not having uprobe-multi (Linux < 6.6) is no error: the sites get a link each, as
+        // they do when POOLTRACE_UPROBE_LINKS=per-site asks for it.
+        let per_site = std::env::var_os("POOLTRACE_UPROBE_LINKS").is_some_and(|v| v == "per-site");
+        let multi = match per_site {
+            true => None,
+            false => MultiPrograms::load(&ebpf, OBJECT, &names::PROGRAMS).ok(),
+        };
         let mut probes = Self {
             ebpf,
             target: process.exe_path(),
             pid: process.pid_nonzero(),
             sites: Vec::with_capacity(planned.len()),
+            multi: None,
             map_fds: bpf_map_fds()
                 .into_iter()
                 .filter(|fd| !maps_before.contains(fd))
                 .collect(),
         };
-        // On an error, dropping `probes` detaches what went live, in reverse.
         for (cookie, planned) in planned.iter().enumerate() {
             let address = planned.site.addr;
             let function = &planned.function.name;
@@ -119,17 +127,73 @@ impl Probes {
                 offset: 0,
                 source: AttachFailure::NotLoaded,
             })?;
-            let link = probes.attach_one(planned.role, function, address, offset, cookie as u64)?;
             probes.sites.push(AttachedSite {
                 role: planned.role,
                 function: planned.function.name.clone(),
                 address,
                 offset,
                 cookie: cookie as u64,
-                link: Some(link),
+                link: None,
             });
         }
+        if let Some(programs) = multi {
+            probes.multi = Some((programs, Vec::new()));
+            if probes.arm_multi(&names::PROGRAMS).is_ok() {
+                return Ok(probes);
+            }
+            // The kernel refused a link: what went live goes, and the sites get a link
+            // each, which names the site at fault if there is one.
+            probes.disarm_multi(&names::PROGRAMS);
+            probes.multi = None;
+        }
+        for name in names::PROGRAMS {
+            uprobe(&mut probes.ebpf, name)?
+                .load()
+                .map_err(|source| Error::Program { name, source })?;
+        }
+        // On an error, dropping `probes` detaches what went live, in reverse.
+        for i in 0..probes.sites.len() {
+            let site = &probes.sites[i];
+            let (role, offset, cookie) = (site.role, site.offset, site.cookie);
+            let (function, address) = (site.function.clone(), site.address);
+            let link = probes.attach_one(role, &function, address, offset, cookie)?;
+            probes.sites[i].link = Some(link);
+        }
         Ok(probes)
+    }
+
+    /// Attaches each of `programs` (in the arming order) at all its sites through one
+    /// uprobe-multi link, skipping one already live.
+    fn arm_multi(&mut self, programs: &[&'static str]) -> std::io::Result<()> {
+        let Some((loaded, links)) = &mut self.multi else {
+            return Ok(());
+        };
+        for &name in programs {
+            if links.iter().any(|(live, _)| *live == name) {
+                continue;
+            }
+            let (offsets, cookies): (Vec<u64>, Vec<u64>) = self
+                .sites
+                .iter()
+                .filter(|site| site.role.program() == name)
+                .map(|site| (site.offset, site.cookie))
+                .unzip();
+            if offsets.is_empty() {
+                continue;
+            }
+            let link = loaded.attach(name, &self.target, &offsets, &cookies, self.pid.get())?;
+            links.push((name, link));
+        }
+        Ok(())
+    }
+
+    /// Closes the uprobe-multi links of `programs`, the last armed first.
+    fn disarm_multi(&mut self, programs: &[&'static str]) {
+        if let Some((_, links)) = &mut self.multi {
+            while let Some(at) = links.iter().rposition(|(name, _)| programs.contains(name)) {
+                drop(links.remove(at));
+            }
+        }
     }
 
     /// Attaches `role`'s program at `offset`; a failure names the probed function.
@@ -159,13 +223,25 @@ impl Probes {
     /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
     /// while Get is probed is still seen coming back.
     pub fn set_gets_probed(&mut self, probed: bool) -> Result<()> {
+        // In the arming order: a Get's entry (which stashes its receiver) is live whenever
+        // its RETs are.
+        const GETS: [&str; 2] = [names::PROGRAM_GET_ENTRY, names::PROGRAM_GET];
+        if self.multi.is_some() {
+            return match probed {
+                true => self
+                    .arm_multi(&GETS)
+                    .map_err(|source| Error::Multi { source }),
+                false => {
+                    self.disarm_multi(&GETS);
+                    Ok(())
+                }
+            };
+        }
         let gets = (0..self.sites.len()).filter(|&i| !self.sites[i].role.is_put_side());
         if !probed {
             let attached: Vec<usize> = gets.filter(|&i| self.sites[i].link.is_some()).collect();
             return self.detach(attached);
         }
-        // In the arming order: a Get's entry (which stashes its receiver) is live whenever
-        // its RETs are.
         for i in gets.collect::<Vec<_>>() {
             if self.sites[i].link.is_none() {
                 let site = &self.sites[i];
@@ -234,6 +310,11 @@ impl Probes {
         self.sites.len()
     }
 
+    /// Whether the programs went live through uprobe-multi links rather than a link a site.
+    pub fn has_multi_links(&self) -> bool {
+        self.multi.is_some()
+    }
+
     /// Kernel memory charged for these probes' maps, from `memlock:` in their
     /// `/proc/self/fdinfo` entries.
     pub fn kernel_memory(&self) -> u64 {
@@ -275,6 +356,7 @@ fn arming_phase(role: SiteRole) -> u8 {
 
 impl Drop for Probes {
     fn drop(&mut self) {
+        self.disarm_multi(&names::PROGRAMS);
         // Failing here leaves the links to aya, which detaches them with the programs.
         let _ = self.detach((0..self.sites.len()).collect());
     }

@@ -4,6 +4,7 @@
 mod attach;
 pub mod inlined;
 pub mod keyspec;
+mod multi;
 pub mod pools_file;
 pub mod presets;
 pub mod sites;
