@@ -99,9 +99,15 @@ fn one_round(pooltrace: &Path, target_bin: &Path, workload: &Workload) -> Result
 
 /// How long pooltrace takes from start to "attached", and from SIGINT to its exit (detach,
 /// then a report with nothing in it), as the number of probes grows: 2 (a plain pool), then
-/// 1, 4 and 16 of the target's generic `ShapePool` instantiations at 4 probes each.
+/// 1, 4 and 16 of the target's generic `ShapePool` instantiations at 4 probes each. Both
+/// ways of linking: one uprobe-multi link per program, and a perf-event uprobe per site
+/// (`POOLTRACE_UPROBE_LINKS=per-site`, what kernels before 6.6 get).
 pub fn attach_and_detach(pooltrace: &Path, target_bin: &Path) -> Result {
-    println!("\n== attach and detach time by number of probes, median of {REPEATS}");
+    println!("\n== attach and detach time by number of probes, ms, median of {REPEATS}");
+    println!(
+        "   {:>6}  {:>13} {:>13}  {:>15} {:>15}",
+        "probes", "attach multi", "detach multi", "attach per-site", "detach per-site"
+    );
     let plain: Vec<String> = [
         "--get",
         "main.(*objPool).Get",
@@ -115,42 +121,55 @@ pub fn attach_and_detach(pooltrace: &Path, target_bin: &Path) -> Result {
             0 => plain.clone(),
             _ => shape_pools(pools),
         };
-        let (mut attach, mut detach, mut probes) = (Vec::new(), Vec::new(), 0);
-        for _ in 0..REPEATS {
-            let target = Target::start(target_bin)?;
-            let started = Instant::now();
-            let mut child = std::process::Command::new(pooltrace)
-                .args([
-                    "report",
-                    "--pid",
-                    &target.pid.to_string(),
-                    "--interval",
-                    "0",
-                ])
-                .args(&args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            let mut lines = pooltrace_harness::Lines::of(child.stderr.take().ok_or("stderr")?);
-            let attached = crate::bench::wait_for(&mut lines, "pooltrace: attached")?;
-            attach.push(started.elapsed().as_secs_f64() * 1000.0);
-            probes = attached
-                .split_whitespace()
-                .nth(2)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            let stopping = Instant::now();
-            crate::bench::Tracer::new(child, lines).stop()?;
-            detach.push(stopping.elapsed().as_secs_f64() * 1000.0);
-            target.exit()?;
-        }
+        let (probes, multi_attach, multi_detach) =
+            timed_attaches(pooltrace, target_bin, &args, "multi")?;
+        let (_, site_attach, site_detach) =
+            timed_attaches(pooltrace, target_bin, &args, "per-site")?;
         println!(
-            "   {probes:>3} probes: attach {:>6.0} ms, detach and exit {:>6.0} ms",
-            stats(&attach).1,
-            stats(&detach).1
+            "   {probes:>6}  {multi_attach:>13.0} {multi_detach:>13.0}  {site_attach:>15.0} {site_detach:>15.0}"
         );
     }
     Ok(())
+}
+
+/// The number of probes, and the median attach and detach times in ms, with `links`.
+fn timed_attaches(
+    pooltrace: &Path,
+    target_bin: &Path,
+    args: &[String],
+    links: &str,
+) -> Result<(u64, f64, f64)> {
+    let (mut attach, mut detach, mut probes) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..REPEATS {
+        let target = Target::start(target_bin)?;
+        let started = Instant::now();
+        let mut child = std::process::Command::new(pooltrace)
+            .args([
+                "report",
+                "--pid",
+                &target.pid.to_string(),
+                "--interval",
+                "0",
+            ])
+            .args(args)
+            .env("POOLTRACE_UPROBE_LINKS", links)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let mut lines = pooltrace_harness::Lines::of(child.stderr.take().ok_or("stderr")?);
+        let attached = crate::bench::wait_for(&mut lines, "pooltrace: attached")?;
+        attach.push(started.elapsed().as_secs_f64() * 1000.0);
+        probes = attached
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let stopping = Instant::now();
+        crate::bench::Tracer::new(child, lines).stop()?;
+        detach.push(stopping.elapsed().as_secs_f64() * 1000.0);
+        target.exit()?;
+    }
+    Ok((probes, stats(&attach).1, stats(&detach).1))
 }
 
 /// `--get`/`--put` for the first `n` ShapePool instantiations (`[1]byte` to `[16]byte`).
