@@ -23,7 +23,7 @@ fn puts_that_grow_the_stack_count_once(build: &str, links: Links) {
         Links::Multi => (&[], "  links: one uprobe-multi link per program"),
         Links::PerSite => (
             &["env", "POOLTRACE_UPROBE_LINKS=per-site"],
-            "  links: one per site (no uprobe-multi links: detaching waits ~0.1 s a site)",
+            "  links: one per site (detaching waits ~0.1 s a site): POOLTRACE_UPROBE_LINKS=per-site",
         ),
     };
     let tracer = Tracer::attach_via(launcher, target.pid, &["--get", BUF_GET, "--put", BUF_PUT]);
@@ -79,4 +79,20 @@ fn puts_that_grow_the_stack_count_once_go1_19_a_link_per_site() {
 #[test]
 fn puts_that_grow_the_stack_count_once_go1_27_a_link_per_site() {
     puts_that_grow_the_stack_count_once("poolfix-go1.27", Links::PerSite);
+}
+
+#[test]
+fn an_unknown_kind_of_links_is_refused_in_one_line() {
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let output = std::process::Command::new(pooltrace_tests::pooltrace_bin())
+        .args(["report", "--pid", &target.pid.to_string(), "--get", BUF_GET])
+        .args(["--put", BUF_PUT, "--interval", "0"])
+        .env("POOLTRACE_UPROBE_LINKS", "both")
+        .output()
+        .expect("pooltrace runs");
+    pooltrace_tests::assert_one_line_error(
+        &output,
+        "pooltrace: error: POOLTRACE_UPROBE_LINKS is \"both\": it must be multi or per-site",
+    );
+    assert!(target.is_running());
 }

@@ -2,7 +2,8 @@
 //!
 //! `pool_get` runs at each RET of a Get function and records the returned object in
 //! `OUTSTANDING` with the stack that took it; `pool_put` runs on the branch of Put's stack
-//! check and removes it (a pass that branches to `morestack` is skipped: Put restarts). Where the compiler inlined Get or Put into a caller, they run inside the caller instead
+//! check and removes it (a pass that branches to `morestack` is skipped: Put restarts).
+//! Where the compiler inlined Get or Put into a caller, they run inside the caller instead
 //! (`SITE_IN_CALLER`): after, or at, the inlined copy's call to the pool underneath. What is
 //! left in `OUTSTANDING` is what the program still holds. With `SITE_DOUBLE_PUTS`, a Put
 //! also remembers its object in `RETURNED` until a Get hands it out again, and a Put of a
@@ -309,13 +310,13 @@ fn goes_to_morestack(site: &ProbeSite, regs: &pt_regs) -> bool {
 
 fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let regs = unsafe { &*ctx.regs };
-    if goes_to_morestack(site, regs) {
-        counters.put_restarts += 1;
-        return;
-    }
     let words = GoRegs::read(regs);
     if site.receiver_filter != 0 && read_word(&words, &site.receiver) != Some(site.receiver_filter)
     {
+        return;
+    }
+    if goes_to_morestack(site, regs) {
+        counters.put_restarts += 1;
         return;
     }
     counters.puts += 1;
@@ -691,8 +692,9 @@ const TYPE_KIND_SLOTS: usize = 64;
 /// The kinds of the Go types seen in interfaces, direct-mapped by type address: a Go type
 /// descriptor never changes or moves, so a kind read once from the target stays true for
 /// the process's life, and a hit spares a read of target memory on every Get and Put. Each
-/// slot is `type address | kind << 56 | 1 << 63` (user addresses fit in 47 bits). Per CPU,
-/// so a slot is never written by two programs at once.
+/// slot is `type address | kind << 56 | 1 << 63` (user addresses fit in 47 bits), one word
+/// that checks itself, so a slot overwritten halfway through a program is a miss, never a
+/// wrong kind.
 #[map]
 static TYPE_KINDS: PerCpuArray<[u64; TYPE_KIND_SLOTS]> = PerCpuArray::with_max_entries(1, 0);
 

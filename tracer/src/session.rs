@@ -553,10 +553,7 @@ impl Trace<'_> {
             SymbolSource::Symtab => "symbols from .symtab",
             SymbolSource::Pclntab => "stripped: symbols from gopclntab",
         };
-        let links = match self.attached.probes.has_multi_links() {
-            true => "one uprobe-multi link per program",
-            false => "one per site (no uprobe-multi links: detaching waits ~0.1 s a site)",
-        };
+        let links = self.attached.probes.links();
         let mut text = format!(
             "pooltrace: attached {} uprobes to PID {} ({}{build}; {symbols})\n  kernel maps: {} for up to {} objects and {} stacks (--max-objects, --max-stacks)\n  links: {links}\n",
             self.attached.probes.attached(),

@@ -159,6 +159,12 @@ fn timed_attaches(
         let mut lines = pooltrace_harness::Lines::of(child.stderr.take().ok_or("stderr")?);
         let attached = crate::bench::wait_for(&mut lines, "pooltrace: attached")?;
         attach.push(started.elapsed().as_secs_f64() * 1000.0);
+        // A column is what it says only if pooltrace linked the way it was asked to.
+        let linked = crate::bench::wait_for(&mut lines, "  links: ")?;
+        let multi = linked.starts_with("  links: one uprobe-multi link");
+        if multi != (links == "multi") {
+            return Err(format!("asked for {links} links, pooltrace said {linked:?}").into());
+        }
         probes = attached
             .split_whitespace()
             .nth(2)

@@ -52,6 +52,8 @@ pub struct Probes {
     /// The programs' uprobe-multi links, when the kernel takes them: each live program's
     /// link, in the arming order.
     multi: Option<(MultiPrograms, Vec<(&'static str, OwnedFd)>)>,
+    /// Why the sites have a link each instead, when they do.
+    per_site_because: Option<String>,
     /// The descriptors of this object's maps, told apart from those of other `Probes` in
     /// the same process (the agent's other targets).
     map_fds: Vec<u32>,
@@ -100,12 +102,15 @@ impl Probes {
             return Err(Error::TooManySites(planned.len()));
         }
         write_sites(&mut ebpf, &planned)?;
-        // Not having uprobe-multi (Linux < 6.6) is no error: the sites get a link each, as
-        // they do when POOLTRACE_UPROBE_LINKS=per-site asks for it.
-        let per_site = std::env::var_os("POOLTRACE_UPROBE_LINKS").is_some_and(|v| v == "per-site");
-        let multi = match per_site {
-            true => None,
-            false => MultiPrograms::load(&ebpf, OBJECT, &names::PROGRAMS).ok(),
+        // Not having uprobe-multi links is no error: the sites get a link each, and the
+        // attach summary says why.
+        let (multi, per_site_because) = match wanted_links()? {
+            WantedLinks::PerSite => (None, Some(format!("{LINKS_VARIABLE}=per-site"))),
+            WantedLinks::Multi => match MultiPrograms::load(&ebpf, OBJECT, &names::PROGRAMS) {
+                Ok(programs) if programs.filters_by_process() => (Some(programs), None),
+                Ok(_) => (None, Some(MultiPrograms::THREAD_FILTER.to_owned())),
+                Err(error) => (None, Some(error.to_string())),
+            },
         };
         let mut probes = Self {
             ebpf,
@@ -113,6 +118,7 @@ impl Probes {
             pid: process.pid_nonzero(),
             sites: Vec::with_capacity(planned.len()),
             multi: None,
+            per_site_because,
             map_fds: bpf_map_fds()
                 .into_iter()
                 .filter(|fd| !maps_before.contains(fd))
@@ -138,13 +144,17 @@ impl Probes {
         }
         if let Some(programs) = multi {
             probes.multi = Some((programs, Vec::new()));
-            if probes.arm_multi(&names::PROGRAMS).is_ok() {
-                return Ok(probes);
+            match probes.arm_multi(&names::PROGRAMS) {
+                Ok(()) => return Ok(probes),
+                // What went live goes, and the sites get a link each, which names the site
+                // at fault if there is one.
+                Err(error) => {
+                    probes.disarm_multi(&names::PROGRAMS);
+                    probes.multi = None;
+                    probes.per_site_because =
+                        Some(format!("a uprobe-multi link was refused: {error}"));
+                }
             }
-            // The kernel refused a link: what went live goes, and the sites get a link
-            // each, which names the site at fault if there is one.
-            probes.disarm_multi(&names::PROGRAMS);
-            probes.multi = None;
         }
         for name in names::PROGRAMS {
             uprobe(&mut probes.ebpf, name)?
@@ -153,11 +163,7 @@ impl Probes {
         }
         // On an error, dropping `probes` detaches what went live, in reverse.
         for i in 0..probes.sites.len() {
-            let site = &probes.sites[i];
-            let (role, offset, cookie) = (site.role, site.offset, site.cookie);
-            let (function, address) = (site.function.clone(), site.address);
-            let link = probes.attach_one(role, &function, address, offset, cookie)?;
-            probes.sites[i].link = Some(link);
+            probes.attach_site(i)?;
         }
         Ok(probes)
     }
@@ -196,28 +202,23 @@ impl Probes {
         }
     }
 
-    /// Attaches `role`'s program at `offset`; a failure names the probed function.
-    fn attach_one(
-        &mut self,
-        role: SiteRole,
-        function: &str,
-        address: u64,
-        offset: u64,
-        cookie: u64,
-    ) -> Result<UProbeLinkId> {
+    /// Gives site `i` a link of its own; a failure names the probed function.
+    fn attach_site(&mut self, i: usize) -> Result<()> {
+        let site = &self.sites[i];
         let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(offset),
-            cookie: Some(cookie),
+            location: UProbeAttachLocation::AbsoluteOffset(site.offset),
+            cookie: Some(site.cookie),
         };
-        let (target, pid) = (self.target.clone(), self.pid);
-        uprobe(&mut self.ebpf, role.program())?
-            .attach(point, &target, UProbeScope::OneProcess(pid))
+        let link = uprobe(&mut self.ebpf, site.role.program())?
+            .attach(point, &self.target, UProbeScope::OneProcess(self.pid))
             .map_err(|source| Error::Attach {
-                function: function.to_owned(),
-                address,
-                offset,
+                function: site.function.clone(),
+                address: site.address,
+                offset: site.offset,
                 source: AttachFailure::Kernel(source),
-            })
+            })?;
+        self.sites[i].link = Some(link);
+        Ok(())
     }
 
     /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
@@ -244,11 +245,7 @@ impl Probes {
         }
         for i in gets.collect::<Vec<_>>() {
             if self.sites[i].link.is_none() {
-                let site = &self.sites[i];
-                let (role, offset, cookie) = (site.role, site.offset, site.cookie);
-                let (function, address) = (site.function.clone(), site.address);
-                let link = self.attach_one(role, &function, address, offset, cookie)?;
-                self.sites[i].link = Some(link);
+                self.attach_site(i)?;
             }
         }
         Ok(())
@@ -256,34 +253,51 @@ impl Probes {
 
     /// Detaches the attached sites at `indices`, in the reverse of the arming order: Get's
     /// RETs, then Get's entries, then Put's, so no object is taken while its Put could pass
-    /// unseen. Within one of those phases the links go in parallel: since Linux 6.13 each
-    /// uprobe's unregister waits for an RCU grace period (~100 ms here, 6.9 s for 64 probes
-    /// one after another), and waits that overlap share one. A thread that cannot be
-    /// started leaves its link to be detached on this one.
+    /// unseen. A link that cannot be taken out of aya is skipped (aya detaches it with its
+    /// program) and the first such error returned once the rest are gone.
+    ///
+    /// Each link's close waits for an RCU grace period under the kernel's `event_mutex` (~80
+    /// ms here): closing a phase's links from a few threads overlaps only the work outside
+    /// that mutex (64 sites: 6.9 s became 5.2 s). A thread that cannot be started leaves its
+    /// links to be closed on this one.
     fn detach(&mut self, mut indices: Vec<usize>) -> Result<()> {
+        const CLOSERS: usize = 8;
         indices.sort_by_key(|&i| std::cmp::Reverse(arming_phase(self.sites[i].role)));
-        let mut phases: Vec<(u8, Vec<UProbeLink>)> = Vec::new();
+        let mut phases: Vec<(usize, Vec<UProbeLink>)> = Vec::new();
+        let mut first_error = None;
         for i in indices {
             let site = &mut self.sites[i];
             let Some(id) = site.link.take() else { continue };
             let name = site.role.program();
-            let link = uprobe(&mut self.ebpf, name)?
-                .take_link(id)
-                .map_err(|source| Error::Program { name, source })?;
+            let taken = uprobe(&mut self.ebpf, name).and_then(|program| {
+                program
+                    .take_link(id)
+                    .map_err(|source| Error::Program { name, source })
+            });
+            let link = match taken {
+                Ok(link) => link,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    continue;
+                }
+            };
             let phase = arming_phase(site.role);
             match phases.last_mut() {
                 Some((last, links)) if *last == phase => links.push(link),
                 _ => phases.push((phase, vec![link])),
             }
         }
-        for (_, links) in phases {
+        for (_, mut links) in phases {
+            let per_closer = links.len().div_ceil(CLOSERS).max(1);
             std::thread::scope(|scope| {
-                for link in links {
-                    let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(link));
+                while !links.is_empty() {
+                    let batch: Vec<UProbeLink> =
+                        links.drain(..per_closer.min(links.len())).collect();
+                    let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(batch));
                 }
             });
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -310,9 +324,12 @@ impl Probes {
         self.sites.len()
     }
 
-    /// Whether the programs went live through uprobe-multi links rather than a link a site.
-    pub fn has_multi_links(&self) -> bool {
-        self.multi.is_some()
+    /// How the programs went live, for the attach summary.
+    pub fn links(&self) -> String {
+        match &self.per_site_because {
+            None => "one uprobe-multi link per program".to_owned(),
+            Some(reason) => format!("one per site (detaching waits ~0.1 s a site): {reason}"),
+        }
     }
 
     /// Kernel memory charged for these probes' maps, from `memlock:` in their
@@ -344,13 +361,32 @@ fn bpf_map_fds() -> Vec<u32> {
         .collect()
 }
 
-/// The position of a site's role in the arming order (see [`arming_order`]): Put's sites,
-/// then Get's entries, then Get's RETs and inlined calls.
-fn arming_phase(role: SiteRole) -> u8 {
-    match role {
-        SiteRole::Put | SiteRole::PutInlinedCall => 0,
-        SiteRole::GetEntry => 1,
-        SiteRole::GetRet | SiteRole::GetInlinedCall => 2,
+/// The position of a site's role in the arming order: that of its program in
+/// `names::PROGRAMS` (Put's, then Get's entries', then Get's RETs').
+fn arming_phase(role: SiteRole) -> usize {
+    let program = role.program();
+    names::PROGRAMS
+        .iter()
+        .position(|&p| p == program)
+        .unwrap_or(names::PROGRAMS.len())
+}
+
+/// The environment variable that asks for a link per site (`per-site`) instead of
+/// uprobe-multi links (`multi`, the default).
+const LINKS_VARIABLE: &str = "POOLTRACE_UPROBE_LINKS";
+
+enum WantedLinks {
+    Multi,
+    PerSite,
+}
+
+fn wanted_links() -> Result<WantedLinks> {
+    match std::env::var(LINKS_VARIABLE).as_deref() {
+        Err(_) | Ok("multi") => Ok(WantedLinks::Multi),
+        Ok("per-site") => Ok(WantedLinks::PerSite),
+        Ok(other) => Err(Error::Usage(format!(
+            "{LINKS_VARIABLE} is {other:?}: it must be multi or per-site"
+        ))),
     }
 }
 
@@ -373,11 +409,7 @@ fn write_sites(ebpf: &mut Ebpf, sites: &[PlannedSite]) -> Result<()> {
     };
     let mut array: Array<_, ProbeSite> = Array::try_from(map).map_err(map_error)?;
     for (i, planned) in sites.iter().enumerate() {
-        let probe = ProbeSite {
-            morestack_flags: planned.site.morestack_flags,
-            ..planned.probe
-        };
-        array.set(i as u32, probe, 0).map_err(map_error)?;
+        array.set(i as u32, planned.probe, 0).map_err(map_error)?;
     }
     Ok(())
 }
@@ -397,8 +429,9 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Names the missing capability before the kernel answers with a bare EPERM. On this kernel
-/// CAP_BPF and CAP_PERFMON load the programs, but opening a uprobe perf event still needs
-/// CAP_SYS_ADMIN, so that is what a run needs.
+/// CAP_BPF and CAP_PERFMON load the programs, but opening a uprobe perf event (a link per
+/// site, the fallback) still needs CAP_SYS_ADMIN. It is asked for on every path, so that a
+/// run works the same whichever way its probes are linked.
 pub fn check_privileges() -> Result<()> {
     let effective = std::fs::read_to_string("/proc/self/status")
         .ok()

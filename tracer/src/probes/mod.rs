@@ -392,7 +392,11 @@ fn plain<'a>(
         role,
         function,
         site,
-        probe,
+        // The pool's probe, with what only this site knows.
+        probe: ProbeSite {
+            morestack_flags: site.morestack_flags,
+            ..probe
+        },
         inlined: None,
     }
 }

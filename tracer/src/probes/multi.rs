@@ -128,6 +128,23 @@ impl MultiPrograms {
         Ok(Self(programs))
     }
 
+    /// Why a kernel whose links pass [`Self::filters_by_process`] not is not used.
+    pub const THREAD_FILTER: &str = "this kernel's uprobe-multi links trace only the thread \
+        whose ID is the PID (fixed in Linux 6.10 and its stable backports)";
+
+    /// Whether a link's PID filter takes the whole process. The first kernels with these
+    /// links (6.6 to 6.9, before a stable fix) compared the PID with the thread: in Go,
+    /// whose pool calls run on any thread, most Gets and Puts would pass unseen. A fixed
+    /// kernel refuses a negative PID (EINVAL) before it looks at the path; an unfixed one
+    /// looks at the path first and fails otherwise.
+    pub fn filters_by_process(&self) -> bool {
+        let Some(&name) = self.0.keys().next() else {
+            return false;
+        };
+        let probe = self.attach(name, Path::new("/"), &[0], &[0], u32::MAX);
+        matches!(probe, Err(error) if error.raw_os_error() == Some(libc::EINVAL))
+    }
+
     /// Attaches program `name` at every `offset` of the binary at `target`, with the
     /// matching cookie, for process `pid` only. The sites go away when the link is dropped.
     pub fn attach(
@@ -142,6 +159,9 @@ impl MultiPrograms {
             .0
             .get(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        if offsets.len() != cookies.len() {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
         let path = CString::new(target.as_os_str().as_encoded_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let attr = UprobeMultiLinkAttr {
@@ -150,7 +170,7 @@ impl MultiPrograms {
             path: path.as_ptr() as u64,
             offsets: offsets.as_ptr() as u64,
             cookies: cookies.as_ptr() as u64,
-            cnt: offsets.len().min(cookies.len()) as u32,
+            cnt: offsets.len() as u32,
             pid,
             ..Default::default()
         };

@@ -47,7 +47,9 @@ pub fn ret_sites(code: &[u8], addr: u64) -> Result<Vec<Site>, String> {
 }
 
 /// The Put site: the branch of Go's `cmp rsp,[r14+16]; jbe` (or `lea r12,[rsp-N]; cmp
-/// r12,[r14+16]; jbe`) stack check, or the entry (after any ENDBR64) when there is none.
+/// r12,[r14+16]; jbe`) stack check. Past the check when its branch tests another condition
+/// (the instruction after a branch runs once per call), and the entry (after any ENDBR64)
+/// when there is no check.
 pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
     let prologue: Vec<Instruction> = decode(code, addr)?.into_iter().take(6).collect();
     let entry = usize::from(
@@ -55,20 +57,25 @@ pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
             .first()
             .is_some_and(|i| i.mnemonic() == Mnemonic::Endbr64),
     );
-    let check = prologue.windows(2).find_map(|pair| {
-        let flags = morestack_flags(&pair[1]);
-        (is_stack_guard_compare(&pair[0]) && flags != 0).then(|| Site {
-            morestack_flags: flags,
-            ..site(&pair[1])
-        })
+    let check = prologue.windows(2).position(|pair| {
+        is_stack_guard_compare(&pair[0]) && pair[1].flow_control() == FlowControl::ConditionalBranch
     });
-    match check {
-        Some(branch) => Ok(branch),
-        None => prologue
-            .get(entry)
-            .map(site)
-            .ok_or_else(|| "it is empty".to_owned()),
-    }
+    let chosen = match check {
+        Some(cmp) => match morestack_flags(&prologue[cmp + 1]) {
+            0 => cmp + 2,
+            flags => {
+                return Ok(Site {
+                    morestack_flags: flags,
+                    ..site(&prologue[cmp + 1])
+                })
+            }
+        },
+        None => entry,
+    };
+    prologue
+        .get(chosen)
+        .map(site)
+        .ok_or_else(|| "it is empty".to_owned())
 }
 
 /// The `rflags` bits that take a stack check's branch to `morestack`: CF or ZF for `jbe`
@@ -77,9 +84,6 @@ pub fn put_site(code: &[u8], addr: u64) -> Result<Site, String> {
 fn morestack_flags(branch: &Instruction) -> u64 {
     const CF: u64 = 1 << 0;
     const ZF: u64 = 1 << 6;
-    if branch.flow_control() != FlowControl::ConditionalBranch {
-        return 0;
-    }
     match branch.condition_code() {
         ConditionCode::be => CF | ZF,
         ConditionCode::b => CF,
@@ -143,12 +147,19 @@ pub fn call_sites(
     Ok(sites)
 }
 
-/// `cmp reg, [r14+0x10]`: compares a stack address with `g.stackguard0`.
+/// `cmp rsp, [r14+0x10]` or `cmp r12, [r14+0x10]`: compares the stack pointer (or, for a
+/// big frame, where it will be) with `g.stackguard0`. Exact, because the kernel program
+/// skips the passes the branch after it takes: a wrong match would lose real Puts.
 fn is_stack_guard_compare(i: &Instruction) -> bool {
+    const STACKGUARD0: u64 = 0x10;
     i.mnemonic() == Mnemonic::Cmp
         && i.op_count() == 2
+        && i.op0_kind() == OpKind::Register
+        && matches!(i.op0_register(), Register::RSP | Register::R12)
         && i.op1_kind() == OpKind::Memory
         && i.memory_base() == Register::R14
+        && i.memory_index() == Register::None
+        && i.memory_displacement64() == STACKGUARD0
 }
 
 fn decode(code: &[u8], addr: u64) -> Result<Vec<Instruction>, String> {
@@ -214,9 +225,17 @@ mod tests {
     }
 
     #[test]
-    fn a_stack_check_on_another_condition_leaves_the_site_at_the_entry() {
+    fn a_stack_check_on_another_condition_leaves_the_site_past_it() {
         // cmp rsp,[r14+10h]; ja +0x20; ret
         let code = [0x49, 0x3b, 0x66, 0x10, 0x77, 0x20, 0xc3];
+        let site = put_site(&code, 0x1000).unwrap();
+        assert_eq!((site.addr, site.morestack_flags), (0x1006, 0));
+    }
+
+    #[test]
+    fn a_compare_with_another_field_of_g_is_no_stack_check() {
+        // cmp rsp,[r14+18h]; jbe +0x20; push rbp; ret
+        let code = [0x49, 0x3b, 0x66, 0x18, 0x76, 0x20, 0x55, 0xc3];
         let site = put_site(&code, 0x1000).unwrap();
         assert_eq!((site.addr, site.morestack_flags), (0x1000, 0));
     }

@@ -112,8 +112,8 @@ struct Counters {
     double_puts: u64,
     /// Gets of objects outside `--min-size`/`--max-size`, not tracked.
     size_filtered: u64,
-    /// Put calls that went through `morestack` first and were counted once, when they ran
-    /// again (the stack grew, or the goroutine was preempted).
+    /// Passes of Put's stack check that went to `morestack` (the stack had to grow, or the
+    /// goroutine was to be preempted): not counted, as Put restarts and is counted then.
     put_restarts: u64,
 }
 
