@@ -49,14 +49,20 @@ pub struct Probes {
     /// Every site, in the arming order, with its own link while attached when the sites
     /// have one each.
     sites: Vec<AttachedSite>,
-    /// The programs' uprobe-multi links, when the kernel takes them: each live program's
-    /// link, in the arming order.
-    multi: Option<(MultiPrograms, Vec<(&'static str, OwnedFd)>)>,
-    /// Why the sites have a link each instead, when they do.
-    per_site_because: Option<String>,
+    /// How the programs go live at the sites.
+    linking: Linking,
     /// The descriptors of this object's maps, told apart from those of other `Probes` in
     /// the same process (the agent's other targets).
     map_fds: Vec<u32>,
+}
+
+/// How the programs go live at the sites.
+enum Linking {
+    /// One uprobe-multi link per program: the copies loaded for them, and each live
+    /// program's link, in the arming order.
+    Multi(MultiPrograms, Vec<(&'static str, OwnedFd)>),
+    /// A perf-event uprobe per site (`AttachedSite::link`), and why.
+    PerSite(String),
 }
 
 /// A site, its role and cookie, and its link while attached.
@@ -104,12 +110,14 @@ impl Probes {
         write_sites(&mut ebpf, &planned)?;
         // Not having uprobe-multi links is no error: the sites get a link each, and the
         // attach summary says why.
-        let (multi, per_site_because) = match wanted_links()? {
-            WantedLinks::PerSite => (None, Some(format!("{LINKS_VARIABLE}=per-site"))),
+        let linking = match wanted_links()? {
+            WantedLinks::PerSite => Linking::PerSite(format!("{LINKS_VARIABLE}=per-site")),
             WantedLinks::Multi => match MultiPrograms::load(&ebpf, OBJECT, &names::PROGRAMS) {
-                Ok(programs) if programs.filters_by_process() => (Some(programs), None),
-                Ok(_) => (None, Some(MultiPrograms::THREAD_FILTER.to_owned())),
-                Err(error) => (None, Some(error.to_string())),
+                Ok(programs) if programs.filters_by_process() => {
+                    Linking::Multi(programs, Vec::new())
+                }
+                Ok(_) => Linking::PerSite(MultiPrograms::THREAD_FILTER.to_owned()),
+                Err(error) => Linking::PerSite(error.to_string()),
             },
         };
         let mut probes = Self {
@@ -117,8 +125,7 @@ impl Probes {
             target: process.exe_path(),
             pid: process.pid_nonzero(),
             sites: Vec::with_capacity(planned.len()),
-            multi: None,
-            per_site_because,
+            linking,
             map_fds: bpf_map_fds()
                 .into_iter()
                 .filter(|fd| !maps_before.contains(fd))
@@ -142,17 +149,15 @@ impl Probes {
                 link: None,
             });
         }
-        if let Some(programs) = multi {
-            probes.multi = Some((programs, Vec::new()));
+        if let Linking::Multi(..) = probes.linking {
             match probes.arm_multi(&names::PROGRAMS) {
                 Ok(()) => return Ok(probes),
                 // What went live goes, and the sites get a link each, which names the site
                 // at fault if there is one.
                 Err(error) => {
                     probes.disarm_multi(&names::PROGRAMS);
-                    probes.multi = None;
-                    probes.per_site_because =
-                        Some(format!("a uprobe-multi link was refused: {error}"));
+                    probes.linking =
+                        Linking::PerSite(format!("a uprobe-multi link was refused: {error}"));
                 }
             }
         }
@@ -171,7 +176,7 @@ impl Probes {
     /// Attaches each of `programs` (in the arming order) at all its sites through one
     /// uprobe-multi link, skipping one already live.
     fn arm_multi(&mut self, programs: &[&'static str]) -> std::io::Result<()> {
-        let Some((loaded, links)) = &mut self.multi else {
+        let Linking::Multi(loaded, links) = &mut self.linking else {
             return Ok(());
         };
         for &name in programs {
@@ -195,7 +200,7 @@ impl Probes {
 
     /// Closes the uprobe-multi links of `programs`, the last armed first.
     fn disarm_multi(&mut self, programs: &[&'static str]) {
-        if let Some((_, links)) = &mut self.multi {
+        if let Linking::Multi(_, links) = &mut self.linking {
             while let Some(at) = links.iter().rposition(|(name, _)| programs.contains(name)) {
                 drop(links.remove(at));
             }
@@ -227,7 +232,7 @@ impl Probes {
         // In the arming order: a Get's entry (which stashes its receiver) is live whenever
         // its RETs are.
         const GETS: [&str; 2] = [names::PROGRAM_GET_ENTRY, names::PROGRAM_GET];
-        if self.multi.is_some() {
+        if let Linking::Multi(..) = self.linking {
             return match probed {
                 true => self
                     .arm_multi(&GETS)
@@ -326,9 +331,11 @@ impl Probes {
 
     /// How the programs went live, for the attach summary.
     pub fn links(&self) -> String {
-        match &self.per_site_because {
-            None => "one uprobe-multi link per program".to_owned(),
-            Some(reason) => format!("one per site (detaching waits ~0.1 s a site): {reason}"),
+        match &self.linking {
+            Linking::Multi(..) => "one uprobe-multi link per program".to_owned(),
+            Linking::PerSite(reason) => {
+                format!("one per site (detaching waits ~0.1 s a site): {reason}")
+            }
         }
     }
 
