@@ -14,23 +14,10 @@ use std::{
 
 use pooltrace_harness::{metric_sample as sample, Lines};
 use pooltrace_tests::{
-    assert_one_line_error, fixture, pooltrace_bin, real_program, run_pooltrace, Demo, Target, Value,
+    assert_one_line_error, fixture, pooltrace_bin, real_program, run_pooltrace, Demo, Target,
+    Value, POOLFIX_BUFS, POOLFIX_CHUNKS,
 };
 
-const BUF_POOL: [&str; 4] = [
-    "--get",
-    "main.(*BufPool).Get",
-    "--put",
-    "main.(*BufPool).Put",
-];
-const CHUNK_POOL: [&str; 6] = [
-    "--get",
-    "main.(*BucketedPool[uint8]).Get",
-    "--put",
-    "main.(*BucketedPool[uint8]).Put",
-    "--object",
-    "slice-ptr",
-];
 const DEMO_POOL: [&str; 6] = [
     "--get",
     "storegw/pool.(*BucketedPool[uint8]).Get",
@@ -346,7 +333,7 @@ fn prometheus_sees_exact_counts_and_the_demo_leak_and_pprof_reads_it() {
     let scratch = Scratch::new("prometheus");
     let counted = scratch.fixture_copy("poolfix-go1.27", "poolfix-prom");
     let storegw = scratch.fixture_copy("storegw", "storegw-prom");
-    let pools: Vec<&str> = BUF_POOL.iter().chain(&DEMO_POOL).copied().collect();
+    let pools: Vec<&str> = POOLFIX_BUFS.iter().chain(&DEMO_POOL).copied().collect();
     let mut args = vec![
         "--exe",
         "poolfix-prom",
@@ -489,7 +476,7 @@ fn a_restarted_target_is_attached_again_within_5s_and_the_old_one_is_forgotten()
     let program = scratch.fixture_copy("poolfix-go1.27", "poolfix-restart");
     let by_path = program.to_str().expect("utf-8 path");
     let mut args = vec!["--exe", by_path, "--forget-after", "2s", "--budget", "100"];
-    args.extend(BUF_POOL);
+    args.extend(POOLFIX_BUFS);
     let mut agent = Agent::start(&args);
 
     let mut first = Target::start(&program);
@@ -550,7 +537,7 @@ fn a_target_in_its_own_mount_and_pid_namespace_is_found_by_name_and_counted() {
     let mount = scratch.0.join("private");
     std::fs::create_dir(&mount).expect("mount point");
     let mut args = vec!["--exe", "poolfix-ns", "--budget", "100"];
-    args.extend(BUF_POOL);
+    args.extend(POOLFIX_BUFS);
     let mut agent = Agent::start(&args);
 
     // Its binary lives on a tmpfs mounted only in its own mount namespace: the host cannot
@@ -601,7 +588,7 @@ fn thousands_of_call_paths_stay_within_the_series_bound_and_add_up() {
         "--budget",
         "100",
     ];
-    args.extend(CHUNK_POOL);
+    args.extend(POOLFIX_CHUNKS);
     let mut agent = Agent::start(&args);
     let mut target = Target::start(&program);
     agent.expect_attached(target.pid, Duration::from_secs(10));

@@ -2,21 +2,11 @@
 //! (push rbp prologue), Go 1.19 (sub rsp prologue, `go.shape.T_0` names), PIE, and each of
 //! them stripped (functions found through pclntab alone).
 
-use pooltrace_tests::{fixture, pool, u64_of, Target, Tracer};
+use pooltrace_tests::{fixture, pool, u64_of, Target, Tracer, POOLFIX_CHUNKS};
 
 const BUF_GET: &str = "main.(*BufPool).Get";
 const BUF_PUT: &str = "main.(*BufPool).Put";
 const CHUNK_GET: &str = "main.(*BucketedPool[uint8]).Get";
-const CHUNK_PUT: &str = "main.(*BucketedPool[uint8]).Put";
-/// The generic pool, as pooltrace names it.
-const CHUNK_ARGS: [&str; 6] = [
-    "--get",
-    CHUNK_GET,
-    "--put",
-    CHUNK_PUT,
-    "--object",
-    "slice-ptr",
-];
 
 /// Two rounds under the tracer, then the target exits and pooltrace reports by itself.
 fn traced_rounds(build: &str, args: &[&str]) -> (pooltrace_tests::Counts, pooltrace_tests::Value) {
@@ -74,7 +64,7 @@ fn assert_pointer_pool_exact(build: &str) {
 }
 
 fn assert_generic_pool_exact(build: &str) {
-    let (counts, report) = traced_rounds(build, &CHUNK_ARGS);
+    let (counts, report) = traced_rounds(build, &POOLFIX_CHUNKS);
     let pool = pool(&report, CHUNK_GET);
     // Go 1.19's pclntab elides type arguments: a stripped 1.19 build names it `P[...]`.
     let probed = pool["get_probed"].as_str().unwrap_or("");
@@ -128,7 +118,7 @@ fn receiver_restricts_a_shared_shape_function_to_one_instance() {
         // A first, untraced round tells where the second pool instance lives.
         let before = target.round();
         let receiver = format!("{:#x}", before.get("other_addr"));
-        let mut args = CHUNK_ARGS.to_vec();
+        let mut args = POOLFIX_CHUNKS.to_vec();
         args.extend(["--receiver", &receiver]);
         let tracer = Tracer::attach(target.pid, &args);
         target.round();

@@ -2,27 +2,19 @@
 //! track only objects of those sizes (counting the others), and `--stack-depth` records
 //! shorter stacks without losing an object.
 
-use pooltrace_tests::{assert_fails_with_line, fixture, pool, u64_of, Target, Tracer};
-
-/// poolfix's generic pool, whose `instances` command takes 3000 chunks of capacity 64.
-const CHUNKS: [&str; 6] = [
-    "--get",
-    "main.(*BucketedPool[uint8]).Get",
-    "--put",
-    "main.(*BucketedPool[uint8]).Put",
-    "--object",
-    "slice-ptr",
-];
+use pooltrace_tests::{
+    assert_fails_with_line, fixture, pool, u64_of, Target, Tracer, POOLFIX_CHUNKS,
+};
 
 /// The chunk pool's report after `instances`, traced with `args`.
 fn instances_traced_with(args: &[&str]) -> pooltrace_tests::Value {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let tracer = Tracer::attach(target.pid, &[&CHUNKS[..], args].concat());
+    let tracer = Tracer::attach(target.pid, &[&POOLFIX_CHUNKS[..], args].concat());
     target.send("instances");
     let counts = target.expect_line("counts");
     assert!(counts.contains(" chunk_gets=3000 "), "{counts}");
     let report = tracer.interrupt().json();
-    pool(&report, CHUNKS[1]).clone()
+    pool(&report, POOLFIX_CHUNKS[1]).clone()
 }
 
 #[test]
@@ -61,14 +53,20 @@ fn a_shorter_stack_depth_keeps_every_object_on_shorter_paths() {
 #[test]
 fn stream_shows_only_the_objects_the_size_filter_keeps() {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let tracer = Tracer::stream(target.pid, &[&CHUNKS[..], &["--max-size", "64"]].concat());
+    let tracer = Tracer::stream(
+        target.pid,
+        &[&POOLFIX_CHUNKS[..], &["--max-size", "64"]].concat(),
+    );
     target.send("instances");
     target.expect_line("counts");
     target.exit();
     let kept = tracer.finish().stdout;
     assert_eq!(kept.lines().filter(|l| l.contains(" get ")).count(), 3000);
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let tracer = Tracer::stream(target.pid, &[&CHUNKS[..], &["--min-size", "65"]].concat());
+    let tracer = Tracer::stream(
+        target.pid,
+        &[&POOLFIX_CHUNKS[..], &["--min-size", "65"]].concat(),
+    );
     target.send("instances");
     target.expect_line("counts");
     target.exit();

@@ -1,7 +1,9 @@
 //! A leaking call path is reported with Get's immediate caller and its file:line; a path
 //! whose objects all come back is not reported.
 
-use pooltrace_tests::{fixture, functions, pool, source_line, u64_of, Target, Tracer, Value};
+use pooltrace_tests::{
+    fixture, functions, pool, source_line, u64_of, Target, Tracer, Value, POOLFIX_BUFS,
+};
 
 /// Line of the fixture source holding `needle` (1-based).
 fn fixture_line(needle: &str) -> u64 {
@@ -158,13 +160,6 @@ fn objects_dropped_without_put_are_counted_as_collected_under_their_path() {
     assert_eq!(collected_under_path, u64_of(&pool["collected"]));
 }
 
-const BUF_ARGS: [&str; 4] = [
-    "--get",
-    "main.(*BufPool).Get",
-    "--put",
-    "main.(*BufPool).Put",
-];
-
 /// The frames of a stack without their runtime addresses (which differ between builds).
 fn frames_without_addresses(stack: &Value) -> Vec<(String, String, u64, bool)> {
     stack["frames"]
@@ -183,7 +178,7 @@ fn frames_without_addresses(stack: &Value) -> Vec<(String, String, u64, bool)> {
 }
 
 fn assert_inlined_call_is_expanded(build: &str) {
-    let (_, report) = trace_build_two_rounds(build, &BUF_ARGS);
+    let (_, report) = trace_build_two_rounds(build, &POOLFIX_BUFS);
     let pool = pool(&report, "main.(*BufPool).Get");
     let stack = pool["stacks"]
         .as_array()
@@ -229,7 +224,7 @@ fn stripped_builds_report_the_same_counts_and_frames_as_unstripped() {
         ("poolfix-go1.27-pie", "poolfix-go1.27-pie-stripped"),
     ] {
         let summary = |build: &str| {
-            let (_, report) = trace_build_two_rounds(build, &BUF_ARGS);
+            let (_, report) = trace_build_two_rounds(build, &POOLFIX_BUFS);
             let pool = pool(&report, "main.(*BufPool).Get").clone();
             let stacks: Vec<_> = pool["stacks"]
                 .as_array()
@@ -246,7 +241,7 @@ fn stripped_builds_report_the_same_counts_and_frames_as_unstripped() {
 #[test]
 fn sampling_gets_finds_no_false_leaks_and_still_sees_every_put() {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let mut args = BUF_ARGS.to_vec();
+    let mut args = POOLFIX_BUFS.to_vec();
     args.extend(["--sample-gets", "0.5"]);
     let tracer = Tracer::attach(target.pid, &args);
     let mut counts = target.round();

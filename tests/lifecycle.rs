@@ -7,14 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_tests::{fixture, pool, u64_of, Run, Target, Tracer, Value};
-
-const BUF_POOL: [&str; 4] = [
-    "--get",
-    "main.(*BufPool).Get",
-    "--put",
-    "main.(*BufPool).Put",
-];
+use pooltrace_tests::{fixture, pool, u64_of, Run, Target, Tracer, Value, POOLFIX_BUFS};
 
 /// Where a `run` writes its JSON report, unique to this test process and `name`.
 fn report_path(name: &str) -> PathBuf {
@@ -47,7 +40,7 @@ fn exec_stops_tracing_within_an_interval_with_what_the_old_program_did() {
     // With --interval 0 only the exec watch's own timer can see it.
     for (build, interval) in [("poolfix-go1.27", "1s"), ("poolfix-go1.19", "0")] {
         let mut target = Target::start(&fixture(build));
-        let mut args = BUF_POOL.to_vec();
+        let mut args = POOLFIX_BUFS.to_vec();
         args.extend(["--interval", interval]);
         let mut tracer = Tracer::attach(target.pid, &args);
         target.send("exec");
@@ -68,7 +61,7 @@ fn exec_stops_tracing_within_an_interval_with_what_the_old_program_did() {
             "{build}: {seen_after:?}"
         );
         let report = tracer.finish().json();
-        let bufs = pool(&report, BUF_POOL[1]);
+        let bufs = pool(&report, POOLFIX_BUFS[1]);
         assert_eq!(
             (u64_of(&bufs["gets"]), u64_of(&bufs["puts"])),
             (counts.get("buf_gets"), counts.get("buf_puts")),
@@ -88,7 +81,7 @@ fn exec_stops_tracing_within_an_interval_with_what_the_old_program_did() {
 #[test]
 fn report_says_how_a_process_it_did_not_start_ended() {
     let mut exits = Target::start(&fixture("poolfix-go1.27"));
-    let tracer = Tracer::attach(exits.pid, &BUF_POOL);
+    let tracer = Tracer::attach(exits.pid, &POOLFIX_BUFS);
     exits.send("exit");
     exits.expect_line("bye");
     // Not reaped until pooltrace is done: its status is still there to read.
@@ -99,7 +92,7 @@ fn report_says_how_a_process_it_did_not_start_ended() {
     ));
 
     let killed = Target::start(&fixture("poolfix-go1.27"));
-    let tracer = Tracer::attach(killed.pid, &BUF_POOL);
+    let tracer = Tracer::attach(killed.pid, &POOLFIX_BUFS);
     kill(killed.pid, libc::SIGKILL);
     let finished = tracer.finish();
     finished.assert_said(&format!(
@@ -116,13 +109,13 @@ fn sighup_and_sigterm_detach_and_report_like_ctrl_c() {
         (libc::SIGTERM, "pooltrace: got SIGTERM, detaching"),
     ] {
         let mut target = Target::start(&fixture("poolfix-go1.27"));
-        let tracer = Tracer::attach(target.pid, &BUF_POOL);
+        let tracer = Tracer::attach(target.pid, &POOLFIX_BUFS);
         let counts = target.round();
         let finished = tracer.signal(signal);
         finished.assert_said(said);
         let report = finished.json();
         assert_eq!(
-            u64_of(&pool(&report, BUF_POOL[1])["gets"]),
+            u64_of(&pool(&report, POOLFIX_BUFS[1])["gets"]),
             counts.get("buf_gets")
         );
         assert!(target.is_running());
@@ -133,7 +126,7 @@ fn sighup_and_sigterm_detach_and_report_like_ctrl_c() {
 #[test]
 fn a_hangup_ignored_under_nohup_does_not_stop_tracing() {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let tracer = Tracer::attach_via(&["nohup"], target.pid, &BUF_POOL);
+    let tracer = Tracer::attach_via(&["nohup"], target.pid, &POOLFIX_BUFS);
     // SAFETY: kill(2) on the pooltrace the test started (nohup execs it, same PID).
     unsafe { libc::kill(tracer.pid(), libc::SIGHUP) };
     let counts = target.round();
@@ -150,7 +143,7 @@ fn a_hangup_ignored_under_nohup_does_not_stop_tracing() {
     );
     let report = finished.json();
     assert_eq!(
-        u64_of(&pool(&report, BUF_POOL[1])["gets"]),
+        u64_of(&pool(&report, POOLFIX_BUFS[1])["gets"]),
         counts.get("buf_gets")
     );
 }
@@ -163,7 +156,7 @@ fn run_passes_each_signal_to_its_program_and_exits_with_its_status() {
         (libc::SIGHUP, "SIGHUP", "got hangup"),
     ] {
         let report = report_path(name);
-        let mut args = BUF_POOL.to_vec();
+        let mut args = POOLFIX_BUFS.to_vec();
         args.extend(["--interval", "0", "--format", "json", "--output"]);
         args.push(report.to_str().expect("UTF-8 temp path"));
         let mut run = Run::start(&args, &fixture("poolfix-go1.27"));
@@ -185,14 +178,17 @@ fn run_passes_each_signal_to_its_program_and_exits_with_its_status() {
             "{name}: {stderr:?}"
         );
         let report = read_report(&report);
-        assert!(u64_of(&pool(&report, BUF_POOL[1])["gets"]) > 0, "{name}");
+        assert!(
+            u64_of(&pool(&report, POOLFIX_BUFS[1])["gets"]) > 0,
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn a_second_ctrl_c_ends_the_wait_for_a_program_that_stays() {
     let report = report_path("stubborn");
-    let mut args = BUF_POOL.to_vec();
+    let mut args = POOLFIX_BUFS.to_vec();
     args.extend(["--interval", "0", "--format", "json", "--output"]);
     args.push(report.to_str().expect("UTF-8 temp path"));
     let mut run = Run::start(&args, &fixture("poolfix-go1.27"));
@@ -219,7 +215,7 @@ fn a_second_ctrl_c_ends_the_wait_for_a_program_that_stays() {
 
 #[test]
 fn run_says_which_signal_killed_its_program() {
-    let mut run = Run::start(&BUF_POOL, &fixture("poolfix-go1.27"));
+    let mut run = Run::start(&POOLFIX_BUFS, &fixture("poolfix-go1.27"));
     run.send("round");
     run.expect_program("counts");
     let pid = run.pid;
@@ -235,7 +231,7 @@ fn run_says_which_signal_killed_its_program() {
 #[test]
 fn stream_says_why_it_stopped() {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let mut args = BUF_POOL.to_vec();
+    let mut args = POOLFIX_BUFS.to_vec();
     args.extend(["--duration", "1s"]);
     let finished = Tracer::stream(target.pid, &args).finish();
     assert!(
@@ -247,7 +243,7 @@ fn stream_says_why_it_stopped() {
         finished.stderr
     );
 
-    let finished = Tracer::stream(target.pid, &BUF_POOL).signal(libc::SIGHUP);
+    let finished = Tracer::stream(target.pid, &POOLFIX_BUFS).signal(libc::SIGHUP);
     assert!(finished.status.success());
     assert!(
         finished
@@ -258,7 +254,7 @@ fn stream_says_why_it_stopped() {
         finished.stderr
     );
 
-    let tracer = Tracer::stream(target.pid, &BUF_POOL);
+    let tracer = Tracer::stream(target.pid, &POOLFIX_BUFS);
     target.send("exec");
     target.expect_line("counts");
     let finished = tracer.finish();
@@ -276,7 +272,7 @@ fn stream_says_why_it_stopped() {
     assert_eq!((gets, puts), (15, 10), "{lines:?}");
 
     let mut exits = Target::start(&fixture("poolfix-go1.27"));
-    let tracer = Tracer::stream(exits.pid, &BUF_POOL);
+    let tracer = Tracer::stream(exits.pid, &POOLFIX_BUFS);
     exits.send("exit");
     exits.expect_line("bye");
     let finished = tracer.finish();

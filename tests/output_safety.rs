@@ -13,14 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_tests::{fixture, pooltrace_bin, Target, STEP_TIMEOUT};
-
-const BUF: [&str; 4] = [
-    "--get",
-    "main.(*BufPool).Get",
-    "--put",
-    "main.(*BufPool).Put",
-];
+use pooltrace_tests::{fixture, pooltrace_bin, Target, POOLFIX_BUFS, STEP_TIMEOUT};
 
 /// A path of this test run's own in the temporary directory, with nothing at it yet.
 fn scratch(name: &str) -> PathBuf {
@@ -41,7 +34,7 @@ fn each_command_with(target: &Target, output_args: &[&str]) -> Vec<(&'static str
         .into_iter()
         .map(|name| {
             let mut command = Command::new(pooltrace_bin());
-            command.arg(name).args(BUF).args(output_args);
+            command.arg(name).args(POOLFIX_BUFS).args(output_args);
             match name {
                 "run" => command.arg("--").arg(fixture("poolfix-go1.27")),
                 _ => command.args(["--pid", &pid, "--duration", "200ms"]),
@@ -154,7 +147,7 @@ fn force_replaces_an_existing_file_with_the_whole_report() {
     fs::write(&path, "x".repeat(100_000)).expect("existing file");
     let output = Command::new(pooltrace_bin())
         .args(["report", "--pid", &target.pid.to_string()])
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .args(["--duration", "200ms", "--interval", "0", "--format", "json"])
         .args(["--output", &text(&path), "--force"])
         .stdin(Stdio::null())
@@ -176,7 +169,7 @@ fn force_replaces_an_existing_file_with_the_events_streamed() {
     fs::write(&path, "old line\n".repeat(10_000)).expect("existing file");
     let mut child = Command::new(pooltrace_bin())
         .args(["stream", "--pid", &target.pid.to_string()])
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .args(["--output", &text(&path), "--force"])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -253,7 +246,7 @@ fn a_full_stdout_fails_report_after_a_whole_trace() {
     let target = Target::start(&fixture("poolfix-go1.27"));
     let output = Command::new(pooltrace_bin())
         .args(["report", "--pid", &target.pid.to_string()])
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .args(["--duration", "200ms"])
         .stdin(Stdio::null())
         .stdout(dev_full())
@@ -345,7 +338,7 @@ fn report_piped_to_head_stops_tracing_and_detaches_quietly() {
     // No --duration: only the closed pipe can end it while the target lives.
     command
         .args(["report", "--pid", &target.pid.to_string()])
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .args(["--interval", "100ms"])
         .stdin(Stdio::null());
     let (line, pooltrace) = piped_to_head(command, |_, _| {});
@@ -366,7 +359,7 @@ fn stream_piped_to_head_stops_quietly() {
     let mut command = Command::new(pooltrace_bin());
     command
         .args(["stream", "--pid", &target.pid.to_string()])
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .stdin(Stdio::null());
     // Events come only from rounds; rounds go on until the closed pipe ends the stream.
     let (line, pooltrace) = piped_to_head(command, |_, _| {
@@ -387,7 +380,7 @@ fn run_piped_to_head_ends_without_an_error_and_with_its_programs_status() {
     let mut command = Command::new(pooltrace_bin());
     command
         .arg("run")
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .args(["--interval", "0", "--"])
         .arg(fixture("poolfix-go1.27"))
         .stdin(Stdio::piped());
@@ -416,7 +409,7 @@ fn run_whose_stdout_closes_waits_for_its_program() {
     let mut command = Command::new(pooltrace_bin());
     command
         .arg("run")
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .args(["--interval", "100ms", "--"])
         .arg(fixture("poolfix-go1.27"))
         .stdin(Stdio::piped());
@@ -474,7 +467,7 @@ fn a_pipe_closed_before_anything_is_written_ends_list_and_report_quietly() {
     assert_ended_quietly("list", list);
     let report = Command::new(pooltrace_bin())
         .args(["report", "--pid", &target.pid.to_string()])
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .args(["--duration", "200ms", "--interval", "0"])
         .stdin(Stdio::null())
         .stdout(closed_pipe())
@@ -501,7 +494,7 @@ fn a_dry_run_writes_its_sites_to_the_output_file() {
     ];
     let dry_run = Command::new(pooltrace_bin())
         .args(args)
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .output()
         .expect("pooltrace --dry-run");
     assert!(dry_run.status.success(), "{dry_run:?}");
@@ -518,7 +511,7 @@ fn a_dry_run_writes_its_sites_to_the_output_file() {
     assert_eq!(roles, ["get-ret", "get-ret", "get-ret", "put"]);
     let again = Command::new(pooltrace_bin())
         .args(args)
-        .args(BUF)
+        .args(POOLFIX_BUFS)
         .output()
         .expect("pooltrace --dry-run again");
     assert_fails_with(

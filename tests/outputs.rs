@@ -3,20 +3,13 @@
 
 use std::process::Command;
 
-use pooltrace_tests::{fixture, real_program, Target, Tracer};
-
-const BUF: [&str; 4] = [
-    "--get",
-    "main.(*BufPool).Get",
-    "--put",
-    "main.(*BufPool).Put",
-];
+use pooltrace_tests::{fixture, real_program, Target, Tracer, POOLFIX_BUFS};
 
 /// Two rounds of the fixture traced with `--format format --output FILE`; the file's bytes.
 fn report_as(format: &str) -> Vec<u8> {
     let output = std::env::temp_dir().join(format!("pooltrace-{}-{format}", std::process::id()));
     let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let mut args = BUF.to_vec();
+    let mut args = POOLFIX_BUFS.to_vec();
     let path = output.to_string_lossy().into_owned();
     args.extend(["--format", format, "--output", &path]);
     let tracer = Tracer::attach(target.pid, &args);

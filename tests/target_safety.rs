@@ -1,14 +1,7 @@
 //! Tracing never harms the target: it keeps running, prints exactly what it prints untraced,
 //! exits with its own status, and its code is byte-for-byte restored when pooltrace detaches.
 
-use pooltrace_tests::{fixture, symbol_address, Target, Tracer};
-
-const ARGS: [&str; 4] = [
-    "--get",
-    "main.(*BufPool).Get",
-    "--put",
-    "main.(*BufPool).Put",
-];
+use pooltrace_tests::{fixture, symbol_address, Target, Tracer, POOLFIX_BUFS};
 
 #[test]
 fn output_and_exit_status_are_unchanged_across_repeated_attach_and_detach() {
@@ -23,7 +16,7 @@ fn output_and_exit_status_are_unchanged_across_repeated_attach_and_detach() {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
     target.round();
     for _ in 0..2 {
-        let tracer = Tracer::attach(target.pid, &ARGS);
+        let tracer = Tracer::attach(target.pid, &POOLFIX_BUFS);
         target.round();
         let finished = tracer.interrupt();
         assert!(finished.status.success(), "{:?}", finished.stderr);
@@ -67,7 +60,7 @@ fn code_is_restored_byte_for_byte_after_detach() {
     };
     let before = read_all(&target);
 
-    let tracer = Tracer::attach(target.pid, &ARGS);
+    let tracer = Tracer::attach(target.pid, &POOLFIX_BUFS);
     let during = read_all(&target);
     // The kernel's breakpoints (int3) are visible while attached: this check can fail.
     assert_ne!(during, before);

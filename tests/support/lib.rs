@@ -19,6 +19,24 @@ pub use serde_json::Value;
 /// How long any single step may take before the test fails instead of hanging.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// poolfix's pointer pool, `main.(*BufPool)`, as pooltrace is told to trace it.
+pub const POOLFIX_BUFS: [&str; 4] = [
+    "--get",
+    "main.(*BufPool).Get",
+    "--put",
+    "main.(*BufPool).Put",
+];
+
+/// poolfix's generic pool of `*[]byte` chunks, `main.(*BucketedPool[uint8])`.
+pub const POOLFIX_CHUNKS: [&str; 6] = [
+    "--get",
+    "main.(*BucketedPool[uint8]).Get",
+    "--put",
+    "main.(*BucketedPool[uint8]).Put",
+    "--object",
+    "slice-ptr",
+];
+
 pub fn pooltrace_bin() -> PathBuf {
     env_path("POOLTRACE_BIN")
 }
