@@ -2,7 +2,9 @@
 //! leaks: the leak is new, and what else changed between the releases is grown, shrunk or
 //! gone, each matched across the rebuild by its functions and lines.
 
-use pooltrace_tests::{fixture, pooltrace_bin, run_pooltrace, source_line, Target, Tracer, Value};
+use pooltrace_tests::{
+    fixture, pooltrace_bin, pooltrace_json, run_pooltrace, source_line, Target, Tracer, Value,
+};
 
 const POOL: [&str; 4] = ["--get", "main.(*Pool).Get", "--put", "main.(*Pool).Put"];
 
@@ -26,19 +28,13 @@ fn the_second_releases_leak_is_new_and_every_other_change_is_classed() {
     let dir = std::env::temp_dir().join(format!("pooltrace-diff-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch");
     let (old, new) = (report_of(1, &dir), report_of(2, &dir));
-    let output = run_pooltrace(&[
+    let diff = pooltrace_json(&[
         "diff",
         old.to_str().unwrap(),
         new.to_str().unwrap(),
         "--format",
         "json",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let diff: Value = serde_json::from_slice(&output.stdout).expect("diff JSON");
     let source = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/releases/main.go"),
     )

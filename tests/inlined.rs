@@ -5,7 +5,7 @@
 //! objects dropped without a Put are not scored as leaks.
 
 use pooltrace_tests::{
-    fixture, functions, pool, run_pooltrace, source_line, u64_of, Counts, Target, Tracer, Value,
+    fixture, functions, pool, pooltrace_json, source_line, u64_of, Counts, Target, Tracer, Value,
 };
 
 const BUILDS: [&str; 2] = ["inlined-go1.27", "inlined-go1.19"];
@@ -182,10 +182,8 @@ fn dry_run_lists_the_calls_probed_in_inlined_copies() {
         let pid = target.pid.to_string();
         let mut args = vec!["report", "--pid", &pid, "--dry-run"];
         args.extend(X_POOL);
-        let output = run_pooltrace(&args);
+        let sites = pooltrace_json(&args);
         target.exit();
-        assert!(output.status.success(), "{build}: {output:?}");
-        let sites: Value = serde_json::from_slice(&output.stdout).expect("JSON");
         let sites = sites.as_array().expect("sites");
         let of_role =
             |role: &str| -> Vec<&Value> { sites.iter().filter(|s| s["role"] == role).collect() };

@@ -6,22 +6,16 @@
 use std::{os::unix::process::CommandExt, process::Command};
 
 use pooltrace::gobin::GoBinary;
-use pooltrace_tests::{fixture, pooltrace_bin, run_pooltrace, Target, Value};
+use pooltrace_tests::{fixture, pooltrace_bin, pooltrace_json, Target, Value};
 
 fn listing(build: &str) -> Value {
-    let output = run_pooltrace(&[
+    pooltrace_json(&[
         "list",
         "--binary",
         &fixture(build).to_string_lossy(),
         "--format",
         "json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON listing")
+    ])
 }
 
 fn pair<'a>(listing: &'a Value, get: &str) -> &'a Value {
@@ -226,7 +220,7 @@ fn report_accepts_the_listed_generic_names_as_printed() {
         let pid = target.pid.to_string();
         for pair in &pairs {
             let (get, put) = (pair["get"].as_str().unwrap(), pair["put"].as_str().unwrap());
-            let output = run_pooltrace(&[
+            let sites = pooltrace_json(&[
                 "report",
                 "--pid",
                 &pid,
@@ -236,12 +230,6 @@ fn report_accepts_the_listed_generic_names_as_printed() {
                 "--put",
                 put,
             ]);
-            assert!(
-                output.status.success(),
-                "{build} {get}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let sites: Value = serde_json::from_slice(&output.stdout).expect("JSON sites");
             let probed = |role: &str| -> Vec<&str> {
                 sites
                     .as_array()

@@ -484,6 +484,17 @@ pub fn run_pooltrace(args: &[&str]) -> std::process::Output {
         .expect("run pooltrace")
 }
 
+/// Runs pooltrace with `args`, expecting it to succeed, and parses what it printed as JSON.
+pub fn pooltrace_json(args: &[&str]) -> Value {
+    let output = run_pooltrace(args);
+    assert!(
+        output.status.success(),
+        "pooltrace {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("pooltrace printed JSON")
+}
+
 /// Runs pooltrace with `args`, expecting it to fail with exactly one stderr line.
 pub fn assert_fails_with_line(args: &[&str], expected: &str) {
     assert_one_line_error(&run_pooltrace(args), expected);
