@@ -411,14 +411,10 @@ fn baseline_script(target: &Path, sites: &[Site], workload: &Workload) -> String
 pub(crate) struct Tracer {
     child: Child,
     /// Its diagnostics (stderr for pooltrace, stdout for bpftrace).
-    lines: Lines,
+    pub(crate) lines: Lines,
 }
 
 impl Tracer {
-    pub(crate) fn new(child: Child, lines: Lines) -> Self {
-        Self { child, lines }
-    }
-
     /// Stops it; an error, with what it said, if it did not end cleanly.
     pub(crate) fn stop(mut self) -> Result {
         // SAFETY: kill(2) on our own child, not yet reaped.
@@ -454,15 +450,27 @@ pub(crate) fn pooltrace_tracer(
     extra: &[&str],
     ready: &str,
 ) -> Result<Tracer> {
-    let mut child = Command::new(pooltrace)
+    let args = [workload.pool_args, extra].concat();
+    let mut tracer = start_pooltrace(Command::new(pooltrace), command, pid, &args)?;
+    wait_for(&mut tracer.lines, ready)?;
+    Ok(tracer)
+}
+
+/// Starts `pooltrace COMMAND --pid PID ARGS` (with whatever else `pooltrace` is set up with)
+/// and reads its stderr.
+pub(crate) fn start_pooltrace(
+    mut pooltrace: Command,
+    command: &str,
+    pid: i32,
+    args: &[&str],
+) -> Result<Tracer> {
+    let mut child = pooltrace
         .args([command, "--pid", &pid.to_string()])
-        .args(workload.pool_args)
-        .args(extra)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut lines = Lines::of(child.stderr.take().ok_or("pooltrace stderr")?);
-    wait_for(&mut lines, ready)?;
+    let lines = Lines::of(child.stderr.take().ok_or("pooltrace stderr")?);
     Ok(Tracer { child, lines })
 }
 

@@ -11,7 +11,7 @@ use aya::{programs::loaded_programs, sys::Stats};
 use tracer_common::names;
 
 use crate::{
-    bench::{pooltrace_tracer, stats, Target, Workload, WORKLOADS},
+    bench::{pooltrace_tracer, start_pooltrace, stats, wait_for, Target, Workload, WORKLOADS},
     Result,
 };
 
@@ -139,28 +139,21 @@ fn timed_attaches(
     args: &[String],
     links: &str,
 ) -> Result<(u64, f64, f64)> {
+    let args: Vec<&str> = ["--interval", "0"]
+        .into_iter()
+        .chain(args.iter().map(String::as_str))
+        .collect();
     let (mut attach, mut detach, mut probes) = (Vec::new(), Vec::new(), 0);
     for _ in 0..REPEATS {
         let target = Target::start(target_bin)?;
         let started = Instant::now();
-        let mut child = std::process::Command::new(pooltrace)
-            .args([
-                "report",
-                "--pid",
-                &target.pid.to_string(),
-                "--interval",
-                "0",
-            ])
-            .args(args)
-            .env("POOLTRACE_UPROBE_LINKS", links)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        let mut lines = pooltrace_harness::Lines::of(child.stderr.take().ok_or("stderr")?);
-        let attached = crate::bench::wait_for(&mut lines, "pooltrace: attached")?;
+        let mut with_links = std::process::Command::new(pooltrace);
+        with_links.env("POOLTRACE_UPROBE_LINKS", links);
+        let mut tracer = start_pooltrace(with_links, "report", target.pid, &args)?;
+        let attached = wait_for(&mut tracer.lines, "pooltrace: attached")?;
         attach.push(started.elapsed().as_secs_f64() * 1000.0);
         // A column is what it says only if pooltrace linked the way it was asked to.
-        let linked = crate::bench::wait_for(&mut lines, "  links: ")?;
+        let linked = wait_for(&mut tracer.lines, "  links: ")?;
         let multi = linked.starts_with("  links: one uprobe-multi link");
         if multi != (links == "multi") {
             return Err(format!("asked for {links} links, pooltrace said {linked:?}").into());
@@ -171,7 +164,7 @@ fn timed_attaches(
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         let stopping = Instant::now();
-        crate::bench::Tracer::new(child, lines).stop()?;
+        tracer.stop()?;
         detach.push(stopping.elapsed().as_secs_f64() * 1000.0);
         target.exit()?;
     }
