@@ -186,7 +186,7 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// What is wrong with it, and where.
-        mistake: crate::probes::pools_file::Mistake,
+        mistake: PoolsFileMistake,
     },
 
     /// Two pools probe the same Get or Put, so each call would be counted twice.
@@ -318,6 +318,38 @@ pub enum Error {
     Signals {
         /// What the system said.
         source: io::Error,
+    },
+}
+
+/// What is wrong with a pools file, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolsFileMistake {
+    /// Not TOML, or a key or value no `[[pool]]` takes: where TOML says it is.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        /// Counted from 1.
+        line: usize,
+        /// In characters, counted from 1.
+        column: usize,
+        /// TOML's words.
+        message: String,
+    },
+    /// The same, where TOML names no place.
+    #[error("{message}")]
+    Unplaced {
+        /// TOML's words.
+        message: String,
+    },
+    /// The file has no `[[pool]]` table.
+    #[error("it names no [[pool]]")]
+    NoPools,
+    /// One `[[pool]]` is well-formed TOML but not a pool.
+    #[error("pool {number}: {reason}")]
+    Pool {
+        /// Counted from 1, in file order.
+        number: usize,
+        /// What it lacks or has too much of.
+        reason: String,
     },
 }
 

@@ -20,7 +20,7 @@ use clap::ValueEnum;
 use serde::Deserialize;
 
 use super::{keyspec::ObjectKind, presets::Preset, CustomPool, KeyOverrides, PoolEntry, PoolKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, PoolsFileMistake as Mistake, Result};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,38 +54,6 @@ pub fn read(path: &Path) -> Result<Vec<PoolEntry>> {
         path: path.to_path_buf(),
         mistake,
     })
-}
-
-/// What is wrong with a pools file, and where.
-#[derive(Debug, thiserror::Error)]
-pub enum Mistake {
-    /// Not TOML, or a key or value no `[[pool]]` takes: where TOML says it is.
-    #[error("line {line}, column {column}: {message}")]
-    Syntax {
-        /// Counted from 1.
-        line: usize,
-        /// In characters, counted from 1.
-        column: usize,
-        /// TOML's words.
-        message: String,
-    },
-    /// The same, where TOML names no place.
-    #[error("{message}")]
-    Unplaced {
-        /// TOML's words.
-        message: String,
-    },
-    /// The file has no `[[pool]]` table.
-    #[error("it names no [[pool]]")]
-    NoPools,
-    /// One `[[pool]]` is well-formed TOML but not a pool.
-    #[error("pool {number}: {reason}")]
-    Pool {
-        /// Counted from 1, in file order.
-        number: usize,
-        /// What it lacks or has too much of.
-        reason: String,
-    },
 }
 
 /// The pools of a file's text, or why it is wrong.
