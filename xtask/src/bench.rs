@@ -6,9 +6,8 @@
 //! left running on a loaded service (`soak`).
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -16,7 +15,11 @@ use std::{
 use pooltrace_harness::Lines;
 use tracer_common::SiteRole;
 
-use crate::{exec, fixtures, tools, workspace, Result};
+use crate::{
+    exec, fixtures,
+    launch::{cpu_ticks, pooltrace_tracer, stats, wait_for, Target, Tracer, Workload, WORKLOADS},
+    tools, workspace, Result,
+};
 
 const REPEATS: usize = 3;
 /// Pairs per measurement with probes (~20 us a pair here) and without (~10 ns).
@@ -54,43 +57,6 @@ impl Config {
         }
     }
 }
-
-/// A Go micro-target and how pooltrace and bpftrace name its pool.
-pub(crate) struct Workload {
-    pub(crate) mode: &'static str,
-    pub(crate) pool_args: &'static [&'static str],
-    /// Registers holding the object at Get's RET and at Put's entry, for bpftrace.
-    get_key: &'static str,
-    put_key: &'static str,
-}
-
-pub(crate) const WORKLOADS: [Workload; 3] = [
-    Workload {
-        mode: "sync",
-        pool_args: &["--pool", "sync"],
-        get_key: "bx",
-        put_key: "cx",
-    },
-    Workload {
-        mode: "bucketed",
-        pool_args: &[
-            "--get",
-            "main.(*BucketedPool[uint8]).Get",
-            "--put",
-            "main.(*BucketedPool[uint8]).Put",
-            "--object",
-            "slice-ptr",
-        ],
-        get_key: "ax",
-        put_key: "cx",
-    },
-    Workload {
-        mode: "parallel",
-        pool_args: &["--pool", "sync"],
-        get_key: "bx",
-        put_key: "cx",
-    },
-];
 
 pub fn run() -> Result {
     let root = workspace();
@@ -262,17 +228,6 @@ fn overhead(pooltrace: &Path, go: &str, target_bin: &Path, workload: &Workload) 
     Ok(())
 }
 
-pub(crate) fn stats(values: &[f64]) -> (f64, f64, f64) {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
-    (
-        sorted.first().copied().unwrap_or(f64::NAN),
-        median,
-        sorted.last().copied().unwrap_or(f64::NAN),
-    )
-}
-
 /// One measurement: a fresh target, the tracer attached (if any), N pairs timed by the target.
 fn measure(
     pooltrace: &Path,
@@ -407,28 +362,6 @@ fn baseline_script(target: &Path, sites: &[Site], workload: &Workload) -> String
     )
 }
 
-/// A tracer process, stopped with SIGINT.
-pub(crate) struct Tracer {
-    child: Child,
-    /// Its diagnostics (stderr for pooltrace, stdout for bpftrace).
-    pub(crate) lines: Lines,
-}
-
-impl Tracer {
-    /// Stops it; an error, with what it said, if it did not end cleanly.
-    pub(crate) fn stop(mut self) -> Result {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait()?;
-        if status.success() {
-            Ok(())
-        } else {
-            let said = self.lines.drain();
-            Err(format!("tracer failed ({status}): {}", said.join(" | ")).into())
-        }
-    }
-}
-
 fn bpftrace(script: &str, pid: i32) -> Result<Tracer> {
     let mut child = Command::new("bpftrace")
         .args(["--unsafe", "-p", &pid.to_string(), "-e", script])
@@ -439,38 +372,6 @@ fn bpftrace(script: &str, pid: i32) -> Result<Tracer> {
     wait_for(&mut lines, "Attaching")?;
     // bpftrace says "Attaching" before it attaches.
     thread::sleep(Duration::from_millis(500));
-    Ok(Tracer { child, lines })
-}
-
-pub(crate) fn pooltrace_tracer(
-    pooltrace: &Path,
-    command: &str,
-    pid: i32,
-    workload: &Workload,
-    extra: &[&str],
-    ready: &str,
-) -> Result<Tracer> {
-    let args = [workload.pool_args, extra].concat();
-    let mut tracer = start_pooltrace(Command::new(pooltrace), command, pid, &args)?;
-    wait_for(&mut tracer.lines, ready)?;
-    Ok(tracer)
-}
-
-/// Starts `pooltrace COMMAND --pid PID ARGS` (with whatever else `pooltrace` is set up with)
-/// and reads its stderr.
-pub(crate) fn start_pooltrace(
-    mut pooltrace: Command,
-    command: &str,
-    pid: i32,
-    args: &[&str],
-) -> Result<Tracer> {
-    let mut child = pooltrace
-        .args([command, "--pid", &pid.to_string()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let lines = Lines::of(child.stderr.take().ok_or("pooltrace stderr")?);
     Ok(Tracer { child, lines })
 }
 
@@ -547,17 +448,6 @@ fn cpu_at_rate(pooltrace: &Path, target_bin: &Path) -> Result {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     println!("   target reached {rate}/s; pooltrace used {:.2}% of one core (user+system, {ticks} ticks in {seconds:.1} s)", 100.0 * ticks as f64 / hz / seconds);
     Ok(())
-}
-
-pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .ok_or("bad stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
 /// Peak resident memory of pooltrace with a million objects outstanding, including the
@@ -734,57 +624,4 @@ fn attach_times(pooltrace: &Path) -> Result {
     }
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
-}
-
-/// The micro-target, speaking its stdin protocol.
-pub(crate) struct Target {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines,
-    pub(crate) pid: i32,
-}
-
-impl Target {
-    pub(crate) fn start(binary: &Path) -> Result<Self> {
-        let mut child = Command::new(binary)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdin = child.stdin.take().ok_or("stdin")?;
-        let lines = Lines::of(child.stdout.take().ok_or("stdout")?);
-        let pid = child.id() as i32;
-        let mut target = Self {
-            child,
-            stdin,
-            lines,
-            pid,
-        };
-        target.expect("ready")?;
-        Ok(target)
-    }
-
-    pub(crate) fn send(&mut self, command: &str) -> Result {
-        writeln!(self.stdin, "{command}")?;
-        Ok(self.stdin.flush()?)
-    }
-
-    pub(crate) fn expect(&mut self, prefix: &str) -> Result<String> {
-        wait_for(&mut self.lines, prefix)
-    }
-
-    pub(crate) fn exit(mut self) -> Result {
-        self.send("exit")?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-/// How long the bench waits for a line before it gives up.
-const PATIENCE: Duration = Duration::from_secs(120);
-
-/// The next line starting with `prefix` (or holding it, for one that starts with a space).
-pub(crate) fn wait_for(lines: &mut Lines, prefix: &str) -> Result<String> {
-    let matches =
-        |line: &str| line.starts_with(prefix) || (prefix.starts_with(' ') && line.contains(prefix));
-    Ok(lines.matching(&format!("with {prefix:?}"), matches, PATIENCE)?)
 }

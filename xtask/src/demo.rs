@@ -1,35 +1,22 @@
 //! `cargo xtask demo`: the leaking store-gateway under load, with pooltrace attached.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread,
-};
+use std::process::{Command, Stdio};
 
-use crate::{ebpf, exec, fixtures, tools, workspace, Result};
+use crate::{
+    ebpf, exec, fixtures,
+    launch::{listen_address, Guard},
+    tools, workspace, Result,
+};
 
 const TRACE_SECONDS: u32 = 30;
 const GET: &str = "storegw/pool.(*BucketedPool[uint8]).Get";
 const PUT: &str = "storegw/pool.(*BucketedPool[uint8]).Put";
 
-/// Builds the demo service into `out/storegw`.
-pub fn build(out: &Path) -> Result<PathBuf> {
-    let binary = out.join("storegw");
-    fixtures::go_build(
-        &tools::go()?,
-        &workspace().join("demo/storegw"),
-        &[],
-        &binary,
-    )?;
-    Ok(binary)
-}
-
 pub fn run() -> Result {
     ebpf::ensure_fresh()?;
     let out = fixtures::dir();
     std::fs::create_dir_all(&out)?;
-    let storegw = build(&out)?;
+    let storegw = fixtures::storegw(&out)?;
     tools::say("building pooltrace");
     let root = workspace();
     exec(
@@ -82,37 +69,4 @@ pub fn run() -> Result {
     ]))?;
     tools::say("stopping storegw and the load generator");
     Ok(())
-}
-
-/// Reads storegw's "listening on ADDR" line, then reads the rest of its output (echoing it
-/// with `echo`), so that storegw never dies of SIGPIPE.
-pub fn listen_address(server: &mut Child, echo: bool) -> Result<String> {
-    let stdout = server.stdout.take().ok_or("storegw stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().ok_or("storegw exited before listening")??;
-    if echo {
-        println!("{first}");
-    }
-    let addr = first
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .ok_or_else(|| format!("unexpected first line from storegw: {first}"))?
-        .to_owned();
-    thread::spawn(move || {
-        lines
-            .map_while(std::result::Result::ok)
-            .filter(|_| echo)
-            .for_each(|l| println!("{l}"))
-    });
-    Ok(addr)
-}
-
-/// Kills the child when the demo (or the bench's soak) ends, however it ends.
-pub struct Guard(pub Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

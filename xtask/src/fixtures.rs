@@ -1,8 +1,9 @@
-//! Builds the Go test targets into `target/fixtures`, one file per toolchain and build mode.
+//! Builds the Go test targets into `target/fixtures`, one file per toolchain and build mode,
+//! and the demo service.
 
 use std::path::{Path, PathBuf};
 
-use crate::{demo, exec, tools, workspace, Result};
+use crate::{exec, tools, workspace, Result};
 
 /// `poolfix` builds: name suffix, which Go, extra `go build` flags.
 const POOLFIX_BUILDS: [(&str, Toolchain, &[&str]); 6] = [
@@ -91,7 +92,7 @@ pub fn build_all() -> Result<PathBuf> {
         let output = out.join(format!("releases-v{release}"));
         go_build(&current, &releases, &[&flags], &output)?;
     }
-    demo::build(&out)?;
+    storegw(&out)?;
     Ok(out)
 }
 
@@ -107,4 +108,16 @@ pub fn go_build(go: &Path, package_dir: &Path, flags: &[&str], output: &Path) ->
             .arg(".")
             .current_dir(package_dir),
     )
+}
+
+/// Builds the demo service into `out/storegw`.
+pub fn storegw(out: &Path) -> Result<PathBuf> {
+    let binary = out.join("storegw");
+    go_build(
+        &tools::go()?,
+        &workspace().join("demo/storegw"),
+        &[],
+        &binary,
+    )?;
+    Ok(binary)
 }

@@ -5,6 +5,8 @@ mod bench;
 mod demo;
 mod ebpf;
 mod fixtures;
+mod imports;
+mod launch;
 mod probe_costs;
 mod soak;
 mod test;
@@ -25,7 +27,8 @@ commands:
   test         install what the tests need, then run unit and integration tests (as root)
   bench        overhead against the probe floor and bpftrace, CPU, memory, attach times
   build-ebpf   rebuild tracer-ebpf/prebuilt/pooltrace-ebpf.o (nightly + bpf-linker, installed)
-  check-ebpf   fail if the committed eBPF object is stale";
+  check-ebpf   fail if the committed eBPF object is stale
+  check-imports  fail on a circle of imports between the files of tracer/src or xtask/src";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("build-ebpf") => ebpf::build(),
         Some("check-ebpf") => check_ebpf(),
+        Some("check-imports") => imports::check(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -11,7 +11,7 @@ use aya::{programs::loaded_programs, sys::Stats};
 use tracer_common::names;
 
 use crate::{
-    bench::{pooltrace_tracer, start_pooltrace, stats, wait_for, Target, Workload, WORKLOADS},
+    launch::{pooltrace_tracer, start_pooltrace, stats, wait_for, Target, Workload, WORKLOADS},
     Result,
 };
 

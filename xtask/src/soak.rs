@@ -14,8 +14,8 @@ use std::{
 use pooltrace_harness::{http_get, metric_sample, Lines};
 
 use crate::{
-    bench::cpu_ticks,
-    demo::{self, Guard},
+    fixtures,
+    launch::{self, cpu_ticks, Guard},
     workspace, Result,
 };
 
@@ -33,7 +33,7 @@ pub fn run(pooltrace: &Path) -> Result {
         Err(_) => 600,
     };
     let out = workspace().join("target/bench");
-    let storegw = demo::build(&out)?;
+    let storegw = fixtures::storegw(&out)?;
     println!("\n== agent soak: storegw under load for {seconds} s, /metrics scraped every second");
     let baseline = BASELINE.min(Duration::from_secs(seconds));
     let before = throughput(&storegw, baseline, |_| Ok(()))?;
@@ -66,7 +66,7 @@ fn throughput(storegw: &Path, length: Duration, during: impl FnOnce(u32) -> Resu
             .stdout(Stdio::piped())
             .spawn()?,
     );
-    let addr = demo::listen_address(&mut server.0, false)?;
+    let addr = launch::listen_address(&mut server.0, false)?;
     let mut load = Command::new(storegw)
         .args(["load", "-addr", &addr, "-rate", RATE])
         .arg(format!("-duration={}s", length.as_secs()))
