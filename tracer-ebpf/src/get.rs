@@ -1,0 +1,146 @@
+//! What a Get does: opens the object's entry in `OUTSTANDING` with the stack that took it.
+//! Kept apart from Put because a Get runs in two programs (the entry stashes the receiver,
+//! the RET reads the object) that must agree on the in-flight key, and because it is where
+//! a recycled address reveals an object that was dropped without a Put.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::ProbeContext};
+use tracer_common::{
+    ObjectKey, Outstanding, PathTotals, PoolCounters, ProbeSite, SITE_DOUBLE_PUTS, SITE_STREAM,
+    SITE_TRACKS_RECEIVER,
+};
+
+use crate::{
+    events::stream_get,
+    maps::{size_wanted, COLLECTED, OUTSTANDING, RECEIVERS, RETURNED},
+    read::{goes_to_morestack, read_word, GoRegs},
+    stack::capture_stack,
+};
+
+const E2BIG: i32 = 7;
+
+/// At Get's entry: stashes the receiver in `RECEIVERS` for the RET, where it is gone from
+/// the registers.
+pub(crate) fn stash_receiver(ctx: &ProbeContext, site: &ProbeSite) {
+    let regs = unsafe { &*ctx.regs };
+    if goes_to_morestack(site, regs) {
+        return;
+    }
+    if let Some(receiver) = read_word(&GoRegs::read(regs), &site.receiver) {
+        if site.receiver_filter == 0 || receiver == site.receiver_filter {
+            let _ = RECEIVERS.insert(&in_flight_key(site.pool, regs.r14), &receiver, 0);
+        }
+    }
+}
+
+pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
+    let regs = unsafe { &*ctx.regs };
+    let words = GoRegs::read(regs);
+    let object = read_word(&words, &site.key);
+    if let (Some(addr @ 1..), true) = (object, site.flags & SITE_DOUBLE_PUTS != 0) {
+        // Handed out again, whatever else this Get turns out to be (another instance, one
+        // begun before attach, the wrong size): its next Put is a first one. Forgetting can
+        // only miss a double Put, never invent one.
+        let key = ObjectKey {
+            pool: site.pool,
+            _pad: 0,
+            addr,
+        };
+        let _ = RETURNED.remove(&key);
+    }
+    let mut receiver = 0;
+    if site.flags & SITE_TRACKS_RECEIVER != 0 {
+        let in_flight = in_flight_key(site.pool, regs.r14);
+        match unsafe { RECEIVERS.get(&in_flight) } {
+            Some(&stashed) => {
+                receiver = stashed;
+                let _ = RECEIVERS.remove(&in_flight);
+            }
+            // Another pool instance (filtered at entry), or a call that began before attach.
+            None if site.receiver_filter != 0 => return,
+            None => {}
+        }
+    }
+    let Some(addr) = object else {
+        counters.read_faults += 1;
+        return;
+    };
+    if addr == 0 {
+        counters.nil_gets += 1;
+        return;
+    }
+    counters.gets += 1;
+    let key = ObjectKey {
+        pool: site.pool,
+        _pad: 0,
+        addr,
+    };
+    // A size that cannot be read is counted once, as a fault, and the object tracked.
+    let size = match read_word(&words, &site.size) {
+        Some(size) if !size_wanted(size).0 => {
+            counters.size_filtered += 1;
+            return;
+        }
+        Some(size) => size,
+        None => {
+            counters.read_faults += 1;
+            0
+        }
+    };
+    // At a RET, [rsp] is the return address into Get's caller.
+    let (stack, caller) = capture_stack(ctx, site.flags);
+    let stack = stack.unwrap_or_else(|| {
+        counters.stack_failures += 1;
+        0
+    });
+    let value = Outstanding {
+        stack,
+        caller,
+        size,
+        taken_ns: unsafe { bpf_ktime_get_ns() },
+        goroutine: regs.r14,
+        receiver,
+    };
+    if site.flags & SITE_STREAM != 0 {
+        stream_get(site, counters, &value, addr, regs);
+    }
+    match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(errno) if -errno == E2BIG => counters.dropped += 1,
+        Err(_) => {
+            // Still outstanding: the earlier object at this address was dropped without a
+            // Put and its memory recycled. Book it as collected, then track the new one.
+            if let Some(earlier) = unsafe { OUTSTANDING.get(&key) } {
+                record_collected(site.pool, earlier, counters);
+            }
+            if OUTSTANDING.insert(&key, &value, 0).is_err() {
+                counters.dropped += 1;
+            }
+        }
+    }
+}
+
+fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounters) {
+    counters.collected += 1;
+    let path = earlier.path(pool);
+    match COLLECTED.get_ptr_mut(&path) {
+        // SAFETY: this CPU's copy of the value.
+        Some(totals) => unsafe {
+            (*totals).count += 1;
+            (*totals).bytes += earlier.size;
+        },
+        None => {
+            let totals = PathTotals {
+                count: 1,
+                bytes: earlier.size,
+            };
+            if COLLECTED.insert(&path, &totals, 0).is_err() {
+                counters.collected_dropped += 1;
+            }
+        }
+    }
+}
+
+/// Key of `RECEIVERS`: a goroutine's Get from one pool (heap addresses fit in 48 bits).
+fn in_flight_key(pool: u32, goroutine: u64) -> u64 {
+    (u64::from(pool) << 48) ^ goroutine
+}

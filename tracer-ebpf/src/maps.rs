@@ -1,0 +1,140 @@
+//! Every map and load-time global in one place: they are the object's interface to user
+//! space, which sizes, fills and reads them by the names in `tracer_common::names`, so what
+//! the kernel side keeps and what the loader may change are seen together, apart from the
+//! logic that uses them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use tracer_common::{
+    DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters,
+    ProbeSite, ReleaseKey, ReturnedBy, StackFrames, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_STACKS,
+    DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES, MAX_COLLECTED_PATHS, MAX_DOUBLE_PUT_PATHS,
+    MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_RELEASE_PATHS, MAX_RETURNED, MAX_SITES, MAX_STACK_DEPTH,
+};
+
+use crate::{read::TYPE_KIND_SLOTS, stack::WINDOW_WORDS};
+
+/// What each attached site reads; indexed by the attach cookie.
+#[map]
+pub(crate) static SITES: Array<ProbeSite> = Array::with_max_entries(MAX_SITES, 0);
+
+/// Every object that is out of its pool: taken by a Get, not yet given back by a Put.
+#[map]
+pub(crate) static OUTSTANDING: HashMap<ObjectKey, Outstanding> =
+    HashMap::with_max_entries(DEFAULT_MAX_OBJECTS, 0);
+
+/// User stacks of the Gets, by a hash of their frames.
+#[map]
+pub(crate) static STACKS: HashMap<u64, StackFrames> =
+    HashMap::with_max_entries(DEFAULT_MAX_STACKS, 0);
+
+/// Where a stack is captured before it is hashed (too big for the 512-byte BPF stack).
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
+
+/// Objects dropped without a Put and collected, by the call path that took them.
+#[map]
+pub(crate) static COLLECTED: PerCpuHashMap<PathKey, PathTotals> =
+    PerCpuHashMap::with_max_entries(MAX_COLLECTED_PATHS, 0);
+
+/// Receivers of the Gets in flight, by (pool, goroutine): the entry probe stashes the
+/// receiver, which is gone from the registers by the time the RET probe runs. A plain hash
+/// (an LRU costs ~100 ns more an update): the RET removes each entry, and one left by a Get
+/// that panicked is overwritten when its goroutine next calls Get.
+#[map]
+pub(crate) static RECEIVERS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_GETS_IN_FLIGHT, 0);
+
+/// How long objects stayed out before their Put, by the call path that took them.
+#[map]
+pub(crate) static HOLD_TIMES: PerCpuHashMap<PathKey, HoldHistogram> =
+    PerCpuHashMap::with_max_entries(MAX_RELEASE_PATHS, 0);
+
+/// A zeroed histogram to insert from (it is too big for the BPF stack).
+#[map]
+pub(crate) static ZERO_HISTOGRAM: Array<HoldHistogram> = Array::with_max_entries(1, 0);
+
+/// Objects given back, by acquire path and release path (the Put's stack).
+#[map]
+pub(crate) static RELEASES: PerCpuHashMap<ReleaseKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_RELEASE_PATHS, 0);
+
+/// Objects given back and not handed out since, with the call path of their Put: what
+/// tells a double Put from a harmless Put of an object taken before attach. An LRU, so it
+/// stays bounded: an object returned long ago and forgotten is missed, not invented.
+#[map]
+pub(crate) static RETURNED: LruHashMap<ObjectKey, ReturnedBy> =
+    LruHashMap::with_max_entries(MAX_RETURNED, 0);
+
+/// Double Puts, by the second Put's call path and where the first was called from.
+#[map]
+pub(crate) static DOUBLE_PUTS: PerCpuHashMap<DoublePutKey, u64> =
+    PerCpuHashMap::with_max_entries(MAX_DOUBLE_PUT_PATHS, 0);
+
+/// Stream mode: every Get and Put, in order.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Per-pool event counters, one copy per CPU so no update needs an atomic.
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<PoolCounters> = PerCpuArray::with_max_entries(MAX_POOLS, 0);
+
+/// One read of the stack from `rsp` up: most of a Go call chain fits.
+#[map]
+pub(crate) static STACK_WINDOW: PerCpuArray<[u64; WINDOW_WORDS]> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// The kinds of the Go types seen in interfaces, direct-mapped by type address: a Go type
+/// descriptor never changes or moves, so a kind read once from the target stays true for
+/// the process's life, and a hit spares a read of target memory on every Get and Put. Each
+/// slot is `type address | kind << 56 | 1 << 63` (user addresses fit in 47 bits), one word
+/// that checks itself, so a slot overwritten halfway through a program is a miss, never a
+/// wrong kind.
+#[map]
+pub(crate) static TYPE_KINDS: PerCpuArray<[u64; TYPE_KIND_SLOTS]> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// Puts whose stack is recorded for release paths: one in this many. A load-time global
+/// (`names::RELEASE_SAMPLE`, like libbpf-tools' `const volatile`), so user space can change
+/// it without a rebuild of the object; read only through [`release_sample`].
+#[unsafe(no_mangle)]
+static RELEASE_SAMPLE: u32 = DEFAULT_RELEASE_SAMPLE;
+
+/// Addresses a stack walk records at most (`names::STACK_DEPTH`, `--stack-depth`); read
+/// only through [`stack_depth`].
+#[unsafe(no_mangle)]
+static STACK_DEPTH: u32 = MAX_STACK_DEPTH as u32;
+
+/// Objects of these sizes only are tracked (`names::SIZE_MIN`/`SIZE_MAX`, `--min-size`,
+/// `--max-size`); read only through [`size_wanted`].
+#[unsafe(no_mangle)]
+static SIZE_MIN: u64 = 0;
+#[unsafe(no_mangle)]
+static SIZE_MAX: u64 = u64::MAX;
+
+/// The loader's `STACK_DEPTH`, within 1..=MAX_STACK_DEPTH.
+pub(crate) fn stack_depth() -> usize {
+    // SAFETY: a valid, aligned static that nothing in the program writes.
+    let depth = unsafe { core::ptr::read_volatile(&STACK_DEPTH) } as usize;
+    depth.clamp(1, MAX_STACK_DEPTH)
+}
+
+/// Whether an object of `size` is tracked; `filtering` tells whether any size is refused.
+pub(crate) fn size_wanted(size: u64) -> (bool, bool) {
+    // SAFETY: valid, aligned statics that nothing in the program writes.
+    let (min, max) = unsafe {
+        (
+            core::ptr::read_volatile(&SIZE_MIN),
+            core::ptr::read_volatile(&SIZE_MAX),
+        )
+    };
+    (size >= min && size <= max, min > 0 || max < u64::MAX)
+}
+
+/// The loader's value of `RELEASE_SAMPLE`. A plain read would be folded to the compiled-in
+/// default; 0 is taken as 1 so the modulo can never divide by zero.
+pub(crate) fn release_sample() -> u32 {
+    // SAFETY: a valid, aligned static that nothing in the program writes.
+    unsafe { core::ptr::read_volatile(&RELEASE_SAMPLE) }.max(1)
+}
