@@ -14,7 +14,19 @@ use tracer_common::{
     MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_RELEASE_PATHS, MAX_RETURNED, MAX_SITES, MAX_STACK_DEPTH,
 };
 
-use crate::{read::TYPE_KIND_SLOTS, stack::WINDOW_WORDS};
+/// Bytes of goroutine stack copied in one read from `rsp` before walking.
+///
+/// A compile-time constant, not a load-time global: it is the size of `STACK_WINDOW`'s value
+/// type, and the verifier must see the read's length and every index into the window bounded
+/// by that size. A smaller runtime window would save only part of one copy, and a larger one
+/// needs a new value type (a rebuild) anyway.
+pub(crate) const WINDOW_BYTES: usize = 1024;
+pub(crate) const WINDOW_WORDS: usize = WINDOW_BYTES / 8;
+// Indices into the window are masked with `WINDOW_WORDS - 1` for the verifier.
+const _: () = assert!(WINDOW_WORDS.is_power_of_two() && WINDOW_BYTES % 8 == 0);
+
+/// Slots of `TYPE_KINDS`: a pool sees a handful of types.
+pub(crate) const TYPE_KIND_SLOTS: usize = 64;
 
 /// What each attached site reads; indexed by the attach cookie.
 #[map]

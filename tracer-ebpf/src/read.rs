@@ -9,7 +9,7 @@ use tracer_common::{
     WORD_REG,
 };
 
-use crate::maps::TYPE_KINDS;
+use crate::maps::{TYPE_KINDS, TYPE_KIND_SLOTS};
 
 /// Whether this pass over a stack check's branch goes to `morestack`, which restarts the
 /// function: the pass after it is the one to count.
@@ -40,9 +40,6 @@ fn iface_identity(type_word: u64, data_word: u64) -> Option<u64> {
         Some(data_word)
     }
 }
-
-/// Slots of `TYPE_KINDS`: a pool sees a handful of types.
-pub(crate) const TYPE_KIND_SLOTS: usize = 64;
 
 const KIND_CACHED: u64 = 1 << 63;
 

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tracer_common::{StackFrames, MAX_STACK_DEPTH, SITE_IN_CALLER};
 
-use crate::maps::{stack_depth, SCRATCH, STACKS, STACK_WINDOW};
+use crate::maps::{stack_depth, SCRATCH, STACKS, STACK_WINDOW, WINDOW_BYTES, WINDOW_WORDS};
 
 const EEXIST: i32 = -17;
 
@@ -42,17 +42,6 @@ pub(crate) fn capture_stack(ctx: &ProbeContext, flags: u32) -> (Option<u64>, u64
         Err(_) => (None, caller),
     }
 }
-
-/// Bytes of goroutine stack copied in one read from `rsp` before walking.
-///
-/// A compile-time constant, not a load-time global: it is the size of `STACK_WINDOW`'s value
-/// type, and the verifier must see the read's length and every index into the window bounded
-/// by that size. A smaller runtime window would save only part of one copy, and a larger one
-/// needs a new value type (a rebuild) anyway.
-const WINDOW_BYTES: usize = 1024;
-pub(crate) const WINDOW_WORDS: usize = WINDOW_BYTES / 8;
-// Indices into the window are masked with `WINDOW_WORDS - 1` for the verifier.
-const _: () = assert!(WINDOW_WORDS.is_power_of_two() && WINDOW_BYTES % 8 == 0);
 
 /// The probed instruction, then the return address of each frame on Go's frame-pointer
 /// chain (`[rbp]` = caller's rbp, `[rbp+8]` = return address), up to `ips.len()` frames.
