@@ -22,7 +22,11 @@ use proc_macro2::{Delimiter, TokenStream, TokenTree};
 use crate::{tools, workspace, Result};
 
 /// The crates checked, by their root file.
-const ROOTS: [&str; 2] = ["tracer/src/lib.rs", "xtask/src/main.rs"];
+const ROOTS: [&str; 3] = [
+    "tracer/src/lib.rs",
+    "tracer-ebpf/src/main.rs",
+    "xtask/src/main.rs",
+];
 
 pub fn check() -> Result {
     let root = workspace();
