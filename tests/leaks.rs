@@ -240,10 +240,21 @@ fn stripped_builds_report_the_same_counts_and_frames_as_unstripped() {
 
 #[test]
 fn sampling_gets_finds_no_false_leaks_and_still_sees_every_put() {
+    sampling_gets(&[]);
+}
+
+/// The same switching of Get's probes, where each site has a link of its own.
+#[test]
+fn sampling_gets_with_a_link_per_site_finds_no_false_leaks_and_sees_every_put() {
+    sampling_gets(&["env", "POOLTRACE_UPROBE_LINKS=per-site"]);
+}
+
+/// Get probed half the time (pooltrace started through `launcher`), Put always.
+fn sampling_gets(launcher: &[&str]) {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
     let mut args = POOLFIX_BUFS.to_vec();
     args.extend(["--sample-gets", "0.5"]);
-    let tracer = Tracer::attach(target.pid, &args);
+    let tracer = Tracer::attach_via(launcher, target.pid, &args);
     let mut counts = target.round();
     // Rounds spread over 1.4 s span probed and unprobed halves of the 500 ms cycles.
     for _ in 0..10 {

@@ -4,7 +4,8 @@
 //! [`cli`], [`run`], [`Error`] and [`gobin`]'s reader of Go binaries. The pieces, one module
 //! per concern:
 //! - [`gobin`] reads Go binaries (ELF layout, symbols, generic shape functions);
-//! - `probes` decides where to probe and attaches the eBPF programs;
+//! - `probes` plans what to probe (`probes::plan`), and attaches, switches and detaches the
+//!   eBPF programs over one trace (`probes::lifecycle`);
 //! - `tracking` reads what the kernel side recorded; `units` writes sizes and durations
 //!   for people;
 //! - `symbolize` turns addresses into Go frames;
@@ -12,8 +13,8 @@
 //!   binary has; `diff` compares two JSON reports;
 //! - `output` writes results to stdout or the `--output` file, safely;
 //! - `process` knows the traced process and watches its exit and exec; `signals` catches
-//!   the signals that stop a trace; `session` runs one trace from attach to detach;
-//!   `stream` prints every event as it happens;
+//!   the signals that stop a trace, and `stop` says what ended one; `session` runs one trace
+//!   from the command line to its final report; `stream` prints every event as it happens;
 //! - `agent` traces every matching process for as long as it runs and serves the results
 //!   to Prometheus and pprof scrapers.
 
@@ -31,6 +32,7 @@ mod process;
 mod report;
 mod session;
 mod signals;
+mod stop;
 mod stream;
 mod symbolize;
 mod tracking;

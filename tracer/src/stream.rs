@@ -16,9 +16,10 @@ use crate::{
     cli::{MapSizes, StreamArgs},
     error::{Error, Result},
     output::{stdout_closed, write_stdout, OutputFile},
-    probes::{keyspec::Side, PoolPlan, Probes},
+    probes::{keyspec::Side, Lifecycle, PoolPlan, Probes},
     process::Process,
-    session::{limits, prepare, sleep_until, Ends, Output, Stop},
+    session::{limits, prepare, sleep_until, Output},
+    stop::{Ends, Stop},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns, Events, StackReader},
     units,
@@ -38,8 +39,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     )?;
     let (mut process, binary, plans, mut output) =
         (target.process, target.binary, target.plans, target.output);
-    let mut probes = Probes::attach(&process, &binary, &plans, limits)?;
-    let ring = Events::take(&mut probes)?;
+    let mut lifecycle = Lifecycle::attach(&process, &binary, &plans, limits)?;
+    let ring = Events::take(lifecycle.probes_mut())?;
     // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed; the
     // ring's descriptor stays the same for as long as `Events` owns it.
     let mut events = unsafe { AsyncFd::register(ring) }.map_err(|e| Error::Poll {
@@ -61,8 +62,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         args: &args,
         plans: &plans,
         process: &process,
-        probes: &probes,
-        stacks: StackReader::new(&probes)?,
+        probes: lifecycle.probes(),
+        stacks: StackReader::new(lifecycle.probes())?,
         symbolizer: Symbolizer::new(&binary),
         started_ns: monotonic_ns(),
         frames: HashMap::new(),

@@ -24,16 +24,17 @@ use crate::{
     cli::{AgentArgs, MapSizes},
     error::{Error, Result},
     output::write_stdout,
+    probes::plan::PoolRequest,
     probes::{self, PoolEntry},
     process::signal_name,
     report::Report,
-    session::{double_puts_need_every_get, named_pools, NamedPools},
+    session::{double_puts_need_every_get, pool_request},
     signals::Signals,
 };
 
 /// What every target's task needs from the command line.
 pub struct Config {
-    named: NamedPools,
+    request: PoolRequest,
     interval: Duration,
     top_paths: usize,
     budget: f64,
@@ -86,11 +87,11 @@ pub struct TargetView {
 
 /// Runs the agent until SIGTERM, SIGINT or SIGHUP.
 pub async fn agent(args: AgentArgs) -> Result<()> {
-    let named = named_pools(&args.pools)?;
-    double_puts_need_every_get(named.double_puts, args.sample_gets)?;
+    let request = pool_request(&args.pools)?;
+    double_puts_need_every_get(request.double_puts, args.sample_gets)?;
     let (matcher, missing) = Matcher::new(&args.pid, &args.exe);
     if args.dry_run {
-        return dry_run(&args, &named, &matcher, &missing);
+        return dry_run(&args, &request, &matcher, &missing);
     }
     let signals = Signals::install()?;
     probes::check_privileges()?;
@@ -108,7 +109,7 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         crate::status!("pooltrace agent: no process {pid} (--pid): not traced");
     }
     let config = Arc::new(Config {
-        named,
+        request,
         interval: args.interval,
         top_paths: args.top_paths,
         budget: args.budget,
@@ -237,8 +238,13 @@ impl Agent {
 }
 
 /// `--dry-run`: what the agent would do, without listening or attaching.
-fn dry_run(args: &AgentArgs, named: &NamedPools, matcher: &Matcher, missing: &[i32]) -> Result<()> {
-    let pools: Vec<String> = named
+fn dry_run(
+    args: &AgentArgs,
+    request: &PoolRequest,
+    matcher: &Matcher,
+    missing: &[i32],
+) -> Result<()> {
+    let pools: Vec<String> = request
         .entries
         .iter()
         .map(|entry| match entry {

@@ -1,10 +1,11 @@
 //! One traced process, from attach to its exit (or the agent's): reads its kernel maps every
-//! `--interval` into a report, publishes it, and keeps Get's probes to the budget.
+//! `--interval` into a report, publishes it, and sets the share of the time Get is probed to
+//! what the budget allows (the switching itself is `probes::lifecycle`'s).
 
 use std::{
     path::Path,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tokio::sync::watch;
@@ -18,15 +19,12 @@ use crate::{
     cli::Filters,
     error::Result,
     gobin::GoBinary,
-    probes::Probes,
+    probes::Lifecycle,
     process::{Change, Process},
     report::SortBy,
-    session::{limits, plan_present_pools, sleep_until, Attached, Cut},
+    session::{limits, sleep_until, Attached, Cut},
     tracking::Snapshot,
 };
-
-/// Get's probes are switched on and off over this period when it is sampled.
-const SAMPLE_CYCLE: Duration = Duration::from_millis(500);
 
 /// How following a process ended.
 pub enum Outcome {
@@ -47,17 +45,17 @@ pub async fn follow(
     let result = async {
         let mut process = Process::open(pid)?;
         let binary = GoBinary::open(&process.exe_path(), Path::new(process.exe_name()))?;
-        let (plans, absent) = plan_present_pools(&config.named, &binary)?;
+        let (plans, absent) = config.request.plan_present(&binary)?;
         for why in absent {
             crate::status!("pooltrace agent: PID {pid} ({exe}): {}", why.chain());
         }
         let limits = limits(&config.maps, &Filters::NONE)?;
-        let probes = Probes::attach(&process, &binary, &plans, limits)?;
+        let probes = Lifecycle::attach(&process, &binary, &plans, limits)?;
         let mut watch = process.watch()?;
         watch.arm_exec(&process);
         crate::status!(
             "pooltrace agent: attached {} uprobes to PID {pid} ({exe}), {} pool(s)",
-            probes.attached(),
+            probes.probes().attached(),
             plans.len()
         );
         let mut traced = Traced {
@@ -127,15 +125,10 @@ impl Traced<'_> {
             self.config.budget,
             self.config.sample_gets,
             &self.attached.plans,
-            self.config.named.double_puts,
+            self.config.request.double_puts,
         );
         self.fraction = budget.initial();
-        let mut gets_probed = true;
-        let phase = |probed: bool, fraction: f64| {
-            let share = if probed { fraction } else { 1.0 - fraction };
-            tokio::time::Instant::now() + SAMPLE_CYCLE.mul_f64(share)
-        };
-        let mut toggle_at = (self.fraction < 1.0).then(|| phase(true, self.fraction));
+        self.attached.probes.set_get_share(self.fraction)?;
         let mut ticks = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.interval,
             self.config.interval,
@@ -151,11 +144,7 @@ impl Traced<'_> {
             tokio::select! {
                 _ = stop.changed() => return Ok(None),
                 change = watch.changed() => return Ok(Some(change)),
-                _ = sleep_until(toggle_at) => {
-                    gets_probed = !gets_probed;
-                    self.attached.probes.set_gets_probed(gets_probed)?;
-                    toggle_at = Some(phase(gets_probed, self.fraction));
-                }
+                _ = sleep_until(self.attached.probes.switch_at()) => self.attached.probes.switch()?,
                 _ = ticks.tick() => {
                     if let Some(now) = watch.execed() {
                         return Ok(Some(Change::Execed(now)));
@@ -171,15 +160,7 @@ impl Traced<'_> {
                         self.warn_over_budget(&decision);
                     }
                     (self.fraction, self.cost_cores) = (decision.fraction, decision.cost_cores);
-                    if self.fraction >= 1.0 {
-                        toggle_at = None;
-                        if !gets_probed {
-                            gets_probed = true;
-                            self.attached.probes.set_gets_probed(true)?;
-                        }
-                    } else if toggle_at.is_none() {
-                        toggle_at = Some(phase(gets_probed, self.fraction));
-                    }
+                    self.attached.probes.set_get_share(self.fraction)?;
                 }
             }
         }
@@ -226,8 +207,8 @@ impl Traced<'_> {
             report,
             sample_fraction: self.fraction,
             cost_cores: self.cost_cores,
-            probes: self.attached.probes.attached(),
-            kernel_memory: self.attached.probes.kernel_memory(),
+            probes: self.attached.probes.probes().attached(),
+            kernel_memory: self.attached.probes.probes().kernel_memory(),
             exited: exited.then(Instant::now),
         };
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,10 +1,10 @@
-//! Loading the eBPF object and attaching its three programs (Put, Get's entry, Get's RETs) at
-//! the planned sites of one process, in an order that never records a Get whose Put could
-//! pass unseen: every Put site first, Get's last, and the reverse on detach. Each program
-//! goes live at all its sites through one uprobe-multi link where the kernel has them
-//! (`multi.rs`), else through one perf-event uprobe per site. Dropping [`Probes`] detaches
-//! every probe; the target's code is never written to by us (the kernel's uprobe machinery
-//! owns the breakpoints and removes them on detach).
+//! Loading the eBPF object for one process, and making its three programs (Put, Get's entry,
+//! Get's RETs) live at their planned sites or taking them away, a program at a time, in the
+//! order `lifecycle.rs` asks for. Each program goes live at all its sites through one
+//! uprobe-multi link where the kernel has them (`multi.rs`), else through one perf-event
+//! uprobe per site. Dropping [`Probes`] detaches every probe, Get's before Put's; the
+//! target's code is never written to by us (the kernel's uprobe machinery owns the
+//! breakpoints and removes them on detach).
 
 use aya::{
     maps::{Array, MapData, RingBuf},
@@ -20,7 +20,11 @@ use tracer_common::{
     names, ProbeSite, SiteRole, DEFAULT_RELEASE_SAMPLE, MAX_RETURNED, MAX_SITES, SITE_DOUBLE_PUTS,
 };
 
-use super::{arming_order, multi::MultiPrograms, PlannedSite, PoolPlan};
+use super::{
+    arming::{arming_order, PlannedSite},
+    multi::MultiPrograms,
+    pool::PoolPlan,
+};
 use crate::{
     error::{AttachFailure, Error, Result},
     gobin::GoBinary,
@@ -41,13 +45,13 @@ pub struct Limits {
     pub size_max: u64,
 }
 
-/// Loaded programs and maps, attached to one process.
+/// Loaded programs and maps for one process, with the programs that are live there.
 pub struct Probes {
     ebpf: Ebpf,
     target: PathBuf,
     pid: NonZeroU32,
-    /// Every site, in the arming order, with its own link while attached when the sites
-    /// have one each.
+    /// Every site, in the arming order, with its own link while live when the sites have one
+    /// each.
     sites: Vec<AttachedSite>,
     /// How the programs go live at the sites.
     linking: Linking,
@@ -61,8 +65,9 @@ enum Linking {
     /// One uprobe-multi link per program: the copies loaded for them, and each live
     /// program's link, in the arming order.
     Multi(MultiPrograms, Vec<(&'static str, OwnedFd)>),
-    /// A perf-event uprobe per site (`AttachedSite::link`), and why.
-    PerSite(String),
+    /// A perf-event uprobe per site (`AttachedSite::link`), and why; the programs are loaded
+    /// for it once.
+    PerSite { why: String, loaded: bool },
 }
 
 /// A site, its role and cookie, and its link while attached.
@@ -77,7 +82,8 @@ struct AttachedSite {
 }
 
 impl Probes {
-    pub fn attach(
+    /// Loads the programs and maps for `plans` in `process`, with nothing live yet.
+    pub fn load(
         process: &Process,
         binary: &GoBinary,
         plans: &[PoolPlan],
@@ -111,13 +117,13 @@ impl Probes {
         // Not having uprobe-multi links is no error: the sites get a link each, and the
         // attach summary says why.
         let linking = match wanted_links()? {
-            WantedLinks::PerSite => Linking::PerSite(format!("{LINKS_VARIABLE}=per-site")),
+            WantedLinks::PerSite => per_site(format!("{LINKS_VARIABLE}=per-site")),
             WantedLinks::Multi => match MultiPrograms::load(&ebpf, OBJECT, &names::PROGRAMS) {
                 Ok(programs) if programs.filters_by_process() => {
                     Linking::Multi(programs, Vec::new())
                 }
-                Ok(_) => Linking::PerSite(MultiPrograms::THREAD_FILTER.to_owned()),
-                Err(error) => Linking::PerSite(error.to_string()),
+                Ok(_) => per_site(MultiPrograms::THREAD_FILTER.to_owned()),
+                Err(error) => per_site(error.to_string()),
             },
         };
         let mut probes = Self {
@@ -149,28 +155,61 @@ impl Probes {
                 link: None,
             });
         }
-        if let Linking::Multi(..) = probes.linking {
-            match probes.arm_multi(&names::PROGRAMS) {
-                Ok(()) => return Ok(probes),
-                // What went live goes, and the sites get a link each, which names the site
-                // at fault if there is one.
-                Err(error) => {
-                    probes.disarm_multi(&names::PROGRAMS);
-                    probes.linking =
-                        Linking::PerSite(format!("a uprobe-multi link was refused: {error}"));
+        Ok(probes)
+    }
+
+    /// Makes each of `programs` live at all its sites, in the order given (skipping one that
+    /// is already live). On an error, what this call made live stays: dropping `Probes`, or
+    /// [`Probes::disarm`], takes it away in reverse.
+    pub fn arm(&mut self, programs: &[&'static str]) -> Result<()> {
+        if let Linking::Multi(_, links) = &self.linking {
+            let nothing_live = links.is_empty();
+            match self.arm_multi(programs) {
+                Ok(()) => return Ok(()),
+                // The first time, what went live goes, and the sites get a link each, which
+                // names the site at fault if there is one.
+                Err(error) if nothing_live => {
+                    self.disarm_multi(&names::PROGRAMS);
+                    self.linking = per_site(format!("a uprobe-multi link was refused: {error}"));
+                }
+                Err(source) => return Err(Error::Multi { source }),
+            }
+        }
+        self.load_per_site_programs()?;
+        for &name in programs {
+            for i in 0..self.sites.len() {
+                if self.sites[i].role.program() == name && self.sites[i].link.is_none() {
+                    self.attach_site(i)?;
                 }
             }
         }
-        for name in names::PROGRAMS {
-            uprobe(&mut probes.ebpf, name)?
-                .load()
-                .map_err(|source| Error::Program { name, source })?;
+        Ok(())
+    }
+
+    /// Takes `programs` away from all their sites, the last armed first.
+    pub fn disarm(&mut self, programs: &[&'static str]) -> Result<()> {
+        self.disarm_multi(programs);
+        let live = (0..self.sites.len()).filter(|&i| {
+            let site = &self.sites[i];
+            site.link.is_some() && programs.contains(&site.role.program())
+        });
+        self.detach(live.collect())
+    }
+
+    /// Loads the programs into the kernel for links of their own, once.
+    fn load_per_site_programs(&mut self) -> Result<()> {
+        let Linking::PerSite { loaded, .. } = &mut self.linking else {
+            return Ok(());
+        };
+        if !*loaded {
+            for name in names::PROGRAMS {
+                uprobe(&mut self.ebpf, name)?
+                    .load()
+                    .map_err(|source| Error::Program { name, source })?;
+            }
+            *loaded = true;
         }
-        // On an error, dropping `probes` detaches what went live, in reverse.
-        for i in 0..probes.sites.len() {
-            probes.attach_site(i)?;
-        }
-        Ok(probes)
+        Ok(())
     }
 
     /// Attaches each of `programs` (in the arming order) at all its sites through one
@@ -223,36 +262,6 @@ impl Probes {
                 source: AttachFailure::Kernel(source),
             })?;
         self.sites[i].link = Some(link);
-        Ok(())
-    }
-
-    /// Attaches or detaches Get's probes (`--sample-gets`); Put's stay, so every object taken
-    /// while Get is probed is still seen coming back.
-    pub fn set_gets_probed(&mut self, probed: bool) -> Result<()> {
-        // In the arming order: a Get's entry (which stashes its receiver) is live whenever
-        // its RETs are.
-        const GETS: [&str; 2] = [names::PROGRAM_GET_ENTRY, names::PROGRAM_GET];
-        if let Linking::Multi(..) = self.linking {
-            return match probed {
-                true => self
-                    .arm_multi(&GETS)
-                    .map_err(|source| Error::Multi { source }),
-                false => {
-                    self.disarm_multi(&GETS);
-                    Ok(())
-                }
-            };
-        }
-        let gets = (0..self.sites.len()).filter(|&i| !self.sites[i].role.is_put_side());
-        if !probed {
-            let attached: Vec<usize> = gets.filter(|&i| self.sites[i].link.is_some()).collect();
-            return self.detach(attached);
-        }
-        for i in gets.collect::<Vec<_>>() {
-            if self.sites[i].link.is_none() {
-                self.attach_site(i)?;
-            }
-        }
         Ok(())
     }
 
@@ -333,8 +342,8 @@ impl Probes {
     pub fn links(&self) -> String {
         match &self.linking {
             Linking::Multi(..) => "one uprobe-multi link per program".to_owned(),
-            Linking::PerSite(reason) => {
-                format!("one per site (detaching waits ~0.1 s a site): {reason}")
+            Linking::PerSite { why, .. } => {
+                format!("one per site (detaching waits ~0.1 s a site): {why}")
             }
         }
     }
@@ -376,6 +385,10 @@ fn arming_phase(role: SiteRole) -> usize {
         .iter()
         .position(|&p| p == program)
         .unwrap_or(names::PROGRAMS.len())
+}
+
+fn per_site(why: String) -> Linking {
+    Linking::PerSite { why, loaded: false }
 }
 
 /// The environment variable that asks for a link per site (`per-site`) instead of

@@ -25,8 +25,9 @@ use tracer_common::{ProbeSite, WordSpec, SITE_IN_CALLER};
 use super::{
     keyspec::Side,
     presets::Preset,
+    reads::Reads,
     sites::{self, Site},
-    PoolSpec, Reads,
+    spec::PoolSpec,
 };
 use crate::gobin::{Function, GoBinary, InlinedCopy};
 

@@ -19,7 +19,12 @@ use std::path::Path;
 use clap::ValueEnum;
 use serde::Deserialize;
 
-use super::{keyspec::ObjectKind, presets::Preset, CustomPool, KeyOverrides, PoolEntry, PoolKind};
+use super::{
+    keyspec::ObjectKind,
+    named::{CustomPool, PoolEntry},
+    presets::Preset,
+    spec::{KeyOverrides, PoolKind},
+};
 use crate::error::{Error, PoolsFileMistake as Mistake, Result};
 
 #[derive(Deserialize)]

@@ -4,7 +4,10 @@
 
 use clap::ValueEnum;
 
-use super::{keyspec::ObjectKind, KeyOverrides, PoolKind, PoolSpec};
+use super::{
+    keyspec::ObjectKind,
+    spec::{KeyOverrides, PoolKind, PoolSpec},
+};
 use crate::{
     error::{Error, Result},
     gobin::{calls::direct_call_targets, GoBinary},

@@ -1,0 +1,79 @@
+//! A pool as pooltrace traces it, before it is resolved against a binary: which functions,
+//! what kind of pool, where the object's identity is read, and what else to record.
+
+use super::keyspec::{ObjectKind, Side, Spec};
+use crate::error::Result;
+
+/// What an object dropped without a Put means for a pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    /// Every Get must be Put (Thanos', Prometheus' and most hand-written pools): an object
+    /// dropped without a Put is a leak.
+    #[default]
+    Counting,
+    /// Dropping is allowed, as sync.Pool says: an object dropped without a Put is lost reuse
+    /// (an extra allocation), reported but not scored as a leak.
+    Sync,
+}
+
+/// Where the user moved the object's identity and size from their defaults for its kind
+/// (`--get-key`, `--get-size`, `--put-key`, or the same keys in the pools file): as text
+/// until checked, then as [`Spec`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyOverrides<T> {
+    pub get_key: Option<T>,
+    pub get_size: Option<T>,
+    pub put_key: Option<T>,
+}
+
+impl<T> Default for KeyOverrides<T> {
+    fn default() -> Self {
+        Self {
+            get_key: None,
+            get_size: None,
+            put_key: None,
+        }
+    }
+}
+
+impl<T> KeyOverrides<T> {
+    pub fn is_empty(&self) -> bool {
+        self.get_key.is_none() && self.get_size.is_none() && self.put_key.is_none()
+    }
+}
+
+impl KeyOverrides<String> {
+    /// The specs, checked; each error names the option it came from.
+    pub(crate) fn parse(&self) -> Result<KeyOverrides<Spec>> {
+        let spec = |text: &Option<String>, side, what, allow_none| {
+            text.as_deref()
+                .map(|t| Spec::parse(t, side, what, allow_none))
+                .transpose()
+        };
+        Ok(KeyOverrides {
+            get_key: spec(&self.get_key, Side::Get, "--get-key", false)?,
+            get_size: spec(&self.get_size, Side::Get, "--get-size", true)?,
+            put_key: spec(&self.put_key, Side::Put, "--put-key", false)?,
+        })
+    }
+}
+
+/// A pool as pooltrace traces it.
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub get: String,
+    pub put: String,
+    pub object: ObjectKind,
+    pub kind: PoolKind,
+    /// Overrides of the object kind's defaults.
+    pub keys: KeyOverrides<Spec>,
+    /// Trace only the pool instance (receiver) at this address.
+    pub receiver: Option<u64>,
+    /// Record the Put stacks objects come back through.
+    pub release_paths: bool,
+    /// Catch Puts of objects already back in the pool.
+    pub double_puts: bool,
+    /// Send every Get and Put to the stream ring buffer.
+    pub stream: bool,
+}
