@@ -49,8 +49,14 @@ pub mod names {
     /// Map: objects recently given back (sized at load: one entry when no pool catches
     /// double Puts, since an LRU map is allocated whole).
     pub const RETURNED: &str = "RETURNED";
+    /// Map: the current epoch, one `u64` that user space adds one to each time it takes
+    /// Put's probes away (tracing windows). 0 for as long as Put stays probed.
+    pub const EPOCH: &str = "EPOCH";
+    /// Map: objects that outlived their epoch, by call path: handed out again while nothing
+    /// watched, or given back in a later window ([`crate::PathCrossings`]).
+    pub const CROSSED: &str = "CROSSED";
     /// Every map user space opens by name.
-    pub const MAPS: [&str; 10] = [
+    pub const MAPS: [&str; 12] = [
         SITES,
         OUTSTANDING,
         STACKS,
@@ -61,6 +67,8 @@ pub mod names {
         COUNTERS,
         DOUBLE_PUTS,
         RETURNED,
+        EPOCH,
+        CROSSED,
     ];
 
     /// Program at Put's entry and at the calls in Put's inlined copies.
@@ -254,6 +262,8 @@ pub struct Outstanding {
     pub goroutine: u64,
     /// The pool instance (Get's receiver) it came from, 0 when not tracked.
     pub receiver: u64,
+    /// The epoch of its Get (`EPOCH`): within it Put has watched the object without a break.
+    pub epoch: u64,
 }
 
 impl Outstanding {
@@ -304,6 +314,19 @@ pub struct StackFrames {
 pub struct PathTotals {
     pub count: u64,
     pub bytes: u64,
+}
+
+/// Value of `CROSSED`: a call path's objects that were still out when their epoch ended (Put
+/// was taken away), and were then seen again. Neither is evidence of a leak: an object handed
+/// out again may have been given back while nothing watched, and one given back in a later
+/// window was held long, for exactly as long as its Get and Put say.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathCrossings {
+    /// Objects whose address a Get of a later epoch handed out again.
+    pub came_back_unseen: u64,
+    /// Objects given back in a later epoch (their hold time is in `HOLD_TIMES`).
+    pub late_puts: u64,
 }
 
 /// Buckets of [`HoldHistogram`]: two per power of two of nanoseconds.
@@ -376,6 +399,9 @@ pub struct ReturnedBy {
     pub stack: u64,
     /// Return address into the Put's caller (0 at an inlined copy's site).
     pub caller: u64,
+    /// The epoch of that Put: a later Put of the object is a second one only in the same
+    /// epoch, since a Get in between may have gone unseen.
+    pub epoch: u64,
 }
 
 /// What `EVENTS` carries in stream mode: one Get or Put.
@@ -444,6 +470,12 @@ pub struct PoolCounters {
     /// Passes of Put's stack check that went to `morestack` (the stack had to grow, or the
     /// goroutine was to be preempted): Put restarts from its entry and is counted then.
     pub put_restarts: u64,
+    /// Gets that handed out the address of an object still tracked from an earlier epoch:
+    /// it may have been given back while Put was not probed, so it is not counted as
+    /// collected (see `CROSSED`).
+    pub came_back_unseen: u64,
+    /// Puts of an object taken in an earlier epoch: a long hold, timed exactly.
+    pub late_puts: u64,
 }
 
 /// User space sums the per-CPU copies. The destructuring names every field, so a counter
@@ -465,6 +497,8 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
             double_puts,
             size_filtered,
             put_restarts,
+            came_back_unseen,
+            late_puts,
         } = *more;
         self.gets += gets;
         self.nil_gets += nil_gets;
@@ -480,6 +514,8 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
         self.double_puts += double_puts;
         self.size_filtered += size_filtered;
         self.put_restarts += put_restarts;
+        self.came_back_unseen += came_back_unseen;
+        self.late_puts += late_puts;
     }
 }
 
@@ -505,19 +541,20 @@ assert_no_padding! {
     WordSpec { kind, reg, _pad, offset };
     ProbeSite { pool, flags, key, size, receiver, morestack_flags, receiver_filter };
     ObjectKey { pool, _pad, addr };
-    Outstanding { stack, caller, size, taken_ns, goroutine, receiver };
+    Outstanding { stack, caller, size, taken_ns, goroutine, receiver, epoch };
     PathKey { pool, _pad, stack, caller, receiver };
     StackFrames { len, ips };
     PathTotals { count, bytes };
+    PathCrossings { came_back_unseen, late_puts };
     HoldHistogram { buckets };
     ReleaseKey { acquire, release_stack, release_caller };
     DoublePutKey { pool, _pad, stack, caller, first_stack, first_caller };
-    ReturnedBy { stack, caller };
+    ReturnedBy { stack, caller, epoch };
     StreamEvent { kind, pool, time_ns, goroutine, object, size, stack, caller, age_ns };
     PoolCounters {
         gets, nil_gets, puts, unmatched_puts, dropped, stack_failures, collected,
         collected_dropped, read_faults, paths_dropped, stream_lost, double_puts, size_filtered,
-        put_restarts
+        put_restarts, came_back_unseen, late_puts
     };
 }
 
@@ -551,8 +588,8 @@ mod tests {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters,
-        ProbeSite, ReleaseKey, StackFrames, StreamEvent,
+        DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathCrossings, PathKey, PathTotals,
+        PoolCounters, ProbeSite, ReleaseKey, StackFrames, StreamEvent,
     };
 
     // SAFETY: plain #[repr(C)] data with no implicit padding (asserted at compile time by
@@ -568,6 +605,8 @@ mod pod {
     unsafe impl aya::Pod for PathKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PathTotals {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PathCrossings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StackFrames {}
     // SAFETY: as above.

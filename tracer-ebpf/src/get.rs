@@ -5,13 +5,13 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::ProbeContext};
 use tracer_common::{
-    ObjectKey, Outstanding, PathTotals, PoolCounters, ProbeSite, SITE_DOUBLE_PUTS, SITE_STREAM,
-    SITE_TRACKS_RECEIVER,
+    ObjectKey, Outstanding, PathCrossings, PathTotals, PoolCounters, ProbeSite, SITE_DOUBLE_PUTS,
+    SITE_STREAM, SITE_TRACKS_RECEIVER,
 };
 
 use crate::{
     events::stream_get,
-    maps::{size_wanted, COLLECTED, OUTSTANDING, RECEIVERS, RETURNED},
+    maps::{epoch, size_wanted, COLLECTED, CROSSED, OUTSTANDING, RECEIVERS, RETURNED},
     read::{goes_to_morestack, read_word, GoRegs},
     stack::capture_stack,
 };
@@ -99,6 +99,7 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         taken_ns: unsafe { bpf_ktime_get_ns() },
         goroutine: regs.r14,
         receiver,
+        epoch: epoch(),
     };
     if site.flags & SITE_STREAM != 0 {
         stream_get(site, counters, &value, addr, regs);
@@ -107,10 +108,15 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         Ok(()) => {}
         Err(errno) if -errno == E2BIG => counters.dropped += 1,
         Err(_) => {
-            // Still outstanding: the earlier object at this address was dropped without a
-            // Put and its memory recycled. Book it as collected, then track the new one.
+            // Still outstanding. Taken in this epoch, Put has watched it ever since: it was
+            // dropped without a Put and its memory recycled, so it is booked as collected.
+            // From an earlier one, it may have come back while nothing watched. Either way
+            // the new object is tracked in its place.
             if let Some(earlier) = unsafe { OUTSTANDING.get(&key) } {
-                record_collected(site.pool, earlier, counters);
+                match earlier.epoch == value.epoch {
+                    true => record_collected(site.pool, earlier, counters),
+                    false => record_came_back_unseen(site.pool, earlier, counters),
+                }
             }
             if OUTSTANDING.insert(&key, &value, 0).is_err() {
                 counters.dropped += 1;
@@ -135,6 +141,24 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
             };
             if COLLECTED.insert(&path, &totals, 0).is_err() {
                 counters.collected_dropped += 1;
+            }
+        }
+    }
+}
+
+fn record_came_back_unseen(pool: u32, earlier: &Outstanding, counters: &mut PoolCounters) {
+    counters.came_back_unseen += 1;
+    let path = earlier.path(pool);
+    match CROSSED.get_ptr_mut(&path) {
+        // SAFETY: this CPU's copy of the value.
+        Some(crossed) => unsafe { (*crossed).came_back_unseen += 1 },
+        None => {
+            let crossed = PathCrossings {
+                came_back_unseen: 1,
+                late_puts: 0,
+            };
+            if CROSSED.insert(&path, &crossed, 0).is_err() {
+                counters.paths_dropped += 1;
             }
         }
     }

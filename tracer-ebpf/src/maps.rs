@@ -8,10 +8,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{
-    DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters,
-    ProbeSite, ReleaseKey, ReturnedBy, StackFrames, DEFAULT_MAX_OBJECTS, DEFAULT_MAX_STACKS,
-    DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES, MAX_COLLECTED_PATHS, MAX_DOUBLE_PUT_PATHS,
-    MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_RELEASE_PATHS, MAX_RETURNED, MAX_SITES, MAX_STACK_DEPTH,
+    DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathCrossings, PathKey, PathTotals,
+    PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, StackFrames, DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_STACKS, DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES, MAX_COLLECTED_PATHS,
+    MAX_DOUBLE_PUT_PATHS, MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_RELEASE_PATHS, MAX_RETURNED,
+    MAX_SITES, MAX_STACK_DEPTH,
 };
 
 /// Bytes of goroutine stack copied in one read from `rsp` before walking.
@@ -79,6 +80,16 @@ pub(crate) static RELEASES: PerCpuHashMap<ReleaseKey, u64> =
 pub(crate) static RETURNED: LruHashMap<ObjectKey, ReturnedBy> =
     LruHashMap::with_max_entries(MAX_RETURNED, 0);
 
+/// The current epoch: user space adds one each time it takes Put's probes away, so an object
+/// whose entry carries an older one may have been given back unseen.
+#[map]
+pub(crate) static EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Objects that outlived their epoch and were seen again, by call path.
+#[map]
+pub(crate) static CROSSED: PerCpuHashMap<PathKey, PathCrossings> =
+    PerCpuHashMap::with_max_entries(MAX_COLLECTED_PATHS, 0);
+
 /// Double Puts, by the second Put's call path and where the first was called from.
 #[map]
 pub(crate) static DOUBLE_PUTS: PerCpuHashMap<DoublePutKey, u64> =
@@ -142,6 +153,11 @@ pub(crate) fn size_wanted(size: u64) -> (bool, bool) {
         )
     };
     (size >= min && size <= max, min > 0 || max < u64::MAX)
+}
+
+/// The epoch now (0 until user space first takes Put's probes away).
+pub(crate) fn epoch() -> u64 {
+    EPOCH.get(0).copied().unwrap_or(0)
 }
 
 /// The loader's value of `RELEASE_SAMPLE`. A plain read would be folded to the compiled-in

@@ -8,15 +8,16 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    hold_bucket, ObjectKey, PathKey, PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, EVENT_PUT,
-    HOLD_BUCKETS, SITE_DOUBLE_PUTS, SITE_RELEASE_PATHS, SITE_STREAM,
+    hold_bucket, ObjectKey, PathCrossings, PathKey, PoolCounters, ProbeSite, ReleaseKey,
+    ReturnedBy, EVENT_PUT, HOLD_BUCKETS, SITE_DOUBLE_PUTS, SITE_RELEASE_PATHS, SITE_STREAM,
 };
 
 use crate::{
     double_put::record_double_put,
     events::stream,
     maps::{
-        release_sample, size_wanted, HOLD_TIMES, OUTSTANDING, RELEASES, RETURNED, ZERO_HISTOGRAM,
+        epoch, release_sample, size_wanted, CROSSED, HOLD_TIMES, OUTSTANDING, RELEASES, RETURNED,
+        ZERO_HISTOGRAM,
     },
     read::{goes_to_morestack, read_word, GoRegs},
     stack::capture_stack,
@@ -45,10 +46,12 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         addr,
     };
     let now = unsafe { bpf_ktime_get_ns() };
+    let epoch = epoch();
     // Copied out before the entry goes: the hold time and release path need it.
     let Some(taken) = (unsafe { OUTSTANDING.get(&key) }).copied() else {
         if site.flags & SITE_DOUBLE_PUTS != 0 {
-            if let Some(&first) = unsafe { RETURNED.get(&key) } {
+            // Given back in an earlier epoch, it may have been handed out again unseen.
+            if let Some(&first) = unsafe { RETURNED.get(&key) }.filter(|r| r.epoch == epoch) {
                 record_double_put(ctx, site, &key, &first, counters);
                 return;
             }
@@ -72,6 +75,9 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     let acquire = taken.path(site.pool);
     let held = now.saturating_sub(taken.taken_ns);
     record_hold_time(&acquire, held, counters);
+    if taken.epoch != epoch {
+        record_late_put(&acquire, counters);
+    }
     // One Put in RELEASE_SAMPLE records its stack: each path's share stays an unbiased
     // estimate, at a fraction of a stack walk per Put. Catching double Puts needs every
     // Put's stack; one walk serves both.
@@ -84,6 +90,7 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         let by = ReturnedBy {
             stack: stack.unwrap_or(0),
             caller,
+            epoch,
         };
         if remembered {
             let _ = RETURNED.insert(&key, &by, 0);
@@ -123,6 +130,25 @@ fn record_hold_time(acquire: &PathKey, held: u64, counters: &mut PoolCounters) {
     unsafe {
         if let Some(count) = (*histogram).buckets.get_mut(bucket) {
             *count += 1;
+        }
+    }
+}
+
+/// A Put of an object taken before Put was last taken away: held across the gap, for as long
+/// as its hold time says.
+fn record_late_put(acquire: &PathKey, counters: &mut PoolCounters) {
+    counters.late_puts += 1;
+    match CROSSED.get_ptr_mut(acquire) {
+        // SAFETY: this CPU's copy of the value.
+        Some(crossed) => unsafe { (*crossed).late_puts += 1 },
+        None => {
+            let crossed = PathCrossings {
+                came_back_unseen: 0,
+                late_puts: 1,
+            };
+            if CROSSED.insert(acquire, &crossed, 0).is_err() {
+                counters.paths_dropped += 1;
+            }
         }
     }
 }
