@@ -157,14 +157,25 @@ pub struct AgentArgs {
     pub max_targets: usize,
 
     /// Keep the probes' estimated cost under PCT percent of one core per process, by
-    /// probing Get a smaller fraction of the time (Put stays probed, so every tracked object
-    /// is still matched). The fraction in force is exported.
-    #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = parse_budget)]
+    /// tracing in windows (see --window, --grace, --period): every probe stays while the
+    /// budget allows it. 0: no budget, every probe all the time.
+    #[arg(long, value_name = "PCT", default_value_t = 1.0, value_parser = parse_budget_or_none)]
     pub budget: f64,
 
-    /// Probe Get at most this fraction of the time (0 < FRACTION <= 1), whatever the budget.
+    /// Trace continuously, as before tracing windows: Put always probed, and Get a fraction
+    /// of the time that keeps the estimated cost within --budget (Put's share may exceed
+    /// it).
+    #[arg(long)]
+    pub continuous: bool,
+
+    /// With --continuous: probe Get at most this fraction of the time (0 < FRACTION <= 1),
+    /// whatever the budget.
     #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
     pub sample_gets: Option<f64>,
+
+    /// The times of the tracing windows.
+    #[command(flatten)]
+    pub windows: WindowTimes,
 
     /// Leave objects younger than this out of the call paths (they still count in totals).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
@@ -235,6 +246,10 @@ pub struct StreamArgs {
     /// Stop after this long.
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+
+    /// Tracing windows: only the events inside them are seen.
+    #[command(flatten)]
+    pub windows: Windows,
 
     /// Frames shown per event, from the caller out.
     #[arg(long, value_name = "N", default_value_t = 3)]
@@ -393,6 +408,10 @@ pub struct TraceOptions {
     #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
     pub sample_gets: Option<f64>,
 
+    /// Tracing windows, for a look at a hot service at a bounded cost.
+    #[command(flatten)]
+    pub windows: Windows,
+
     /// How much the kernel maps hold.
     #[command(flatten)]
     pub maps: MapSizes,
@@ -400,6 +419,42 @@ pub struct TraceOptions {
     /// Which objects, and how much of their stacks, are recorded.
     #[command(flatten)]
     pub filters: Filters,
+}
+
+/// Tracing windows for `report`, `run` and `stream`, which trace continuously and exactly
+/// unless asked.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct Windows {
+    /// Trace in windows so that the probes' estimated cost stays under PCT percent of one
+    /// core: Get and Put probed for a window, Put alone for a grace after it, then nothing
+    /// until the cycle's period ends. Objects still out when Put goes are reported as
+    /// survivors; no leak is invented by the gaps.
+    #[arg(long, value_name = "PCT", value_parser = parse_budget)]
+    pub budget: Option<f64>,
+
+    /// The windows' times.
+    #[command(flatten)]
+    pub times: WindowTimes,
+}
+
+/// What the user fixes of each tracing window's times; the others are chosen from
+/// measurements.
+#[derive(Clone, Copy, Debug, Default, Args)]
+pub struct WindowTimes {
+    /// How long Get and Put are probed in each cycle (default: about 1000 Gets, 0.2 s to 5 s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub window: Option<Duration>,
+
+    /// How long Put stays probed after each window (default: 10x the longest p99.9 hold
+    /// time, 1 s to 30 s; 30 s on the first cycle and every 16th). Raised to the hold times
+    /// measured if below them.
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub grace: Option<Duration>,
+
+    /// How long one cycle lasts (default: as long as the budget needs). Without --budget, a
+    /// period alone turns tracing windows on.
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub period: Option<Duration>,
 }
 
 /// Which objects, and how much of their stacks, are recorded (`report`, `run`, `stream`).
@@ -739,6 +794,16 @@ fn parse_budget(text: &str) -> Result<f64, String> {
         Ok(pct) if pct > 0.0 && pct <= 100.0 => Ok(pct),
         _ => Err(format!(
             "{text:?} is not a percentage in (0, 100], e.g. 1 or 0.5"
+        )),
+    }
+}
+
+/// The agent's budget: as `parse_budget`, or 0 for none.
+fn parse_budget_or_none(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(pct) if (0.0..=100.0).contains(&pct) => Ok(pct),
+        _ => Err(format!(
+            "{text:?} is not a percentage in [0, 100] (0: no budget), e.g. 1 or 0.5"
         )),
     }
 }

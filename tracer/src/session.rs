@@ -13,13 +13,14 @@ use std::{
 };
 
 use crate::{
-    cli::{Filters, MapSizes, PoolArgs, ReportArgs, RunArgs, TraceOptions},
+    cli::{self, Filters, MapSizes, PoolArgs, ReportArgs, RunArgs, TraceOptions},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
     output::{stdout_closed, write_stdout, OutputFile},
     probes::{
         self,
         plan::{self, plan_summary, PoolRequest},
+        windows::{FixedTimes, Planner},
         Lifecycle, Limits, PoolPlan, PoolSpec,
     },
     process::{Change, Process, Spawned},
@@ -36,6 +37,7 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     // Checked before anything is opened; used at attach.
     limits(&options.maps, &options.filters)?;
     double_puts_need_every_get(options.pools.double_puts, options.sample_gets)?;
+    window_request(&options.windows, options.sample_gets)?;
     let target = prepare(
         args.pid,
         &options.pools,
@@ -130,6 +132,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     request.double_puts |= args.fail_on.contains(&FailOn::DoublePut);
     limits(&args.trace.maps, &args.trace.filters)?;
     double_puts_need_every_get(request.double_puts, args.trace.sample_gets)?;
+    window_request(&args.trace.windows, args.trace.sample_gets)?;
     let output = OutputFile::open_requested(args.trace.output.as_deref(), args.trace.force)?;
     probes::check_privileges()?;
     let mut child = Spawned::start(&args.command)?;
@@ -207,19 +210,26 @@ async fn trace(
     binary: &GoBinary,
     attached: impl FnOnce(&mut Process) -> Result<()>,
 ) -> Result<(Stop, Report, Result<()>)> {
+    let windows = window_request(&options.windows, options.sample_gets)?
+        .map(|request| request.planner(&plans))
+        .transpose()?;
     let mut probes = Lifecycle::attach(
         &process,
         binary,
         &plans,
         limits(&options.maps, &options.filters)?,
+        windows,
     )?;
-    probes.set_get_share(options.sample_gets.unwrap_or(1.0))?;
+    if let Some(share) = options.sample_gets {
+        probes.set_get_share(share)?;
+    }
     attached(&mut process)?;
     ends.arm_exec(&process);
     let mut trace = Trace {
         args: options,
         attached: Attached::new(binary, process, probes, plans),
     };
+    trace.attached.budget = options.windows.budget;
     crate::status_text!("{}", trace.attach_summary());
 
     let stop = trace.run_until_stopped(ends).await?;
@@ -276,6 +286,59 @@ pub(crate) fn double_puts_need_every_get(
     }
 }
 
+/// Tracing windows as the command line asks for them, checked before anything is opened.
+pub(crate) struct WindowRequest {
+    budget: Option<f64>,
+    fixed: FixedTimes,
+}
+
+impl WindowRequest {
+    /// The planner of the windows, for the pools planned.
+    pub(crate) fn planner(&self, plans: &[PoolPlan]) -> Result<Planner> {
+        Planner::new(self.budget, self.fixed, plans)
+    }
+}
+
+/// `report`, `run` and `stream` trace in windows when given `--budget` or `--period`.
+pub(crate) fn window_request(
+    windows: &cli::Windows,
+    sample_gets: Option<f64>,
+) -> Result<Option<WindowRequest>> {
+    let on = windows.budget.is_some() || windows.times.period.is_some();
+    checked_windows(on, windows.budget, &windows.times, sample_gets)
+}
+
+/// The windows asked for when `on`; one line for what cannot go together.
+pub(crate) fn checked_windows(
+    on: bool,
+    budget: Option<f64>,
+    times: &cli::WindowTimes,
+    sample_gets: Option<f64>,
+) -> Result<Option<WindowRequest>> {
+    if !on {
+        return match times.window.is_some() || times.grace.is_some() || times.period.is_some() {
+            true => Err(Error::Usage(
+                "--window, --grace and --period shape tracing windows, which are off: give                  --budget (or, for report, run and stream, --period) and no --continuous"
+                    .into(),
+            )),
+            false => Ok(None),
+        };
+    }
+    if sample_gets.is_some_and(|fraction| fraction < 1.0) {
+        return Err(Error::Usage(
+            "--sample-gets cannot go with tracing windows: a window already probes Get for part              of the time; choose one"
+                .into(),
+        ));
+    }
+    let fixed = FixedTimes {
+        window: times.window,
+        grace: times.grace,
+        period: times.period,
+    };
+    fixed.check()?;
+    Ok(Some(WindowRequest { budget, fixed }))
+}
+
 /// One attached run of `report` or `run`; dropping it detaches the probes.
 struct Trace<'a> {
     args: &'a TraceOptions,
@@ -292,6 +355,8 @@ pub(crate) struct Attached<'a> {
     symbolizer: Symbolizer<'a>,
     history: History,
     started: Instant,
+    /// The budget in percent of a core, for reports, when tracing windows keep to one.
+    pub(crate) budget: Option<f64>,
 }
 
 /// How a report is cut from the maps: `report`'s options, or the agent's.
@@ -317,11 +382,13 @@ impl<'a> Attached<'a> {
             symbolizer: Symbolizer::new(binary),
             history: History::default(),
             started: Instant::now(),
+            budget: None,
         }
     }
 
     /// Reads the kernel maps once, and the report built from what they held.
     pub(crate) fn report(&mut self, cut: &Cut) -> Result<(Snapshot, Report)> {
+        self.probes.check_budget()?;
         let min_age_ns = u64::try_from(cut.min_age.as_nanos()).unwrap_or(u64::MAX);
         let snapshot = Snapshot::read(self.probes.probes(), self.plans.len(), min_age_ns)?;
         let report = Report::build(
@@ -341,6 +408,10 @@ impl<'a> Attached<'a> {
                 min_age_ms: cut.min_age.as_millis() as u64,
                 sample_gets: cut.sample_gets,
                 top: cut.top,
+                windows: self.probes.window_status().map(|status| {
+                    report::WindowsReport::new(&status, self.probes.probed_seconds(), self.budget)
+                }),
+                graces: self.probes.graces(),
             },
         );
         Ok((snapshot, report))

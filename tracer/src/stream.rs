@@ -16,9 +16,9 @@ use crate::{
     cli::{MapSizes, StreamArgs},
     error::{Error, Result},
     output::{stdout_closed, write_stdout, OutputFile},
-    probes::{keyspec::Side, Lifecycle, PoolPlan, Probes},
+    probes::{keyspec::Side, Lifecycle, PoolPlan},
     process::Process,
-    session::{limits, prepare, sleep_until, Output},
+    session::{limits, prepare, sleep_until, window_request, Output},
     stop::{Ends, Stop},
     symbolize::{AddressKind, Symbolizer},
     tracking::{self, monotonic_ns, Events, StackReader},
@@ -27,6 +27,7 @@ use crate::{
 
 pub async fn stream(args: StreamArgs) -> Result<()> {
     let limits = limits(&MapSizes::DEFAULT, &args.filters)?;
+    let windows = window_request(&args.windows, None)?;
     let target = prepare(
         args.pid,
         &args.pools,
@@ -39,7 +40,8 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     )?;
     let (mut process, binary, plans, mut output) =
         (target.process, target.binary, target.plans, target.output);
-    let mut lifecycle = Lifecycle::attach(&process, &binary, &plans, limits)?;
+    let planner = windows.map(|w| w.planner(&plans)).transpose()?;
+    let mut lifecycle = Lifecycle::attach(&process, &binary, &plans, limits, planner)?;
     let ring = Events::take(lifecycle.probes_mut())?;
     // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed; the
     // ring's descriptor stays the same for as long as `Events` owns it.
@@ -62,8 +64,7 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
         args: &args,
         plans: &plans,
         process: &process,
-        probes: lifecycle.probes(),
-        stacks: StackReader::new(lifecycle.probes())?,
+        lifecycle,
         symbolizer: Symbolizer::new(&binary),
         started_ns: monotonic_ns(),
         frames: HashMap::new(),
@@ -82,6 +83,7 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
             stop = ends.next() => break stop?,
             _ = sleep_until(deadline) => break Stop::DurationElapsed,
             _ = ticks.tick() => printer.report_losses()?,
+            _ = sleep_until(printer.lifecycle.switch_at()) => printer.lifecycle.switch()?,
             ready = events.readable_mut() => {
                 let mut ready = ready.map_err(|source| Error::Poll { source })?;
                 let drained = printer.drain(ready.get_inner_mut());
@@ -114,8 +116,8 @@ struct Printer<'a, 'b> {
     args: &'a StreamArgs,
     plans: &'a [PoolPlan],
     process: &'a Process,
-    probes: &'a Probes,
-    stacks: StackReader<'a>,
+    /// The probes, switched here when tracing windows are in force.
+    lifecycle: Lifecycle,
     symbolizer: Symbolizer<'b>,
     started_ns: u64,
     /// Rendered first frames, by (stack, caller): a path repeats, its symbols need not.
@@ -196,7 +198,10 @@ impl Printer<'_, '_> {
         if let Some(text) = self.frames.get(&(stack, caller)) {
             return text.clone();
         }
-        let walked = self.stacks.frames(stack);
+        // A stack that cannot be read shows only the caller, as one not captured does.
+        let walked = StackReader::new(self.lifecycle.probes())
+            .map(|stacks| stacks.frames(stack))
+            .unwrap_or_default();
         let mut addresses = vec![caller];
         addresses.extend(walked.iter().skip(1).filter(|&&a| a != caller));
         // A Put inside an inlined copy of Put sends its own site, the call instruction, as the
@@ -244,7 +249,7 @@ impl Printer<'_, '_> {
 
     /// Says, once a second at most, how many events the ring buffer could not hold.
     fn report_losses(&mut self) -> Result<()> {
-        let counters = tracking::counters(self.probes, self.plans.len())?;
+        let counters = tracking::counters(self.lifecycle.probes(), self.plans.len())?;
         let lost: u64 = counters.iter().map(|c| c.stream_lost).sum();
         if lost > self.lost_reported {
             let style = std::io::stderr().is_terminal();

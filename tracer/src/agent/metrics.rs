@@ -132,7 +132,15 @@ const SKIPPED: Family = Family::counter(
 );
 const FRACTION: Family = Family::gauge(
     "pooltrace_get_sampling_fraction",
-    "The share of the time Get is probed (--budget, --sample-gets); Put always is.",
+    "The share of the time Get is probed (tracing windows, or --continuous with --budget or --sample-gets).",
+);
+const DUTY: Family = Family::gauge(
+    "pooltrace_window_duty",
+    "Under tracing windows, the window over the period: the share of the time Get is probed (1 while the budget allows every probe all the time).",
+);
+const TRACED: Family = Family::counter(
+    "pooltrace_traced_seconds",
+    "Seconds Get has been probed since attach: the counters count only then, so a rate is a counter's increase over this one's.",
 );
 const COST: Family = Family::gauge(
     "pooltrace_probe_cost_cores",
@@ -339,6 +347,16 @@ impl Scrape {
             each().map(|(t, l)| (l, ConstGauge::new(t.sample_fraction))),
         )?;
         COST.encode(e, each().map(|(t, l)| (l, ConstGauge::new(t.cost_cores))))?;
+        let windows = || each().filter_map(|(t, l)| Some((t.report.windows.as_ref()?, l)));
+        DUTY.encode(e, windows().map(|(w, l)| (l, ConstGauge::new(w.duty))))?;
+        TRACED.encode(
+            e,
+            each().map(|(t, l)| {
+                let seconds = (t.report.windows.as_ref())
+                    .map_or(t.report.elapsed_ms as f64 / 1000.0, |w| w.traced_s);
+                (l, ConstCounter::new(seconds))
+            }),
+        )?;
         HITS.encode(
             e,
             each().map(|(t, l)| {

@@ -4,7 +4,6 @@
 //! the HTTP endpoints (`http`: `/metrics` encoded by `metrics`, pprof, JSON), which read only
 //! what was published.
 
-mod budget;
 mod discover;
 mod http;
 mod metrics;
@@ -28,7 +27,7 @@ use crate::{
     probes::{self, PoolEntry},
     process::signal_name,
     report::Report,
-    session::{double_puts_need_every_get, pool_request},
+    session::{checked_windows, double_puts_need_every_get, pool_request, WindowRequest},
     signals::Signals,
 };
 
@@ -39,6 +38,8 @@ pub struct Config {
     top_paths: usize,
     budget: f64,
     sample_gets: Option<f64>,
+    /// Tracing windows, unless `--continuous` or `--budget 0`.
+    windows: Option<WindowRequest>,
     min_age: Duration,
     maps: MapSizes,
 }
@@ -89,6 +90,12 @@ pub struct TargetView {
 pub async fn agent(args: AgentArgs) -> Result<()> {
     let request = pool_request(&args.pools)?;
     double_puts_need_every_get(request.double_puts, args.sample_gets)?;
+    let windows = checked_windows(
+        !args.continuous && args.budget > 0.0,
+        Some(args.budget),
+        &args.windows,
+        args.sample_gets,
+    )?;
     let (matcher, missing) = Matcher::new(&args.pid, &args.exe);
     if args.dry_run {
         return dry_run(&args, &request, &matcher, &missing);
@@ -114,6 +121,7 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         top_paths: args.top_paths,
         budget: args.budget,
         sample_gets: args.sample_gets,
+        windows,
         min_age: args.min_age,
         maps: args.maps,
     });

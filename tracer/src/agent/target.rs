@@ -10,20 +10,19 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{
-    budget::{Budget, Decision},
-    discover::Found,
-    Config, Published, TargetView,
-};
+use super::{discover::Found, Config, Published, TargetView};
 use crate::{
     cli::Filters,
     error::Result,
     gobin::GoBinary,
-    probes::Lifecycle,
+    probes::{
+        budget::{Budget, Decision},
+        Lifecycle,
+    },
     process::{Change, Process},
     report::SortBy,
     session::{limits, sleep_until, Attached, Cut},
-    tracking::Snapshot,
+    tracking::{PoolState, Snapshot},
 };
 
 /// How following a process ended.
@@ -50,7 +49,10 @@ pub async fn follow(
             crate::status!("pooltrace agent: PID {pid} ({exe}): {}", why.chain());
         }
         let limits = limits(&config.maps, &Filters::NONE)?;
-        let probes = Lifecycle::attach(&process, &binary, &plans, limits)?;
+        let planner = (config.windows.as_ref())
+            .map(|windows| windows.planner(&plans))
+            .transpose()?;
+        let probes = Lifecycle::attach(&process, &binary, &plans, limits, planner)?;
         let mut watch = process.watch()?;
         watch.arm_exec(&process);
         crate::status!(
@@ -66,6 +68,9 @@ pub async fn follow(
             fraction: 1.0,
             cost_cores: 0.0,
         };
+        if config.windows.is_some() {
+            traced.attached.budget = Some(config.budget);
+        }
         let change = traced.until_stopped(&mut watch, stop).await?;
         if change.is_some() {
             // The maps outlive the process: its last numbers are read after it is gone.
@@ -121,14 +126,22 @@ impl Traced<'_> {
         watch: &mut crate::process::Watch,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Option<Change>> {
-        let mut budget = Budget::new(
-            self.config.budget,
-            self.config.sample_gets,
-            &self.attached.plans,
-            self.config.request.double_puts,
-        );
-        self.fraction = budget.initial();
-        self.attached.probes.set_get_share(self.fraction)?;
+        // `--continuous`: Get sampled to the budget, if there is one. Tracing windows keep to
+        // theirs in the lifecycle.
+        let continuous = self.config.windows.is_none();
+        let mut budget = (continuous && self.config.budget > 0.0).then(|| {
+            Budget::new(
+                self.config.budget,
+                self.config.sample_gets,
+                &self.attached.plans,
+                self.config.request.double_puts,
+            )
+        });
+        if continuous {
+            self.fraction = budget.as_ref().map_or(1.0, Budget::initial);
+            self.fraction = self.fraction.min(self.config.sample_gets.unwrap_or(1.0));
+            self.attached.probes.set_get_share(self.fraction)?;
+        }
         let mut ticks = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.interval,
             self.config.interval,
@@ -151,6 +164,7 @@ impl Traced<'_> {
                     }
                     self.attached.process.refresh_mappings();
                     let snapshot = self.publish(false)?;
+                    let Some(budget) = &mut budget else { continue };
                     let counters: Vec<_> = snapshot.pools.iter().map(|p| p.counters).collect();
                     let seconds = last_tick.elapsed().as_secs_f64();
                     let decision = budget.next(&counters, seconds, self.fraction);
@@ -184,26 +198,17 @@ impl Traced<'_> {
         let cut = Cut {
             min_age: self.config.min_age,
             sort: SortBy::Score,
-            sample_gets: Some(self.fraction),
+            sample_gets: self.config.windows.is_none().then_some(self.fraction),
             top: self.config.top_paths,
         };
         let (snapshot, report) = self.attached.report(&cut)?;
+        if let Some(windows) = &report.windows {
+            (self.fraction, self.cost_cores) = (windows.duty, windows.cost_cores);
+        }
         let view = TargetView {
             identity: self.found.identity.clone(),
             container: self.found.container.clone(),
-            hold_buckets: snapshot
-                .pools
-                .iter()
-                .map(|pool| {
-                    let mut sum = vec![0; tracer_common::HOLD_BUCKETS];
-                    for group in &pool.groups {
-                        sum.iter_mut()
-                            .zip(&group.held.hold)
-                            .for_each(|(s, n)| *s += n);
-                    }
-                    sum
-                })
-                .collect(),
+            hold_buckets: snapshot.pools.iter().map(PoolState::hold_times).collect(),
             report,
             sample_fraction: self.fraction,
             cost_cores: self.cost_cores,

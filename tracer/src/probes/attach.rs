@@ -318,6 +318,21 @@ impl Probes {
         &self.ebpf
     }
 
+    /// Tells the kernel side the epoch now in force (only while Put is not probed: a Put
+    /// must never see its object's Get in an epoch that did not watch it throughout).
+    pub fn set_epoch(&mut self, epoch: u64) -> Result<()> {
+        let map = self.ebpf.map_mut(names::EPOCH).ok_or(Error::NotInObject {
+            what: "map",
+            name: names::EPOCH,
+        })?;
+        let map_error = |source| Error::Map {
+            name: names::EPOCH,
+            source,
+        };
+        let mut array: Array<_, u64> = Array::try_from(map).map_err(map_error)?;
+        array.set(0, epoch, 0).map_err(map_error)
+    }
+
     /// The stream mode ring buffer, taken out of the loaded object.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self

@@ -1,10 +1,10 @@
-//! `--budget`: how much of the time Get may be probed so that the probes' estimated cost
-//! stays under a share of one core. Put is always probed (so every tracked object is still
-//! matched); only Get's share is lowered.
+//! What a probe hit costs the traced thread, and the agent's `--continuous` budget: how much
+//! of the time Get may be probed so that the probes' estimated cost stays under a share of
+//! one core while Put stays probed. Tracing windows (`windows.rs`) use the same costs.
 
 use tracer_common::PoolCounters;
 
-use crate::probes::{sites::Site, PoolPlan};
+use super::{pool::PoolPlan, sites::Site};
 
 /// What one hit of a probe costs the traced thread, by how the kernel runs the probed
 /// instruction: the trap (the upper ends measured on this machine kind, field notes §3) and
@@ -25,7 +25,7 @@ pub struct Budget {
     /// Nor below this: `MIN_FRACTION`, or 1 when every Get must be seen (`--double-puts`).
     floor: f64,
     /// Per pool: what one Get and one Put cost.
-    costs: Vec<(f64, f64)>,
+    costs: Vec<HitCosts>,
     /// Per pool: Gets and Puts counted at the last decision.
     last: Vec<(u64, u64)>,
 }
@@ -38,15 +38,7 @@ impl Budget {
         plans: &[PoolPlan],
         every_get: bool,
     ) -> Self {
-        let costs = plans
-            .iter()
-            .map(|plan| {
-                let entry = plan.get_entry_site.as_ref().map_or(0.0, hit_cost);
-                // A Get returns through one of its RETs; the dearest is assumed.
-                let ret = plan.get_sites.iter().map(hit_cost).fold(0.0, f64::max);
-                (entry + ret, hit_cost(&plan.put_site))
-            })
-            .collect();
+        let costs = plans.iter().map(HitCosts::of).collect();
         Self {
             allowed_ns: percent_of_core / 100.0 * 1e9,
             cap: cap.unwrap_or(1.0),
@@ -65,14 +57,12 @@ impl Budget {
     /// decision, during which Get was probed `in_force` of the time.
     pub fn next(&mut self, counters: &[PoolCounters], seconds: f64, in_force: f64) -> Decision {
         let (mut get_ns, mut put_ns) = (0.0, 0.0);
-        for ((c, last), (get_cost, put_cost)) in
-            counters.iter().zip(&mut self.last).zip(&self.costs)
-        {
+        for ((c, last), cost) in counters.iter().zip(&mut self.last).zip(&self.costs) {
             let (gets, puts) = (c.gets.saturating_sub(last.0), c.puts.saturating_sub(last.1));
             *last = (c.gets, c.puts);
             // Gets seen while probed stand for all of them.
-            get_ns += gets as f64 / in_force.max(MIN_FRACTION) * get_cost;
-            put_ns += puts as f64 * put_cost;
+            get_ns += gets as f64 / in_force.max(MIN_FRACTION) * cost.get_ns;
+            put_ns += puts as f64 * cost.put_ns;
         }
         let seconds = seconds.max(1e-3);
         let (get_ns, put_ns) = (get_ns / seconds, put_ns / seconds);
@@ -94,6 +84,25 @@ pub struct Decision {
     /// Put's probes alone cost more than the budget: only Get can be sampled, so the budget
     /// is not met.
     pub put_over_budget: bool,
+}
+
+/// What one Get and one Put of a pool cost, in nanoseconds of the traced thread's time.
+#[derive(Clone, Copy, Debug)]
+pub struct HitCosts {
+    pub get_ns: f64,
+    pub put_ns: f64,
+}
+
+impl HitCosts {
+    pub fn of(plan: &PoolPlan) -> Self {
+        let entry = plan.get_entry_site.as_ref().map_or(0.0, hit_cost);
+        // A Get returns through one of its RETs; the dearest is assumed.
+        let ret = plan.get_sites.iter().map(hit_cost).fold(0.0, f64::max);
+        Self {
+            get_ns: entry + ret,
+            put_ns: hit_cost(&plan.put_site),
+        }
+    }
 }
 
 fn hit_cost(site: &Site) -> f64 {

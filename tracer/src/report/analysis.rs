@@ -4,6 +4,8 @@
 //! objects' ages compare with how long its returned objects were held, and by whether what
 //! it holds keeps growing.
 
+use std::time::Duration;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tracer_common::{hold_bucket_floor, HOLD_BUCKETS};
@@ -71,6 +73,24 @@ pub struct Evidence<'a> {
     /// Inlined copies of its pool's Put that no probe sees: objects given back there look
     /// dropped when their address is handed out again.
     pub unseen_put_sites: usize,
+    /// Under tracing windows, what the gaps leave to judge by (then the ages of outstanding
+    /// objects are not: an object's age says nothing while Put is not probed).
+    pub windows: Option<WindowEvidence<'a>>,
+}
+
+/// A path's evidence under tracing windows.
+pub struct WindowEvidence<'a> {
+    /// Its survivors still out: the epoch of their Get, how many, and the grace of that
+    /// epoch's window (they were held at least that long).
+    pub survivors: &'a [(u64, u64, Duration)],
+    /// The epoch now.
+    pub epoch: u64,
+    /// Its objects handed out again after a gap in tracing: perhaps given back unseen.
+    pub came_back_unseen: u64,
+    /// The p99.9 hold time of the objects that came back: this path's, or its pool's when
+    /// none of this path's did.
+    pub reference_p999_ns: Option<u64>,
+    pub own_reference: bool,
 }
 
 /// How sure pooltrace is that a path leaks (0 to 100), and why, in words.
@@ -78,6 +98,12 @@ pub struct Verdict {
     pub score: f64,
     pub reasons: Vec<String>,
 }
+
+/// A survivor is evidence when its window's grace was at least this many times the p99.9 hold
+/// time of the objects that come back...
+const SURVIVOR_FACTOR: u64 = 10;
+/// ... and it has stayed out through this many later windows since.
+const SURVIVOR_WINDOWS: u64 = 2;
 
 /// Objects older than this many times their path's p99 hold time count as stuck.
 const STUCK_FACTOR: f64 = 10.0;
@@ -119,34 +145,9 @@ pub fn judge(evidence: &Evidence) -> Verdict {
             ));
         }
     }
-    let threshold_ms = evidence.hold.map_or(STUCK_FLOOR_MS, |h| {
-        (h.p99 * STUCK_FACTOR).max(STUCK_FLOOR_MS)
-    });
-    let stuck = evidence
-        .outstanding_ages_ns
-        .iter()
-        .filter(|&&age| age as f64 / 1e6 > threshold_ms)
-        .count();
-    if stuck > 0 {
-        let usual = match evidence.hold {
-            Some(hold) => format!(
-                "objects from this path normally come back within {} (p99)",
-                units::millis(hold.p99)
-            ),
-            None => "no object from this path has come back".to_owned(),
-        };
-        let older = format!("{stuck} objects older than {}", units::millis(threshold_ms));
-        match evidence.kind {
-            PoolKind::Counting => {
-                let share = stuck as f64 / evidence.outstanding_ages_ns.len() as f64;
-                score += 40.0 * share + (10.0 * (stuck as f64).log10()).min(20.0);
-                reasons.push(format!("{older}; {usual}"));
-            }
-            // An object a sync pool's user keeps is as likely dropped and not yet collected.
-            PoolKind::Sync => reasons.push(format!(
-                "{older}; {usual}; a sync pool may drop them, so only growth is scored"
-            )),
-        }
+    match &evidence.windows {
+        Some(windows) => judge_survivors(evidence, windows, &mut score, &mut reasons),
+        None => judge_ages(evidence, &mut score, &mut reasons),
     }
     // A busy path's count wobbles; a leaking one climbs, and ends well above where it began.
     // For a sync pool this is the evidence that counts: what it keeps grows with the load.
@@ -167,6 +168,118 @@ pub fn judge(evidence: &Evidence) -> Verdict {
     Verdict {
         score: score.min(100.0),
         reasons,
+    }
+}
+
+/// Without windows: outstanding objects far older than the path's returned ones were held.
+fn judge_ages(evidence: &Evidence, score: &mut f64, reasons: &mut Vec<String>) {
+    let threshold_ms = evidence.hold.map_or(STUCK_FLOOR_MS, |h| {
+        (h.p99 * STUCK_FACTOR).max(STUCK_FLOOR_MS)
+    });
+    let stuck = evidence
+        .outstanding_ages_ns
+        .iter()
+        .filter(|&&age| age as f64 / 1e6 > threshold_ms)
+        .count();
+    if stuck > 0 {
+        let usual = match evidence.hold {
+            Some(hold) => format!(
+                "objects from this path normally come back within {} (p99)",
+                units::millis(hold.p99)
+            ),
+            None => "no object from this path has come back".to_owned(),
+        };
+        let older = format!("{stuck} objects older than {}", units::millis(threshold_ms));
+        match evidence.kind {
+            PoolKind::Counting => {
+                let share = stuck as f64 / evidence.outstanding_ages_ns.len() as f64;
+                *score += 40.0 * share + (10.0 * (stuck as f64).log10()).min(20.0);
+                reasons.push(format!("{older}; {usual}"));
+            }
+            // An object a sync pool's user keeps is as likely dropped and not yet collected.
+            PoolKind::Sync => reasons.push(format!(
+                "{older}; {usual}; a sync pool may drop them, so only growth is scored"
+            )),
+        }
+    }
+}
+
+/// Under windows: survivors held far longer than the path's (or its pool's) objects come
+/// back, that stay out window after window. Objects handed out again after a gap are never
+/// evidence: they may have come back while nothing watched.
+fn judge_survivors(
+    evidence: &Evidence,
+    windows: &WindowEvidence,
+    score: &mut f64,
+    reasons: &mut Vec<String>,
+) {
+    if windows.came_back_unseen > 0 {
+        reasons.push(format!(
+            "{} objects were handed out again after a gap in tracing: they may have been given \
+             back while Put was not probed, so they are not scored",
+            windows.came_back_unseen
+        ));
+    }
+    let total: u64 = windows.survivors.iter().map(|s| s.1).sum();
+    if total == 0 {
+        return;
+    }
+    let longest_grace = windows
+        .survivors
+        .iter()
+        .map(|s| s.2)
+        .max()
+        .unwrap_or_default();
+    let outlived = format!(
+        "{total} objects outlived their window's grace (up to {})",
+        units::millis(longest_grace.as_secs_f64() * 1000.0)
+    );
+    let Some(reference) = windows.reference_p999_ns else {
+        reasons.push(format!(
+            "{outlived}; no object of this pool has come back yet to compare them with"
+        ));
+        return;
+    };
+    let whose = match windows.own_reference {
+        true => "this path's",
+        false => "its pool's",
+    };
+    let usual = format!(
+        "{whose} objects come back within {} (p99.9)",
+        units::millis(reference as f64 / 1e6)
+    );
+    let far_longer =
+        |grace: Duration| grace.as_nanos() >= u128::from(reference) * u128::from(SURVIVOR_FACTOR);
+    let kept: Vec<&(u64, u64, Duration)> = windows
+        .survivors
+        .iter()
+        .filter(|(epoch, _, grace)| {
+            far_longer(*grace) && windows.epoch.saturating_sub(*epoch) > SURVIVOR_WINDOWS
+        })
+        .collect();
+    let evidential: u64 = kept.iter().map(|s| s.1).sum();
+    match evidence.kind {
+        PoolKind::Sync => reasons.push(format!(
+            "{outlived}; {usual}; a sync pool may drop them, so only growth is scored"
+        )),
+        PoolKind::Counting if evidential > 0 => {
+            *score += 45.0 + (10.0 * (evidential as f64).log10()).min(25.0);
+            let (first, last) = (kept[0].0 + 1, kept[kept.len() - 1].0 + 1);
+            let taken = match first == last {
+                true => format!("window {first}"),
+                false => format!("windows {first} to {last}"),
+            };
+            reasons.push(format!(
+                "{evidential} objects taken in {taken} are still out, through their grace and \
+                 {SURVIVOR_WINDOWS} or more later windows; {usual}"
+            ));
+        }
+        PoolKind::Counting if windows.survivors.iter().all(|s| !far_longer(s.2)) => {
+            reasons.push(format!("{outlived}, but {usual}: held long, not scored"));
+        }
+        PoolKind::Counting => reasons.push(format!(
+            "{outlived}; {usual}; scored once they stay out through {SURVIVOR_WINDOWS} more windows"
+        )),
     }
 }
 
@@ -193,6 +306,7 @@ mod tests {
             hold: hold(35.0),
             trend: &[],
             unseen_put_sites: 0,
+            windows: None,
         }
     }
 
@@ -310,6 +424,112 @@ mod tests {
               there"
             ]
         );
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// Under windows: epoch 10 now; this path's objects come back within 2 ms (p99.9).
+    fn windowed<'a>(survivors: &'a [(u64, u64, Duration)], kind: PoolKind) -> Evidence<'a> {
+        Evidence {
+            kind,
+            windows: Some(WindowEvidence {
+                survivors,
+                epoch: 10,
+                came_back_unseen: 0,
+                reference_p999_ns: Some(2 * MS),
+                own_reference: true,
+            }),
+            ..quiet()
+        }
+    }
+
+    #[test]
+    fn survivors_that_stay_out_window_after_window_are_evidence() {
+        let grace = Duration::from_secs(1);
+        let verdict = judge(&windowed(&[(3, 37, grace)], PoolKind::Counting));
+        assert!(verdict.score >= 50.0, "{}", verdict.score);
+        assert_eq!(
+            verdict.reasons,
+            ["37 objects taken in window 4 are still out, through their grace and 2 or more later \
+              windows; this path's objects come back within 2ms (p99.9)"]
+        );
+    }
+
+    #[test]
+    fn survivors_of_the_last_windows_are_not_scored_yet() {
+        let grace = Duration::from_secs(1);
+        let verdict = judge(&windowed(
+            &[(8, 37, grace), (9, 5, grace)],
+            PoolKind::Counting,
+        ));
+        assert_eq!(verdict.score, 0.0);
+        assert_eq!(
+            verdict.reasons,
+            [
+                "42 objects outlived their window's grace (up to 1.0s); this path's objects come \
+              back within 2ms (p99.9); scored once they stay out through 2 more windows"
+            ]
+        );
+    }
+
+    #[test]
+    fn survivors_of_a_path_that_holds_its_objects_long_are_explained_not_scored() {
+        // Its objects are held up to 4 s: a 1 s grace is no measure of them.
+        let survivors = [(1, 500, Duration::from_secs(1))];
+        let mut evidence = windowed(&survivors, PoolKind::Counting);
+        if let Some(w) = evidence.windows.as_mut() {
+            w.reference_p999_ns = Some(4_000 * MS);
+        }
+        let verdict = judge(&evidence);
+        assert_eq!(verdict.score, 0.0);
+        assert_eq!(
+            verdict.reasons,
+            [
+                "500 objects outlived their window's grace (up to 1.0s), but this path's objects \
+              come back within 4.0s (p99.9): held long, not scored"
+            ]
+        );
+    }
+
+    #[test]
+    fn objects_handed_out_again_after_a_gap_are_never_evidence() {
+        let mut evidence = windowed(&[], PoolKind::Counting);
+        if let Some(w) = evidence.windows.as_mut() {
+            w.came_back_unseen = 12;
+        }
+        let verdict = judge(&evidence);
+        assert_eq!(verdict.score, 0.0);
+        assert_eq!(
+            verdict.reasons,
+            ["12 objects were handed out again after a gap in tracing: they may have been given \
+              back while Put was not probed, so they are not scored"]
+        );
+    }
+
+    #[test]
+    fn a_sync_pools_survivors_are_explained_and_only_growth_scores() {
+        let survivors = [(2, 40, Duration::from_secs(1))];
+        let steady = judge(&Evidence {
+            trend: &[40, 40, 40, 40],
+            ..windowed(&survivors, PoolKind::Sync)
+        });
+        assert_eq!(steady.score, 0.0);
+        let growing = judge(&Evidence {
+            trend: &[10, 20, 30, 40],
+            ..windowed(&survivors, PoolKind::Sync)
+        });
+        assert_eq!(growing.score, 30.0);
+    }
+
+    #[test]
+    fn under_windows_old_objects_alone_are_not_evidence() {
+        // Without Put probed, an object's age says nothing: only survivors are judged.
+        let verdict = judge(&Evidence {
+            outstanding_ages_ns: &[90 * SECOND; 412],
+            ..windowed(&[], PoolKind::Counting)
+        });
+        assert_eq!(verdict.score, 0.0);
+        assert!(verdict.reasons.is_empty());
     }
 
     #[test]

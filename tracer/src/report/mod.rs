@@ -9,18 +9,21 @@ pub mod pprof;
 pub mod spinner;
 mod text;
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use serde::Serialize;
 
 pub use text::{render_final, render_interval, Style};
 
-use analysis::{Evidence, Percentiles};
+use analysis::{Evidence, Percentiles, WindowEvidence};
 use tracer_common::PoolCounters;
 
 use crate::{
     gobin::{BuildInfo, Function},
-    probes::{PoolKind, PoolPlan},
+    probes::{windows::hold_quantile, PoolKind, PoolPlan, WindowStatus},
     symbolize::{AddressKind, Frame, Symbolize},
     tracking::{self, Held, Snapshot},
 };
@@ -40,7 +43,57 @@ pub struct Report {
     /// The fraction of the time Get was probed (`--sample-gets`), when not always.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_gets: Option<f64>,
+    /// The tracing windows in force (`--budget`, `--period`, the agent), when not continuous.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowsReport>,
     pub pools: Vec<PoolReport>,
+}
+
+/// The tracing windows in force: counters count only what happened while probes were live,
+/// so a rate is a counter over `traced_s` (Gets) or `put_traced_s` (Puts).
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowsReport {
+    /// The last cycle's window (Get and Put probed), grace (Put alone) and period.
+    pub window_s: f64,
+    pub grace_s: f64,
+    pub period_s: f64,
+    /// The share of the time Get is probed: 1 while the budget allows every probe all the
+    /// time (`continuous`).
+    pub duty: f64,
+    pub continuous: bool,
+    /// Seconds Get, and Put, have been probed since attach.
+    pub traced_s: f64,
+    pub put_traced_s: f64,
+    /// Windows opened, and windows that could not open (their attach failed).
+    pub opened: u64,
+    pub not_opened: u64,
+    /// The probes' estimated cost in cores, averaged over the cycle, and the budget.
+    pub cost_cores: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_cores: Option<f64>,
+}
+
+impl WindowsReport {
+    /// `probed`: seconds Get and Put have been probed; `budget`: percent of a core.
+    pub fn new(status: &WindowStatus, probed: (f64, f64), budget: Option<f64>) -> Self {
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        Self {
+            window_s: round(status.times.window.as_secs_f64()),
+            grace_s: round(status.times.grace.as_secs_f64()),
+            period_s: round(status.times.period.as_secs_f64()),
+            duty: match status.continuous {
+                true => 1.0,
+                false => round(status.times.duty()),
+            },
+            continuous: status.continuous,
+            traced_s: round(probed.0),
+            put_traced_s: round(probed.1),
+            opened: status.opened,
+            not_opened: status.failed,
+            cost_cores: (status.cost_in_force * 1e4).round() / 1e4,
+            budget_cores: budget.map(|pct| pct / 100.0),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -115,6 +168,12 @@ struct Counters {
     /// Passes of Put's stack check that went to `morestack` (the stack had to grow, or the
     /// goroutine was to be preempted): not counted, as Put restarts and is counted then.
     put_restarts: u64,
+    /// Under tracing windows: Gets that handed out the address of an object still out from
+    /// an earlier window. It may have come back while Put was not probed: never scored.
+    came_back_unseen: u64,
+    /// Under tracing windows: Puts of an object taken in an earlier window, whose hold time
+    /// is still exact.
+    late_puts: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -138,6 +197,12 @@ pub struct StackReport {
     pub hold_ms: Option<Percentiles>,
     /// How many came back.
     pub returned: u64,
+    /// Under tracing windows: objects still out that outlived their window's grace (held at
+    /// least that long), objects handed out again after a gap in tracing (perhaps given
+    /// back unseen), and objects given back in a later window.
+    pub survivors: u64,
+    pub came_back_unseen: u64,
+    pub late_puts: u64,
     /// Objects from this path that were dropped without a Put and garbage-collected.
     pub collected: u64,
     pub collected_bytes: u64,
@@ -193,10 +258,14 @@ pub enum SortBy {
 pub struct History {
     /// Each path's trend, and the report that last recorded it.
     held: HashMap<(usize, u64, PathIdentity), (Vec<u64>, u64)>,
-    last_counts: HashMap<usize, (u64, u64, u64)>,
+    /// Per pool: Gets and Puts at the last report, and the milliseconds each was probed.
+    last_counts: HashMap<usize, (Pair, Pair)>,
     /// Reports built so far.
     reports: u64,
 }
+
+/// A (Get, Put) pair of numbers.
+type Pair = (u64, u64);
 
 /// Reports of history kept per path.
 const TREND_LENGTH: usize = 60;
@@ -210,15 +279,21 @@ impl History {
             .retain(|_, (_, seen)| reports - *seen <= TREND_LENGTH as u64);
     }
 
-    fn record(&mut self, pool: usize, kind: PoolKind, path: &CallPath) -> Vec<u64> {
+    /// Adds what `path` holds to its trend. Under tracing windows what is out changes with
+    /// the window's state, so only survivors (with collected objects) count.
+    fn record(&mut self, pool: usize, kind: PoolKind, path: &CallPath, windows: bool) -> Vec<u64> {
         let (trend, seen) = self
             .held
             .entry((pool, path.receiver, path.taken.identity()))
             .or_default();
         *seen = self.reports;
+        let out = match windows {
+            true => path.held.survivor_count(),
+            false => path.held.count,
+        };
         trend.push(match kind {
-            PoolKind::Counting => path.held.total(),
-            PoolKind::Sync => path.held.count,
+            PoolKind::Counting => out + path.held.collected,
+            PoolKind::Sync => out,
         });
         if trend.len() > TREND_LENGTH {
             trend.remove(0);
@@ -226,16 +301,20 @@ impl History {
         trend.clone()
     }
 
-    /// Gets/s and puts/s since the previous report of `pool`.
-    fn rates(&mut self, pool: usize, gets: u64, puts: u64, elapsed_ms: u64) -> (f64, f64) {
-        let (last_gets, last_puts, last_ms) = self
+    /// Gets/s and puts/s since the previous report of `pool`, `(gets, puts)` counted over
+    /// `clocks_ms` (the time each was probed).
+    fn rates(&mut self, pool: usize, counts: (u64, u64), clocks_ms: (u64, u64)) -> (f64, f64) {
+        let (last_counts, last_clocks) = self
             .last_counts
-            .insert(pool, (gets, puts, elapsed_ms))
+            .insert(pool, (counts, clocks_ms))
             .unwrap_or_default();
-        let seconds = (elapsed_ms.saturating_sub(last_ms)).max(1) as f64 / 1000.0;
+        let per_s = |now: u64, last: u64, now_ms: u64, last_ms: u64| {
+            let seconds = now_ms.saturating_sub(last_ms).max(1) as f64 / 1000.0;
+            now.saturating_sub(last) as f64 / seconds
+        };
         (
-            gets.saturating_sub(last_gets) as f64 / seconds,
-            puts.saturating_sub(last_puts) as f64 / seconds,
+            per_s(counts.0, last_counts.0, clocks_ms.0, last_clocks.0),
+            per_s(counts.1, last_counts.1, clocks_ms.1, last_clocks.1),
         )
     }
 }
@@ -255,6 +334,9 @@ pub struct Context<'a> {
     pub sample_gets: Option<f64>,
     pub top: usize,
     pub sort: SortBy,
+    /// Tracing windows in force, and the grace each ended epoch's window had.
+    pub windows: Option<WindowsReport>,
+    pub graces: &'a BTreeMap<u64, Duration>,
 }
 
 impl Report {
@@ -280,18 +362,22 @@ impl Report {
                 })
                 .collect();
             let unseen_put_sites = plan.inlined_puts.unseen.len();
+            let windows = cx.windows.is_some().then(|| Windowed {
+                epoch: snapshot.epoch,
+                graces: cx.graces,
+                pool_p999_ns: hold_quantile(&state.hold_times(), 0.999),
+            });
             let mut shown: Vec<(StackReport, &CallPath)> = paths
                 .iter()
                 .filter(|path| path.held.total() > 0)
                 .map(|path| {
-                    let trend = cx.history.record(index, plan.kind, path);
+                    let trend = cx.history.record(index, plan.kind, path, windows.is_some());
                     let stack = stack_report(
                         snapshot,
                         path,
                         trend,
-                        plan.kind,
-                        cx.elapsed_ms,
-                        unseen_put_sites,
+                        (plan.kind, cx.elapsed_ms, unseen_put_sites),
+                        windows.as_ref(),
                     );
                     (stack, path)
                 })
@@ -307,7 +393,15 @@ impl Report {
                 })
                 .collect();
             let c = state.counters;
-            let (gets_per_s, puts_per_s) = cx.history.rates(index, c.gets, c.puts, cx.elapsed_ms);
+            // Under windows, counters count only while probes are live.
+            let clocks = match &cx.windows {
+                Some(w) => (
+                    (w.traced_s * 1000.0) as u64,
+                    (w.put_traced_s * 1000.0) as u64,
+                ),
+                None => (cx.elapsed_ms, cx.elapsed_ms),
+            };
+            let (gets_per_s, puts_per_s) = cx.history.rates(index, (c.gets, c.puts), clocks);
             pools.push(PoolReport {
                 gets_per_s,
                 puts_per_s,
@@ -337,6 +431,7 @@ impl Report {
             elapsed_ms: cx.elapsed_ms,
             min_age_ms: cx.min_age_ms,
             sample_gets: cx.sample_gets.filter(|&f| f < 1.0),
+            windows: cx.windows,
             pools,
         }
     }
@@ -358,16 +453,31 @@ impl Report {
     }
 }
 
+/// What judging a path under tracing windows needs besides the path.
+struct Windowed<'a> {
+    epoch: u64,
+    graces: &'a BTreeMap<u64, Duration>,
+    /// The pool's returned objects' p99.9 hold time.
+    pool_p999_ns: Option<u64>,
+}
+
+/// `pool`: the pool's kind, how long it has been traced, and its unseen Put sites.
 fn stack_report(
     snapshot: &Snapshot,
     path: &CallPath,
     trend: Vec<u64>,
-    kind: PoolKind,
-    elapsed_ms: u64,
-    unseen_put_sites: usize,
+    (kind, elapsed_ms, unseen_put_sites): (PoolKind, u64, usize),
+    windows: Option<&Windowed>,
 ) -> StackReport {
     let held = &path.held;
     let hold_ms = analysis::hold_times(&held.hold);
+    let survivors: Vec<(u64, u64, Duration)> = windows.map_or_else(Vec::new, |w| {
+        held.survivors
+            .iter()
+            .map(|(&epoch, &count)| (epoch, count, grace_of(w.graces, epoch)))
+            .collect()
+    });
+    let own_p999 = hold_quantile(&held.hold, 0.999);
     let verdict = analysis::judge(&Evidence {
         outstanding_ages_ns: &held.ages_ns,
         collected: held.collected,
@@ -376,6 +486,13 @@ fn stack_report(
         hold: hold_ms,
         trend: &trend,
         unseen_put_sites,
+        windows: windows.map(|w| WindowEvidence {
+            survivors: &survivors,
+            epoch: w.epoch,
+            came_back_unseen: held.came_back_unseen,
+            reference_p999_ns: own_p999.or(w.pool_p999_ns),
+            own_reference: own_p999.is_some(),
+        }),
     });
     StackReport {
         leak_score: (verdict.score * 10.0).round() / 10.0,
@@ -390,6 +507,9 @@ fn stack_report(
         age_ms: analysis::ages(&held.ages_ns),
         hold_ms,
         returned: held.hold.iter().sum(),
+        survivors: held.survivor_count(),
+        came_back_unseen: held.came_back_unseen,
+        late_puts: held.late_puts,
         collected: held.collected,
         collected_bytes: held.collected_bytes,
         trend,
@@ -397,6 +517,16 @@ fn stack_report(
         release_paths: Vec::new(),
         frames: Vec::new(),
     }
+}
+
+/// The grace the window of `epoch` had; an epoch too old to be remembered gets the oldest
+/// remembered.
+fn grace_of(graces: &BTreeMap<u64, Duration>, epoch: u64) -> Duration {
+    graces
+        .get(&epoch)
+        .or_else(|| graces.values().next())
+        .copied()
+        .unwrap_or_default()
 }
 
 /// `--sort`: which of two stacks comes first.

@@ -133,6 +133,7 @@ fn group(stack: u64, caller: u64, count: u64, age_s: u64) -> Group {
 fn snapshot(groups: Vec<Group>, stacks: &[(u64, &[u64])]) -> Snapshot {
     Snapshot {
         now_ns: 100 * SECOND_NS,
+        epoch: 0,
         pools: vec![PoolState {
             groups,
             ..PoolState::default()
@@ -164,6 +165,8 @@ fn build_with(snapshot: &Snapshot, plans: &[PoolPlan], history: &mut History) ->
             sample_gets: None,
             top: 10,
             sort: SortBy::Score,
+            windows: None,
+            graces: &BTreeMap::new(),
         },
     )
 }
@@ -311,6 +314,8 @@ fn json_field_names_are_the_contract() {
             "double_put_paths",
             "size_filtered",
             "put_restarts",
+            "came_back_unseen",
+            "late_puts",
             "dropped",
             "nil_gets",
             "stack_failures",
@@ -338,6 +343,9 @@ fn json_field_names_are_the_contract() {
             "age_ms",
             "hold_ms",
             "returned",
+            "survivors",
+            "came_back_unseen",
+            "late_puts",
             "collected",
             "collected_bytes",
             "trend",

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{analysis::Percentiles, PoolReport, Report, StackReport};
+use super::{analysis::Percentiles, PoolReport, Report, StackReport, WindowsReport};
 use crate::{probes::PoolKind, symbolize::Frame, units};
 
 /// The periodic table: one header line per pool, then its top call paths.
@@ -76,6 +76,9 @@ pub fn render_final(report: &Report, style: Style) -> String {
         report.binary,
         units::millis(report.elapsed_ms as f64)
     );
+    if let Some(windows) = &report.windows {
+        let _ = writeln!(out, "{}", windows_line(windows));
+    }
     if let Some(fraction) = report.sample_gets {
         let _ = writeln!(
             out,
@@ -99,6 +102,36 @@ pub fn render_final(report: &Report, style: Style) -> String {
         }
     }
     out
+}
+
+/// What the tracing windows in force are, and what the counts then cover.
+pub fn windows_line(w: &WindowsReport) -> String {
+    let cost = match w.budget_cores {
+        Some(budget) => format!(
+            "estimated cost {:.2}% of a core (--budget {}%)",
+            w.cost_cores * 100.0,
+            budget * 100.0
+        ),
+        None => format!("estimated cost {:.2}% of a core", w.cost_cores * 100.0),
+    };
+    let seconds = |s: f64| units::millis(s * 1000.0);
+    if w.continuous {
+        return format!(
+            "tracing windows: every probe stays, as the budget allows it; {cost}; {} windows",
+            w.opened
+        );
+    }
+    format!(
+        "tracing windows: Get probed {} and Put {} more, every {} (duty {:.1}%); {} windows, {} \
+         could not open; counts cover {} of Gets; {cost}",
+        seconds(w.window_s),
+        seconds(w.grace_s),
+        seconds(w.period_s),
+        w.duty * 100.0,
+        w.opened,
+        w.not_opened,
+        seconds(w.traced_s),
+    )
 }
 
 fn summary(pool: &PoolReport) -> String {
@@ -259,8 +292,12 @@ fn held_summary(stack: &StackReport, puts_unseen: bool) -> String {
         }
     };
     let outstanding = (stack.outstanding > 0).then(|| {
+        let survivors = match stack.survivors {
+            0 => String::new(),
+            n => format!(" ({n} survivors of earlier windows)"),
+        };
         format!(
-            "{}{} outstanding, oldest {}",
+            "{}{} outstanding{survivors}, oldest {}",
             objects(stack.outstanding),
             bytes_suffix(stack.bytes),
             units::millis(stack.oldest_age_ms as f64)

@@ -5,17 +5,17 @@
 //! [`StackReader`], so neither `report` nor `stream` sees aya.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     os::fd::{AsRawFd, RawFd},
 };
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     Ebpf,
 };
 use tracer_common::{
-    names, DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathKey, PathTotals, PoolCounters,
-    ReleaseKey, StackFrames, StreamEvent, HOLD_BUCKETS,
+    names, DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathCrossings, PathKey, PathTotals,
+    PoolCounters, ReleaseKey, StackFrames, StreamEvent, HOLD_BUCKETS,
 };
 
 use crate::{
@@ -39,6 +39,12 @@ pub struct Held {
     pub collected_bytes: u64,
     /// Hold times of the objects that came back, in `tracer_common::hold_bucket`s.
     pub hold: Vec<u64>,
+    /// Of the outstanding objects counted, those still out from an earlier epoch (they
+    /// outlived their window's grace): how many were taken in each epoch.
+    pub survivors: BTreeMap<u64, u64>,
+    /// Objects that outlived their epoch and were seen again (`tracer_common::PathCrossings`).
+    pub came_back_unseen: u64,
+    pub late_puts: u64,
 }
 
 impl Default for Held {
@@ -51,6 +57,9 @@ impl Default for Held {
             collected: 0,
             collected_bytes: 0,
             hold: vec![0; HOLD_BUCKETS],
+            survivors: BTreeMap::new(),
+            came_back_unseen: 0,
+            late_puts: 0,
         }
     }
 }
@@ -72,6 +81,16 @@ impl Held {
         for (sum, count) in self.hold.iter_mut().zip(&other.hold) {
             *sum += count;
         }
+        for (&epoch, &count) in &other.survivors {
+            *self.survivors.entry(epoch).or_default() += count;
+        }
+        self.came_back_unseen += other.came_back_unseen;
+        self.late_puts += other.late_puts;
+    }
+
+    /// Outstanding objects from earlier epochs.
+    pub fn survivor_count(&self) -> u64 {
+        self.survivors.values().sum()
     }
 }
 
@@ -113,6 +132,19 @@ pub struct PoolState {
     pub double_puts: Vec<DoublePuts>,
 }
 
+impl PoolState {
+    /// The hold-time buckets of the pool's objects that came back, over all its paths.
+    pub fn hold_times(&self) -> Vec<u64> {
+        let mut sum = vec![0; HOLD_BUCKETS];
+        for group in &self.groups {
+            sum.iter_mut()
+                .zip(&group.held.hold)
+                .for_each(|(s, n)| *s += n);
+        }
+        sum
+    }
+}
+
 /// Puts of objects already back in the pool, through one call path after a first Put from
 /// one caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +163,8 @@ pub struct DoublePuts {
 pub struct Snapshot {
     /// CLOCK_MONOTONIC when read, the clock of `Outstanding::taken_ns`.
     pub now_ns: u64,
+    /// The epoch in force (`EPOCH`): objects taken in an earlier one are survivors.
+    pub epoch: u64,
     pub pools: Vec<PoolState>,
     /// The user stacks the groups and their releases name, by key in `STACKS`: return
     /// addresses innermost first. A key missing here was not captured or could not be read.
@@ -145,6 +179,7 @@ impl Snapshot {
     pub fn read(probes: &Probes, pools: usize, min_age_ns: u64) -> Result<Self> {
         let ebpf = probes.ebpf();
         let now_ns = monotonic_ns();
+        let epoch = read_epoch(ebpf)?;
         let mut states = read_counters(ebpf, pools)?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
 
@@ -176,6 +211,9 @@ impl Snapshot {
                 held.bytes += object.size;
                 held.oldest_taken_ns = held.oldest_taken_ns.min(object.taken_ns);
                 held.ages_ns.push(age);
+                if object.epoch < epoch {
+                    *held.survivors.entry(object.epoch).or_default() += 1;
+                }
             }
         }
         let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, names::COLLECTED)?;
@@ -183,6 +221,14 @@ impl Snapshot {
             if let Some(group) = group_of(&mut groups, pools, &path) {
                 group.held.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
                 group.held.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
+            }
+        }
+        let crossed: PerCpuHashMap<&MapData, PathKey, PathCrossings> = map(ebpf, names::CROSSED)?;
+        for (path, per_cpu) in crossed.iter().flatten() {
+            if let Some(group) = group_of(&mut groups, pools, &path) {
+                group.held.came_back_unseen +=
+                    per_cpu.iter().map(|c| c.came_back_unseen).sum::<u64>();
+                group.held.late_puts += per_cpu.iter().map(|c| c.late_puts).sum::<u64>();
             }
         }
         let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, names::HOLD_TIMES)?;
@@ -223,6 +269,7 @@ impl Snapshot {
         let stacks = read_stacks(&StackReader::new(probes)?, &states);
         Ok(Self {
             now_ns,
+            epoch,
             pools: states,
             stacks,
         })
@@ -330,6 +377,32 @@ impl AsRawFd for Events {
     fn as_raw_fd(&self) -> RawFd {
         self.ring.as_raw_fd()
     }
+}
+
+/// Each pool's hold-time buckets, summed over its call paths.
+pub fn pool_hold_times(probes: &Probes, pools: usize) -> Result<Vec<Vec<u64>>> {
+    let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> =
+        map(probes.ebpf(), names::HOLD_TIMES)?;
+    let mut sums = vec![vec![0; HOLD_BUCKETS]; pools];
+    for (path, per_cpu) in hold.iter().flatten() {
+        if let Some(sum) = sums.get_mut(path.pool as usize) {
+            for histogram in per_cpu.iter() {
+                for (sum, count) in sum.iter_mut().zip(histogram.buckets) {
+                    *sum += count;
+                }
+            }
+        }
+    }
+    Ok(sums)
+}
+
+/// The epoch in force.
+pub fn read_epoch(ebpf: &Ebpf) -> Result<u64> {
+    let epoch: Array<&MapData, u64> = map(ebpf, names::EPOCH)?;
+    epoch.get(&0, 0).map_err(|source| Error::Map {
+        name: names::EPOCH,
+        source,
+    })
 }
 
 fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
