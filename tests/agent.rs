@@ -196,8 +196,8 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
             "error: the following required arguments were not provided:",
         ),
         (
-            &["agent", "--exe", "x", "--pool", "sync", "--budget", "0"][..],
-            "error: invalid value '0' for '--budget <PCT>': \"0\" is not a percentage in (0, 100], e.g. 1 or 0.5",
+            &["agent", "--exe", "x", "--pool", "sync", "--budget", "101"][..],
+            "error: invalid value '101' for '--budget <PCT>': \"101\" is not a percentage in [0, 100] (0: no budget), e.g. 1 or 0.5",
         ),
     ] {
         let output = run_pooltrace(args);

@@ -3,7 +3,8 @@
 //! externally linked, stripped). Each is put under load first, then attached by name
 //! (preset) and detached while the load runs, several times: its Gets and Puts are counted,
 //! frames are symbolized to functions it is known to have, with file:line, no attach finds a
-//! leak in these healthy programs, and each still answers afterwards.
+//! leak in these healthy programs, and each still answers afterwards. One more attach traces
+//! each through at least 20 tracing windows, which must not invent a leak either.
 
 use std::{
     io::{Read, Write},
@@ -89,6 +90,18 @@ fn attach_repeatedly(pid: u32, pools: &[&str], attaches: usize, each: Duration) 
     (0..attaches)
         .map(|_| Tracer::attach(pid as i32, &args).finish().json())
         .collect()
+}
+
+/// One attach under fast tracing windows while the load runs: 12 s of 500 ms cycles, at
+/// least 20 windows.
+fn attach_in_windows(pid: u32, pools: &[&str]) -> Value {
+    let mut args = pools.to_vec();
+    args.extend(["--window", "200ms", "--grace", "200ms", "--period", "500ms"]);
+    args.extend(["--duration", "12s", "--top", "1000"]);
+    let report = Tracer::attach(pid as i32, &args).finish().json();
+    let opened = u64_of(&report["windows"]["opened"]);
+    assert!(opened >= 20, "only {opened} windows: {}", report["windows"]);
+    report
 }
 
 /// The version `cargo xtask test` installed a real program at (its pin lives in xtask).
@@ -207,12 +220,9 @@ fn nats_server_under_publish_subscribe_load() {
     });
     thread::sleep(Duration::from_millis(300));
 
-    let reports = attach_repeatedly(
-        server.0.id(),
-        &["--pool", "nats", "--pool", "sync"],
-        5,
-        Duration::from_millis(900),
-    );
+    let pools = ["--pool", "nats", "--pool", "sync"];
+    let mut reports = attach_repeatedly(server.0.id(), &pools, 5, Duration::from_millis(900));
+    reports.push(attach_in_windows(server.0.id(), &pools));
     stop.store(true, Ordering::Relaxed);
     let _ = publishing.join();
     let _ = draining.join();
@@ -274,12 +284,13 @@ fn caddy_serving_gzip_files_under_load() {
     );
     thread::sleep(Duration::from_millis(300));
 
-    let reports = attach_repeatedly(
+    let mut reports = attach_repeatedly(
         caddy.0.id(),
         &["--pool", "sync"],
         5,
         Duration::from_millis(1500),
     );
+    reports.push(attach_in_windows(caddy.0.id(), &["--pool", "sync"]));
     drop(load);
     assert_no_leak_found(&reports);
     let report = &reports[reports.len() - 1];
@@ -333,12 +344,9 @@ fn prometheus_scraping_itself_with_its_own_pool_and_sync_pool() {
     let load = wrk(&query, 60, "Accept: application/json");
     thread::sleep(Duration::from_millis(300));
 
-    let reports = attach_repeatedly(
-        prometheus.0.id(),
-        &["--pool", "prometheus", "--pool", "sync"],
-        5,
-        Duration::from_millis(2000),
-    );
+    let pools = ["--pool", "prometheus", "--pool", "sync"];
+    let mut reports = attach_repeatedly(prometheus.0.id(), &pools, 5, Duration::from_millis(2000));
+    reports.push(attach_in_windows(prometheus.0.id(), &pools));
     drop(load);
     assert_no_leak_found(&reports);
     // Each scrape (one a second) takes a buffer from util/pool and gives it back.

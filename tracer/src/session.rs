@@ -318,7 +318,8 @@ pub(crate) fn checked_windows(
     if !on {
         return match times.window.is_some() || times.grace.is_some() || times.period.is_some() {
             true => Err(Error::Usage(
-                "--window, --grace and --period shape tracing windows, which are off: give                  --budget (or, for report, run and stream, --period) and no --continuous"
+                "--window, --grace and --period shape tracing windows, which are off: give \
+                 --budget (or, for report, run and stream, --period) and no --continuous"
                     .into(),
             )),
             false => Ok(None),
@@ -326,7 +327,8 @@ pub(crate) fn checked_windows(
     }
     if sample_gets.is_some_and(|fraction| fraction < 1.0) {
         return Err(Error::Usage(
-            "--sample-gets cannot go with tracing windows: a window already probes Get for part              of the time; choose one"
+            "--sample-gets cannot go with tracing windows: a window already probes Get for part \
+             of the time; choose one"
                 .into(),
         ));
     }

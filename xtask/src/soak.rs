@@ -1,8 +1,10 @@
-//! `cargo xtask bench`, section `soak`: `pooltrace agent` on the demo service under a
-//! saturating load for ten minutes (`POOLTRACE_SOAK_SECONDS` changes it), `/metrics` scraped
-//! every second, as a fleet would run it. Prints the agent's resident memory, its CPU and the
-//! kernel maps' memory over time, and the service's throughput with the agent against runs
-//! without it just before and just after.
+//! `cargo xtask bench`, section `soak`: `pooltrace agent` at its defaults (tracing windows
+//! under `--budget 1`) on the demo service under a saturating load for ten minutes
+//! (`POOLTRACE_SOAK_SECONDS` changes it), `/metrics` scraped every second, as a fleet would
+//! run it. Prints the agent's resident memory, its CPU and the kernel maps' memory over time,
+//! the windows in force and the probes' estimated cost, when the leaking SeriesStream path
+//! first scored 50 and the highest score of any other path, and the service's throughput
+//! with the agent against runs without it just before and just after.
 
 use std::{
     path::Path,
@@ -41,19 +43,111 @@ pub fn run(pooltrace: &Path) -> Result {
         "   without the agent: {before:.0} requests/s ({} s)",
         baseline.as_secs()
     );
+    let mut seen = Scores::default();
     let with = throughput(&storegw, Duration::from_secs(seconds), |server| {
-        watch_agent(pooltrace, server, Duration::from_secs(seconds))
+        seen = watch_agent(pooltrace, server, Duration::from_secs(seconds))?;
+        Ok(())
     })?;
     let after = throughput(&storegw, baseline, |_| Ok(()))?;
     println!(
         "   without the agent: {after:.0} requests/s ({} s)",
         baseline.as_secs()
     );
+    let ratio = with / ((before + after) / 2.0);
+    println!("   with the agent: {with:.0} requests/s, {ratio:.3} of the runs without it (target: at least 0.95)");
+    match seen.leak_at {
+        Some(at) => println!("   the leaking SeriesStream path scored 50 or more after {at} s (target: within 300 s)"),
+        None => println!("   the leaking SeriesStream path never scored 50 (target: within 300 s)"),
+    }
     println!(
-        "   with the agent: {with:.0} requests/s, {:.3} of the runs without it",
-        with / ((before + after) / 2.0)
+        "   the highest score of any other path: {:.0} (target: below 20)",
+        seen.other_max
     );
     Ok(())
+}
+
+/// What the soak saw of the paths' scores in `/metrics`.
+#[derive(Default)]
+struct Scores {
+    /// Seconds into the soak when the SeriesStream path first scored 50 or more.
+    leak_at: Option<u64>,
+    /// The highest score of any other path.
+    other_max: f64,
+}
+
+impl Scores {
+    /// Takes in one scrape, `seconds` into the soak.
+    fn scrape(&mut self, metrics: &str, seconds: u64) {
+        for (frames, score) in path_scores(metrics) {
+            if frames.contains("SeriesStream") {
+                if score >= 50.0 && self.leak_at.is_none() {
+                    self.leak_at = Some(seconds);
+                }
+            } else {
+                self.other_max = self.other_max.max(score);
+            }
+        }
+    }
+}
+
+/// Each path's frames and score, from `pooltrace_path_leak_score` joined with the
+/// `pooltrace_path` info series on their other labels.
+fn path_scores(metrics: &str) -> Vec<(String, f64)> {
+    let mut frames = std::collections::HashMap::new();
+    let mut scores = Vec::new();
+    for line in metrics.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = series.split_once('{') else {
+            continue;
+        };
+        let labels = labels.trim_end_matches('}');
+        let mut key = Vec::new();
+        let mut frame_list = None;
+        for pair in labels.split("\",") {
+            match pair.split_once("=\"") {
+                Some(("frames", v)) => frame_list = Some(v.trim_end_matches('"').to_owned()),
+                Some(("caller", _)) => {}
+                Some(_) => key.push(pair.trim_end_matches('"').to_owned()),
+                None => {}
+            }
+        }
+        match name {
+            "pooltrace_path_info" => {
+                frames.insert(key, frame_list.unwrap_or_default());
+            }
+            "pooltrace_path_leak_score" => {
+                if let Ok(score) = value.parse::<f64>() {
+                    scores.push((key, score));
+                }
+            }
+            _ => {}
+        }
+    }
+    scores
+        .into_iter()
+        .map(|(key, score)| (frames.get(&key).cloned().unwrap_or_default(), score))
+        .collect()
+}
+
+/// The windows in force, from `/report.json`: "W/G/P" in seconds and the duty.
+fn windows_in_force(addr: &str) -> String {
+    let Ok((200, body)) = http_get(addr, "/report.json", Duration::from_secs(10)) else {
+        return "?".to_owned();
+    };
+    let reports: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let windows = &reports[0]["windows"];
+    match windows["continuous"].as_bool() {
+        Some(true) => "continuous".to_owned(),
+        Some(false) => format!(
+            "{:.1}/{:.1}/{:.1}",
+            windows["window_s"].as_f64().unwrap_or(f64::NAN),
+            windows["grace_s"].as_f64().unwrap_or(f64::NAN),
+            windows["period_s"].as_f64().unwrap_or(f64::NAN),
+        ),
+        None => "none".to_owned(),
+    }
 }
 
 /// Serves storegw under load for `length` while `during` runs (given the server's PID);
@@ -87,9 +181,10 @@ fn throughput(storegw: &Path, length: Duration, during: impl FnOnce(u32) -> Resu
 
 /// Runs the agent on `server` for `length`, scraping it every second, and prints a row of
 /// figures every `ROW_EVERY`: the agent's RSS and CPU (user + system) since the last row,
-/// the kernel maps' memory, Get's sampling fraction, the probes' estimated cost (percent of
-/// a core), the slowest scrape since the last row, and the objects outstanding.
-fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
+/// the kernel maps' memory, the windows' W/G/P and duty, the probes' estimated cost (percent
+/// of a core, against the budget of 1%), the slowest scrape since the last row, the objects
+/// outstanding, and the paths' scores.
+fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result<Scores> {
     let addr = "127.0.0.1:19464";
     let mut agent = Guard(
         Command::new(pooltrace)
@@ -103,16 +198,18 @@ fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
     let mut said = Lines::of(agent.0.stderr.take().ok_or("stderr")?);
     said.starting("pooltrace agent: attached", Duration::from_secs(60))?;
     println!(
-        "   {:>6}  {:>10}  {:>9}  {:>11}  {:>8}  {:>10}  {:>9}  {:>11}",
+        "   {:>6}  {:>10}  {:>9}  {:>11}  {:>14}  {:>6}  {:>10}  {:>9}  {:>11}",
         "t (s)",
         "agent RSS",
         "agent CPU",
         "kernel maps",
-        "Get frac",
+        "W/G/P (s)",
+        "duty",
         "est. cost",
         "scrape ms",
         "outstanding"
     );
+    let mut scores = Scores::default();
     let started = Instant::now();
     let (mut last_ticks, mut last_row) = (cpu_ticks(agent.0.id())?, started);
     let mut slowest_scrape = Duration::ZERO;
@@ -123,6 +220,7 @@ fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
         if status != 200 {
             return Err(format!("/metrics answered {status}").into());
         }
+        scores.scrape(&String::from_utf8_lossy(&body), started.elapsed().as_secs());
         if last_row.elapsed() >= ROW_EVERY || started.elapsed() + Duration::from_secs(1) >= length {
             let metrics = String::from_utf8_lossy(&body);
             let value = |name| metric_sample(&metrics, name, &[]).unwrap_or(f64::NAN);
@@ -131,12 +229,13 @@ fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
             let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
             let cpu = 100.0 * (ticks - last_ticks) as f64 / hz / last_row.elapsed().as_secs_f64();
             println!(
-                "   {:>6}  {:>7.1} MiB  {:>8.2}%  {:>7.1} MiB  {:>8.3}  {:>9.1}%  {:>9.1}  {:>11}",
+                "   {:>6}  {:>7.1} MiB  {:>8.2}%  {:>7.1} MiB  {:>14}  {:>6.3}  {:>9.2}%  {:>9.1}  {:>11}",
                 started.elapsed().as_secs(),
                 resident_kib(agent.0.id())? as f64 / 1024.0,
                 cpu,
                 value("pooltrace_kernel_map_bytes") / 1048576.0,
-                value("pooltrace_get_sampling_fraction"),
+                windows_in_force(addr),
+                value("pooltrace_window_duty"),
                 value("pooltrace_probe_cost_cores") * 100.0,
                 slowest_scrape.as_secs_f64() * 1000.0,
                 value("pooltrace_outstanding_objects"),
@@ -149,7 +248,7 @@ fn watch_agent(pooltrace: &Path, server: u32, length: Duration) -> Result {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
     agent.0.wait()?;
-    Ok(())
+    Ok(scores)
 }
 
 fn resident_kib(pid: u32) -> Result<u64> {

@@ -2,11 +2,10 @@
 //! long Put stays probed after it (the grace, G), and how long the cycle lasts (P), so that the
 //! probes' estimated cost, averaged over the cycle, stays within `--budget`.
 //!
-//! - G is at least ten times the longest p99.9 hold time of the pools' returned objects
-//!   (with a floor and a cap), so an object still out when Put goes, a survivor, has been held
-//!   far longer than its pool's objects usually are. The first cycle, and every
-//!   [`TAIL_EVERY`]th, uses the cap: objects held long but given back are seen coming back,
-//!   and their hold times join the measurements.
+//! - G is ten times the longest p99.9 hold time of the pools' returned objects, within a floor
+//!   and a cap, so an object still out when Put goes, a survivor, has been held far longer
+//!   than its pool's objects usually are. Objects held longer still are timed exactly when a
+//!   later window sees their Put, and their hold times join the measurements.
 //! - W lasts long enough for about [`GETS_PER_WINDOW`] Gets at the rate measured, within
 //!   bounds.
 //! - P is as long as the cycle's cost needs: what its Gets and Puts cost, divided by the
@@ -28,8 +27,6 @@ pub const GRACE_FLOOR: Duration = Duration::from_secs(1);
 pub const GRACE_CAP: Duration = Duration::from_secs(30);
 /// The grace is this many times the p99.9 hold time.
 const GRACE_FACTOR: u32 = 10;
-/// Every this many cycles (and the first), the grace is the cap.
-pub const TAIL_EVERY: u64 = 16;
 /// The first window, before any rate is known.
 const FIRST_WINDOW: Duration = Duration::from_secs(1);
 const WINDOW_MIN: Duration = Duration::from_millis(200);
@@ -110,7 +107,6 @@ pub struct Planner {
     costs: Vec<HitCosts>,
     /// Per pool: Gets and Puts at the last measurement.
     last: Vec<(u64, u64)>,
-    cycles: u64,
     /// Get and Put per second while probed, as last measured.
     rates: Vec<(f64, f64)>,
     cost: Cost,
@@ -139,7 +135,6 @@ impl Planner {
             fixed,
             costs: plans.iter().map(HitCosts::of).collect(),
             last: vec![(0, 0); plans.len()],
-            cycles: 0,
             rates: vec![(0.0, 0.0); plans.len()],
             cost: Cost::default(),
             grace_raised: false,
@@ -184,7 +179,6 @@ impl Planner {
         grace: Duration,
     ) -> (Duration, Duration) {
         self.measure(measured);
-        self.cycles += 1;
         let traced = window + grace;
         // The ns the cycle's probes cost, at the rates measured while they were live.
         let cycle_ns: f64 = self
@@ -241,8 +235,8 @@ impl Planner {
         Duration::from_secs_f64(GETS_PER_WINDOW / gets_per_s).clamp(WINDOW_MIN, WINDOW_MAX)
     }
 
-    /// This cycle's grace: the cap on tail cycles, else ten times the p99.9 hold time, or the
-    /// user's (raised to the hold times measured).
+    /// This cycle's grace: ten times the p99.9 hold time, or the user's (raised to the hold
+    /// times measured).
     fn grace(&mut self, holds: &[Vec<u64>]) -> Duration {
         let p999 = holds.iter().filter_map(|h| hold_quantile(h, 0.999)).max();
         let measured = Duration::from_nanos(p999.unwrap_or(0));
@@ -258,9 +252,6 @@ impl Planner {
                 );
             }
             return grace.max(measured);
-        }
-        if self.cycles.is_multiple_of(TAIL_EVERY) {
-            return GRACE_CAP;
         }
         (measured * GRACE_FACTOR).clamp(GRACE_FLOOR, GRACE_CAP)
     }

@@ -80,9 +80,8 @@ pub struct Evidence<'a> {
 
 /// A path's evidence under tracing windows.
 pub struct WindowEvidence<'a> {
-    /// Its survivors still out: the epoch of their Get, how many, and the grace of that
-    /// epoch's window (they were held at least that long).
-    pub survivors: &'a [(u64, u64, Duration)],
+    /// Its survivors still out, by the window they were taken in.
+    pub survivors: &'a [WindowSurvivors],
     /// The epoch now.
     pub epoch: u64,
     /// Its objects handed out again after a gap in tracing: perhaps given back unseen.
@@ -99,11 +98,25 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
+/// The survivors of one window still out on one path.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowSurvivors {
+    /// The epoch of their Get (window `epoch + 1`).
+    pub epoch: u64,
+    pub count: u64,
+    /// Their window's grace: they were held at least that long.
+    pub grace: Duration,
+    /// The age of the youngest of them.
+    pub youngest_age: Duration,
+}
+
 /// A survivor is evidence when its window's grace was at least this many times the p99.9 hold
 /// time of the objects that come back...
 const SURVIVOR_FACTOR: u64 = 10;
-/// ... and it has stayed out through this many later windows since.
+/// ... and it has stayed out through this many later windows since; on a path none of whose
+/// objects came back yet, also for this many times its grace (it might hold them long).
 const SURVIVOR_WINDOWS: u64 = 2;
+const UNRETURNED_GRACES: u32 = 10;
 
 /// Objects older than this many times their path's p99 hold time count as stuck.
 const STUCK_FACTOR: f64 = 10.0;
@@ -220,14 +233,11 @@ fn judge_survivors(
             windows.came_back_unseen
         ));
     }
-    let total: u64 = windows.survivors.iter().map(|s| s.1).sum();
+    let total: u64 = windows.survivors.iter().map(|s| s.count).sum();
     if total == 0 {
         return;
     }
-    let longest_grace = windows
-        .survivors
-        .iter()
-        .map(|s| s.2)
+    let longest_grace = (windows.survivors.iter().map(|s| s.grace))
         .max()
         .unwrap_or_default();
     let outlived = format!(
@@ -250,35 +260,41 @@ fn judge_survivors(
     );
     let far_longer =
         |grace: Duration| grace.as_nanos() >= u128::from(reference) * u128::from(SURVIVOR_FACTOR);
-    let kept: Vec<&(u64, u64, Duration)> = windows
+    let kept: Vec<&WindowSurvivors> = windows
         .survivors
         .iter()
-        .filter(|(epoch, _, grace)| {
-            far_longer(*grace) && windows.epoch.saturating_sub(*epoch) > SURVIVOR_WINDOWS
+        .filter(|s| {
+            far_longer(s.grace)
+                && windows.epoch.saturating_sub(s.epoch) > SURVIVOR_WINDOWS
+                && (windows.own_reference || s.youngest_age >= s.grace * UNRETURNED_GRACES)
         })
         .collect();
-    let evidential: u64 = kept.iter().map(|s| s.1).sum();
-    match evidence.kind {
-        PoolKind::Sync => reasons.push(format!(
+    let evidential: u64 = kept.iter().map(|s| s.count).sum();
+    match (evidence.kind, kept.first(), kept.last()) {
+        (PoolKind::Sync, ..) => reasons.push(format!(
             "{outlived}; {usual}; a sync pool may drop them, so only growth is scored"
         )),
-        PoolKind::Counting if evidential > 0 => {
+        (PoolKind::Counting, Some(first), Some(last)) => {
             *score += 45.0 + (10.0 * (evidential as f64).log10()).min(25.0);
-            let (first, last) = (kept[0].0 + 1, kept[kept.len() - 1].0 + 1);
-            let taken = match first == last {
-                true => format!("window {first}"),
-                false => format!("windows {first} to {last}"),
+            let taken = match first.epoch == last.epoch {
+                true => format!("window {}", first.epoch + 1),
+                false => format!("windows {} to {}", first.epoch + 1, last.epoch + 1),
             };
             reasons.push(format!(
                 "{evidential} objects taken in {taken} are still out, through their grace and \
                  {SURVIVOR_WINDOWS} or more later windows; {usual}"
             ));
         }
-        PoolKind::Counting if windows.survivors.iter().all(|s| !far_longer(s.2)) => {
+        _ if windows.survivors.iter().all(|s| !far_longer(s.grace)) => {
             reasons.push(format!("{outlived}, but {usual}: held long, not scored"));
         }
-        PoolKind::Counting => reasons.push(format!(
-            "{outlived}; {usual}; scored once they stay out through {SURVIVOR_WINDOWS} more windows"
+        _ if windows.own_reference => reasons.push(format!(
+            "{outlived}; {usual}; scored once they stay out through {SURVIVOR_WINDOWS} more \
+             windows"
+        )),
+        _ => reasons.push(format!(
+            "{outlived}; {usual}, but none of this path's has yet: scored once they stay out \
+             through {SURVIVOR_WINDOWS} more windows and {UNRETURNED_GRACES} times their grace"
         )),
     }
 }
@@ -428,8 +444,18 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
+    /// `count` survivors of window `epoch + 1`, held past a 1 s grace and `age_s` old.
+    fn survivors(epoch: u64, count: u64, age_s: u64) -> WindowSurvivors {
+        WindowSurvivors {
+            epoch,
+            count,
+            grace: Duration::from_secs(1),
+            youngest_age: Duration::from_secs(age_s),
+        }
+    }
+
     /// Under windows: epoch 10 now; this path's objects come back within 2 ms (p99.9).
-    fn windowed<'a>(survivors: &'a [(u64, u64, Duration)], kind: PoolKind) -> Evidence<'a> {
+    fn windowed<'a>(survivors: &'a [WindowSurvivors], kind: PoolKind) -> Evidence<'a> {
         Evidence {
             kind,
             windows: Some(WindowEvidence {
@@ -445,8 +471,7 @@ mod tests {
 
     #[test]
     fn survivors_that_stay_out_window_after_window_are_evidence() {
-        let grace = Duration::from_secs(1);
-        let verdict = judge(&windowed(&[(3, 37, grace)], PoolKind::Counting));
+        let verdict = judge(&windowed(&[survivors(3, 37, 5)], PoolKind::Counting));
         assert!(verdict.score >= 50.0, "{}", verdict.score);
         assert_eq!(
             verdict.reasons,
@@ -457,11 +482,8 @@ mod tests {
 
     #[test]
     fn survivors_of_the_last_windows_are_not_scored_yet() {
-        let grace = Duration::from_secs(1);
-        let verdict = judge(&windowed(
-            &[(8, 37, grace), (9, 5, grace)],
-            PoolKind::Counting,
-        ));
+        let last = [survivors(8, 37, 2), survivors(9, 5, 1)];
+        let verdict = judge(&windowed(&last, PoolKind::Counting));
         assert_eq!(verdict.score, 0.0);
         assert_eq!(
             verdict.reasons,
@@ -475,8 +497,8 @@ mod tests {
     #[test]
     fn survivors_of_a_path_that_holds_its_objects_long_are_explained_not_scored() {
         // Its objects are held up to 4 s: a 1 s grace is no measure of them.
-        let survivors = [(1, 500, Duration::from_secs(1))];
-        let mut evidence = windowed(&survivors, PoolKind::Counting);
+        let long = [survivors(1, 500, 8)];
+        let mut evidence = windowed(&long, PoolKind::Counting);
         if let Some(w) = evidence.windows.as_mut() {
             w.reference_p999_ns = Some(4_000 * MS);
         }
@@ -489,6 +511,22 @@ mod tests {
               come back within 4.0s (p99.9): held long, not scored"
             ]
         );
+    }
+
+    #[test]
+    fn survivors_of_a_path_that_never_gave_one_back_wait_ten_graces() {
+        // Its pool's objects come back fast, but this path's might be held long: only after
+        // ten of their graces out are they evidence.
+        let score = |age_s| {
+            let kept = [survivors(3, 25, age_s)];
+            let mut evidence = windowed(&kept, PoolKind::Counting);
+            if let Some(w) = evidence.windows.as_mut() {
+                w.own_reference = false;
+            }
+            judge(&evidence).score
+        };
+        assert_eq!(score(9), 0.0);
+        assert!(score(10) >= 50.0, "{}", score(10));
     }
 
     #[test]
@@ -508,15 +546,15 @@ mod tests {
 
     #[test]
     fn a_sync_pools_survivors_are_explained_and_only_growth_scores() {
-        let survivors = [(2, 40, Duration::from_secs(1))];
+        let kept = [survivors(2, 40, 9)];
         let steady = judge(&Evidence {
             trend: &[40, 40, 40, 40],
-            ..windowed(&survivors, PoolKind::Sync)
+            ..windowed(&kept, PoolKind::Sync)
         });
         assert_eq!(steady.score, 0.0);
         let growing = judge(&Evidence {
             trend: &[10, 20, 30, 40],
-            ..windowed(&survivors, PoolKind::Sync)
+            ..windowed(&kept, PoolKind::Sync)
         });
         assert_eq!(growing.score, 30.0);
     }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 pub use text::{render_final, render_interval, Style};
 
-use analysis::{Evidence, Percentiles, WindowEvidence};
+use analysis::{Evidence, Percentiles, WindowEvidence, WindowSurvivors};
 use tracer_common::PoolCounters;
 
 use crate::{
@@ -471,10 +471,17 @@ fn stack_report(
 ) -> StackReport {
     let held = &path.held;
     let hold_ms = analysis::hold_times(&held.hold);
-    let survivors: Vec<(u64, u64, Duration)> = windows.map_or_else(Vec::new, |w| {
+    let survivors: Vec<WindowSurvivors> = windows.map_or_else(Vec::new, |w| {
         held.survivors
             .iter()
-            .map(|(&epoch, &count)| (epoch, count, grace_of(w.graces, epoch)))
+            .map(|(&epoch, s)| WindowSurvivors {
+                epoch,
+                count: s.count,
+                grace: grace_of(w.graces, epoch),
+                youngest_age: Duration::from_nanos(
+                    snapshot.now_ns.saturating_sub(s.newest_taken_ns),
+                ),
+            })
             .collect()
     });
     let own_p999 = hold_quantile(&held.hold, 0.999);

@@ -40,8 +40,8 @@ pub struct Held {
     /// Hold times of the objects that came back, in `tracer_common::hold_bucket`s.
     pub hold: Vec<u64>,
     /// Of the outstanding objects counted, those still out from an earlier epoch (they
-    /// outlived their window's grace): how many were taken in each epoch.
-    pub survivors: BTreeMap<u64, u64>,
+    /// outlived their window's grace), by the epoch they were taken in.
+    pub survivors: BTreeMap<u64, Survivors>,
     /// Objects that outlived their epoch and were seen again (`tracer_common::PathCrossings`).
     pub came_back_unseen: u64,
     pub late_puts: u64,
@@ -81,8 +81,11 @@ impl Held {
         for (sum, count) in self.hold.iter_mut().zip(&other.hold) {
             *sum += count;
         }
-        for (&epoch, &count) in &other.survivors {
-            *self.survivors.entry(epoch).or_default() += count;
+        for (&epoch, other) in &other.survivors {
+            self.survivors
+                .entry(epoch)
+                .or_default()
+                .add(other.count, other.newest_taken_ns);
         }
         self.came_back_unseen += other.came_back_unseen;
         self.late_puts += other.late_puts;
@@ -90,7 +93,22 @@ impl Held {
 
     /// Outstanding objects from earlier epochs.
     pub fn survivor_count(&self) -> u64 {
-        self.survivors.values().sum()
+        self.survivors.values().map(|s| s.count).sum()
+    }
+}
+
+/// The survivors of one epoch on one call path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Survivors {
+    pub count: u64,
+    /// `taken_ns` of the youngest of them.
+    pub newest_taken_ns: u64,
+}
+
+impl Survivors {
+    fn add(&mut self, count: u64, taken_ns: u64) {
+        self.count += count;
+        self.newest_taken_ns = self.newest_taken_ns.max(taken_ns);
     }
 }
 
@@ -212,7 +230,7 @@ impl Snapshot {
                 held.oldest_taken_ns = held.oldest_taken_ns.min(object.taken_ns);
                 held.ages_ns.push(age);
                 if object.epoch < epoch {
-                    *held.survivors.entry(object.epoch).or_default() += 1;
+                    (held.survivors.entry(object.epoch).or_default()).add(1, object.taken_ns);
                 }
             }
         }
