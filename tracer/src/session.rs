@@ -390,7 +390,6 @@ impl<'a> Attached<'a> {
 
     /// Reads the kernel maps once, and the report built from what they held.
     pub(crate) fn report(&mut self, cut: &Cut) -> Result<(Snapshot, Report)> {
-        self.probes.check_budget()?;
         let min_age_ns = u64::try_from(cut.min_age.as_nanos()).unwrap_or(u64::MAX);
         let snapshot = Snapshot::read(self.probes.probes(), self.plans.len(), min_age_ns)?;
         let report = Report::build(

@@ -18,7 +18,7 @@
 //!   `windows.rs` chooses. Taking Put away (entering Resting) ends an epoch: the kernel side
 //!   is told the new one before Put comes back, so an object of an earlier epoch is known
 //!   to have gone unwatched for a while. When the budget allows every probe all the time,
-//!   the cycle stays Armed.
+//!   the cycle stays Armed, and the budget is asked again every few seconds.
 //!
 //! [`Lifecycle::switch_at`] says when the next transition is due; [`Lifecycle::switch`] makes
 //! it.
@@ -44,6 +44,10 @@ const GETS: [&str; 2] = [names::PROGRAM_GET_ENTRY, names::PROGRAM_GET];
 /// Epochs whose grace is remembered: a survivor older than that many windows is judged by
 /// the oldest grace kept.
 pub const GRACES_KEPT: usize = 4096;
+
+/// While the budget allows every probe, it is asked again this often: a load that grows
+/// starts the windows within this long.
+const BUDGET_CHECK: Duration = Duration::from_secs(5);
 
 /// When Get is probed only a share of the time, it is switched on and off over this period.
 pub const SAMPLE_CYCLE: Duration = Duration::from_millis(500);
@@ -122,12 +126,11 @@ impl Lifecycle {
         limits: Limits,
         windows: Option<Planner>,
     ) -> Result<Self> {
-        let now = Instant::now();
         let mut lifecycle = Self {
             probes: Probes::load(process, binary, plans, limits)?,
             pools: plans.len(),
             state: State::Resting,
-            since: now,
+            since: Instant::now(),
             get_share: 1.0,
             switch_at: None,
             windows: None,
@@ -135,6 +138,8 @@ impl Lifecycle {
             since_measured: Probed::default(),
         };
         lifecycle.arm()?;
+        // The window is timed from when Get went live, not from the (slower) load.
+        let now = Instant::now();
         if let Some(planner) = windows {
             let window = planner.first_window();
             lifecycle.switch_at = Some(now + window);
@@ -208,22 +213,6 @@ impl Lifecycle {
         }
     }
 
-    /// Under windows, while every probe is live: checks the budget still allows it, and if
-    /// not, ends the window now.
-    pub fn check_budget(&mut self) -> Result<()> {
-        let Some(measured) = self.measurement()? else {
-            return Ok(());
-        };
-        let Some(windows) = self.windows.as_mut().filter(|w| w.continuous) else {
-            return Ok(());
-        };
-        if !windows.planner.still_fits(&measured.view()) {
-            windows.continuous = false;
-            self.switch_at = Some(Instant::now());
-        }
-        Ok(())
-    }
-
     /// The windows in force, if any.
     pub fn window_status(&self) -> Option<WindowStatus> {
         self.windows.as_ref().map(|w| WindowStatus {
@@ -251,20 +240,24 @@ impl Lifecycle {
         (probed.get.as_secs_f64(), probed.put.as_secs_f64())
     }
 
-    /// The window's end: every probe stays if the budget allows it, else Get goes and Put
-    /// stays for the grace.
+    /// The window's end: every probe stays if the budget allows it (asked again every
+    /// [`BUDGET_CHECK`] while it does), else Get goes and Put stays for the grace.
     fn end_window(&mut self) -> Result<()> {
         let measured = self.measure()?;
         let Some(windows) = self.windows.as_mut() else {
             return Ok(());
         };
-        match windows.planner.window_ended(&measured.view()) {
+        match windows
+            .planner
+            .window_ended(&measured.view(), windows.times.window)
+        {
             Next::Continuous => {
                 windows.continuous = true;
-                self.switch_at = None;
+                self.switch_at = Some(Instant::now() + BUDGET_CHECK);
                 Ok(())
             }
             Next::Grace(grace) => {
+                windows.continuous = false;
                 windows.times.grace = grace;
                 self.switch_at = Some(Instant::now() + grace);
                 self.rest_gets()
@@ -397,14 +390,6 @@ impl Lifecycle {
             holds: tracking::pool_hold_times(&self.probes, self.pools)?,
             probed: since,
         })
-    }
-
-    /// A measurement when windows are in force and every probe is live.
-    fn measurement(&mut self) -> Result<Option<Measurement>> {
-        match self.windows.as_ref().is_some_and(|w| w.continuous) {
-            true => self.measure().map(Some),
-            false => Ok(None),
-        }
     }
 
     /// The state now lasts its share of the sampling cycle.

@@ -4,7 +4,9 @@
 //!
 //! - G is ten times the longest p99.9 hold time of the pools' returned objects, within a floor
 //!   and a cap, so an object still out when Put goes, a survivor, has been held far longer
-//!   than its pool's objects usually are. Objects held longer still are timed exactly when a
+//!   than its pool's objects usually are. Where the budget cannot pay for that grace within a
+//!   period of a minute, it is shortened (and said once): its survivors are then no evidence,
+//!   since scoring compares each window's grace with the hold times. Objects held longer still are timed exactly when a
 //!   later window sees their Put, and their hold times join the measurements.
 //! - W lasts long enough for about [`GETS_PER_WINDOW`] Gets at the rate measured, within
 //!   bounds.
@@ -21,17 +23,24 @@ use tracer_common::PoolCounters;
 use super::{budget::HitCosts, pool::PoolPlan};
 use crate::error::{Error, Result};
 
-/// Grace bounds: below a second, scheduling jitter is most of it; above half a minute, the
-/// cycle's Put cost needs a very long rest under a small budget.
-pub const GRACE_FLOOR: Duration = Duration::from_secs(1);
+/// Grace bounds: below 100 ms, taking Put's probes away (an RCU grace period, ~0.1 s here)
+/// is most of it; above half a minute, the cycle's Put cost needs a very long rest under a
+/// small budget.
+pub const GRACE_FLOOR: Duration = Duration::from_millis(100);
 pub const GRACE_CAP: Duration = Duration::from_secs(30);
+/// A cycle's grace is shortened to keep its period within this, so that a hot service is
+/// still traced a window a minute.
+const PERIOD_MAX: Duration = Duration::from_secs(60);
 /// The grace is this many times the p99.9 hold time.
 const GRACE_FACTOR: u32 = 10;
-/// The first window, before any rate is known.
-const FIRST_WINDOW: Duration = Duration::from_secs(1);
 const WINDOW_MIN: Duration = Duration::from_millis(200);
+/// The first window, before any rate is known: short, since at a hot pool a window is the
+/// dearest part of a cycle.
+const FIRST_WINDOW: Duration = WINDOW_MIN;
 const WINDOW_MAX: Duration = Duration::from_secs(5);
 const GETS_PER_WINDOW: f64 = 1_000.0;
+/// Probed for less than this, a count says nothing of a rate (seconds).
+const MIN_MEASURED: f64 = 0.05;
 
 /// One cycle's times.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -112,6 +121,8 @@ pub struct Planner {
     cost: Cost,
     /// The user's grace was raised to the measured hold times (said once).
     grace_raised: bool,
+    /// The grace was lowered to what the budget allows (said once).
+    grace_lowered: bool,
 }
 
 /// What the planner decided at the end of a window.
@@ -138,6 +149,7 @@ impl Planner {
             rates: vec![(0.0, 0.0); plans.len()],
             cost: Cost::default(),
             grace_raised: false,
+            grace_lowered: false,
         })
     }
 
@@ -151,8 +163,9 @@ impl Planner {
         self.cost
     }
 
-    /// At the end of a window: whether everything may stay probed, or how long Put stays.
-    pub fn window_ended(&mut self, measured: &Measured) -> Next {
+    /// At the end of a window, or of a check while everything stays probed: whether it may
+    /// go on so, or how long Put stays.
+    pub fn window_ended(&mut self, measured: &Measured, window: Duration) -> Next {
         self.measure(measured);
         let fits = self
             .allowed_ns
@@ -160,14 +173,7 @@ impl Planner {
         if fits && self.fixed.period.is_none() {
             return Next::Continuous;
         }
-        Next::Grace(self.grace(measured.holds))
-    }
-
-    /// While nothing is detached: whether the budget still allows it (checked each report).
-    pub fn still_fits(&mut self, measured: &Measured) -> bool {
-        self.measure(measured);
-        self.allowed_ns
-            .is_some_and(|allowed| self.cost.continuous * 1e9 <= allowed)
+        Next::Grace(self.grace(measured.holds, window))
     }
 
     /// At the end of a cycle's grace, once Put is detached: how long the cycle that just
@@ -212,10 +218,11 @@ impl Planner {
             let gets = counters.gets.saturating_sub(last.0);
             let puts = counters.puts.saturating_sub(last.1);
             *last = (counters.gets, counters.puts);
-            if measured.get_seconds > 0.0 {
+            // A few hits counted while a program was being taken away are no rate.
+            if measured.get_seconds >= MIN_MEASURED {
                 rates.0 = gets as f64 / measured.get_seconds;
             }
-            if measured.put_seconds > 0.0 {
+            if measured.put_seconds >= MIN_MEASURED {
                 rates.1 = puts as f64 / measured.put_seconds;
             }
             continuous_ns += rates.0 * cost.get_ns + rates.1 * cost.put_ns;
@@ -237,7 +244,7 @@ impl Planner {
 
     /// This cycle's grace: ten times the p99.9 hold time, or the user's (raised to the hold
     /// times measured).
-    fn grace(&mut self, holds: &[Vec<u64>]) -> Duration {
+    fn grace(&mut self, holds: &[Vec<u64>], window: Duration) -> Duration {
         let p999 = holds.iter().filter_map(|h| hold_quantile(h, 0.999)).max();
         let measured = Duration::from_nanos(p999.unwrap_or(0));
         if let Some(grace) = self.fixed.grace {
@@ -253,7 +260,35 @@ impl Planner {
             }
             return grace.max(measured);
         }
-        (measured * GRACE_FACTOR).clamp(GRACE_FLOOR, GRACE_CAP)
+        let wanted = (measured * GRACE_FACTOR).clamp(GRACE_FLOOR, GRACE_CAP);
+        match self.affordable_grace(window) {
+            Some(affordable) if affordable < wanted => {
+                if !self.grace_lowered {
+                    self.grace_lowered = true;
+                    crate::status!(
+                        "pooltrace: the budget allows a grace of {} where ten times the p99.9 \
+                         hold time is {}: survivors of such windows are not scored",
+                        secs(affordable.max(GRACE_FLOOR)),
+                        secs(wanted)
+                    );
+                }
+                affordable.max(GRACE_FLOOR)
+            }
+            _ => wanted,
+        }
+    }
+
+    /// The longest grace after `window` that keeps the cycle within [`PERIOD_MAX`] at the
+    /// budget and the rates measured; None without a budget or a Put rate.
+    fn affordable_grace(&self, window: Duration) -> Option<Duration> {
+        let allowed = self.allowed_ns?;
+        let (mut window_ns, mut put_ns_per_s) = (0.0, 0.0);
+        for (&(gets, puts), cost) in self.rates.iter().zip(&self.costs) {
+            window_ns += (gets * cost.get_ns + puts * cost.put_ns) * window.as_secs_f64();
+            put_ns_per_s += puts * cost.put_ns;
+        }
+        let spare = allowed * PERIOD_MAX.as_secs_f64() - window_ns;
+        (put_ns_per_s > 0.0).then(|| Duration::from_secs_f64((spare / put_ns_per_s).max(0.0)))
     }
 }
 

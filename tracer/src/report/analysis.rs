@@ -90,6 +90,9 @@ pub struct WindowEvidence<'a> {
     /// none of this path's did.
     pub reference_p999_ns: Option<u64>,
     pub own_reference: bool,
+    /// The longest this path's returned objects were held (upper edge of its bucket), late
+    /// Puts included; None when none came back.
+    pub longest_hold_ns: Option<u64>,
 }
 
 /// How sure pooltrace is that a path leaks (0 to 100), and why, in words.
@@ -114,8 +117,10 @@ pub struct WindowSurvivors {
 /// time of the objects that come back...
 const SURVIVOR_FACTOR: u64 = 10;
 /// ... and it has stayed out through this many later windows since; on a path none of whose
-/// objects came back yet, also for this many times its grace (it might hold them long).
-const SURVIVOR_WINDOWS: u64 = 2;
+/// objects came back yet, also for this many times its grace (it might hold them long). No
+/// object of its path may ever have come back after as long as its grace: a path that holds
+/// some objects that long explains its survivors.
+const SURVIVOR_WINDOWS: u64 = 1;
 const UNRETURNED_GRACES: u32 = 10;
 
 /// Objects older than this many times their path's p99 hold time count as stuck.
@@ -260,11 +265,15 @@ fn judge_survivors(
     );
     let far_longer =
         |grace: Duration| grace.as_nanos() >= u128::from(reference) * u128::from(SURVIVOR_FACTOR);
+    let held_as_long = |grace: Duration| {
+        (windows.longest_hold_ns).is_some_and(|ns| u128::from(ns) >= grace.as_nanos())
+    };
     let kept: Vec<&WindowSurvivors> = windows
         .survivors
         .iter()
         .filter(|s| {
             far_longer(s.grace)
+                && !held_as_long(s.grace)
                 && windows.epoch.saturating_sub(s.epoch) > SURVIVOR_WINDOWS
                 && (windows.own_reference || s.youngest_age >= s.grace * UNRETURNED_GRACES)
         })
@@ -287,6 +296,14 @@ fn judge_survivors(
         }
         _ if windows.survivors.iter().all(|s| !far_longer(s.grace)) => {
             reasons.push(format!("{outlived}, but {usual}: held long, not scored"));
+        }
+        _ if windows.survivors.iter().all(|s| held_as_long(s.grace)) => {
+            let longest = windows.longest_hold_ns.unwrap_or_default();
+            reasons.push(format!(
+                "{outlived}, but objects of this path have come back after up to {}: held \
+                 long, not scored",
+                units::millis(longest as f64 / 1e6)
+            ));
         }
         _ if windows.own_reference => reasons.push(format!(
             "{outlived}; {usual}; scored once they stay out through {SURVIVOR_WINDOWS} more \
@@ -464,6 +481,7 @@ mod tests {
                 came_back_unseen: 0,
                 reference_p999_ns: Some(2 * MS),
                 own_reference: true,
+                longest_hold_ns: Some(3 * MS),
             }),
             ..quiet()
         }
@@ -475,21 +493,21 @@ mod tests {
         assert!(verdict.score >= 50.0, "{}", verdict.score);
         assert_eq!(
             verdict.reasons,
-            ["37 objects taken in window 4 are still out, through their grace and 2 or more later \
+            ["37 objects taken in window 4 are still out, through their grace and 1 or more later \
               windows; this path's objects come back within 2ms (p99.9)"]
         );
     }
 
     #[test]
     fn survivors_of_the_last_windows_are_not_scored_yet() {
-        let last = [survivors(8, 37, 2), survivors(9, 5, 1)];
+        let last = [survivors(9, 37, 2), survivors(9, 5, 1)];
         let verdict = judge(&windowed(&last, PoolKind::Counting));
         assert_eq!(verdict.score, 0.0);
         assert_eq!(
             verdict.reasons,
             [
                 "42 objects outlived their window's grace (up to 1.0s); this path's objects come \
-              back within 2ms (p99.9); scored once they stay out through 2 more windows"
+              back within 2ms (p99.9); scored once they stay out through 1 more windows"
             ]
         );
     }
@@ -509,6 +527,26 @@ mod tests {
             [
                 "500 objects outlived their window's grace (up to 1.0s), but this path's objects \
               come back within 4.0s (p99.9): held long, not scored"
+            ]
+        );
+    }
+
+    #[test]
+    fn survivors_of_a_path_that_has_given_some_back_as_late_are_explained() {
+        // Its objects usually come back within 2 ms, but one came back after 1.5 s: a 1 s
+        // grace does not make its survivors leaks.
+        let long = [survivors(3, 4, 5)];
+        let mut evidence = windowed(&long, PoolKind::Counting);
+        if let Some(w) = evidence.windows.as_mut() {
+            w.longest_hold_ns = Some(1_500 * MS);
+        }
+        let verdict = judge(&evidence);
+        assert_eq!(verdict.score, 0.0);
+        assert_eq!(
+            verdict.reasons,
+            [
+                "4 objects outlived their window's grace (up to 1.0s), but objects of this path \
+              have come back after up to 1.5s: held long, not scored"
             ]
         );
     }

@@ -499,6 +499,7 @@ fn stack_report(
             came_back_unseen: held.came_back_unseen,
             reference_p999_ns: own_p999.or(w.pool_p999_ns),
             own_reference: own_p999.is_some(),
+            longest_hold_ns: hold_quantile(&held.hold, 1.0),
         }),
     });
     StackReport {
