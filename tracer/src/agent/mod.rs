@@ -1,8 +1,9 @@
 //! `pooltrace agent`: tracing left running on a fleet node. It finds the processes to trace
-//! (`discover`), follows each from attach to exit in a task of its own (`target`), keeps the
-//! Get probes' cost to a budget (`budget`), and publishes each process's latest report for
-//! the HTTP endpoints (`http`: `/metrics` encoded by `metrics`, pprof, JSON), which read only
-//! what was published.
+//! (`discover`), follows each from attach to exit in a task of its own (`target`), within
+//! its budget through tracing windows (`probes::lifecycle`, or Get sampled with
+//! `--continuous`), and publishes each process's latest report for the HTTP endpoints
+//! (`http`: `/metrics` encoded by `metrics`, pprof, JSON), which read only what was
+//! published.
 
 mod discover;
 mod http;
