@@ -11,7 +11,7 @@ use tracer_common::{
 
 use crate::{
     events::stream_get,
-    maps::{epoch, size_wanted, COLLECTED, CROSSED, OUTSTANDING, RECEIVERS, RETURNED},
+    maps::{add_crossing, epoch, size_wanted, COLLECTED, OUTSTANDING, RECEIVERS, RETURNED},
     read::{goes_to_morestack, read_word, GoRegs},
     stack::capture_stack,
 };
@@ -148,20 +148,11 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
 
 fn record_came_back_unseen(pool: u32, earlier: &Outstanding, counters: &mut PoolCounters) {
     counters.came_back_unseen += 1;
-    let path = earlier.path(pool);
-    match CROSSED.get_ptr_mut(&path) {
-        // SAFETY: this CPU's copy of the value.
-        Some(crossed) => unsafe { (*crossed).came_back_unseen += 1 },
-        None => {
-            let crossed = PathCrossings {
-                came_back_unseen: 1,
-                late_puts: 0,
-            };
-            if CROSSED.insert(&path, &crossed, 0).is_err() {
-                counters.paths_dropped += 1;
-            }
-        }
-    }
+    let crossing = PathCrossings {
+        came_back_unseen: 1,
+        late_puts: 0,
+    };
+    add_crossing(&earlier.path(pool), crossing, counters);
 }
 
 /// Key of `RECEIVERS`: a goroutine's Get from one pool (heap addresses fit in 48 bits).

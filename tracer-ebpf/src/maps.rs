@@ -160,6 +160,23 @@ pub(crate) fn epoch() -> u64 {
     EPOCH.get(0).copied().unwrap_or(0)
 }
 
+/// Adds `crossing` (one object handed out again unseen, or given back late) to `path`'s
+/// entry in `CROSSED`; a full map is counted in `paths_dropped`.
+pub(crate) fn add_crossing(path: &PathKey, crossing: PathCrossings, counters: &mut PoolCounters) {
+    match CROSSED.get_ptr_mut(path) {
+        // SAFETY: this CPU's copy of the value.
+        Some(crossed) => unsafe {
+            (*crossed).came_back_unseen += crossing.came_back_unseen;
+            (*crossed).late_puts += crossing.late_puts;
+        },
+        None => {
+            if CROSSED.insert(path, &crossing, 0).is_err() {
+                counters.paths_dropped += 1;
+            }
+        }
+    }
+}
+
 /// The loader's value of `RELEASE_SAMPLE`. A plain read would be folded to the compiled-in
 /// default; 0 is taken as 1 so the modulo can never divide by zero.
 pub(crate) fn release_sample() -> u32 {

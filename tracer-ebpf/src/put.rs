@@ -16,8 +16,8 @@ use crate::{
     double_put::record_double_put,
     events::stream,
     maps::{
-        epoch, release_sample, size_wanted, CROSSED, HOLD_TIMES, OUTSTANDING, RELEASES, RETURNED,
-        ZERO_HISTOGRAM,
+        add_crossing, epoch, release_sample, size_wanted, HOLD_TIMES, OUTSTANDING, RELEASES,
+        RETURNED, ZERO_HISTOGRAM,
     },
     read::{goes_to_morestack, read_word, GoRegs},
     stack::capture_stack,
@@ -138,19 +138,11 @@ fn record_hold_time(acquire: &PathKey, held: u64, counters: &mut PoolCounters) {
 /// as its hold time says.
 fn record_late_put(acquire: &PathKey, counters: &mut PoolCounters) {
     counters.late_puts += 1;
-    match CROSSED.get_ptr_mut(acquire) {
-        // SAFETY: this CPU's copy of the value.
-        Some(crossed) => unsafe { (*crossed).late_puts += 1 },
-        None => {
-            let crossed = PathCrossings {
-                came_back_unseen: 0,
-                late_puts: 1,
-            };
-            if CROSSED.insert(acquire, &crossed, 0).is_err() {
-                counters.paths_dropped += 1;
-            }
-        }
-    }
+    let crossing = PathCrossings {
+        came_back_unseen: 0,
+        late_puts: 1,
+    };
+    add_crossing(acquire, crossing, counters);
 }
 
 /// Counts the object under its acquire path and the call path of this Put.
