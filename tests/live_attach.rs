@@ -7,14 +7,12 @@
 
 use std::{thread, time::Duration};
 
-use pooltrace_tests::{fixture, functions, u64_of, Target, Tracer, Value};
+use pooltrace_tests::{fixture, functions, u64_of, Target, Tracer, Value, SUSPECT_SCORE};
 
 const GET: &str = "main.(*Pool).Get";
 const PUT: &str = "main.(*Pool).Put";
 /// Both pools of the target: the counting one and `sync.Pool`.
 const POOLS: [&str; 7] = ["--get", GET, "--put", PUT, "--pool", "sync", "--top=1000"];
-/// A leak score from which a path counts as a suspected leak.
-const SUSPECT_SCORE: f64 = 20.0;
 
 /// The target's own longest hold so far (finished or still going), in nanoseconds.
 fn longest_hold_ns(target: &mut Target) -> u64 {

@@ -8,10 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_tests::{fixture, functions, pool, u64_of, Target, Tracer, Value, POOLFIX_BUFS};
-
-/// A leak score from which a path counts as a suspected leak.
-const SUSPECT_SCORE: f64 = 20.0;
+use pooltrace_tests::{
+    fixture, functions, pool, suspected_leaks, u64_of, Target, Tracer, Value, POOLFIX_BUFS,
+};
 
 const BUSY_GET: &str = "main.(*Pool).Get";
 const BUSY_PUT: &str = "main.(*Pool).Put";
@@ -124,24 +123,6 @@ fn objects_dropped_and_recycled_within_a_window_are_collected_go119() {
     objects_dropped_and_recycled_within_a_window_are_collected("poolfix-go1.19");
 }
 
-/// Every path scored as a suspect, and every object booked as collected, in a report.
-fn suspects(report: &Value) -> Vec<String> {
-    let mut found = Vec::new();
-    for pool in report["pools"].as_array().expect("pools") {
-        let name = pool["get"].as_str().unwrap_or("?");
-        if u64_of(&pool["collected"]) > 0 {
-            found.push(format!("{name}: {} collected", pool["collected"]));
-        }
-        for stack in pool["stacks"].as_array().expect("stacks") {
-            let score = stack["leak_score"].as_f64().expect("leak_score");
-            if score >= SUSPECT_SCORE {
-                found.push(format!("{name}: score {score}: {stack}"));
-            }
-        }
-    }
-    found
-}
-
 /// The busy target through at least 20 windows, with a path that holds its objects for
 /// seconds and always gives them back: nothing is scored.
 fn twenty_windows_on_a_busy_target_find_no_leak(build: &str) {
@@ -168,7 +149,7 @@ fn twenty_windows_on_a_busy_target_find_no_leak(build: &str) {
         long.iter().any(|s| u64_of(&s["survivors"]) > 0),
         "the long holds outlived no grace: {counting:#}"
     );
-    let found = suspects(&report);
+    let found = suspected_leaks(&report, false);
     assert!(
         found.is_empty(),
         "leaks in a healthy program:\n{}",
@@ -214,7 +195,7 @@ fn a_leak_made_inside_a_window_is_found_with_its_exact_count() {
     assert_eq!(u64_of(&leak["outstanding"]), leaks, "{leak:#}");
     let score = leak["leak_score"].as_f64().expect("score");
     assert!(score >= 50.0, "the leak scores only {score}: {leak:#}");
-    let others: Vec<String> = suspects(&report)
+    let others: Vec<String> = suspected_leaks(&report, false)
         .into_iter()
         .filter(|s| !s.contains("main.leakOnErrorPath"))
         .collect();

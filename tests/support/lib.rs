@@ -512,6 +512,31 @@ pub fn assert_one_line_error(output: &std::process::Output, expected: &str) {
 }
 
 /// The pool in a report whose `get` is `get`.
+/// A leak score from which a call path counts as a suspected leak.
+pub const SUSPECT_SCORE: f64 = 20.0;
+
+/// What a report of a healthy program must never show: every call path scored as a suspect,
+/// and every object booked as dropped without a Put, one line each. `sync_may_drop`: the
+/// program uses `sync.Pool` as its contract allows, dropping some objects, so a collected one
+/// there is lost reuse (still scored below the suspect score), not a leak.
+pub fn suspected_leaks(report: &Value, sync_may_drop: bool) -> Vec<String> {
+    let mut found = Vec::new();
+    for pool in report["pools"].as_array().expect("pools") {
+        let name = pool["get"].as_str().unwrap_or("?");
+        let may_drop = sync_may_drop && pool["kind"] == "sync";
+        if u64_of(&pool["collected"]) > 0 && !may_drop {
+            found.push(format!("{name}: {} collected", pool["collected"]));
+        }
+        for stack in pool["stacks"].as_array().expect("stacks") {
+            let score = stack["leak_score"].as_f64().expect("leak_score");
+            if score >= SUSPECT_SCORE {
+                found.push(format!("{name}: score {score}: {stack}"));
+            }
+        }
+    }
+    found
+}
+
 pub fn pool<'a>(report: &'a Value, get: &str) -> &'a Value {
     report["pools"]
         .as_array()
