@@ -446,7 +446,8 @@ pub struct WindowTimes {
     pub window: Option<Duration>,
 
     /// How long Put stays probed after each window (default: 10x the longest p99.9 hold
-    /// time, 0.1 s to 30 s). Raised to the hold times measured if below them.
+    /// time, 0.1 s to 30 s, shortened where the budget cannot pay for it within a one-minute
+    /// period). Raised to the hold times measured if below them.
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub grace: Option<Duration>,
 
