@@ -178,7 +178,7 @@ fn a_leak_made_inside_a_window_is_found_with_its_exact_count() {
     let leaks = 23;
     target.send(&format!("leak {leaks}"));
     target.expect_line(&format!("leaked {leaks}"));
-    // Ten graces out, and more than two windows since: enough for a path none of whose
+    // Ten graces out, and more than one window since: enough for a path none of whose
     // objects ever came back.
     thread::sleep(Duration::from_secs(9));
     let report = tracer.interrupt().json();
