@@ -10,6 +10,7 @@ use std::{
 
 use pooltrace_tests::{
     fixture, functions, pool, suspected_leaks, u64_of, Target, Tracer, Value, POOLFIX_BUFS,
+    POOLFIX_CHUNKS,
 };
 
 const BUSY_GET: &str = "main.(*Pool).Get";
@@ -87,6 +88,63 @@ fn an_object_given_back_between_windows_came_back_unseen_go127() {
 #[test]
 fn an_object_given_back_between_windows_came_back_unseen_go119() {
     an_object_given_back_between_windows_came_back_unseen("poolfix-go1.19");
+}
+
+/// Two chunks taken in window 1 and given back in window 2: the one kept all along is a late
+/// Put, timed across the gap; the other was dropped, and the Put is of a new header the
+/// collector put at its address while nothing was probed, which only its data pointer tells
+/// apart. That one came back unseen (and is not timed as a hold), the kept one is the one late
+/// Put.
+fn a_put_at_a_recycled_address_is_not_a_late_put(build: &str) {
+    let mut target = Target::start(&fixture(build));
+    let mut args = POOLFIX_CHUNKS.to_vec();
+    args.extend(SLOW_CYCLE);
+    let tracer = Tracer::attach(target.pid, &args);
+    let attached = Instant::now();
+    target.send("keepchunk");
+    let kept = address(&mut target, "kept");
+    target.send("dropchunk");
+    let dropped = address(&mut target, "dropped");
+    sleep_until(attached, Duration::from_millis(4500));
+    target.send("recycle");
+    assert_eq!(
+        address(&mut target, "recycled"),
+        dropped,
+        "the allocator never reused the dropped header"
+    );
+    sleep_until(attached, Duration::from_millis(9000));
+    target.send("putkept");
+    assert_eq!(address(&mut target, "putkept"), kept);
+    target.send("putrecycled");
+    target.expect_line("putrecycled");
+    thread::sleep(Duration::from_millis(500));
+    let report = tracer.interrupt().json();
+    target.exit();
+    assert!(u64_of(&report["windows"]["opened"]) >= 2, "{report:#}");
+    let chunks = pool(&report, "main.(*BucketedPool[uint8]).Get");
+    for (counter, expected) in [
+        ("gets", 2),
+        ("puts", 2),
+        ("late_puts", 1),
+        ("came_back_unseen", 1),
+        ("unmatched_puts", 1),
+        ("collected", 0),
+        ("outstanding", 0),
+    ] {
+        assert_eq!(u64_of(&chunks[counter]), expected, "{counter}: {chunks:#}");
+    }
+    // Both objects are accounted for: no path holds one or is scored.
+    assert_eq!(chunks["stacks"], serde_json::json!([]), "{chunks:#}");
+}
+
+#[test]
+fn a_put_at_a_recycled_address_is_not_a_late_put_go127() {
+    a_put_at_a_recycled_address_is_not_a_late_put("poolfix-go1.27");
+}
+
+#[test]
+fn a_put_at_a_recycled_address_is_not_a_late_put_go119() {
+    a_put_at_a_recycled_address_is_not_a_late_put("poolfix-go1.19");
 }
 
 /// Drops objects and lets the garbage collector hand their memory out again, all inside one

@@ -209,6 +209,11 @@ pub struct ProbeSite {
     pub morestack_flags: u64,
     /// Only this pool instance is traced, when not 0.
     pub receiver_filter: u64,
+    /// A word that stays the same for one object from its Get to its Put but is written
+    /// anew when its memory is recycled (a `*[]T`'s data pointer, a slice's capacity), or
+    /// `WORD_NONE`. Across a gap in tracing an address alone cannot tell the object that
+    /// went out from a new one the garbage collector put there.
+    pub ident: WordSpec,
 }
 
 /// The Get RET takes the receiver its entry probe stashed in `RECEIVERS`.
@@ -264,6 +269,9 @@ pub struct Outstanding {
     pub receiver: u64,
     /// The epoch of its Get (`EPOCH`): within it Put has watched the object without a break.
     pub epoch: u64,
+    /// A second word of the object's identity (`ProbeSite::ident`), 0 when unknown: a Put in
+    /// a later epoch whose word differs gave back another object at a recycled address.
+    pub ident: u64,
 }
 
 impl Outstanding {
@@ -317,16 +325,20 @@ pub struct PathTotals {
 }
 
 /// Value of `CROSSED`: a call path's objects that were still out when their epoch ended (Put
-/// was taken away), and were then seen again. Neither is evidence of a leak: an object handed
+/// was taken away), and were then seen again. None is evidence of a leak: an object handed
 /// out again may have been given back while nothing watched, and one given back in a later
 /// window was held long, for exactly as long as its Get and Put say.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PathCrossings {
-    /// Objects whose address a Get of a later epoch handed out again.
+    /// Objects whose address a later epoch's Get handed out again, or whose address a later
+    /// epoch's Put gave back with another second word of identity (another object).
     pub came_back_unseen: u64,
     /// Objects given back in a later epoch (their hold time is in `HOLD_TIMES`).
     pub late_puts: u64,
+    /// Of `came_back_unseen`, those a Get handed out again with the same second word of
+    /// identity: the very object, given back unseen, so held long and not lost.
+    pub returned_unseen: u64,
 }
 
 /// Buckets of [`HoldHistogram`]: two per power of two of nanoseconds.
@@ -476,6 +488,9 @@ pub struct PoolCounters {
     pub came_back_unseen: u64,
     /// Puts of an object taken in an earlier epoch: a long hold, timed exactly.
     pub late_puts: u64,
+    /// Of `came_back_unseen`, Gets that handed out the very object again (its second word of
+    /// identity unchanged): it was given back unseen.
+    pub returned_unseen: u64,
 }
 
 /// User space sums the per-CPU copies. The destructuring names every field, so a counter
@@ -499,6 +514,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
             put_restarts,
             came_back_unseen,
             late_puts,
+            returned_unseen,
         } = *more;
         self.gets += gets;
         self.nil_gets += nil_gets;
@@ -516,6 +532,7 @@ impl core::ops::AddAssign<&PoolCounters> for PoolCounters {
         self.put_restarts += put_restarts;
         self.came_back_unseen += came_back_unseen;
         self.late_puts += late_puts;
+        self.returned_unseen += returned_unseen;
     }
 }
 
@@ -539,13 +556,13 @@ macro_rules! assert_no_padding {
 
 assert_no_padding! {
     WordSpec { kind, reg, _pad, offset };
-    ProbeSite { pool, flags, key, size, receiver, morestack_flags, receiver_filter };
+    ProbeSite { pool, flags, key, size, receiver, morestack_flags, receiver_filter, ident };
     ObjectKey { pool, _pad, addr };
-    Outstanding { stack, caller, size, taken_ns, goroutine, receiver, epoch };
+    Outstanding { stack, caller, size, taken_ns, goroutine, receiver, epoch, ident };
     PathKey { pool, _pad, stack, caller, receiver };
     StackFrames { len, ips };
     PathTotals { count, bytes };
-    PathCrossings { came_back_unseen, late_puts };
+    PathCrossings { came_back_unseen, late_puts, returned_unseen };
     HoldHistogram { buckets };
     ReleaseKey { acquire, release_stack, release_caller };
     DoublePutKey { pool, _pad, stack, caller, first_stack, first_caller };
@@ -554,7 +571,7 @@ assert_no_padding! {
     PoolCounters {
         gets, nil_gets, puts, unmatched_puts, dropped, stack_failures, collected,
         collected_dropped, read_faults, paths_dropped, stream_lost, double_puts, size_filtered,
-        put_restarts, came_back_unseen, late_puts
+        put_restarts, came_back_unseen, late_puts, returned_unseen
     };
 }
 

@@ -86,6 +86,8 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
             0
         }
     };
+    // Unreadable, it is unknown (0) and never compared.
+    let ident = read_word(&words, &site.ident).unwrap_or(0);
     // At a RET, [rsp] is the return address into Get's caller.
     let (stack, caller) = capture_stack(ctx, site.flags);
     let stack = stack.unwrap_or_else(|| {
@@ -100,6 +102,7 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         goroutine: regs.r14,
         receiver,
         epoch: epoch(),
+        ident,
     };
     if site.flags & SITE_STREAM != 0 {
         stream_get(site, counters, &value, addr, regs);
@@ -115,7 +118,10 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
             if let Some(earlier) = unsafe { OUTSTANDING.get(&key) } {
                 match earlier.epoch == value.epoch {
                     true => record_collected(site.pool, earlier, counters),
-                    false => record_came_back_unseen(site.pool, earlier, counters),
+                    false => {
+                        let same = earlier.ident != 0 && earlier.ident == value.ident;
+                        record_came_back_unseen(site.pool, earlier, same, counters)
+                    }
                 }
             }
             if OUTSTANDING.insert(&key, &value, 0).is_err() {
@@ -146,11 +152,21 @@ fn record_collected(pool: u32, earlier: &Outstanding, counters: &mut PoolCounter
     }
 }
 
-fn record_came_back_unseen(pool: u32, earlier: &Outstanding, counters: &mut PoolCounters) {
+/// Books an object of an earlier epoch whose address is in use again, by a Get or by a Put
+/// of another object: it may have come back while nothing watched. `same`: a Get handed out
+/// the very object again (its second word of identity unchanged), so it did come back.
+pub(crate) fn record_came_back_unseen(
+    pool: u32,
+    earlier: &Outstanding,
+    same: bool,
+    counters: &mut PoolCounters,
+) {
     counters.came_back_unseen += 1;
+    counters.returned_unseen += u64::from(same);
     let crossing = PathCrossings {
         came_back_unseen: 1,
         late_puts: 0,
+        returned_unseen: u64::from(same),
     };
     add_crossing(&earlier.path(pool), crossing, counters);
 }

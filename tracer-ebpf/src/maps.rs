@@ -160,7 +160,7 @@ pub(crate) fn epoch() -> u64 {
     EPOCH.get(0).copied().unwrap_or(0)
 }
 
-/// Adds `crossing` (one object handed out again unseen, or given back late) to `path`'s
+/// Adds `crossing` (one object seen again after a gap in tracing) to `path`'s
 /// entry in `CROSSED`; a full map is counted in `paths_dropped`.
 pub(crate) fn add_crossing(path: &PathKey, crossing: PathCrossings, counters: &mut PoolCounters) {
     match CROSSED.get_ptr_mut(path) {
@@ -168,6 +168,7 @@ pub(crate) fn add_crossing(path: &PathKey, crossing: PathCrossings, counters: &m
         Some(crossed) => unsafe {
             (*crossed).came_back_unseen += crossing.came_back_unseen;
             (*crossed).late_puts += crossing.late_puts;
+            (*crossed).returned_unseen += crossing.returned_unseen;
         },
         None => {
             if CROSSED.insert(path, &crossing, 0).is_err() {

@@ -1,5 +1,6 @@
 //! What a Put does: closes the object's entry in `OUTSTANDING` and books how long it was
-//! held and, sampled, where it was given back. Kept apart from Get because it is where
+//! held and, sampled, where it was given back; across a gap in tracing, only once its second
+//! word of identity shows the object is the one taken. Kept apart from Get because it is where
 //! every lost or doubled Put is told apart, and each of those paths must bump a counter.
 
 use aya_ebpf::{
@@ -8,13 +9,15 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    hold_bucket, ObjectKey, PathCrossings, PathKey, PoolCounters, ProbeSite, ReleaseKey,
-    ReturnedBy, EVENT_PUT, HOLD_BUCKETS, SITE_DOUBLE_PUTS, SITE_RELEASE_PATHS, SITE_STREAM,
+    hold_bucket, ObjectKey, Outstanding, PathCrossings, PathKey, PoolCounters, ProbeSite,
+    ReleaseKey, ReturnedBy, EVENT_PUT, HOLD_BUCKETS, SITE_DOUBLE_PUTS, SITE_RELEASE_PATHS,
+    SITE_STREAM,
 };
 
 use crate::{
     double_put::record_double_put,
     events::stream,
+    get::record_came_back_unseen,
     maps::{
         add_crossing, epoch, release_sample, size_wanted, HOLD_TIMES, OUTSTANDING, RELEASES,
         RETURNED, ZERO_HISTOGRAM,
@@ -64,6 +67,15 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         }
         return;
     };
+    if taken.epoch != epoch && !same_object(&words, site, &taken) {
+        // Another object at the address of one taken before a gap: the first went unseen
+        // (given back, or dropped and collected), and its hold time is unknown.
+        if OUTSTANDING.remove(&key).is_ok() {
+            record_came_back_unseen(site.pool, &taken, false, counters);
+        }
+        counters.unmatched_puts += 1;
+        return;
+    }
     if OUTSTANDING.remove(&key).is_err() {
         // Another CPU's Put of the same object won the race: two Puts of one Get.
         match site.flags & SITE_DOUBLE_PUTS {
@@ -104,6 +116,15 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     }
 }
 
+/// Whether the object given back is the one taken: its second word of identity is the same,
+/// or unknown.
+fn same_object(words: &GoRegs, site: &ProbeSite, taken: &Outstanding) -> bool {
+    match read_word(words, &site.ident) {
+        Some(ident) if taken.ident != 0 => ident == taken.ident,
+        _ => true,
+    }
+}
+
 fn record_hold_time(acquire: &PathKey, held: u64, counters: &mut PoolCounters) {
     // Masked where it is used: LLVM knows hold_bucket() < HOLD_BUCKETS and drops a bounds
     // check, but the verifier must see one. black_box hides the range from LLVM.
@@ -141,6 +162,7 @@ fn record_late_put(acquire: &PathKey, counters: &mut PoolCounters) {
     let crossing = PathCrossings {
         came_back_unseen: 0,
         late_puts: 1,
+        returned_unseen: 0,
     };
     add_crossing(acquire, crossing, counters);
 }

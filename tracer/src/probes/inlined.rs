@@ -212,6 +212,8 @@ fn copy_sites(
                     flags: probe.flags | SITE_IN_CALLER,
                     key: callee.key,
                     size: callee.size,
+                    // The pool underneath has its own object: no second word is known.
+                    ident: WordSpec::default(),
                     ..probe
                 },
             })

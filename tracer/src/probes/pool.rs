@@ -84,6 +84,7 @@ impl PoolPlan {
             receiver: reads.get_receiver,
             morestack_flags: 0,
             receiver_filter,
+            ident: reads.get_ident,
         };
         let put_probe = ProbeSite {
             pool,
@@ -98,6 +99,7 @@ impl PoolPlan {
             receiver: reads.put_receiver,
             morestack_flags: 0,
             receiver_filter,
+            ident: reads.put_ident,
         };
         // An inlined copy has no receiver of the wrapper's to filter on.
         let untraceable = spec

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tracer_common::{hold_bucket_floor, HOLD_BUCKETS};
 
-use crate::probes::PoolKind;
+use crate::probes::{windows::hold_quantile, PoolKind};
 use crate::units;
 
 /// p50, p99 and max of a distribution, in milliseconds.
@@ -84,15 +84,18 @@ pub struct WindowEvidence<'a> {
     pub survivors: &'a [WindowSurvivors],
     /// The epoch now.
     pub epoch: u64,
-    /// Its objects handed out again after a gap in tracing: perhaps given back unseen.
+    /// Its objects whose address was in use again after a gap in tracing: perhaps given back
+    /// unseen.
     pub came_back_unseen: u64,
-    /// The p99.9 hold time of the objects that came back: this path's, or its pool's when
-    /// none of this path's did.
-    pub reference_p999_ns: Option<u64>,
-    pub own_reference: bool,
-    /// The longest this path's returned objects were held (upper edge of its bucket), late
-    /// Puts included; None when none came back.
-    pub longest_hold_ns: Option<u64>,
+    /// Of those, the very objects handed out again (their second word of identity
+    /// unchanged): given back unseen, so held long, not lost.
+    pub returned_unseen: u64,
+    /// Hold times of its objects that came back (`tracer_common::hold_bucket`s), late Puts
+    /// included.
+    pub holds: &'a [u64],
+    /// The p99.9 hold time of its pool's returned objects: the reference while none of this
+    /// path's came back.
+    pub pool_p999_ns: Option<u64>,
 }
 
 /// How sure pooltrace is that a path leaks (0 to 100), and why, in words.
@@ -113,15 +116,21 @@ pub struct WindowSurvivors {
     pub youngest_age: Duration,
 }
 
-/// A survivor is evidence when its window's grace was at least this many times the p99.9 hold
-/// time of the objects that come back...
+/// A survivor is evidence when its window's grace was at least this many times the p99 hold
+/// time of its path's objects that came back (the p99.9 of its pool's, while none of its
+/// path's did)...
 const SURVIVOR_FACTOR: u64 = 10;
 /// ... and it has stayed out through this many later windows since; on a path none of whose
-/// objects came back yet, also for this many times its grace (it might hold them long). No
-/// object of its path may ever have come back after as long as its grace: a path that holds
-/// some objects that long explains its survivors.
+/// objects came back yet, also for this many times its grace (it might hold them long).
 const SURVIVOR_WINDOWS: u64 = 1;
 const UNRETURNED_GRACES: u32 = 10;
+/// ... and the survivors outnumber this many times over the path's objects seen back after a
+/// long hold: held more than a tenth of the grace, given back late, or handed out again as
+/// themselves after a gap. A path that gives objects back after long holds leaves a few out
+/// for good, unseen (given back while nothing watched, then dropped by the pool); on the
+/// saturated demo its healthy path left about one for every ten it was seen to give back.
+/// A leak's survivors never come back as themselves.
+const SURVIVOR_EXCESS: u64 = 2;
 
 /// Objects older than this many times their path's p99 hold time count as stuck.
 const STUCK_FACTOR: f64 = 10.0;
@@ -223,7 +232,8 @@ fn judge_ages(evidence: &Evidence, score: &mut f64, reasons: &mut Vec<String>) {
 }
 
 /// Under windows: survivors held far longer than the path's (or its pool's) objects come
-/// back, that stay out window after window. Objects handed out again after a gap are never
+/// back, that stay out window after window, and far outnumber the objects the path is seen to
+/// give back after long holds. Objects whose address is in use again after a gap are never
 /// evidence: they may have come back while nothing watched.
 fn judge_survivors(
     evidence: &Evidence,
@@ -249,63 +259,65 @@ fn judge_survivors(
         "{total} objects outlived their window's grace (up to {})",
         units::millis(longest_grace.as_secs_f64() * 1000.0)
     );
-    let Some(reference) = windows.reference_p999_ns else {
+    let own = windows.holds.iter().any(|&count| count > 0);
+    let reference = match own {
+        true => hold_quantile(windows.holds, 0.99),
+        false => windows.pool_p999_ns,
+    };
+    let Some(reference) = reference else {
         reasons.push(format!(
             "{outlived}; no object of this pool has come back yet to compare them with"
         ));
         return;
     };
-    let whose = match windows.own_reference {
-        true => "this path's",
-        false => "its pool's",
-    };
-    let usual = format!(
-        "{whose} objects come back within {} (p99.9)",
-        units::millis(reference as f64 / 1e6)
-    );
+    let usual = match own {
+        true => "this path's objects come back within {} (p99)",
+        false => "its pool's objects come back within {} (p99.9)",
+    }
+    .replace("{}", &units::millis(reference as f64 / 1e6));
     let far_longer =
         |grace: Duration| grace.as_nanos() >= u128::from(reference) * u128::from(SURVIVOR_FACTOR);
-    let held_as_long = |grace: Duration| {
-        (windows.longest_hold_ns).is_some_and(|ns| u128::from(ns) >= grace.as_nanos())
-    };
     let kept: Vec<&WindowSurvivors> = windows
         .survivors
         .iter()
         .filter(|s| {
             far_longer(s.grace)
-                && !held_as_long(s.grace)
                 && windows.epoch.saturating_sub(s.epoch) > SURVIVOR_WINDOWS
-                && (windows.own_reference || s.youngest_age >= s.grace * UNRETURNED_GRACES)
+                && (own || s.youngest_age >= s.grace * UNRETURNED_GRACES)
         })
         .collect();
     let evidential: u64 = kept.iter().map(|s| s.count).sum();
+    let long_hold = kept.iter().map(|s| s.grace).min().unwrap_or_default() / SURVIVOR_FACTOR as u32;
+    let seen_back = held_longer(windows.holds, long_hold) + windows.returned_unseen;
+    let long = units::millis(long_hold.as_secs_f64() * 1000.0);
     match (evidence.kind, kept.first(), kept.last()) {
         (PoolKind::Sync, ..) => reasons.push(format!(
             "{outlived}; {usual}; a sync pool may drop them, so only growth is scored"
         )),
+        (PoolKind::Counting, Some(_), _) if evidential < SURVIVOR_EXCESS * seen_back => reasons
+            .push(format!(
+                "{outlived}, but {seen_back} objects of this path were seen back after more \
+                 than {long}: held long, not scored"
+            )),
         (PoolKind::Counting, Some(first), Some(last)) => {
             *score += 45.0 + (10.0 * (evidential as f64).log10()).min(25.0);
             let taken = match first.epoch == last.epoch {
                 true => format!("window {}", first.epoch + 1),
                 false => format!("windows {} to {}", first.epoch + 1, last.epoch + 1),
             };
+            let back = match seen_back {
+                0 => format!("none came back after more than {long}"),
+                n => format!("{n} came back after more than {long}"),
+            };
             reasons.push(format!(
                 "{evidential} objects taken in {taken} are still out, through their grace and \
-                 {SURVIVOR_WINDOWS} or more later windows; {usual}"
+                 {SURVIVOR_WINDOWS} or more later windows; {usual}, and {back}"
             ));
         }
         _ if windows.survivors.iter().all(|s| !far_longer(s.grace)) => {
             reasons.push(format!("{outlived}, but {usual}: held long, not scored"));
         }
-        _ if windows.survivors.iter().all(|s| held_as_long(s.grace)) => {
-            let longest = windows.longest_hold_ns.unwrap_or_default();
-            reasons.push(format!(
-                "{outlived}, but objects of this path have come back after up to {}: held \
-                 long, not scored",
-                units::millis(longest as f64 / 1e6)
-            ));
-        }
-        _ if windows.own_reference => reasons.push(format!(
+        _ if own => reasons.push(format!(
             "{outlived}; {usual}; scored once they stay out through {SURVIVOR_WINDOWS} more \
              windows"
         )),
@@ -314,6 +326,18 @@ fn judge_survivors(
              through {SURVIVOR_WINDOWS} more windows and {UNRETURNED_GRACES} times their grace"
         )),
     }
+}
+
+/// How many of `holds` (hold-time buckets) may have been held longer than `at`: every bucket
+/// whose upper edge lies above it counts whole, so the count is never too low.
+fn held_longer(holds: &[u64], at: Duration) -> u64 {
+    let at = at.as_nanos();
+    (holds.iter().enumerate())
+        .filter(|&(bucket, _)| {
+            bucket + 1 >= HOLD_BUCKETS || u128::from(hold_bucket_floor(bucket + 1)) > at
+        })
+        .map(|(_, &count)| count)
+        .sum()
 }
 
 /// (intervals in which the count rose, intervals compared).
@@ -471,17 +495,30 @@ mod tests {
         }
     }
 
-    /// Under windows: epoch 10 now; this path's objects come back within 2 ms (p99.9).
-    fn windowed<'a>(survivors: &'a [WindowSurvivors], kind: PoolKind) -> Evidence<'a> {
+    /// Hold-time buckets: `count` objects held `ms` each, for each pair.
+    fn holds(held: &[(u64, u64)]) -> Vec<u64> {
+        let mut buckets = vec![0; HOLD_BUCKETS];
+        for &(count, ms) in held {
+            buckets[tracer_common::hold_bucket(ms * MS)] += count;
+        }
+        buckets
+    }
+
+    /// Under windows: epoch 10 now; the path's objects came back as `holds` says.
+    fn windowed<'a>(
+        survivors: &'a [WindowSurvivors],
+        holds: &'a [u64],
+        kind: PoolKind,
+    ) -> Evidence<'a> {
         Evidence {
             kind,
             windows: Some(WindowEvidence {
                 survivors,
                 epoch: 10,
                 came_back_unseen: 0,
-                reference_p999_ns: Some(2 * MS),
-                own_reference: true,
-                longest_hold_ns: Some(3 * MS),
+                returned_unseen: 0,
+                holds,
+                pool_p999_ns: Some(2 * MS),
             }),
             ..quiet()
         }
@@ -489,65 +526,94 @@ mod tests {
 
     #[test]
     fn survivors_that_stay_out_window_after_window_are_evidence() {
-        let verdict = judge(&windowed(&[survivors(3, 37, 5)], PoolKind::Counting));
+        let fast = holds(&[(1000, 2)]);
+        let verdict = judge(&windowed(&[survivors(3, 37, 5)], &fast, PoolKind::Counting));
         assert!(verdict.score >= 50.0, "{}", verdict.score);
         assert_eq!(
             verdict.reasons,
             ["37 objects taken in window 4 are still out, through their grace and 1 or more later \
-              windows; this path's objects come back within 2ms (p99.9)"]
+              windows; this path's objects come back within 2ms (p99), and none came back after \
+              more than 100ms"]
         );
     }
 
     #[test]
     fn survivors_of_the_last_windows_are_not_scored_yet() {
         let last = [survivors(9, 37, 2), survivors(9, 5, 1)];
-        let verdict = judge(&windowed(&last, PoolKind::Counting));
+        let fast = holds(&[(1000, 2)]);
+        let verdict = judge(&windowed(&last, &fast, PoolKind::Counting));
         assert_eq!(verdict.score, 0.0);
         assert_eq!(
             verdict.reasons,
             [
                 "42 objects outlived their window's grace (up to 1.0s); this path's objects come \
-              back within 2ms (p99.9); scored once they stay out through 1 more windows"
+              back within 2ms (p99); scored once they stay out through 1 more windows"
             ]
         );
     }
 
     #[test]
     fn survivors_of_a_path_that_holds_its_objects_long_are_explained_not_scored() {
-        // Its objects are held up to 4 s: a 1 s grace is no measure of them.
+        // Its objects are held up to 400 ms: a 1 s grace is no measure of them.
         let long = [survivors(1, 500, 8)];
-        let mut evidence = windowed(&long, PoolKind::Counting);
-        if let Some(w) = evidence.windows.as_mut() {
-            w.reference_p999_ns = Some(4_000 * MS);
-        }
-        let verdict = judge(&evidence);
+        let slow = holds(&[(1000, 2), (30, 400)]);
+        let verdict = judge(&windowed(&long, &slow, PoolKind::Counting));
         assert_eq!(verdict.score, 0.0);
         assert_eq!(
             verdict.reasons,
             [
                 "500 objects outlived their window's grace (up to 1.0s), but this path's objects \
-              come back within 4.0s (p99.9): held long, not scored"
+              come back within 402ms (p99): held long, not scored"
             ]
         );
     }
 
     #[test]
-    fn survivors_of_a_path_that_has_given_some_back_as_late_are_explained() {
-        // Its objects usually come back within 2 ms, but one came back after 1.5 s: a 1 s
-        // grace does not make its survivors leaks.
+    fn survivors_of_a_path_seen_to_give_as_many_back_late_are_explained() {
+        // Its objects usually come back within 2 ms, but three came back after 1.5 s: four
+        // survivors of a 1 s grace are no leak.
         let long = [survivors(3, 4, 5)];
-        let mut evidence = windowed(&long, PoolKind::Counting);
-        if let Some(w) = evidence.windows.as_mut() {
-            w.longest_hold_ns = Some(1_500 * MS);
-        }
-        let verdict = judge(&evidence);
+        let late = holds(&[(1000, 2), (3, 1500)]);
+        let verdict = judge(&windowed(&long, &late, PoolKind::Counting));
         assert_eq!(verdict.score, 0.0);
         assert_eq!(
             verdict.reasons,
             [
-                "4 objects outlived their window's grace (up to 1.0s), but objects of this path \
-              have come back after up to 1.5s: held long, not scored"
+                "4 objects outlived their window's grace (up to 1.0s), but 3 objects of this path \
+              were seen back after more than 100ms: held long, not scored"
             ]
+        );
+    }
+
+    #[test]
+    fn one_slow_return_does_not_explain_many_survivors() {
+        // As on the saturated demo: one object held 0.9 s among hundreds back in milliseconds.
+        let kept = [survivors(3, 43, 5)];
+        let one_slow = holds(&[(552, 2), (1, 900)]);
+        let verdict = judge(&windowed(&kept, &one_slow, PoolKind::Counting));
+        assert!(verdict.score >= 50.0, "{}", verdict.score);
+        assert!(
+            verdict.reasons[0].ends_with("and 1 came back after more than 100ms"),
+            "{:?}",
+            verdict.reasons
+        );
+    }
+
+    #[test]
+    fn survivors_of_a_path_whose_objects_come_back_as_themselves_are_explained() {
+        // The very objects were handed out again after a gap: given back unseen, held long.
+        let kept = [survivors(3, 12, 5)];
+        let fast = holds(&[(1000, 2)]);
+        let mut evidence = windowed(&kept, &fast, PoolKind::Counting);
+        if let Some(w) = evidence.windows.as_mut() {
+            (w.came_back_unseen, w.returned_unseen) = (30, 30);
+        }
+        let verdict = judge(&evidence);
+        assert_eq!(verdict.score, 0.0);
+        assert_eq!(
+            verdict.reasons[1],
+            "12 objects outlived their window's grace (up to 1.0s), but 30 objects of this path \
+             were seen back after more than 100ms: held long, not scored"
         );
     }
 
@@ -557,11 +623,7 @@ mod tests {
         // ten of their graces out are they evidence.
         let score = |age_s| {
             let kept = [survivors(3, 25, age_s)];
-            let mut evidence = windowed(&kept, PoolKind::Counting);
-            if let Some(w) = evidence.windows.as_mut() {
-                w.own_reference = false;
-            }
-            judge(&evidence).score
+            judge(&windowed(&kept, &[], PoolKind::Counting)).score
         };
         assert_eq!(score(9), 0.0);
         assert!(score(10) >= 50.0, "{}", score(10));
@@ -569,7 +631,7 @@ mod tests {
 
     #[test]
     fn objects_handed_out_again_after_a_gap_are_never_evidence() {
-        let mut evidence = windowed(&[], PoolKind::Counting);
+        let mut evidence = windowed(&[], &[], PoolKind::Counting);
         if let Some(w) = evidence.windows.as_mut() {
             w.came_back_unseen = 12;
         }
@@ -585,14 +647,15 @@ mod tests {
     #[test]
     fn a_sync_pools_survivors_are_explained_and_only_growth_scores() {
         let kept = [survivors(2, 40, 9)];
+        let fast = holds(&[(1000, 2)]);
         let steady = judge(&Evidence {
             trend: &[40, 40, 40, 40],
-            ..windowed(&kept, PoolKind::Sync)
+            ..windowed(&kept, &fast, PoolKind::Sync)
         });
         assert_eq!(steady.score, 0.0);
         let growing = judge(&Evidence {
             trend: &[10, 20, 30, 40],
-            ..windowed(&kept, PoolKind::Sync)
+            ..windowed(&kept, &fast, PoolKind::Sync)
         });
         assert_eq!(growing.score, 30.0);
     }
@@ -602,7 +665,7 @@ mod tests {
         // Without Put probed, an object's age says nothing: only survivors are judged.
         let verdict = judge(&Evidence {
             outstanding_ages_ns: &[90 * SECOND; 412],
-            ..windowed(&[], PoolKind::Counting)
+            ..windowed(&[], &[], PoolKind::Counting)
         });
         assert_eq!(verdict.score, 0.0);
         assert!(verdict.reasons.is_empty());

@@ -174,6 +174,9 @@ struct Counters {
     /// Under tracing windows: Puts of an object taken in an earlier window, whose hold time
     /// is still exact.
     late_puts: u64,
+    /// Of `came_back_unseen`, Gets that handed out the very object again (`slice-ptr` and
+    /// `slice` objects, whose second word tells): it was given back unseen.
+    returned_unseen: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -203,6 +206,9 @@ pub struct StackReport {
     pub survivors: u64,
     pub came_back_unseen: u64,
     pub late_puts: u64,
+    /// Of `came_back_unseen`, the very objects handed out again (`slice-ptr` and `slice`
+    /// objects, whose second word tells): given back unseen, so held long, not lost.
+    pub returned_unseen: u64,
     /// Objects from this path that were dropped without a Put and garbage-collected.
     pub collected: u64,
     pub collected_bytes: u64,
@@ -484,7 +490,6 @@ fn stack_report(
             })
             .collect()
     });
-    let own_p999 = hold_quantile(&held.hold, 0.999);
     let verdict = analysis::judge(&Evidence {
         outstanding_ages_ns: &held.ages_ns,
         collected: held.collected,
@@ -497,9 +502,9 @@ fn stack_report(
             survivors: &survivors,
             epoch: w.epoch,
             came_back_unseen: held.came_back_unseen,
-            reference_p999_ns: own_p999.or(w.pool_p999_ns),
-            own_reference: own_p999.is_some(),
-            longest_hold_ns: hold_quantile(&held.hold, 1.0),
+            returned_unseen: held.returned_unseen,
+            holds: &held.hold,
+            pool_p999_ns: w.pool_p999_ns,
         }),
     });
     StackReport {
@@ -517,6 +522,7 @@ fn stack_report(
         returned: held.hold.iter().sum(),
         survivors: held.survivor_count(),
         came_back_unseen: held.came_back_unseen,
+        returned_unseen: held.returned_unseen,
         late_puts: held.late_puts,
         collected: held.collected,
         collected_bytes: held.collected_bytes,

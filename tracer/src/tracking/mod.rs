@@ -45,6 +45,8 @@ pub struct Held {
     /// Objects that outlived their epoch and were seen again (`tracer_common::PathCrossings`).
     pub came_back_unseen: u64,
     pub late_puts: u64,
+    /// Of `came_back_unseen`, the very objects handed out again: given back unseen.
+    pub returned_unseen: u64,
 }
 
 impl Default for Held {
@@ -60,6 +62,7 @@ impl Default for Held {
             survivors: BTreeMap::new(),
             came_back_unseen: 0,
             late_puts: 0,
+            returned_unseen: 0,
         }
     }
 }
@@ -89,6 +92,7 @@ impl Held {
         }
         self.came_back_unseen += other.came_back_unseen;
         self.late_puts += other.late_puts;
+        self.returned_unseen += other.returned_unseen;
     }
 
     /// Outstanding objects from earlier epochs.
@@ -247,6 +251,8 @@ impl Snapshot {
                 group.held.came_back_unseen +=
                     per_cpu.iter().map(|c| c.came_back_unseen).sum::<u64>();
                 group.held.late_puts += per_cpu.iter().map(|c| c.late_puts).sum::<u64>();
+                group.held.returned_unseen +=
+                    per_cpu.iter().map(|c| c.returned_unseen).sum::<u64>();
             }
         }
         let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, names::HOLD_TIMES)?;
