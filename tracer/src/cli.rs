@@ -441,7 +441,7 @@ pub struct Windows {
 /// measurements.
 #[derive(Clone, Copy, Debug, Default, Args)]
 pub struct WindowTimes {
-    /// How long Get and Put are probed in each cycle (default: about 1000 Gets, 0.2 s to 5 s).
+    /// How long Get and Put are probed in each cycle (default: about 1000 Gets, 10 ms to 5 s).
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub window: Option<Duration>,
 
