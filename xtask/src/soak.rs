@@ -56,7 +56,11 @@ pub fn run(pooltrace: &Path) -> Result {
     let ratio = with / ((before + after) / 2.0);
     println!("   with the agent: {with:.0} requests/s, {ratio:.3} of the runs without it (target: at least 0.95)");
     match seen.leak_at {
-        Some(at) => println!("   the leaking SeriesStream path scored 50 or more after {at} s (target: within 300 s)"),
+        Some(at) => println!(
+            "   the leaking SeriesStream path scored 50 or more after {at} s (target: within 300 s), \
+             and in {} of the {} scrapes since; {:.0} at the end",
+            seen.scored_after, seen.scrapes_after, seen.leak_last
+        ),
         None => println!("   the leaking SeriesStream path never scored 50 (target: within 300 s)"),
     }
     println!(
@@ -71,6 +75,11 @@ pub fn run(pooltrace: &Path) -> Result {
 struct Scores {
     /// Seconds into the soak when the SeriesStream path first scored 50 or more.
     leak_at: Option<u64>,
+    /// Scrapes since then, and those in which it still scored 50 or more.
+    scrapes_after: u64,
+    scored_after: u64,
+    /// Its score at the last scrape.
+    leak_last: f64,
     /// The highest score of any other path.
     other_max: f64,
 }
@@ -83,6 +92,11 @@ impl Scores {
                 if score >= 50.0 && self.leak_at.is_none() {
                     self.leak_at = Some(seconds);
                 }
+                if self.leak_at.is_some() {
+                    self.scrapes_after += 1;
+                    self.scored_after += u64::from(score >= 50.0);
+                }
+                self.leak_last = score;
             } else {
                 self.other_max = self.other_max.max(score);
             }
@@ -141,7 +155,7 @@ fn windows_in_force(addr: &str) -> String {
     match windows["continuous"].as_bool() {
         Some(true) => "continuous".to_owned(),
         Some(false) => format!(
-            "{:.1}/{:.1}/{:.1}",
+            "{:.3}/{:.1}/{:.1}",
             windows["window_s"].as_f64().unwrap_or(f64::NAN),
             windows["grace_s"].as_f64().unwrap_or(f64::NAN),
             windows["period_s"].as_f64().unwrap_or(f64::NAN),
