@@ -58,7 +58,7 @@ pub fn run(pooltrace: &Path) -> Result {
     match seen.leak_at {
         Some(at) => println!(
             "   the leaking SeriesStream path scored 50 or more after {at} s (target: within 300 s), \
-             and in {} of the {} scrapes since; {:.0} at the end",
+             and in {} of the {} scrapes that showed it since; {:.0} at the end",
             seen.scored_after, seen.scrapes_after, seen.leak_last
         ),
         None => println!("   the leaking SeriesStream path never scored 50 (target: within 300 s)"),
