@@ -77,6 +77,10 @@ pub fn build_all() -> Result<PathBuf> {
     let busy = workspace().join("tests/fixtures/busy");
     go_build(&current, &busy, &[], &out.join("busy-go1.27"))?;
     go_build(&go119, &busy, &[], &out.join("busy-go1.19"))?;
+    // A healthy HTTP server that leaves sync.Pool objects out in three ordinary ways.
+    let httppools = workspace().join("tests/fixtures/httppools");
+    go_build(&current, &httppools, &[], &out.join("httppools-go1.27"))?;
+    go_build(&go119, &httppools, &[], &out.join("httppools-go1.19"))?;
     // Pool pairs at a rate set on its command line: what a budget costs, as CPU time.
     let paced = workspace().join("tests/fixtures/paced");
     go_build(&current, &paced, &[], &out.join("paced-go1.27"))?;

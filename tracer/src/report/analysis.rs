@@ -2,7 +2,8 @@
 //! by the same Get path; what differed was how long they stayed out and whether they came
 //! back. So a path is judged by its objects dropped without a Put, by how its outstanding
 //! objects' ages compare with how long its returned objects were held, and by whether what
-//! it holds keeps growing.
+//! it holds keeps growing (in a sync pool, whose users may drop and keep objects as they
+//! like, growth is shown but makes no suspect).
 
 use std::time::Duration;
 
@@ -132,6 +133,32 @@ const UNRETURNED_GRACES: u32 = 10;
 /// A leak's survivors never come back as themselves.
 const SURVIVOR_EXCESS: u64 = 2;
 
+/// What growth adds in a sync pool: shown, below a suspect's 20. A sync pool's user may drop
+/// its objects or keep them as long as it likes, so what it holds grows on healthy programs:
+/// with idle keep-alive connections, when a server drops a reader per closed connection,
+/// and when a wrapper gives the pool a new pointer at every Put.
+const SYNC_GROWTH_SCORE: f64 = 10.0;
+const _: () = assert!(SYNC_GROWTH_SCORE < 20.0, "a sync pool's growth makes no suspect");
+
+/// What a sync pool's growing path may be, in words.
+fn sync_growth(evidence: &Evidence) -> &'static str {
+    match (evidence.hold, evidence.collected) {
+        (None, _) => {
+            "none of its objects ever came back: if its Put gives the pool a new pointer each \
+             time (`Put(&buf)`), no Put can match a Get, and tracing the wrapper's own Get and \
+             Put tells; not scored as a leak in a sync pool"
+        }
+        (Some(_), 1..) => {
+            "it drops objects, which a sync pool allows: not scored as a leak, only as lost \
+             reuse"
+        }
+        (Some(_), 0) => {
+            "held by long-lived owners (a connection, a worker), or dropped and not collected \
+             yet, both of which a sync pool allows: not scored as a leak"
+        }
+    }
+}
+
 /// Objects older than this many times their path's p99 hold time count as stuck.
 const STUCK_FACTOR: f64 = 10.0;
 /// ... and never younger than this, so sub-millisecond paths are not judged on jitter.
@@ -177,20 +204,23 @@ pub fn judge(evidence: &Evidence) -> Verdict {
         None => judge_ages(evidence, &mut score, &mut reasons),
     }
     // A busy path's count wobbles; a leaking one climbs, and ends well above where it began.
-    // For a sync pool this is the evidence that counts: what it keeps grows with the load.
     let (grew, steps) = growth(evidence.trend);
     let (first, last) = (
         evidence.trend.first().copied().unwrap_or(0),
         evidence.trend.last().copied().unwrap_or(0),
     );
     if steps >= 3 && grew * 3 >= steps * 2 && last * 2 >= first * 3 && last > first {
-        score += match evidence.kind {
-            PoolKind::Counting => 10.0,
-            PoolKind::Sync => 30.0,
-        };
-        reasons.push(format!(
-            "what it holds grew in {grew} of the last {steps} intervals"
-        ));
+        let grown = format!("what it holds grew in {grew} of the last {steps} intervals");
+        match evidence.kind {
+            PoolKind::Counting => {
+                score += 10.0;
+                reasons.push(grown);
+            }
+            PoolKind::Sync => {
+                score += SYNC_GROWTH_SCORE;
+                reasons.push(format!("{grown}; {}", sync_growth(evidence)));
+            }
+        }
     }
     Verdict {
         score: score.min(100.0),
@@ -225,7 +255,7 @@ fn judge_ages(evidence: &Evidence, score: &mut f64, reasons: &mut Vec<String>) {
             }
             // An object a sync pool's user keeps is as likely dropped and not yet collected.
             PoolKind::Sync => reasons.push(format!(
-                "{older}; {usual}; a sync pool may drop them, so only growth is scored"
+                "{older}; {usual}; a sync pool may drop them, so they are not scored"
             )),
         }
     }
@@ -292,7 +322,7 @@ fn judge_survivors(
     let long = units::millis(long_hold.as_secs_f64() * 1000.0);
     match (evidence.kind, kept.first(), kept.last()) {
         (PoolKind::Sync, ..) => reasons.push(format!(
-            "{outlived}; {usual}; a sync pool may drop them, so only growth is scored"
+            "{outlived}; {usual}; a sync pool may drop them, so they are not scored"
         )),
         (PoolKind::Counting, Some(_), _) if evidential < SURVIVOR_EXCESS * seen_back => reasons
             .push(format!(
@@ -456,11 +486,46 @@ mod tests {
             steady.reasons,
             [
                 "40 objects older than 1.0s; objects from this path normally come back within \
-              5ms (p99); a sync pool may drop them, so only growth is scored"
+              5ms (p99); a sync pool may drop them, so they are not scored"
             ]
         );
         let growing = judge(&evidence(&[10, 20, 30, 40]));
-        assert_eq!(growing.score, 30.0);
+        assert_eq!(growing.score, 10.0);
+        assert_eq!(
+            growing.reasons[1],
+            "what it holds grew in 3 of the last 3 intervals; held by long-lived owners (a \
+             connection, a worker), or dropped and not collected yet, both of which a sync pool \
+             allows: not scored as a leak"
+        );
+    }
+
+    #[test]
+    fn a_growing_sync_path_says_what_else_it_may_be_and_stays_below_a_suspect() {
+        let growing = |hold, collected| {
+            judge(&Evidence {
+                kind: PoolKind::Sync,
+                hold,
+                collected,
+                trend: &[10, 20, 30, 40],
+                ..quiet()
+            })
+        };
+        // Nothing ever came back: a Put that boxes a new pointer never matches.
+        let reboxed = growing(None, 0);
+        assert_eq!(reboxed.score, SYNC_GROWTH_SCORE);
+        assert!(
+            reboxed.reasons[0].contains("none of its objects ever came back"),
+            "{:?}",
+            reboxed.reasons
+        );
+        // Dropped, with their memory reused: lost reuse.
+        let dropping = growing(hold(5.0), 12);
+        assert_eq!(dropping.score, SYNC_GROWTH_SCORE);
+        assert!(
+            dropping.reasons[1].contains("it drops objects, which a sync pool allows"),
+            "{:?}",
+            dropping.reasons
+        );
     }
 
     #[test]
@@ -657,7 +722,7 @@ mod tests {
             trend: &[10, 20, 30, 40],
             ..windowed(&kept, &fast, PoolKind::Sync)
         });
-        assert_eq!(growing.score, 30.0);
+        assert_eq!(growing.score, SYNC_GROWTH_SCORE);
     }
 
     #[test]
