@@ -147,6 +147,57 @@ fn a_put_at_a_recycled_address_is_not_a_late_put_go119() {
     a_put_at_a_recycled_address_is_not_a_late_put("poolfix-go1.19");
 }
 
+/// A chunk held past its window, given back while nothing is probed, and handed out again in
+/// the next window with its data pointer unchanged: the very object came back, so it counts
+/// as returned unseen (held long, not lost) as well as came back unseen.
+fn the_very_object_handed_out_again_is_returned_unseen(build: &str) {
+    let mut target = Target::start(&fixture(build));
+    target.send("oneproc");
+    target.expect_line("oneproc");
+    let mut args = POOLFIX_CHUNKS.to_vec();
+    args.extend(SLOW_CYCLE);
+    let tracer = Tracer::attach(target.pid, &args);
+    let attached = Instant::now();
+    target.send("keepchunk");
+    let kept = address(&mut target, "kept");
+    sleep_until(attached, Duration::from_millis(5500));
+    target.send("putkept");
+    assert_eq!(address(&mut target, "putkept"), kept);
+    sleep_until(attached, Duration::from_millis(9000));
+    target.send("regainchunk");
+    assert_eq!(
+        address(&mut target, "regainedchunk"),
+        kept,
+        "sync.Pool handed out another chunk"
+    );
+    thread::sleep(Duration::from_millis(500));
+    let report = tracer.interrupt().json();
+    target.exit();
+    let chunks = pool(&report, "main.(*BucketedPool[uint8]).Get");
+    for (counter, expected) in [
+        ("gets", 2),
+        ("puts", 1),
+        ("came_back_unseen", 1),
+        ("returned_unseen", 1),
+        ("late_puts", 0),
+        ("unmatched_puts", 0),
+        ("collected", 0),
+        ("outstanding", 0),
+    ] {
+        assert_eq!(u64_of(&chunks[counter]), expected, "{counter}: {chunks:#}");
+    }
+}
+
+#[test]
+fn the_very_object_handed_out_again_is_returned_unseen_go127() {
+    the_very_object_handed_out_again_is_returned_unseen("poolfix-go1.27");
+}
+
+#[test]
+fn the_very_object_handed_out_again_is_returned_unseen_go119() {
+    the_very_object_handed_out_again_is_returned_unseen("poolfix-go1.19");
+}
+
 /// Drops objects and lets the garbage collector hand their memory out again, all inside one
 /// window: Put watched them throughout, so they are booked as collected.
 fn objects_dropped_and_recycled_within_a_window_are_collected(build: &str) {

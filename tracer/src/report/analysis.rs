@@ -138,7 +138,10 @@ const SURVIVOR_EXCESS: u64 = 2;
 /// with idle keep-alive connections, when a server drops a reader per closed connection,
 /// and when a wrapper gives the pool a new pointer at every Put.
 const SYNC_GROWTH_SCORE: f64 = 10.0;
-const _: () = assert!(SYNC_GROWTH_SCORE < 20.0, "a sync pool's growth makes no suspect");
+const _: () = assert!(
+    SYNC_GROWTH_SCORE < 20.0,
+    "a sync pool's growth makes no suspect"
+);
 
 /// What a sync pool's growing path may be, in words.
 fn sync_growth(evidence: &Evidence) -> &'static str {
