@@ -397,3 +397,37 @@ fn history_forgets_a_path_no_report_has_recorded_for_a_trend_length() {
     assert_eq!(history.held.len(), 1);
     assert_eq!(trend(build_with(&held, &plans, &mut history)), 1);
 }
+
+#[test]
+fn a_sub_millisecond_oldest_object_prints_as_the_ages_do() {
+    let young = Group {
+        held: Held {
+            oldest_taken_ns: 100 * SECOND_NS - 103_000,
+            ages_ns: vec![103_000],
+            ..group(1, HANDLER, 1, 0).held
+        },
+        ..group(1, HANDLER, 1, 0)
+    };
+    let report = build(
+        &snapshot(vec![young], &[(1, &[GET_RET_A, MAIN])]),
+        &[plan(PoolKind::Counting)],
+    );
+    let text = render_final(&report, Style { color: false });
+    let summary = text
+        .lines()
+        .find(|l| l.contains("outstanding, oldest"))
+        .unwrap_or_else(|| panic!("no path: {text}"));
+    let oldest = summary.split("oldest ").nth(1).unwrap_or("");
+    assert!(!oldest.starts_with("0us"), "{summary}");
+    let max = text
+        .split("max ")
+        .nth(1)
+        .unwrap_or("")
+        .split([')', ';', '\n'])
+        .next()
+        .unwrap_or("");
+    assert!(
+        oldest.starts_with(max),
+        "oldest {oldest:?}, ages' max {max:?}: {text}"
+    );
+}

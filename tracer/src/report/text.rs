@@ -296,11 +296,16 @@ fn held_summary(stack: &StackReport, puts_unseen: bool) -> String {
             0 => String::new(),
             n => format!(" ({n} survivors of earlier windows)"),
         };
+        // The ages' own maximum where there is one: whole milliseconds would print a
+        // sub-millisecond oldest as 0us beside "out now ... max 103us".
+        let oldest = stack
+            .age_ms
+            .map_or(stack.oldest_age_ms as f64, |age| age.max);
         format!(
             "{}{} outstanding{survivors}, oldest {}",
             objects(stack.outstanding),
             bytes_suffix(stack.bytes),
-            units::millis(stack.oldest_age_ms as f64)
+            units::millis(oldest)
         )
     });
     let collected = (stack.collected > 0).then(|| {
