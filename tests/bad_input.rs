@@ -1,8 +1,10 @@
-//! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
+//! Bad input gets one clear line on stderr and a non-zero exit, never a panic. A key spec
+//! that reads the wrong word cannot be refused up front: while tracing goes on, one line says
+//! which spec to look at, once.
 
-use std::{os::unix::process::CommandExt, process::Command};
+use std::{os::unix::process::CommandExt, process::Command, thread, time::Duration};
 
-use pooltrace_tests::{fixture, pooltrace_bin, run_pooltrace, Target};
+use pooltrace_tests::{fixture, pooltrace_bin, run_pooltrace, Target, Tracer, POOLFIX_BUFS};
 
 /// Asserts the run failed with exit status 1 and exactly `expected` as its only stderr line.
 fn assert_fails_with(output: std::process::Output, expected: &str) {
@@ -165,4 +167,62 @@ fn help_offers_no_option_the_command_refuses() {
         .starts_with("error: unexpected argument '--dry-run'"));
     let report_help = run_pooltrace(&["report", "--help"]);
     assert!(String::from_utf8_lossy(&report_help.stdout).contains("--dry-run"));
+}
+
+/// Traces poolfix's BufPool with `extra` for two rounds of its workload; pooltrace's stderr
+/// lines that contain `doubt`.
+fn doubts_said(extra: &[&str], doubt: &str) -> Vec<String> {
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let mut args = POOLFIX_BUFS.to_vec();
+    args.extend(extra);
+    args.extend(["--interval", "300ms"]);
+    let tracer = Tracer::attach(target.pid, &args);
+    for _ in 0..2 {
+        target.send("round");
+        target.expect_line("counts");
+        thread::sleep(Duration::from_millis(700));
+    }
+    let done = tracer.interrupt();
+    target.exit();
+    assert!(done.status.success(), "{:#?}", done.stderr);
+    done.stderr
+        .into_iter()
+        .filter(|l| l.contains(doubt))
+        .collect()
+}
+
+/// A Get read with the wrong `--object` finds nil every time: tracing goes on, and one line,
+/// once, says which spec to look at.
+#[test]
+fn gets_that_read_nil_every_time_name_the_spec_once() {
+    let said = doubts_said(&["--object", "iface"], "Gets read their object as nil");
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].starts_with("pooltrace: main.(*BufPool).Get: ")
+            && said[0].contains("--object or --get-key probably reads the wrong word"),
+        "{}",
+        said[0]
+    );
+}
+
+/// A Put key on the wrong word (the receiver) never matches: one line, once.
+#[test]
+fn puts_that_never_match_name_the_spec_once() {
+    let said = doubts_said(&["--put-key", "a0"], "Puts gave back an object");
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].starts_with("pooltrace: main.(*BufPool).Put: none of ")
+            && said[0].contains("--object or --put-key probably reads the wrong word at Put"),
+        "{}",
+        said[0]
+    );
+}
+
+/// A spec that reads the right words raises no doubt.
+#[test]
+fn right_specs_raise_no_doubt() {
+    assert_eq!(
+        doubts_said(&[], "probably reads the wrong word"),
+        Vec::<String>::new()
+    );
 }

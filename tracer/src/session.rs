@@ -356,6 +356,8 @@ pub(crate) struct Attached<'a> {
     pub(crate) plans: Vec<PoolPlan>,
     symbolizer: Symbolizer<'a>,
     history: History,
+    /// Key specs the counters cast doubt on, said once each.
+    doubts: report::Doubts,
     started: Instant,
     /// The budget in percent of a core, for reports, when tracing windows keep to one.
     pub(crate) budget: Option<f64>,
@@ -383,6 +385,7 @@ impl<'a> Attached<'a> {
             plans,
             symbolizer: Symbolizer::new(binary),
             history: History::default(),
+            doubts: report::Doubts::default(),
             started: Instant::now(),
             budget: None,
         }
@@ -415,6 +418,9 @@ impl<'a> Attached<'a> {
                 graces: self.probes.graces(),
             },
         );
+        for doubt in self.doubts.new_in(&report) {
+            crate::status!("{doubt}");
+        }
         Ok((snapshot, report))
     }
 }

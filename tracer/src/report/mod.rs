@@ -3,6 +3,7 @@
 //! is a function of the snapshot, the plans and a symbolizer: it reads nothing itself.
 
 pub mod analysis;
+mod doubts;
 mod flame;
 pub mod gate;
 pub mod pprof;
@@ -16,6 +17,7 @@ use std::{
 
 use serde::Serialize;
 
+pub use doubts::Doubts;
 pub use text::{render_final, render_interval, Style};
 
 use analysis::{Evidence, Percentiles, WindowEvidence, WindowSurvivors};

@@ -1,0 +1,69 @@
+//! What a pool's counters say about the words pooltrace reads. When nearly every Get reads its
+//! object as nil, or no Put ever gives back an object a Get handed out, the key spec
+//! (`--object`, `--get-key`, `--put-key`) most likely reads the wrong word, and the report
+//! alone would look like an idle pool. Each doubt is said once per pool.
+
+use std::collections::HashSet;
+
+use super::{PoolReport, Report};
+
+/// Fewer calls than this say nothing yet.
+const ENOUGH: u64 = 20;
+
+/// The doubts already said.
+#[derive(Default)]
+pub struct Doubts {
+    said: HashSet<(String, Doubt)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Doubt {
+    NilGets,
+    NoPutMatches,
+}
+
+impl Doubts {
+    /// The doubts `report` raises that were not said before, one line each.
+    pub fn new_in(&mut self, report: &Report) -> Vec<String> {
+        let mut lines = Vec::new();
+        for pool in &report.pools {
+            for (doubt, line) in doubts(pool, report.pid) {
+                if self.said.insert((pool.get.clone(), doubt)) {
+                    lines.push(line);
+                }
+            }
+        }
+        lines
+    }
+}
+
+fn doubts(pool: &PoolReport, pid: i32) -> Vec<(Doubt, String)> {
+    let counters = &pool.counters;
+    let list = format!("`pooltrace list --pid {pid}` shows what each pair takes and returns");
+    let mut found = Vec::new();
+    let read = counters.gets + counters.nil_gets;
+    if read >= ENOUGH && counters.nil_gets * 10 >= read * 9 {
+        found.push((
+            Doubt::NilGets,
+            format!(
+                "pooltrace: {}: {} of {read} Gets read their object as nil: --object or \
+                 --get-key probably reads the wrong word (or the pool is always empty); {list}",
+                pool.get, counters.nil_gets
+            ),
+        ));
+    }
+    // Objects left out by size are never matched: only the tracked ones count.
+    let tracked = counters.gets.saturating_sub(counters.size_filtered);
+    if tracked >= ENOUGH && counters.puts >= ENOUGH && counters.unmatched_puts >= counters.puts {
+        found.push((
+            Doubt::NoPutMatches,
+            format!(
+                "pooltrace: {}: none of {} Puts gave back an object a Get handed out: \
+                 --object or --put-key probably reads the wrong word at Put, or Put is given \
+                 a new pointer each time (`Put(&b)`); {list}",
+                pool.put, counters.puts
+            ),
+        ));
+    }
+    found
+}
