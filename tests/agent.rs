@@ -640,3 +640,94 @@ fn thousands_of_call_paths_stay_within_the_series_bound_and_add_up() {
     );
     assert_eq!(agent.get("/healthz").0, 200);
 }
+
+/// Targets SIGKILLed at random points while their windows switch Get and Put on and off,
+/// 200 of them, ten at a time: each kill is an exit, never an attach failure nor a window
+/// that could not open.
+#[test]
+fn targets_killed_while_their_probes_switch_are_exits_not_attach_failures() {
+    let scratch = Scratch::new("kills");
+    let program = scratch.fixture_copy("paced-go1.27", "paced-kills");
+    // A cycle every 100 ms: Get and Put go on and off ten times a second.
+    let mut agent = Agent::start(&[
+        "--exe",
+        "paced-kills",
+        "--get",
+        "main.(*Pool).Get",
+        "--put",
+        "main.(*Pool).Put",
+        "--window",
+        "10ms",
+        "--grace",
+        "20ms",
+        "--period",
+        "100ms",
+        // Small maps: each target gets its own, and making large ones is most of an attach.
+        "--max-objects",
+        "4096",
+        "--max-stacks",
+        "1024",
+    ]);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20 {
+        let targets: Vec<Target> = (0..10)
+            .map(|_| {
+                let mut command = Command::new(&program);
+                command.arg("500");
+                Target::start_command(command)
+            })
+            .collect();
+        for target in &targets {
+            agent.expect_attached(target.pid, Duration::from_secs(10));
+        }
+        for target in targets {
+            // xorshift: a delay of 0 to 127 ms, past the attach, into some cycle's switch.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(seed % 128));
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(target.pid, libc::SIGKILL) };
+            drop(target);
+        }
+    }
+    let metrics = agent.metrics();
+    let said = agent.stop();
+    // Neither a failed attach nor a failed window: each was an exit.
+    let failures: Vec<&String> = (said.iter())
+        .filter(|l| l.contains("cannot trace") || l.contains("could not open"))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        !metrics.contains("pooltrace_attach_failures_total{"),
+        "{metrics}"
+    );
+}
+
+/// A server that runs a copy of itself on every request: the agent, following that
+/// executable, meets processes that exit (or are still between fork and exec) while it
+/// attaches. None of them is an attach failure.
+#[test]
+fn helpers_that_exit_during_their_attach_are_not_attach_failures() {
+    let scratch = Scratch::new("helpers");
+    let program = scratch.fixture_copy("httppools-go1.27", "httppools-helpers");
+    let mut agent = Agent::start(&["--exe", "httppools-helpers", "--pool", "sync"]);
+    let mut server = Target::start(&program);
+    agent.expect_attached(server.pid, Duration::from_secs(10));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        server.send("runs 20");
+        server.expect_line("done runs");
+    }
+    let metrics = agent.metrics();
+    server.exit();
+    let said = agent.stop();
+    let failures: Vec<&String> = (said.iter())
+        .filter(|l| l.contains("cannot trace") || l.contains("is not a Go program"))
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        !metrics.contains("pooltrace_attach_failures_total{"),
+        "{metrics}"
+    );
+}

@@ -20,6 +20,12 @@ impl Identity {
     pub fn exe_name(&self) -> &str {
         file_name(&self.exe)
     }
+
+    /// Whether this process still runs this executable: not gone, not a zombie, not
+    /// replaced by an exec, its PID not reused.
+    pub fn runs_still(&self) -> bool {
+        identity(self.pid).as_ref() == Some(self)
+    }
 }
 
 /// A process that matched, and what the agent labels it with.

@@ -69,7 +69,7 @@ impl Published {
 }
 
 /// One process's latest numbers.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TargetView {
     identity: Identity,
     container: Option<String>,

@@ -85,6 +85,24 @@ pub async fn follow(
             Outcome::Ended
         }
         Ok(None) => Outcome::Ended,
+        // A process that exits or execs while its probes go on or off (a kill during a
+        // window's switch, a child between fork and exec that still shows its parent's
+        // executable) fails that step: what happened is the exit.
+        Err(error) if !found.identity.runs_still() => {
+            crate::status!(
+                "pooltrace agent: PID {pid} ({exe}) exited or called exec while being \
+                 attached or switched ({}): detached",
+                error.chain()
+            );
+            let mut published = published.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(view) = published.targets.get_mut(&found.identity) {
+                // Its last numbers stay for --forget-after, as any exit's.
+                let mut ended = TargetView::clone(view);
+                ended.exited = Some(Instant::now());
+                *view = Arc::new(ended);
+            }
+            Outcome::Ended
+        }
         Err(error) => {
             crate::status!(
                 "pooltrace agent: cannot trace PID {pid} ({exe}): {}",

@@ -66,6 +66,8 @@ enum State {
 /// A trace's probes and their state; dropping it detaches them all.
 pub struct Lifecycle {
     probes: Probes,
+    /// The traced process.
+    pid: i32,
     pools: usize,
     state: State,
     /// Since when the state holds.
@@ -128,6 +130,7 @@ impl Lifecycle {
     ) -> Result<Self> {
         let mut lifecycle = Self {
             probes: Probes::load(process, binary, plans, limits)?,
+            pid: process.pid(),
             pools: plans.len(),
             state: State::Resting,
             since: Instant::now(),
@@ -313,12 +316,16 @@ impl Lifecycle {
                 self.switch_at = Some(now + windows.times.window);
             }
             Err(error) => {
-                windows.failed += 1;
-                crate::status!(
-                    "pooltrace: window {} could not open: {}",
-                    windows.opened + windows.failed,
-                    error.chain()
-                );
+                // A process that exited is no failed window: its exit is said where it is
+                // seen.
+                if self.target_runs() {
+                    windows.failed += 1;
+                    crate::status!(
+                        "pooltrace: window {} could not open: {}",
+                        windows.opened + windows.failed,
+                        error.chain()
+                    );
+                }
                 // What went live goes again, Get's first; a failure here leaves it to drop.
                 let _ = self.probes.disarm(&GETS);
                 let _ = self.probes.disarm(&PUT);
@@ -327,6 +334,12 @@ impl Lifecycle {
             }
         }
         self.windows = Some(windows);
+    }
+
+    /// Whether the traced process still runs: neither gone nor a zombie, which has no
+    /// executable.
+    fn target_runs(&self) -> bool {
+        std::fs::read_link(format!("/proc/{}/exe", self.pid)).is_ok()
     }
 
     fn arm(&mut self) -> Result<()> {
