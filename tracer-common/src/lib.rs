@@ -376,6 +376,14 @@ pub fn hold_bucket_floor(bucket: usize) -> u64 {
     (1u64 << log) + (bucket as u64 % 2) * (1u64 << (log - 1))
 }
 
+/// The upper edge of `bucket`: the next one's floor, or `u64::MAX` past the last.
+pub fn hold_bucket_ceiling(bucket: usize) -> u64 {
+    match bucket + 1 < HOLD_BUCKETS {
+        true => hold_bucket_floor(bucket + 1),
+        false => u64::MAX,
+    }
+}
+
 /// Key of `RELEASES`: objects of one acquire path (as [`PathKey`]) given back through one
 /// release path (the Put's stack and caller).
 #[repr(C)]
@@ -590,7 +598,9 @@ mod tests {
             let floor = hold_bucket_floor(bucket);
             assert_eq!(hold_bucket(floor), bucket);
             assert_eq!(hold_bucket(hold_bucket_floor(bucket + 1) - 1), bucket);
+            assert_eq!(hold_bucket_ceiling(bucket), hold_bucket_floor(bucket + 1));
         }
+        assert_eq!(hold_bucket_ceiling(HOLD_BUCKETS - 1), u64::MAX);
     }
 
     #[test]

@@ -312,7 +312,7 @@ pub fn hold_quantile(buckets: &[u64], q: f64) -> Option<u64> {
     for (bucket, &count) in buckets.iter().enumerate() {
         seen += count;
         if seen >= wanted.max(1) {
-            return Some(tracer_common::hold_bucket_floor(bucket + 1));
+            return Some(tracer_common::hold_bucket_ceiling(bucket));
         }
     }
     None
@@ -351,5 +351,9 @@ mod tests {
         let max = hold_quantile(&buckets, 1.0).unwrap();
         assert!(max > 3_000_000_000, "{max}");
         assert_eq!(hold_quantile(&[0; 4], 0.999), None);
+        // The last bucket has no next one to take an edge from.
+        let mut last = vec![0; tracer_common::HOLD_BUCKETS];
+        last[tracer_common::HOLD_BUCKETS - 1] = 1;
+        assert_eq!(hold_quantile(&last, 1.0), Some(u64::MAX));
     }
 }

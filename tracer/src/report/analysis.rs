@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tracer_common::{hold_bucket_floor, HOLD_BUCKETS};
+use tracer_common::{hold_bucket_ceiling, hold_bucket_floor};
 
 use crate::probes::{windows::hold_quantile, PoolKind};
 use crate::units;
@@ -38,12 +38,7 @@ impl Percentiles {
 pub fn hold_times(buckets: &[u64]) -> Option<Percentiles> {
     let mut histogram = Histogram::<u64>::new(2).ok()?;
     for (bucket, &count) in buckets.iter().enumerate().filter(|(_, &c)| c > 0) {
-        let low = hold_bucket_floor(bucket);
-        let high = if bucket + 1 < HOLD_BUCKETS {
-            hold_bucket_floor(bucket + 1)
-        } else {
-            low.saturating_mul(2)
-        };
+        let (low, high) = (hold_bucket_floor(bucket), hold_bucket_ceiling(bucket));
         histogram.record_n(low + (high - low) / 2, count).ok()?;
     }
     Percentiles::of(&histogram)
@@ -303,11 +298,14 @@ fn judge_survivors(
         ));
         return;
     };
-    let usual = match own {
-        true => "this path's objects come back within {} (p99)",
-        false => "its pool's objects come back within {} (p99.9)",
-    }
-    .replace("{}", &units::millis(reference as f64 / 1e6));
+    let (whose, quantile) = match own {
+        true => ("this path's", "p99"),
+        false => ("its pool's", "p99.9"),
+    };
+    let usual = format!(
+        "{whose} objects come back within {} ({quantile})",
+        units::millis(reference as f64 / 1e6)
+    );
     let far_longer =
         |grace: Duration| grace.as_nanos() >= u128::from(reference) * u128::from(SURVIVOR_FACTOR);
     let kept: Vec<&WindowSurvivors> = windows
@@ -366,9 +364,7 @@ fn judge_survivors(
 fn held_longer(holds: &[u64], at: Duration) -> u64 {
     let at = at.as_nanos();
     (holds.iter().enumerate())
-        .filter(|&(bucket, _)| {
-            bucket + 1 >= HOLD_BUCKETS || u128::from(hold_bucket_floor(bucket + 1)) > at
-        })
+        .filter(|&(bucket, _)| u128::from(hold_bucket_ceiling(bucket)) > at)
         .map(|(_, &count)| count)
         .sum()
 }
@@ -381,6 +377,8 @@ fn growth(trend: &[u64]) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::HOLD_BUCKETS;
+
     use super::*;
 
     const SECOND: u64 = 1_000_000_000;
