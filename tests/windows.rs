@@ -44,29 +44,52 @@ fn address(target: &mut Target, word: &str) -> String {
     line[word.len()..].trim().to_owned()
 }
 
+/// The fixture commands that take an object, give it back and take it again (and give it
+/// back at once), each with the word its reply starts with.
+struct RoundTrip<'a> {
+    take: (&'a str, &'a str),
+    give_back: (&'a str, &'a str),
+    regain: (&'a str, &'a str),
+    /// Why the same object must come back, said if another does.
+    same_because: &'a str,
+}
+
+/// Traces `pool` in `SLOW_CYCLE` while `target` takes an object in window 1, gives it back
+/// in the rest that follows and takes it again in window 2; the report.
+fn given_back_between_windows(target: &mut Target, pool: &[&str], steps: RoundTrip) -> Value {
+    let mut args = pool.to_vec();
+    args.extend(SLOW_CYCLE);
+    let tracer = Tracer::attach(target.pid, &args);
+    let attached = Instant::now();
+    target.send(steps.take.0);
+    let taken = address(target, steps.take.1);
+    sleep_until(attached, Duration::from_millis(5500));
+    target.send(steps.give_back.0);
+    assert_eq!(address(target, steps.give_back.1), taken);
+    sleep_until(attached, Duration::from_millis(9000));
+    target.send(steps.regain.0);
+    assert_eq!(
+        address(target, steps.regain.1),
+        taken,
+        "{}",
+        steps.same_because
+    );
+    thread::sleep(Duration::from_millis(500));
+    tracer.interrupt().json()
+}
+
 /// Holds an object past its window, gives it back while nothing is probed, and takes it
 /// again in the next window: it may have come back unseen, so it is neither collected nor
 /// scored.
 fn an_object_given_back_between_windows_came_back_unseen(build: &str) {
     let mut target = Target::start(&fixture(build));
-    let mut args = POOLFIX_BUFS.to_vec();
-    args.extend(SLOW_CYCLE);
-    let tracer = Tracer::attach(target.pid, &args);
-    let attached = Instant::now();
-    target.send("hold");
-    let held = address(&mut target, "held");
-    sleep_until(attached, Duration::from_millis(5500));
-    target.send("putback");
-    assert_eq!(address(&mut target, "putback"), held);
-    sleep_until(attached, Duration::from_millis(9000));
-    target.send("regain");
-    assert_eq!(
-        address(&mut target, "regained"),
-        held,
-        "the free list is LIFO"
-    );
-    thread::sleep(Duration::from_millis(500));
-    let report = tracer.interrupt().json();
+    let steps = RoundTrip {
+        take: ("hold", "held"),
+        give_back: ("putback", "putback"),
+        regain: ("regain", "regained"),
+        same_because: "the free list is LIFO",
+    };
+    let report = given_back_between_windows(&mut target, &POOLFIX_BUFS, steps);
     target.exit();
     assert!(u64_of(&report["windows"]["opened"]) >= 2, "{report:#}");
     let bufs = pool(&report, "main.(*BufPool).Get");
@@ -154,24 +177,13 @@ fn the_very_object_handed_out_again_is_returned_unseen(build: &str) {
     let mut target = Target::start(&fixture(build));
     target.send("oneproc");
     target.expect_line("oneproc");
-    let mut args = POOLFIX_CHUNKS.to_vec();
-    args.extend(SLOW_CYCLE);
-    let tracer = Tracer::attach(target.pid, &args);
-    let attached = Instant::now();
-    target.send("keepchunk");
-    let kept = address(&mut target, "kept");
-    sleep_until(attached, Duration::from_millis(5500));
-    target.send("putkept");
-    assert_eq!(address(&mut target, "putkept"), kept);
-    sleep_until(attached, Duration::from_millis(9000));
-    target.send("regainchunk");
-    assert_eq!(
-        address(&mut target, "regainedchunk"),
-        kept,
-        "sync.Pool handed out another chunk"
-    );
-    thread::sleep(Duration::from_millis(500));
-    let report = tracer.interrupt().json();
+    let steps = RoundTrip {
+        take: ("keepchunk", "kept"),
+        give_back: ("putkept", "putkept"),
+        regain: ("regainchunk", "regainedchunk"),
+        same_because: "sync.Pool handed out another chunk",
+    };
+    let report = given_back_between_windows(&mut target, &POOLFIX_CHUNKS, steps);
     target.exit();
     let chunks = pool(&report, "main.(*BucketedPool[uint8]).Get");
     for (counter, expected) in [
