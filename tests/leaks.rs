@@ -1,6 +1,11 @@
 //! A leaking call path is reported with Get's immediate caller and its file:line; a path
 //! whose objects all come back is not reported.
 
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
 use pooltrace_tests::{
     fixture, functions, pool, source_line, u64_of, Target, Tracer, Value, POOLFIX_BUFS,
 };
@@ -285,4 +290,56 @@ fn sampling_gets(launcher: &[&str]) {
             "{names:?}"
         );
     }
+}
+
+/// The final report, taken when `--duration` ends less than an interval after the last
+/// periodic table, says what that table said: its trend has one point per interval, not a
+/// repeat of the last one.
+#[test]
+fn the_final_report_ends_the_trend_the_interval_tables_drew() {
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let args = [
+        "--get",
+        "main.(*BufPool).Get",
+        "--put",
+        "main.(*BufPool).Put",
+        "--interval",
+        "1s",
+        "--duration",
+        "4500ms",
+    ];
+    let tracer = Tracer::attach(target.pid, &args);
+    // A round 200 ms into each interval, so each table sees exactly one more.
+    let attached = Instant::now();
+    for round in 0..4 {
+        let at = attached + Duration::from_millis(200 + 1000 * round);
+        thread::sleep(at.saturating_duration_since(Instant::now()));
+        target.round();
+    }
+    let finished = tracer.finish();
+    target.exit();
+    let tables = (finished.stderr.iter())
+        .filter(|line| line.starts_with('[') && line.contains("] main.(*BufPool).Get:"))
+        .count();
+    assert_eq!(tables, 4, "{:#?}", finished.stderr);
+    let report = finished.json();
+    let leak = &pool(&report, "main.(*BufPool).Get")["stacks"][0];
+    assert_eq!(
+        leak["trend"],
+        serde_json::json!([7, 14, 21, 28]),
+        "{leak:#}"
+    );
+    let grew = (leak["reasons"].as_array().expect("reasons").iter())
+        .filter_map(Value::as_str)
+        .find(|reason| reason.contains(" grew in "))
+        .unwrap_or_default();
+    assert!(
+        grew.starts_with("what it holds grew in 3 of the last 3 intervals"),
+        "{leak:#}"
+    );
+    assert!(
+        finished.stderr.iter().any(|line| line.contains(grew)),
+        "the last table said otherwise: {:#?}",
+        finished.stderr
+    );
 }

@@ -234,7 +234,7 @@ async fn trace(
 
     let stop = trace.run_until_stopped(ends).await?;
     crate::status!("{}", stop.message(trace.attached.process.pid()));
-    let last = trace.report()?;
+    let last = trace.closing_report()?;
     drop(trace);
     let written = write_report(options, output, &last);
     Ok((stop, last, written))
@@ -393,6 +393,16 @@ impl<'a> Attached<'a> {
 
     /// Reads the kernel maps once, and the report built from what they held.
     pub(crate) fn report(&mut self, cut: &Cut) -> Result<(Snapshot, Report)> {
+        self.build_report(cut, false)
+    }
+
+    /// The report a trace ends with, taken when it stops: it stands in for the last periodic
+    /// one in each path's trend rather than adding a point less than an interval after it.
+    fn closing_report(&mut self, cut: &Cut) -> Result<(Snapshot, Report)> {
+        self.build_report(cut, true)
+    }
+
+    fn build_report(&mut self, cut: &Cut, closing: bool) -> Result<(Snapshot, Report)> {
         let min_age_ns = u64::try_from(cut.min_age.as_nanos()).unwrap_or(u64::MAX);
         let snapshot = Snapshot::read(self.probes.probes(), self.plans.len(), min_age_ns)?;
         let report = Report::build(
@@ -416,6 +426,7 @@ impl<'a> Attached<'a> {
                     report::WindowsReport::new(&status, self.probes.probed_seconds(), self.budget)
                 }),
                 graces: self.probes.graces(),
+                closing,
             },
         );
         for doubt in self.doubts.new_in(&report) {
@@ -467,13 +478,20 @@ impl Trace<'_> {
     }
 
     fn report(&mut self) -> Result<Report> {
-        let cut = Cut {
+        Ok(self.attached.report(&self.cut())?.1)
+    }
+
+    fn closing_report(&mut self) -> Result<Report> {
+        Ok(self.attached.closing_report(&self.cut())?.1)
+    }
+
+    fn cut(&self) -> Cut {
+        Cut {
             min_age: self.args.min_age,
             sort: self.args.sort,
             sample_gets: self.args.sample_gets,
             top: self.args.top,
-        };
-        Ok(self.attached.report(&cut)?.1)
+        }
     }
 
     fn attach_summary(&self) -> String {

@@ -270,6 +270,9 @@ pub struct History {
     last_counts: HashMap<usize, (Pair, Pair)>,
     /// Reports built so far.
     reports: u64,
+    /// The report being built is the closing one, and stands in for the last: it amends
+    /// each path's last point rather than adding one.
+    amending: bool,
 }
 
 /// A (Get, Put) pair of numbers.
@@ -279,8 +282,15 @@ type Pair = (u64, u64);
 const TREND_LENGTH: usize = 60;
 
 impl History {
-    /// Starts a report: forgets the paths no report recorded for `TREND_LENGTH` reports.
-    fn next_report(&mut self) {
+    /// Starts a report: forgets the paths no report recorded for `TREND_LENGTH` reports. A
+    /// closing report comes less than an interval after the last one, so it amends that
+    /// report's points: a trend keeps one point per interval, and the final report says what
+    /// the last interval's table said, with the latest numbers.
+    fn next_report(&mut self, closing: bool) {
+        self.amending = closing && self.reports > 0;
+        if self.amending {
+            return;
+        }
         self.reports += 1;
         let reports = self.reports;
         self.held
@@ -294,15 +304,19 @@ impl History {
             .held
             .entry((pool, path.receiver, path.taken.identity()))
             .or_default();
-        *seen = self.reports;
         let out = match windows {
             true => path.held.survivor_count(),
             false => path.held.count,
         };
-        trend.push(match kind {
+        let point = match kind {
             PoolKind::Counting => out + path.held.collected,
             PoolKind::Sync => out,
-        });
+        };
+        match trend.last_mut() {
+            Some(last) if self.amending && *seen == self.reports => *last = point,
+            _ => trend.push(point),
+        }
+        *seen = self.reports;
         if trend.len() > TREND_LENGTH {
             trend.remove(0);
         }
@@ -345,11 +359,13 @@ pub struct Context<'a> {
     /// Tracing windows in force, and the grace each ended epoch's window had.
     pub windows: Option<WindowsReport>,
     pub graces: &'a BTreeMap<u64, Duration>,
+    /// The final report of a trace, taken when it stops: see `History::next_report`.
+    pub closing: bool,
 }
 
 impl Report {
     pub fn build(snapshot: &Snapshot, cx: Context) -> Self {
-        cx.history.next_report();
+        cx.history.next_report(cx.closing);
         let mut pools = Vec::new();
         for (index, (state, plan)) in snapshot.pools.iter().zip(cx.plans).enumerate() {
             let symbolizer = &*cx.symbolizer;

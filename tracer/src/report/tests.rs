@@ -151,6 +151,15 @@ fn build(snapshot: &Snapshot, plans: &[PoolPlan]) -> Report {
 
 /// A report that follows the earlier ones in `history`.
 fn build_with(snapshot: &Snapshot, plans: &[PoolPlan], history: &mut History) -> Report {
+    build_in(snapshot, plans, history, false)
+}
+
+fn build_in(
+    snapshot: &Snapshot,
+    plans: &[PoolPlan],
+    history: &mut History,
+    closing: bool,
+) -> Report {
     Report::build(
         snapshot,
         Context {
@@ -167,6 +176,7 @@ fn build_with(snapshot: &Snapshot, plans: &[PoolPlan], history: &mut History) ->
             sort: SortBy::Score,
             windows: None,
             graces: &BTreeMap::new(),
+            closing,
         },
     )
 }
@@ -396,6 +406,22 @@ fn history_forgets_a_path_no_report_has_recorded_for_a_trend_length() {
     }
     assert_eq!(history.held.len(), 1);
     assert_eq!(trend(build_with(&held, &plans, &mut history)), 1);
+}
+
+#[test]
+fn the_closing_report_amends_the_last_point_of_a_trend_rather_than_adding_one() {
+    let plans = [plan(PoolKind::Counting)];
+    let two = snapshot(vec![group(1, HANDLER, 2, 1)], &[(1, &[GET_RET_A, MAIN])]);
+    let three = snapshot(vec![group(1, HANDLER, 3, 1)], &[(1, &[GET_RET_A, MAIN])]);
+    let mut history = History::default();
+    build_with(&two, &plans, &mut history);
+    build_with(&two, &plans, &mut history);
+    let closing = build_in(&three, &plans, &mut history, true);
+    assert_eq!(closing.pools[0].stacks[0].trend, [2, 3]);
+    // A path first seen by the closing report starts its trend there.
+    let mut fresh = History::default();
+    let closing = build_in(&three, &plans, &mut fresh, true);
+    assert_eq!(closing.pools[0].stacks[0].trend, [3]);
 }
 
 #[test]
