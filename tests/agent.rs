@@ -731,3 +731,44 @@ fn helpers_that_exit_during_their_attach_are_not_attach_failures() {
         "{metrics}"
     );
 }
+
+/// Under `--continuous`, Put's cost alone over the budget is said with its estimate, and said
+/// again once that estimate grows by half: the first figure comes from the rates of the first
+/// interval, and a load that rises afterwards must not leave it standing.
+#[test]
+fn a_continuous_agent_says_again_when_puts_cost_over_budget_grows() {
+    let mut command = Command::new(fixture("paced-go1.27"));
+    command.arg("2000");
+    let mut target = Target::start_command(command);
+    let pid = target.pid.to_string();
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid,
+        "--get",
+        "main.(*Pool).Get",
+        "--put",
+        "main.(*Pool).Put",
+        "--continuous",
+        "--budget",
+        "0.1",
+    ]);
+    let over = |line: &str| line.contains("% of a core, over --budget 0.1%");
+    let percent = |line: &str| -> f64 {
+        let (_, after) = line.split_once(" about ").expect("an estimate");
+        let (number, _) = after.split_once('%').expect("a percentage");
+        number.parse().expect("a number")
+    };
+    let first = (agent.stderr)
+        .matching("the first estimate", over, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("never said over budget: {e}"));
+    assert!(first.contains(": the probes cost about "), "{first}");
+    target.send("rate 40000");
+    target.expect_line("rate 40000");
+    let again = (agent.stderr)
+        .matching("the grown estimate", over, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the estimate grew twentyfold, unsaid: {e}"));
+    assert!(again.contains(": the probes now cost about "), "{again}");
+    assert!(percent(&again) >= 1.5 * percent(&first), "{first}\n{again}");
+    agent.stop();
+    target.exit();
+}

@@ -124,6 +124,9 @@ fn describe(change: &Change) -> String {
     }
 }
 
+/// How much the over-budget estimate must grow since it was last said to be said again.
+const RESAY_GROWTH: f64 = 1.5;
+
 /// An attached process; dropping it detaches.
 struct Traced<'a> {
     found: &'a Found,
@@ -168,8 +171,10 @@ impl Traced<'_> {
         // that would give the budget rates over a millisecond.
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
-        // Said once: Put's cost follows the load, which does not change its nature.
-        let mut warned = false;
+        // The cost last said to be over the budget. Said again whenever it grows by half:
+        // the first estimate comes while every Get is probed and the target runs slowed, so
+        // its Put rate, and Put's cost, climb once Get is sampled.
+        let mut said_cores: Option<f64> = None;
         self.publish(false)?;
         loop {
             tokio::select! {
@@ -187,9 +192,11 @@ impl Traced<'_> {
                     let seconds = last_tick.elapsed().as_secs_f64();
                     let decision = budget.next(&counters, seconds, self.fraction);
                     last_tick = Instant::now();
-                    if decision.put_over_budget && !warned {
-                        warned = true;
-                        self.warn_over_budget(&decision);
+                    if decision.put_over_budget
+                        && said_cores.is_none_or(|said| decision.cost_cores >= said * RESAY_GROWTH)
+                    {
+                        self.warn_over_budget(&decision, said_cores.is_some());
+                        said_cores = Some(decision.cost_cores);
                     }
                     (self.fraction, self.cost_cores) = (decision.fraction, decision.cost_cores);
                     self.attached.probes.set_get_share(self.fraction)?;
@@ -198,12 +205,14 @@ impl Traced<'_> {
         }
     }
 
-    fn warn_over_budget(&self, decision: &Decision) {
+    /// Says the probes cost more than the budget; `again`, that the figure said before grew.
+    fn warn_over_budget(&self, decision: &Decision, again: bool) {
         crate::status!(
-            "pooltrace agent: PID {} ({}): the probes cost about {:.1}% of a core, over \
+            "pooltrace agent: PID {} ({}): the probes {} about {:.1}% of a core, over \
              --budget {}%: Put's alone are over it, and only Get is sampled ({:.0}% of the time)",
             self.attached.process.pid(),
             self.found.identity.exe_name(),
+            if again { "now cost" } else { "cost" },
             decision.cost_cores * 100.0,
             self.config.budget,
             decision.fraction * 100.0,
