@@ -64,6 +64,27 @@ fn a_missing_symbol_gets_close_names_suggested() {
     );
 }
 
+/// A wrapper that exists only inlined is traced at the pool calls in its copies; one whose
+/// copies call no pool pooltrace can read cannot be traced at all, and that is said.
+#[test]
+fn an_inlined_only_wrapper_with_nothing_to_probe_is_refused_with_why() {
+    let target = Target::start(&fixture("inlined-go1.27"));
+    let output = run_pooltrace(&[
+        "report",
+        "--pid",
+        &target.pid.to_string(),
+        "--get",
+        "runtime.getExtraM",
+        "--put",
+        "runtime.putExtraM",
+    ]);
+    assert_fails_with(
+        output,
+        "pooltrace: error: runtime.putExtraM has no machine code to probe (it exists only \
+         inlined, and its one copy calls no pool pooltrace knows how to read)",
+    );
+}
+
 #[test]
 fn a_non_go_binary_is_refused() {
     let mut sleep = Command::new("sleep")

@@ -269,3 +269,51 @@ fn stream_shows_inlined_gets_and_puts_in_their_callers() {
     assert_eq!(count("get", get_frames), 40, "{stdout}");
     assert_eq!(count("put", put_frames), 40, "{stdout}");
 }
+
+/// A wrapper whose every call was inlined has no body left, only entries in pclntab's inline
+/// tree (hugo's `bufferpool.GetBuffer` is one). `--get`/`--put` take its name, as its frames
+/// print it, and trace it at its inlined copies with exact counts; `list` lists it.
+#[test]
+fn wrappers_that_exist_only_inlined_are_traced_by_name() {
+    for build in BUILDS {
+        let listing = pooltrace_json(&[
+            "list",
+            "--binary",
+            fixture(build).to_str().unwrap_or(""),
+            "--format",
+            "json",
+        ]);
+        let listed = (listing["pairs"].as_array().expect("pairs").iter())
+            .find(|p| p["get"] == "main.GetZ")
+            .unwrap_or_else(|| panic!("{build}: main.GetZ not listed: {listing:#}"));
+        assert_eq!(listed["put"], "main.PutZ", "{build}");
+        // No body is left to probe: the name is only in the inline tree.
+        assert_eq!(listed["get_inlined_only"], true, "{build}: {listed:#}");
+        assert_eq!(listed["put_inlined_only"], true, "{build}: {listed:#}");
+        assert_eq!(listed["get_calls"], 0, "{build}: {listed:#}");
+
+        let (counts, report, stderr) =
+            traced_rounds(build, &["--get", "main.GetZ", "--put", "main.PutZ"]);
+        for traced in [
+            "pooltrace: main.GetZ (Get) is inlined at 2 call sites: traced there after its call to sync.(*Pool).Get",
+            "pooltrace: main.PutZ (Put) is inlined at 1 call site: traced there at its call to sync.(*Pool).Put",
+        ] {
+            assert!(stderr.iter().any(|l| l == traced), "{build}: no {traced:?} in {stderr:#?}");
+        }
+        let pool = pool(&report, "main.GetZ");
+        assert_eq!(u64_of(&pool["gets"]), counts.get("z_gets"), "{build}");
+        assert_eq!(u64_of(&pool["puts"]), counts.get("z_puts"), "{build}");
+        assert_eq!(
+            u64_of(&pool["outstanding"]),
+            counts.get("z_kept"),
+            "{build}"
+        );
+        assert_eq!(u64_of(&pool["unmatched_puts"]), 0, "{build}: {pool:#}");
+        let kept = &pool["stacks"][0];
+        assert_eq!(
+            &functions(kept)[..2],
+            ["main.GetZ", "main.zRound"],
+            "{build}: {kept:#}"
+        );
+    }
+}

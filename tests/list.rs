@@ -1,7 +1,8 @@
 //! `pooltrace list` finds the pool-like pairs of a binary, counts their call sites the way
 //! objdump sees them and their inlined sites the way the compiler reports them, gives the
 //! same answer for a stripped build, lists generic pools that exist only as shape functions
-//! under names `report` accepts, and needs no privileges.
+//! under names `report` accepts, and needs no privileges. Pairs that only share the names,
+//! whose Put gives its object to no pool, are counted and listed only with `--all`.
 
 use std::{os::unix::process::CommandExt, process::Command};
 
@@ -157,6 +158,10 @@ fn generic_pools_are_listed_per_instantiation_even_as_shape_functions_alone() {
                     "put_calls": put_calls,
                     "get_inlined": 0,
                     "put_inlined": 0,
+                    "get_inlined_only": false,
+                    "put_inlined_only": false,
+                    // Each instantiation's Put appends to its free list.
+                    "pool_sign": "Put appends to a slice",
                     "preset": null,
                 })
             })
@@ -253,4 +258,54 @@ fn report_accepts_the_listed_generic_names_as_printed() {
         let (status, _) = target.exit();
         assert!(status.success(), "{build} exited with {status}");
     }
+}
+
+/// The fixture's runtime has Get/Put pairs that are no pools (`runtime.getempty`/`putempty`
+/// hands work buffers around): they are counted, not listed, unless `--all` asks; then they
+/// come after the pools, with no sign.
+#[test]
+fn pairs_whose_put_gives_its_object_to_no_pool_are_listed_only_with_all() {
+    let path = fixture("poolfix-go1.27");
+    let path = path.to_string_lossy();
+    let pools = listing("poolfix-go1.27");
+    let all = pooltrace_json(&["list", "--binary", &path, "--format", "json", "--all"]);
+    let gets = |listing: &Value| -> Vec<String> {
+        (listing["pairs"].as_array().expect("pairs").iter())
+            .map(|p| p["get"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let signs = |listing: &Value| -> Vec<Value> {
+        (listing["pairs"].as_array().expect("pairs").iter())
+            .map(|p| p["pool_sign"].clone())
+            .collect()
+    };
+    assert_eq!(
+        signs(&pools),
+        [
+            "Put appends to a slice",
+            "Put calls sync.(*Pool).Put",
+            "the --pool sync preset",
+            "Put appends to a slice",
+        ],
+        "{pools:#}"
+    );
+    assert_eq!(
+        gets(&pools),
+        [
+            "main.(*BufPool).Get",
+            "main.(*BucketedPool[uint8]).Get",
+            "sync.(*Pool).Get",
+            "main.(*TinyPool).Get",
+        ]
+    );
+    let hidden = pools["not_pool_like"].as_u64().expect("a count") as usize;
+    assert!(hidden > 0, "{pools:#}");
+    assert!(!gets(&pools).contains(&"runtime.getempty".to_owned()));
+    // --all: the same pools first, then every hidden pair, unsigned.
+    let everything = gets(&all);
+    assert_eq!(everything.len(), gets(&pools).len() + hidden, "{all:#}");
+    assert_eq!(everything[..4], gets(&pools)[..]);
+    assert!(everything.contains(&"runtime.getempty".to_owned()));
+    assert!(signs(&all)[4..].iter().all(Value::is_null), "{all:#}");
+    assert_eq!(all["not_pool_like"], 0);
 }

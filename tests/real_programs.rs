@@ -4,7 +4,8 @@
 //! (preset) and detached while the load runs, several times: its Gets and Puts are counted,
 //! frames are symbolized to functions it is known to have, with file:line, no attach finds a
 //! leak in these healthy programs, and each still answers afterwards. One more attach traces
-//! each through at least 20 tracing windows, which must not invent a leak either.
+//! each through at least 20 tracing windows, which must not invent a leak either. Debian's
+//! hugo (Go 1.19, stripped) is traced through a buffer-pool wrapper that exists only inlined.
 
 use std::{
     io::{Read, Write},
@@ -19,7 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_tests::{pool, real_program, suspected_leaks, u64_of, Tracer, Value};
+use pooltrace_tests::{
+    pool, pooltrace_json, real_program, run_pooltrace, suspected_leaks, u64_of, Tracer, Value,
+};
 
 /// Kills and reaps a started program when the test ends, however it ends.
 struct Running(Child);
@@ -358,4 +361,89 @@ fn prometheus_scraping_itself_with_its_own_pool_and_sync_pool() {
     assert_eq!(http_get(port, "/-/healthy").0, 200);
     drop(prometheus);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+/// Debian's hugo (Go 1.19, stripped) pools its buffers through `bufferpool.GetBuffer`, which
+/// exists only inlined, and `PutBuffer`. `list` shows the pair first among few, with the S3
+/// client's hundred Get*/Put*Request methods left out; named as frames print them, the pair
+/// is traced at the pool calls in the inlined copies, and a site build gives back every
+/// buffer it took.
+#[test]
+fn hugo_building_a_site_through_a_get_that_exists_only_inlined() {
+    const GET: &str = "github.com/gohugoio/hugo/bufferpool.GetBuffer";
+    const PUT: &str = "github.com/gohugoio/hugo/bufferpool.PutBuffer";
+    let hugo = real_program("POOLTRACE_HUGO");
+    let hugo = hugo.to_str().expect("a UTF-8 path");
+    let listing = pooltrace_json(&["list", "--binary", hugo, "--format", "json"]);
+    let pairs = listing["pairs"].as_array().expect("pairs");
+    let buffers = (pairs.iter().find(|p| p["get"] == GET))
+        .unwrap_or_else(|| panic!("{GET} not listed: {listing:#}"));
+    assert_eq!(buffers["put"], PUT);
+    assert_eq!(buffers["get_inlined_only"], true, "{buffers:#}");
+    assert_eq!(buffers["pool_sign"], "Put calls sync.(*Pool).Put");
+    assert!(
+        pairs.len() < 30 && u64_of(&listing["not_pool_like"]) > 100,
+        "{listing:#}"
+    );
+    assert!(
+        !(pairs.iter()).any(|p| p["get"].as_str().unwrap_or("").contains("s3.(*S3)")),
+        "{listing:#}"
+    );
+
+    let site = std::env::temp_dir().join(format!("pooltrace-hugo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&site);
+    let content = site.join("content");
+    let layouts = site.join("layouts/_default");
+    std::fs::create_dir_all(&content).expect("content dir");
+    std::fs::create_dir_all(&layouts).expect("layouts dir");
+    std::fs::write(site.join("config.toml"), "baseURL = 'http://localhost/'\n").expect("config");
+    std::fs::write(
+        layouts.join("single.html"),
+        "<html><body><h1>{{ .Title }}</h1>{{ .Content }}</body></html>\n",
+    )
+    .expect("layout");
+    const PAGES: u64 = 20;
+    for page in 1..=PAGES {
+        let text = format!("---\ntitle: page {page}\n---\n# Page {page}\n\nSome *text*.\n");
+        std::fs::write(content.join(format!("p{page}.md")), text).expect("page");
+    }
+    let report = site.join("report.json");
+    let output = run_pooltrace(&[
+        "run",
+        "--get",
+        GET,
+        "--put",
+        PUT,
+        "--format",
+        "json",
+        "--output",
+        report.to_str().expect("a UTF-8 path"),
+        "--",
+        hugo,
+        "-s",
+        site.to_str().expect("a UTF-8 path"),
+        "-d",
+        site.join("public").to_str().expect("a UTF-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{GET} (Get) is inlined at ")),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).expect("the report"))
+        .expect("a JSON report");
+    let _ = std::fs::remove_dir_all(&site);
+    let pool = pool(&report, GET);
+    // Each page is rendered into a pooled buffer, and every buffer comes back.
+    assert!(u64_of(&pool["gets"]) >= PAGES, "{pool:#}");
+    assert_eq!(u64_of(&pool["gets"]), u64_of(&pool["puts"]), "{pool:#}");
+    for none in [
+        "outstanding",
+        "unmatched_puts",
+        "collected",
+        "unseen_get_sites",
+    ] {
+        assert_eq!(u64_of(&pool[none]), 0, "{none} in {pool:#}");
+    }
 }

@@ -276,9 +276,12 @@ Examples:
     pooltrace list --binary ./storegw --format json
 
 Pairs are methods Get and Put of one type (generic types by instantiation, with the shape
-function pooltrace probes) and functions whose names differ only in Get/Put. CALLS counts
-direct call sites; INLINED counts sites where the compiler inlined the call, which no probe
-can see. Needs no privileges beyond reading the binary.";
+function pooltrace probes) and functions whose names differ only in Get/Put, including
+wrappers that exist only inlined. A pair is listed when its Put hands the object to a
+sync.Pool, a channel or a slice (a free list), or a --pool preset covers it; other pairs are
+counted, and --all lists them after. CALLS counts direct call sites; INLINED counts call
+sites where the compiler inlined Get or Put, which pooltrace traces on the call each copy
+makes to the pool underneath. Needs no privileges beyond reading the binary.";
 
 /// Options of `pooltrace list`.
 #[derive(Debug, Args)]
@@ -295,6 +298,10 @@ pub struct ListArgs {
     // `help = None`: doc comments here are for rustdoc; `list --help` keeps its wording.
     #[arg(short, long, value_enum, default_value_t = Format::Text, help = None::<&str>)]
     pub format: Format,
+
+    /// Also list the pairs named Get/Put whose Put gives its object to no pool.
+    #[arg(long)]
+    pub all: bool,
 }
 
 const REPORT_EXAMPLES: &str = "\

@@ -1,5 +1,6 @@
 //! `pooltrace list`: the pool-like Get/Put pairs in a binary, so a user can pick one to
-//! trace without reading the source.
+//! trace without reading the source. Pairs that only share the names (no preset covers
+//! them, and their Put gives its object to no pool) are counted, and listed with `--all`.
 
 use std::{fmt::Write, path::Path};
 
@@ -19,6 +20,8 @@ struct Listing<'a> {
     binary: String,
     go_version: Option<&'a str>,
     pairs: Vec<ListedPair>,
+    /// Pairs named like pools whose Put gives its object to no pool: listed with `--all`.
+    not_pool_like: usize,
 }
 
 #[derive(Serialize)]
@@ -38,18 +41,29 @@ pub fn list(args: &ListArgs) -> Result<()> {
         (None, Some(path)) => GoBinary::open(path, path)?,
         _ => return Err(Error::Usage("name one of --pid or --binary".into())),
     };
-    let pairs: Vec<ListedPair> = binary
+    let (pairs, others): (Vec<ListedPair>, Vec<ListedPair>) = binary
         .pool_pairs()
         .into_iter()
-        .map(|pair| ListedPair {
-            preset: Preset::covering(&pair.get).map(|p| p.name()),
-            pair,
+        .map(|mut pair| {
+            let preset = Preset::covering(&pair.get).map(|p| p.name());
+            if let Some(name) = preset.as_ref().filter(|_| pair.pool_sign.is_none()) {
+                pair.pool_sign = Some(format!("the --pool {name} preset"));
+            }
+            ListedPair { preset, pair }
         })
-        .collect();
+        .partition(|listed| listed.pair.pool_sign.is_some());
+    let not_pool_like = match args.all {
+        true => 0,
+        false => others.len(),
+    };
     let listing = Listing {
         binary: binary.path().display().to_string(),
         go_version: binary.build_info().map(|b| b.go_version.as_str()),
-        pairs,
+        pairs: match args.all {
+            true => pairs.into_iter().chain(others).collect(),
+            false => pairs,
+        },
+        not_pool_like,
     };
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&listing).unwrap_or_default() + "\n",
@@ -64,12 +78,22 @@ fn render(listing: &Listing) -> String {
         .go_version
         .map(|v| format!(" ({v})"))
         .unwrap_or_default();
+    let pool_like = (listing.pairs.iter())
+        .filter(|listed| listed.pair.pool_sign.is_some())
+        .count();
     let _ = writeln!(
         out,
-        "{}{version}: {} pool-like Get/Put pairs",
+        "{}{version}: {pool_like} pool-like Get/Put pairs",
         listing.binary,
-        listing.pairs.len()
     );
+    if listing.not_pool_like > 0 {
+        let _ = writeln!(
+            out,
+            "  and {} more named Get/Put whose Put gives its object to no pool, channel or \
+             slice: --all lists them",
+            listing.not_pool_like
+        );
+    }
     if listing.pairs.is_empty() {
         return out;
     }
@@ -96,6 +120,26 @@ fn render(listing: &Listing) -> String {
         if let Some(shapes) = shapes {
             let _ = writeln!(out, "{:>40}probes the shape functions {shapes}", "");
         }
+        let only = match (pair.get_inlined_only, pair.put_inlined_only) {
+            (true, true) => Some("Get and Put exist"),
+            (true, false) => Some("Get exists"),
+            (false, true) => Some("Put exists"),
+            (false, false) => None,
+        };
+        if let Some(only) = only {
+            let _ = writeln!(
+                out,
+                "{:>40}{only} only inlined: probed at the pool call inside each copy",
+                ""
+            );
+        }
+        let sign = pair.pool_sign.as_deref();
+        let _ = writeln!(
+            out,
+            "{:>40}{}",
+            "",
+            sign.unwrap_or("not pool-like: its Put gives the object to no pool")
+        );
     }
     out
 }

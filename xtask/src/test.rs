@@ -39,6 +39,7 @@ pub fn run(cargo_test_args: &[String]) -> Result {
             .env("POOLTRACE_NATS_SERVER_VERSION", tools::NATS_SERVER_VERSION)
             .env("POOLTRACE_CADDY", real.caddy)
             .env("POOLTRACE_PROMETHEUS", real.prometheus)
+            .env("POOLTRACE_HUGO", real.hugo)
             .env("POOLTRACE_GO", tools::go()?)
             .env("POOLTRACE_GOCACHE", tools::tools_dir().join("go-cache")),
     )

@@ -14,7 +14,7 @@ mod pclntab;
 mod pools;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap, HashSet},
     fs::File,
     path::{Path, PathBuf},
     sync::OnceLock,
@@ -263,6 +263,30 @@ impl GoBinary {
             }
         }
         counts
+    }
+
+    /// Functions that exist only inlined, by name: every call to them was inlined and the
+    /// linker dropped the body, as it does for small wrappers (`GetBuffer() { return
+    /// pool.Get().(*bytes.Buffer) }`). Only their inlined copies can be probed.
+    pub(crate) fn inlined_only_names(&self) -> BTreeSet<String> {
+        let Some(table) = self.pclntab() else {
+            return BTreeSet::new();
+        };
+        let bodies: HashSet<&str> = self.functions().iter().map(|f| f.name.as_str()).collect();
+        (table.funcs())
+            .flat_map(|f| table.inlined_calls(&f))
+            .filter(|name| !bodies.contains(name))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether `name` exists only inlined (see [`GoBinary::inlined_only_names`]).
+    pub(crate) fn is_inlined_only(&self, name: &str) -> bool {
+        let Some(table) = self.pclntab() else {
+            return false;
+        };
+        self.function(name).is_none()
+            && (table.funcs()).any(|f| table.inlined_calls(&f).contains(&name))
     }
 
     /// Every copy of function `name` that the compiler inlined into another function.

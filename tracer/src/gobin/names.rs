@@ -22,6 +22,9 @@ pub struct ResolvedFunction {
     /// For a generic shape function, the argument slot of its dictionary: Go-level argument
     /// words from that slot on sit one register later. Results are not shifted.
     pub(crate) dictionary: Option<u8>,
+    /// The name exists only inlined (see `GoBinary::inlined_only_names`): `function` has
+    /// no code, at address 0, and only the inlined copies are probed.
+    pub(crate) inlined_only: bool,
 }
 
 impl GoBinary {
@@ -31,6 +34,7 @@ impl GoBinary {
             requested: name.to_owned(),
             function: function.clone(),
             dictionary: shape.then(|| self.dictionary_slot(name)),
+            inlined_only: false,
         };
         if name.contains('[') && !name.contains("go.shape.") {
             // A dictionary passed to the shape function names this instantiation.
@@ -46,6 +50,16 @@ impl GoBinary {
         }
         match self.function(name) {
             Some(function) => Ok(resolved(function, function.name.contains("go.shape."))),
+            None if self.is_inlined_only(name) => Ok(ResolvedFunction {
+                requested: name.to_owned(),
+                function: Function {
+                    name: name.to_owned(),
+                    addr: 0,
+                    size: 0,
+                },
+                dictionary: None,
+                inlined_only: true,
+            }),
             None => Err(Error::NoSuchFunction {
                 name: name.to_owned(),
                 path: self.path().to_path_buf(),

@@ -29,8 +29,9 @@ pub struct PlannedSite<'a> {
 /// attach would invent leaks. Detaching runs the same list backwards.
 pub fn arming_order(plans: &[PoolPlan]) -> impl Iterator<Item = PlannedSite<'_>> {
     let puts = plans.iter().flat_map(|plan| {
-        let put = plain(plan, SiteRole::Put, &plan.put.function, &plan.put_site);
-        std::iter::once(put).chain(inlined(plan, SiteRole::PutInlinedCall))
+        let put =
+            (plan.put_site.iter()).map(|site| plain(plan, SiteRole::Put, &plan.put.function, site));
+        put.chain(inlined(plan, SiteRole::PutInlinedCall))
     });
     let get_entries = plans.iter().flat_map(|plan| {
         let entry = plan.get_entry_site.as_ref();

@@ -96,11 +96,13 @@ pub struct HitCosts {
 impl HitCosts {
     pub fn of(plan: &PoolPlan) -> Self {
         let entry = plan.get_entry_site.as_ref().map_or(0.0, hit_cost);
-        // A Get returns through one of its RETs; the dearest is assumed.
-        let ret = plan.get_sites.iter().map(hit_cost).fold(0.0, f64::max);
+        // A Get returns through one of its RETs, or runs in an inlined copy; a Put likewise
+        // enters its own code or runs inlined. The dearest site of each is assumed.
+        let gets = (plan.get_sites.iter()).chain(plan.inlined_gets.sites.iter().map(|s| &s.site));
+        let puts = (plan.put_site.iter()).chain(plan.inlined_puts.sites.iter().map(|s| &s.site));
         Self {
-            get_ns: entry + ret,
-            put_ns: hit_cost(&plan.put_site),
+            get_ns: entry + gets.map(hit_cost).fold(0.0, f64::max),
+            put_ns: puts.map(hit_cost).fold(0.0, f64::max),
         }
     }
 }

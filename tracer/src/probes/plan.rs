@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    gobin::GoBinary,
+    gobin::{GoBinary, ResolvedFunction},
 };
 
 /// What the user asked to trace: the pools named, in order, and the options that apply to
@@ -130,7 +130,6 @@ fn plan_specs(
 
 /// Two pools that probe the same Get or the same Put would count each call twice.
 fn refuse_duplicates(plans: &[PoolPlan]) -> Result<()> {
-    let probed = |p: &PoolPlan| [p.get.function.addr, p.put.function.addr];
     for (second, plan) in plans.iter().enumerate() {
         let Some(first) = plans[..second]
             .iter()
@@ -138,7 +137,7 @@ fn refuse_duplicates(plans: &[PoolPlan]) -> Result<()> {
         else {
             continue;
         };
-        let what = match plans[first].get.function.addr == plan.get.function.addr {
+        let what = match probed(&plans[first]).contains(&probed_id(&plan.get)) {
             true => &plan.get.function.name,
             false => &plan.put.function.name,
         };
@@ -149,6 +148,20 @@ fn refuse_duplicates(plans: &[PoolPlan]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// What tells a pool's Get and Put from another pool's: see `probed_id`.
+fn probed(plan: &PoolPlan) -> [(u64, &str); 2] {
+    [probed_id(&plan.get), probed_id(&plan.put)]
+}
+
+/// What tells two probed functions apart: the address, or for a function that exists only
+/// inlined (address 0), its name.
+fn probed_id(f: &ResolvedFunction) -> (u64, &str) {
+    match f.inlined_only {
+        true => (0, &f.function.name),
+        false => (f.function.addr, ""),
+    }
 }
 
 /// A Get or Put inlined into a caller runs there without a call of its own: say where it is
@@ -175,18 +188,32 @@ pub(crate) fn plan_summary(plan: &PoolPlan) -> String {
         .iter()
         .map(|s| format!("+{:#x}", s.addr - plan.get.function.addr))
         .collect();
-    let site = &plan.put_site;
-    let mut text = format!(
-        "  Get {} at its {} RET{} ({})\n  Put {} at +{:#x} ({}, {})\n",
-        plan.get.function.name,
-        rets.len(),
-        if rets.len() == 1 { "" } else { "s" },
-        rets.join(", "),
-        plan.put.function.name,
-        site.addr - plan.put.function.addr,
-        site.instruction,
-        emulation(site.emulated),
-    );
+    let mut text = match plan.get.inlined_only {
+        true => format!(
+            "  Get {} only where it is inlined\n",
+            plan.get.function.name
+        ),
+        false => format!(
+            "  Get {} at its {} RET{} ({})\n",
+            plan.get.function.name,
+            rets.len(),
+            if rets.len() == 1 { "" } else { "s" },
+            rets.join(", "),
+        ),
+    };
+    text += &match &plan.put_site {
+        Some(site) => format!(
+            "  Put {} at +{:#x} ({}, {})\n",
+            plan.put.function.name,
+            site.addr - plan.put.function.addr,
+            site.instruction,
+            emulation(site.emulated),
+        ),
+        None => format!(
+            "  Put {} only where it is inlined\n",
+            plan.put.function.name
+        ),
+    };
     for inlined in plan
         .inlined_gets
         .sites

@@ -22,8 +22,10 @@ use crate::{
 pub struct PoolPlan {
     pub get: ResolvedFunction,
     pub put: ResolvedFunction,
+    /// Get's RETs: none when Get exists only inlined.
     pub get_sites: Vec<Site>,
-    pub put_site: Site,
+    /// Put's entry: none when Put exists only inlined.
+    pub put_site: Option<Site>,
     /// Where Get's receiver is stashed, when pool instances are told apart: a generic shape
     /// function serves every instance of its shape, and `--receiver` picks one.
     pub get_entry_site: Option<Site>,
@@ -42,10 +44,18 @@ impl PoolPlan {
     pub fn new(binary: &GoBinary, pool: u32, spec: &PoolSpec, known: &KnownPools) -> Result<Self> {
         let get = binary.resolve(&spec.get)?;
         let put = binary.resolve(&spec.put)?;
-        let get_sites = sites::ret_sites(code(binary, &get)?, get.function.addr)
-            .map_err(|reason| unprobeable(&get, reason))?;
-        let put_site = sites::put_site(code(binary, &put)?, put.function.addr)
-            .map_err(|reason| unprobeable(&put, reason))?;
+        let get_sites = match get.inlined_only {
+            true => Vec::new(),
+            false => sites::ret_sites(code(binary, &get)?, get.function.addr)
+                .map_err(|reason| unprobeable(&get, reason))?,
+        };
+        let put_site = match put.inlined_only {
+            true => None,
+            false => Some(
+                sites::put_site(code(binary, &put)?, put.function.addr)
+                    .map_err(|reason| unprobeable(&put, reason))?,
+            ),
+        };
         let reads = Reads::new(spec, &get, &put)?;
 
         let get_is_method = is_method(&get.requested);
@@ -56,14 +66,15 @@ impl PoolPlan {
                 get.requested, put.requested
             )));
         }
-        let get_entry_site =
-            match (get_is_method && get.dictionary.is_some()) || spec.receiver.is_some() {
-                true => Some(
-                    sites::put_site(code(binary, &get)?, get.function.addr)
-                        .map_err(|r| unprobeable(&get, r))?,
-                ),
-                false => None,
-            };
+        let get_entry_site = match !get.inlined_only
+            && ((get_is_method && get.dictionary.is_some()) || spec.receiver.is_some())
+        {
+            true => Some(
+                sites::put_site(code(binary, &get)?, get.function.addr)
+                    .map_err(|r| unprobeable(&get, r))?,
+            ),
+            false => None,
+        };
         let receiver_filter = spec.receiver.unwrap_or(0);
         let stream_flag = if spec.stream { SITE_STREAM } else { 0 }
             | if spec.double_puts {
@@ -128,6 +139,22 @@ impl PoolPlan {
             in_caller(put_probe),
             untraceable,
         );
+        for (function, inlined) in [(&get, &inlined_gets), (&put, &inlined_puts)] {
+            if function.inlined_only && inlined.sites.is_empty() {
+                return Err(unprobeable(
+                    function,
+                    match inlined.unseen.len() {
+                        1 => "it exists only inlined, and its one copy calls no pool \
+                              pooltrace knows how to read"
+                            .to_owned(),
+                        n => format!(
+                            "it exists only inlined, and none of its {n} copies calls a pool \
+                             pooltrace knows how to read"
+                        ),
+                    },
+                ));
+            }
+        }
         let mut plan = Self {
             get,
             put,

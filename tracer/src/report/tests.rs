@@ -74,6 +74,7 @@ fn function(name: &str, addr: u64) -> ResolvedFunction {
             size: 0x100,
         },
         dictionary: None,
+        inlined_only: false,
     }
 }
 
@@ -101,7 +102,7 @@ fn plan(kind: PoolKind) -> PoolPlan {
         get: function("pool.Get", GET),
         put: function("pool.Put", PUT),
         get_sites: vec![site(GET_RET_A), site(GET_RET_B)],
-        put_site: site(PUT),
+        put_site: Some(site(PUT)),
         get_entry_site: None,
         get_probe: ProbeSite::default(),
         put_probe: ProbeSite::default(),
