@@ -298,6 +298,11 @@ impl<'a> Pclntab<'a> {
         let Some(last) = self.max_pcdata_value(f, &record, PCDATA_INL_TREE_INDEX) else {
             return Vec::new();
         };
+        // Each inlined call owns at least one byte of `f`'s code: a larger index is a
+        // corrupt table, and walking up to it would take as long as it is large.
+        if last as u64 >= f.end.saturating_sub(f.entry) {
+            return Vec::new();
+        }
         (0..=last)
             .filter_map(|index| {
                 let entry = self.inline_entry(tree, index)?;
