@@ -711,7 +711,15 @@ fn targets_killed_while_their_probes_switch_are_exits_not_attach_failures() {
 fn helpers_that_exit_during_their_attach_are_not_attach_failures() {
     let scratch = Scratch::new("helpers");
     let program = scratch.fixture_copy("httppools-go1.27", "httppools-helpers");
-    let mut agent = Agent::start(&["--exe", "httppools-helpers", "--pool", "sync"]);
+    // Every helper is attached to, however short it lives.
+    let mut agent = Agent::start(&[
+        "--exe",
+        "httppools-helpers",
+        "--pool",
+        "sync",
+        "--attach-after",
+        "0",
+    ]);
     let mut server = Target::start(&program);
     agent.expect_attached(server.pid, Duration::from_secs(10));
     let started = Instant::now();
@@ -729,6 +737,37 @@ fn helpers_that_exit_during_their_attach_are_not_attach_failures() {
     assert!(
         !metrics.contains("pooltrace_attach_failures_total{"),
         "{metrics}"
+    );
+}
+
+/// A matching process is traced once it has run `--attach-after` (1 s): a helper command
+/// run on every request lives 30 ms, and attaching to each cost the agent most of a core
+/// (mostly the kernel verifying its programs) for nothing seen. The long-lived server is
+/// traced as before.
+#[test]
+fn processes_that_live_less_than_attach_after_are_not_attached() {
+    let scratch = Scratch::new("short-lived");
+    let program = scratch.fixture_copy("httppools-go1.27", "httppools-short");
+    let mut agent = Agent::start(&["--exe", "httppools-short", "--pool", "sync"]);
+    let mut server = Target::start(&program);
+    let server_pid = server.pid;
+    agent.expect_attached(server_pid, Duration::from_secs(10));
+    let started = Instant::now();
+    let mut helpers = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        server.send("runs 20");
+        server.expect_line("done runs");
+        helpers += 20;
+    }
+    server.exit();
+    let said = agent.stop();
+    let attached: Vec<&String> = (said.iter())
+        .filter(|l| l.starts_with("pooltrace agent: attached "))
+        .collect();
+    assert_eq!(attached.len(), 1, "{helpers} helpers ran: {attached:#?}");
+    assert!(
+        attached[0].contains(&format!(" to PID {server_pid} (")),
+        "{attached:#?}"
     );
 }
 

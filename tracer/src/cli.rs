@@ -143,6 +143,12 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]
     pub scan_interval: Duration,
 
+    /// How long a matching process must have run before it is traced. Shorter-lived ones
+    /// (a fork on its way to exec, a helper command) would each cost an attach, most of it
+    /// the kernel's verifier, for nothing seen; 0 traces every match.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub attach_after: Duration,
+
     /// How long an exited process's last numbers are still served.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub forget_after: Duration,

@@ -2,8 +2,9 @@
 //! floor (count-only uprobes at exactly pooltrace's sites) and against bpftrace doing the same
 //! job, with the configurations alternated over repeats because this machine is shared and
 //! noisy. Also: user CPU at a fixed rate, memory with a million objects out, attach and
-//! table-load times on real programs, the event rate stream mode sustains, and the agent
-//! left running on a loaded service (`soak`).
+//! table-load times on real programs, the event rate stream mode sustains, the agent's own
+//! cost on a large program and with short-lived matches (`agent`), and the agent left
+//! running on a loaded service (`soak`).
 
 use std::{
     path::{Path, PathBuf},
@@ -68,7 +69,7 @@ pub fn run() -> Result {
         tools::apt_install(&["bpftrace"])?;
     }
     println!("pooltrace benchmarks, {}", machine());
-    // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|soak
+    // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|agent|soak
     // runs one section.
     let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
@@ -101,6 +102,9 @@ pub fn run() -> Result {
     }
     if wanted("attach") {
         attach_times(&pooltrace)?;
+    }
+    if wanted("agent") {
+        crate::agent_costs::run(&pooltrace)?;
     }
     if wanted("soak") {
         crate::soak::run(&pooltrace)?;

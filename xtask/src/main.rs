@@ -1,6 +1,7 @@
 //! Project chores: `cargo xtask <command>`. Each command installs what it needs into
 //! `.tools/` (idempotently) and says what it is doing.
 
+mod agent_costs;
 mod bench;
 mod demo;
 mod ebpf;

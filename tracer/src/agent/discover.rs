@@ -2,7 +2,7 @@
 //! process's executable against `--exe` and `--pid`, by host PID, so processes inside
 //! containers (other mount and PID namespaces) are found the same way.
 
-use std::{fs, path::Path};
+use std::{fs, path::Path, time::Duration};
 
 /// One process, as the agent tells processes apart: a PID is reused, a PID and its start
 /// time are not, and an exec keeps both but changes the executable.
@@ -26,6 +26,21 @@ impl Identity {
     pub fn runs_still(&self) -> bool {
         identity(self.pid).as_ref() == Some(self)
     }
+
+    /// How long it has run, when the system's uptime is `uptime`.
+    pub fn age(&self, uptime: Duration) -> Duration {
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        uptime.saturating_sub(Duration::from_secs_f64(self.start as f64 / ticks_per_s))
+    }
+}
+
+/// Time since boot, on the clock `/proc/PID/stat`'s start times count on; None if
+/// `/proc/uptime` cannot be read.
+pub fn uptime() -> Option<Duration> {
+    let text = fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(seconds))
 }
 
 /// A process that matched, and what the agent labels it with.

@@ -132,6 +132,7 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         published,
         matcher,
         max_targets: args.max_targets,
+        attach_after: args.attach_after,
         forget_after: args.forget_after,
         following: HashMap::new(),
         refused: HashSet::new(),
@@ -148,6 +149,8 @@ struct Agent {
     published: Arc<Mutex<Published>>,
     matcher: Matcher,
     max_targets: usize,
+    /// `--attach-after`: younger matches wait for a later scan.
+    attach_after: Duration,
     forget_after: Duration,
     following: HashMap<Identity, JoinHandle<Outcome>>,
     /// Processes that could not be traced: not tried again while they run as they are.
@@ -200,9 +203,13 @@ impl Agent {
         self.over_limit
             .retain(|identity| running.contains(identity));
         self.forget_exited(&running);
+        let uptime = discover::uptime();
         for found in found {
             let identity = &found.identity;
             if self.following.contains_key(identity) || self.refused.contains(identity) {
+                continue;
+            }
+            if uptime.is_some_and(|uptime| identity.age(uptime) < self.attach_after) {
                 continue;
             }
             if self.following.len() >= self.max_targets {

@@ -1,0 +1,254 @@
+//! `cargo xtask bench`, section `agent`: what the agent itself costs a node.
+//!
+//! - On a large stripped program: Caddy (52 MB) serving gzip under wrk, the agent at its
+//!   defaults with `--pool sync` for a minute, `/metrics` scraped every 5 s. Its resident
+//!   memory (heap, and the pages of the traced binary it maps), its peak, its CPU, the
+//!   slowest scrape and the series served.
+//! - With processes that live too briefly to trace: a server that runs a 30 ms helper (a
+//!   copy of itself, which the agent's `--exe` matches) on every request, about 30 a second,
+//!   once at the default `--attach-after 1s` and once at 0. The agent's CPU and how many
+//!   processes it attached to.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use pooltrace_harness::{http_get, Lines};
+
+use crate::{
+    fixtures,
+    launch::{cpu_ticks, Guard},
+    tools, workspace, Result,
+};
+
+const AGENT_ADDR: &str = "127.0.0.1:19467";
+const CADDY_PORT: u16 = 18998;
+const CADDY_SECONDS: u64 = 60;
+const SCRAPE_EVERY: Duration = Duration::from_secs(5);
+const HELPER_SECONDS: u64 = 30;
+
+pub fn run(pooltrace: &Path) -> Result {
+    on_caddy(pooltrace)?;
+    let program = fixtures::dir().join("httppools-go1.27");
+    let out = workspace().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    // The agent matches the copy by its own name, and nothing else on the machine.
+    let copy = out.join("httppools-helpers");
+    if !program.is_file() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask test` first",
+            program.display()
+        )
+        .into());
+    }
+    std::fs::copy(&program, &copy)?;
+    println!(
+        "\n== agent with short-lived matches: a 30 ms helper on every request, {HELPER_SECONDS} s"
+    );
+    for attach_after in ["1s", "0"] {
+        with_helpers(pooltrace, &copy, attach_after)?;
+    }
+    Ok(())
+}
+
+/// The agent at its defaults on Caddy under load.
+fn on_caddy(pooltrace: &Path) -> Result {
+    let caddy = tools::real_programs()?.caddy;
+    let dir = std::env::temp_dir().join("pooltrace-bench-agent-caddy");
+    std::fs::create_dir_all(&dir)?;
+    let page: String = (0..20_000)
+        .map(|i| format!("line {i} of a page worth compressing\n"))
+        .collect();
+    std::fs::write(dir.join("index.html"), page)?;
+    let caddyfile = dir.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\nhttp://127.0.0.1:{CADDY_PORT} {{\n\troot * {}\n\tencode gzip\n\tfile_server\n}}\n",
+            dir.display()
+        ),
+    )?;
+    let server = Guard(
+        Command::new(&caddy)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            .env("HOME", &dir)
+            .env("XDG_DATA_HOME", &dir)
+            .env("XDG_CONFIG_HOME", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    thread::sleep(Duration::from_secs(1));
+    let _load = Guard(
+        Command::new("wrk")
+            .args(["-t2", "-c16", &format!("-d{}s", CADDY_SECONDS + 30)])
+            .args(["-H", "Accept-Encoding: gzip"])
+            .arg(format!("http://127.0.0.1:{CADDY_PORT}/"))
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    thread::sleep(Duration::from_secs(2));
+    let (agent, mut said) = start_agent(
+        pooltrace,
+        &["--pid", &server.0.id().to_string(), "--pool", "sync"],
+    )?;
+    said.0
+        .starting("pooltrace agent: attached", Duration::from_secs(60))?;
+    println!(
+        "\n== agent at its defaults on caddy {} (52 MB, stripped) serving gzip under wrk, {CADDY_SECONDS} s",
+        tools::CADDY_VERSION
+    );
+    let pid = agent.0.id();
+    let (started, ticks) = (Instant::now(), cpu_ticks(pid)?);
+    let (mut slowest, mut series) = (Duration::ZERO, 0);
+    while started.elapsed() < Duration::from_secs(CADDY_SECONDS) {
+        thread::sleep(SCRAPE_EVERY);
+        let asked = Instant::now();
+        let (status, body) = http_get(AGENT_ADDR, "/metrics", Duration::from_secs(10))?;
+        slowest = slowest.max(asked.elapsed());
+        if status != 200 {
+            return Err(format!("/metrics answered {status}").into());
+        }
+        series = (String::from_utf8_lossy(&body).lines())
+            .filter(|l| !l.starts_with('#'))
+            .count();
+    }
+    let cpu = cpu_percent(pid, ticks, started)?;
+    let memory = Memory::of(pid)?;
+    println!(
+        "   agent RSS {:.1} MiB ({:.1} MiB heap and other private memory, {:.1} MiB pages of mapped files), peak {:.1} MiB",
+        memory.rss, memory.anon, memory.file, memory.peak
+    );
+    println!(
+        "   agent CPU {cpu:.2}% of a core from its attach on; slowest scrape {:.1} ms; {series} series",
+        slowest.as_secs_f64() * 1000.0
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// The agent following `program` while it runs a helper of itself on every request.
+fn with_helpers(pooltrace: &Path, program: &Path, attach_after: &str) -> Result {
+    let name = program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("a named program")?;
+    let (agent, said) = start_agent(
+        pooltrace,
+        &[
+            "--exe",
+            name,
+            "--pool",
+            "sync",
+            "--attach-after",
+            attach_after,
+        ],
+    )?;
+    let mut server = Guard(
+        Command::new(program)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut stdin = server.0.stdin.take().ok_or("stdin")?;
+    let mut stdout = BufReader::new(server.0.stdout.take().ok_or("stdout")?).lines();
+    let mut expect = |prefix: &str| -> Result {
+        for line in stdout.by_ref() {
+            if line?.starts_with(prefix) {
+                return Ok(());
+            }
+        }
+        Err(format!("the server ended before {prefix:?}").into())
+    };
+    expect("ready")?;
+    thread::sleep(Duration::from_secs(3));
+    let pid = agent.0.id();
+    let (started, ticks) = (Instant::now(), cpu_ticks(pid)?);
+    let mut helpers = 0;
+    while started.elapsed() < Duration::from_secs(HELPER_SECONDS) {
+        writeln!(stdin, "runs 20")?;
+        expect("done runs")?;
+        helpers += 20;
+    }
+    let cpu = cpu_percent(pid, ticks, started)?;
+    let memory = Memory::of(pid)?;
+    writeln!(stdin, "exit")?;
+    let _ = server.0.wait();
+    drop(agent);
+    let said = said.all();
+    let count = |what: &str| said.iter().filter(|l| l.contains(what)).count();
+    println!(
+        "   --attach-after {attach_after}: {:.0} helpers/s; agent CPU {cpu:.1}% of a core, RSS {:.1} MiB (peak {:.1}); attached to {} process(es), {} more exited while being attached",
+        helpers as f64 / started.elapsed().as_secs_f64(),
+        memory.rss,
+        memory.peak,
+        count("pooltrace agent: attached "),
+        count("while being attached"),
+    );
+    Ok(())
+}
+
+/// `pooltrace agent ARGS` serving on `AGENT_ADDR`, once it serves; and what it says.
+fn start_agent(pooltrace: &Path, args: &[&str]) -> Result<(Guard, Said)> {
+    let mut agent = Guard(
+        Command::new(pooltrace)
+            .args(["agent", "--listen", AGENT_ADDR])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let mut lines = Lines::of(agent.0.stderr.take().ok_or("stderr")?);
+    lines.starting("pooltrace agent: serving", Duration::from_secs(30))?;
+    Ok((agent, Said(lines)))
+}
+
+/// The agent's stderr, read as it comes.
+struct Said(Lines);
+
+impl Said {
+    /// Every line, once the agent has ended.
+    fn all(mut self) -> Vec<String> {
+        self.0.until_end(Duration::from_secs(10));
+        self.0.seen
+    }
+}
+
+fn cpu_percent(pid: u32, since_ticks: u64, since: Instant) -> Result<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let seconds = (cpu_ticks(pid)? - since_ticks) as f64 / hz;
+    Ok(100.0 * seconds / since.elapsed().as_secs_f64())
+}
+
+/// A process's memory, MiB, from `/proc/PID/status`.
+struct Memory {
+    rss: f64,
+    anon: f64,
+    file: f64,
+    peak: f64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Result<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> Result<f64> {
+            let line = (status.lines())
+                .find(|l| l.starts_with(name))
+                .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))?;
+            let kib: f64 = line.split_whitespace().nth(1).ok_or("no value")?.parse()?;
+            Ok(kib / 1024.0)
+        };
+        Ok(Self {
+            rss: field("VmRSS:")?,
+            anon: field("RssAnon:")?,
+            file: field("RssFile:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+}
