@@ -646,28 +646,40 @@ fn thousands_of_call_paths_stay_within_the_series_bound_and_add_up() {
 /// that could not open.
 #[test]
 fn targets_killed_while_their_probes_switch_are_exits_not_attach_failures() {
-    let scratch = Scratch::new("kills");
-    let program = scratch.fixture_copy("paced-go1.27", "paced-kills");
     // A cycle every 100 ms: Get and Put go on and off ten times a second.
-    let mut agent = Agent::start(&[
+    let windows = ["--window", "10ms", "--grace", "20ms", "--period", "100ms"];
+    killed_while_switching("paced-kills", &windows, 128);
+}
+
+/// The same under `--continuous` with Get sampled half the time: Get is disarmed and armed
+/// again every 250 ms, and 200 kills land anywhere in that cycle. A dead process's Get that
+/// cannot be armed again was once logged as an attach failure (2 kills in 39 on hugo).
+#[test]
+fn targets_killed_while_their_get_is_sampled_are_exits_not_attach_failures() {
+    let sampling = ["--continuous", "--sample-gets", "0.5"];
+    killed_while_switching("paced-sampled", &sampling, 512);
+}
+
+/// Runs the agent on copies of `paced` named `name`, switching their probes as `switching`
+/// says, and SIGKILLs 200 of them, ten at a time, each at a random delay below `delay_ms`
+/// after its attach; asserts every kill was taken for the exit it is.
+fn killed_while_switching(name: &str, switching: &[&str], delay_ms: u64) {
+    let scratch = Scratch::new(name);
+    let program = scratch.fixture_copy("paced-go1.27", name);
+    let mut args = vec![
         "--exe",
-        "paced-kills",
+        name,
         "--get",
         "main.(*Pool).Get",
         "--put",
         "main.(*Pool).Put",
-        "--window",
-        "10ms",
-        "--grace",
-        "20ms",
-        "--period",
-        "100ms",
-        // Small maps: each target gets its own, and making large ones is most of an attach.
-        "--max-objects",
-        "4096",
-        "--max-stacks",
-        "1024",
-    ]);
+    ];
+    args.extend(switching);
+    // Small maps: each target gets its own, and making large ones is most of an attach.
+    args.extend(["--max-objects", "4096", "--max-stacks", "1024"]);
+    // Attached as soon as found: how long a target has run is not what is tested here.
+    args.extend(["--attach-after", "0"]);
+    let mut agent = Agent::start(&args);
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..20 {
         let targets: Vec<Target> = (0..10)
@@ -681,11 +693,11 @@ fn targets_killed_while_their_probes_switch_are_exits_not_attach_failures() {
             agent.expect_attached(target.pid, Duration::from_secs(10));
         }
         for target in targets {
-            // xorshift: a delay of 0 to 127 ms, past the attach, into some cycle's switch.
+            // xorshift: a delay past the attach, into some cycle's switch.
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            std::thread::sleep(Duration::from_millis(seed % 128));
+            std::thread::sleep(Duration::from_millis(seed % delay_ms));
             // SAFETY: signalling our own child.
             unsafe { libc::kill(target.pid, libc::SIGKILL) };
             drop(target);
@@ -693,7 +705,7 @@ fn targets_killed_while_their_probes_switch_are_exits_not_attach_failures() {
     }
     let metrics = agent.metrics();
     let said = agent.stop();
-    // Neither a failed attach nor a failed window: each was an exit.
+    // Neither a failed attach nor a failed switch: each was an exit.
     let failures: Vec<&String> = (said.iter())
         .filter(|l| l.contains("cannot trace") || l.contains("could not open"))
         .collect();
