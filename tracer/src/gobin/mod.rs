@@ -128,6 +128,8 @@ pub struct GoBinary {
     types: Option<(u64, u64)>,
     /// Instantiations named by dictionaries, built on first use (it decodes all code).
     generics: OnceLock<generics::Index>,
+    /// Names that exist only in inline trees, read on first need.
+    inlined_only: OnceLock<BTreeSet<String>>,
 }
 
 impl GoBinary {
@@ -195,6 +197,7 @@ impl GoBinary {
             dictionaries,
             types,
             generics: OnceLock::new(),
+            inlined_only: OnceLock::new(),
         };
         let (functions, source) = if symbols.is_empty() {
             (binary.pclntab_functions(), SymbolSource::Pclntab)
@@ -267,26 +270,20 @@ impl GoBinary {
 
     /// Functions that exist only inlined, by name: every call to them was inlined and the
     /// linker dropped the body, as it does for small wrappers (`GetBuffer() { return
-    /// pool.Get().(*bytes.Buffer) }`). Only their inlined copies can be probed.
-    pub(crate) fn inlined_only_names(&self) -> BTreeSet<String> {
-        let Some(table) = self.pclntab() else {
-            return BTreeSet::new();
-        };
-        let bodies: HashSet<&str> = self.functions().iter().map(|f| f.name.as_str()).collect();
-        (table.funcs())
-            .flat_map(|f| table.inlined_calls(&f))
-            .filter(|name| !bodies.contains(name))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Whether `name` exists only inlined (see [`GoBinary::inlined_only_names`]).
-    pub(crate) fn is_inlined_only(&self, name: &str) -> bool {
-        let Some(table) = self.pclntab() else {
-            return false;
-        };
-        self.function(name).is_none()
-            && (table.funcs()).any(|f| table.inlined_calls(&f).contains(&name))
+    /// pool.Get().(*bytes.Buffer) }`). Only their inlined copies can be probed. Read from
+    /// every inline tree once, on first need.
+    pub(crate) fn inlined_only_names(&self) -> &BTreeSet<String> {
+        self.inlined_only.get_or_init(|| {
+            let Some(table) = self.pclntab() else {
+                return BTreeSet::new();
+            };
+            let bodies: HashSet<&str> = self.functions().iter().map(|f| f.name.as_str()).collect();
+            (table.funcs())
+                .flat_map(|f| table.inlined_calls(&f))
+                .filter(|name| !bodies.contains(name))
+                .map(str::to_owned)
+                .collect()
+        })
     }
 
     /// Every copy of function `name` that the compiler inlined into another function.

@@ -50,7 +50,7 @@ impl GoBinary {
         }
         match self.function(name) {
             Some(function) => Ok(resolved(function, function.name.contains("go.shape."))),
-            None if self.is_inlined_only(name) => Ok(ResolvedFunction {
+            None if self.inlined_only_names().contains(name) => Ok(ResolvedFunction {
                 requested: name.to_owned(),
                 function: Function {
                     name: name.to_owned(),
