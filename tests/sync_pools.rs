@@ -8,8 +8,9 @@ use std::{thread, time::Duration};
 
 use pooltrace_tests::{fixture, pool, suspected_leaks, Target, Tracer, Value};
 
-/// Traces the `httppools` fixture's sync pools while `command` runs eight times, half a
-/// second apart; returns the sync pool's report.
+/// Traces the `httppools` fixture's sync pools while `command` runs eight times, 650 ms
+/// apart (five 1 s intervals or more: a growth reason needs four points of trend, and the
+/// final report amends the last rather than adding one); returns the sync pool's report.
 fn traced(build: &str, command: &str) -> Value {
     let mut target = Target::start(&fixture(build));
     let args = ["--pool", "sync", "--interval", "1s", "--top=1000"];
@@ -18,7 +19,7 @@ fn traced(build: &str, command: &str) -> Value {
     for _ in 0..8 {
         target.send(command);
         target.expect_line(&format!("done {verb}"));
-        thread::sleep(Duration::from_millis(500));
+        thread::sleep(Duration::from_millis(650));
     }
     let report = tracer.interrupt().json();
     target.exit();

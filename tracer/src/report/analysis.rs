@@ -142,9 +142,10 @@ const _: () = assert!(
 fn sync_growth(evidence: &Evidence) -> &'static str {
     match (evidence.hold, evidence.collected) {
         (None, _) => {
-            "none of its objects ever came back: if its Put gives the pool a new pointer each \
-             time (`Put(&buf)`), no Put can match a Get, and tracing the wrapper's own Get and \
-             Put tells; not scored as a leak in a sync pool"
+            "none of its objects ever came back: they may be held by long-lived owners (a \
+             connection, a worker), or its Put gives the pool a new pointer each time \
+             (`Put(&buf)`), so that no Put can match a Get, which tracing the wrapper's own Get \
+             and Put tells; not scored as a leak in a sync pool"
         }
         (Some(_), 1..) => {
             "it drops objects, which a sync pool allows: not scored as a leak, only as lost \
