@@ -450,10 +450,12 @@ impl Trace<'_> {
         let first = tokio::time::Instant::from_std(self.attached.started + period);
         let mut ticks = tokio::time::interval_at(first, period);
         loop {
+            // Biased: a tick due with the deadline (a --duration that is a multiple of
+            // --interval) prints its table first, so the final report amends the point of
+            // the interval just ended, never the one before.
             tokio::select! {
+                biased;
                 stop = ends.next() => return stop,
-                _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
-                _ = sleep_until(self.attached.probes.switch_at()) => self.attached.probes.switch()?,
                 _ = ticks.tick() => {
                     // An interval shorter than the exec watch's own poll must not report
                     // the new program's silence as the old one's.
@@ -473,6 +475,8 @@ impl Trace<'_> {
                         _ => crate::status_text!("{}", report::render_interval(&report, Style { color: std::io::stderr().is_terminal() })),
                     }
                 }
+                _ = sleep_until(deadline) => return Ok(Stop::DurationElapsed),
+                _ = sleep_until(self.attached.probes.switch_at()) => self.attached.probes.switch()?,
             }
         }
     }

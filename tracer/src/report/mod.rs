@@ -266,8 +266,10 @@ pub enum SortBy {
 pub struct History {
     /// Each path's trend, and the report that last recorded it.
     held: HashMap<(usize, u64, PathIdentity), (Vec<u64>, u64)>,
-    /// Per pool: Gets and Puts at the last report, and the milliseconds each was probed.
-    last_counts: HashMap<usize, (Pair, Pair)>,
+    /// Per pool: Gets and Puts at the report before the last and at the last, each with
+    /// the milliseconds Get and Put were probed by then. A closing report measures its
+    /// rates from the one before the last, as it amends the last's trend point.
+    last_counts: HashMap<usize, [Counted; 2]>,
     /// Reports built so far.
     reports: u64,
     /// The report being built is the closing one, and stands in for the last: it amends
@@ -277,6 +279,9 @@ pub struct History {
 
 /// A (Get, Put) pair of numbers.
 type Pair = (u64, u64);
+
+/// Gets and Puts counted by a report, and the milliseconds each was probed by then.
+type Counted = (Pair, Pair);
 
 /// Reports of history kept per path.
 const TREND_LENGTH: usize = 60;
@@ -326,10 +331,13 @@ impl History {
     /// Gets/s and puts/s since the previous report of `pool`, `(gets, puts)` counted over
     /// `clocks_ms` (the time each was probed).
     fn rates(&mut self, pool: usize, counts: (u64, u64), clocks_ms: (u64, u64)) -> (f64, f64) {
-        let (last_counts, last_clocks) = self
-            .last_counts
-            .insert(pool, (counts, clocks_ms))
-            .unwrap_or_default();
+        let [before_last, last] = self.last_counts.get(&pool).copied().unwrap_or_default();
+        let (since, kept) = match self.amending {
+            true => (before_last, before_last),
+            false => (last, last),
+        };
+        self.last_counts.insert(pool, [kept, (counts, clocks_ms)]);
+        let (last_counts, last_clocks) = since;
         let per_s = |now: u64, last: u64, now_ms: u64, last_ms: u64| {
             let seconds = now_ms.saturating_sub(last_ms).max(1) as f64 / 1000.0;
             now.saturating_sub(last) as f64 / seconds

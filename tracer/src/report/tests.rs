@@ -426,6 +426,20 @@ fn the_closing_report_amends_the_last_point_of_a_trend_rather_than_adding_one() 
 }
 
 #[test]
+fn the_closing_reports_rates_run_from_the_report_before_the_last() {
+    let mut history = History::default();
+    history.next_report(false);
+    history.rates(0, (100, 100), (1_000, 1_000));
+    history.next_report(false);
+    history.rates(0, (300, 250), (2_000, 2_000));
+    // 1 ms after the last report: measured from the one before, not over that 1 ms.
+    history.next_report(true);
+    let (gets, puts) = history.rates(0, (301, 251), (2_001, 2_001));
+    assert!((gets - 201.0 / 1.001).abs() < 1e-9, "{gets}");
+    assert!((puts - 151.0 / 1.001).abs() < 1e-9, "{puts}");
+}
+
+#[test]
 fn a_sub_millisecond_oldest_object_prints_as_the_ages_do() {
     let young = Group {
         held: Held {
