@@ -81,7 +81,8 @@ fn an_inlined_only_wrapper_with_nothing_to_probe_is_refused_with_why() {
     assert_fails_with(
         output,
         "pooltrace: error: runtime.putExtraM has no machine code to probe (it exists only \
-         inlined, and its one copy calls no pool pooltrace knows how to read)",
+         inlined, and its one copy cannot be probed: no call to a pool pooltrace knows under \
+         it)",
     );
 }
 

@@ -77,7 +77,7 @@ impl PoolRequest {
         for entry in &self.entries {
             specs.extend(self.specs(entry, binary)?);
         }
-        plan_specs(specs, binary, adjust)
+        plan_specs(specs, binary, adjust, None)
     }
 
     /// For the agent, which serves one pools file to many programs: the named pools that
@@ -98,31 +98,45 @@ impl PoolRequest {
                 Err(error) => absent.push(error),
             }
         }
-        if specs.is_empty() {
+        let plans = match specs.is_empty() {
+            true => Vec::new(),
+            false => plan_specs(specs, binary, |_| {}, Some(&mut absent))?,
+        };
+        if plans.is_empty() {
             return Err(absent
                 .into_iter()
                 .next()
                 .unwrap_or(Error::Internal("no pool named")));
         }
-        Ok((plan_specs(specs, binary, |_| {})?, absent))
+        Ok((plans, absent))
     }
 }
 
+/// Plans `specs`. A pool whose functions cannot be probed fails them all, or, given
+/// `unprobeable`, is left out and its error put there (the agent's pools that a binary has
+/// in name only, e.g. a wrapper that exists only inlined and calls no pool pooltrace reads).
 fn plan_specs(
     mut specs: Vec<PoolSpec>,
     binary: &GoBinary,
     adjust: impl Fn(&mut PoolSpec),
+    mut unprobeable: Option<&mut Vec<Error>>,
 ) -> Result<Vec<PoolPlan>> {
     if specs.len() > MAX_POOLS as usize {
         return Err(Error::TooManyPools(specs.len()));
     }
     specs.iter_mut().for_each(adjust);
     let known = KnownPools::new(binary, &specs);
-    let plans = specs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| PoolPlan::new(binary, i as u32, spec, &known))
-        .collect::<Result<Vec<_>>>()?;
+    let mut plans = Vec::new();
+    for spec in &specs {
+        match PoolPlan::new(binary, plans.len() as u32, spec, &known) {
+            Ok(plan) => plans.push(plan),
+            Err(error @ Error::Unprobeable { .. }) => match unprobeable.as_deref_mut() {
+                Some(left_out) => left_out.push(error),
+                None => return Err(error),
+            },
+            Err(error) => return Err(error),
+        }
+    }
     refuse_duplicates(&plans)?;
     print_inlining(&plans);
     Ok(plans)

@@ -143,14 +143,17 @@ impl PoolPlan {
             if function.inlined_only && inlined.sites.is_empty() {
                 return Err(unprobeable(
                     function,
-                    match inlined.unseen.len() {
-                        1 => "it exists only inlined, and its one copy calls no pool \
-                              pooltrace knows how to read"
-                            .to_owned(),
-                        n => format!(
-                            "it exists only inlined, and none of its {n} copies calls a pool \
-                             pooltrace knows how to read"
+                    match inlined.unseen.as_slice() {
+                        [one] => format!(
+                            "it exists only inlined, and its one copy cannot be probed: {}",
+                            one.why
                         ),
+                        [first, ..] => format!(
+                            "it exists only inlined, and none of its {} copies can be probed: {}",
+                            inlined.unseen.len(),
+                            first.why
+                        ),
+                        [] => "it exists only inlined, and no copy of it was found".to_owned(),
                     },
                 ));
             }
