@@ -27,20 +27,29 @@ impl Identity {
         identity(self.pid).as_ref() == Some(self)
     }
 
-    /// How long it has run, when the system's uptime is `uptime`.
-    pub fn age(&self, uptime: Duration) -> Duration {
+    /// How long ago it was started (forked), `since_boot` being now; None when its start
+    /// lies ahead of that, which only a clock that is not the start times' own can give.
+    pub fn age(&self, since_boot: Duration) -> Option<Duration> {
         // SAFETY: sysconf has no preconditions.
-        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        uptime.saturating_sub(Duration::from_secs_f64(self.start as f64 / ticks_per_s))
+        let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let started = Duration::from_millis(self.start.saturating_mul(1000) / ticks_per_s);
+        since_boot.checked_sub(started)
     }
 }
 
-/// Time since boot, on the clock `/proc/PID/stat`'s start times count on; None if
-/// `/proc/uptime` cannot be read.
-pub fn uptime() -> Option<Duration> {
-    let text = fs::read_to_string("/proc/uptime").ok()?;
-    let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(seconds))
+/// Time since boot on the clock `/proc/PID/stat`'s start times count on (CLOCK_BOOTTIME,
+/// which a time namespace offsets as it does them; `/proc/uptime` may be another's, e.g.
+/// LXCFS's in a container).
+pub fn since_boot() -> Option<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+    let seconds = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u32::try_from(now.tv_nsec).ok()?;
+    (read == 0).then(|| Duration::new(seconds, nanos))
 }
 
 /// A process that matched, and what the agent labels it with.

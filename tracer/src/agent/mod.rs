@@ -203,13 +203,15 @@ impl Agent {
         self.over_limit
             .retain(|identity| running.contains(identity));
         self.forget_exited(&running);
-        let uptime = discover::uptime();
+        let since_boot = discover::since_boot();
         for found in found {
             let identity = &found.identity;
             if self.following.contains_key(identity) || self.refused.contains(identity) {
                 continue;
             }
-            if uptime.is_some_and(|uptime| identity.age(uptime) < self.attach_after) {
+            // A process whose age cannot be told is traced at once.
+            let age = since_boot.and_then(|now| identity.age(now));
+            if age.is_some_and(|age| age < self.attach_after) {
                 continue;
             }
             if self.following.len() >= self.max_targets {
