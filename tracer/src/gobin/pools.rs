@@ -75,9 +75,7 @@ impl GoBinary {
     pub(crate) fn pool_pairs(&self) -> Vec<PoolPair> {
         let mut found = self.dictionary_pairs();
         let covered = |found: &[Found], get: &Function, put: &Function| {
-            found
-                .iter()
-                .any(|f| f.get_fn.addr == get.addr && f.put_fn.addr == put.addr)
+            (found.iter()).any(|f| same_function(&f.get_fn, get) && same_function(&f.put_fn, put))
         };
         for pair in self.named_pairs() {
             let generic = pair.named_from.is_some();
@@ -313,6 +311,12 @@ const ALLOCATORS: [&str; 3] = ["runtime.newobject", "runtime.makeslice", "runtim
 /// The type (or, for a plain function, the package) a Get belongs to.
 fn family(get: &str) -> &str {
     get.rsplit_once('.').map_or(get, |(family, _)| family)
+}
+
+/// Whether `a` and `b` are one function: one address, or for functions that exist only
+/// inlined (all at address 0), one name.
+fn same_function(a: &Function, b: &Function) -> bool {
+    a.addr == b.addr && (a.addr != 0 || a.name == b.name)
 }
 
 /// Whether two names are instantiations of one generic function or method.
