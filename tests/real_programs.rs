@@ -364,7 +364,7 @@ fn prometheus_scraping_itself_with_its_own_pool_and_sync_pool() {
 }
 
 /// Debian's hugo (Go 1.19, stripped) pools its buffers through `bufferpool.GetBuffer`, which
-/// exists only inlined, and `PutBuffer`. `list` shows the pair first among few, with the S3
+/// exists only inlined, and `PutBuffer`. `list` shows the pair among few, with the S3
 /// client's hundred Get*/Put*Request methods left out; named as frames print them, the pair
 /// is traced at the pool calls in the inlined copies, and a site build gives back every
 /// buffer it took.
