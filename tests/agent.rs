@@ -721,34 +721,16 @@ fn killed_while_switching(name: &str, switching: &[&str], delay_ms: u64) {
 /// attaches. None of them is an attach failure.
 #[test]
 fn helpers_that_exit_during_their_attach_are_not_attach_failures() {
-    let scratch = Scratch::new("helpers");
-    let program = scratch.fixture_copy("httppools-go1.27", "httppools-helpers");
     // Every helper is attached to, however short it lives.
-    let mut agent = Agent::start(&[
-        "--exe",
-        "httppools-helpers",
-        "--pool",
-        "sync",
-        "--attach-after",
-        "0",
-    ]);
-    let mut server = Target::start(&program);
-    agent.expect_attached(server.pid, Duration::from_secs(10));
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(8) {
-        server.send("runs 20");
-        server.expect_line("done runs");
-    }
-    let metrics = agent.metrics();
-    server.exit();
-    let said = agent.stop();
-    let failures: Vec<&String> = (said.iter())
+    let run = helpers_under_agent("httppools-helpers", &["--attach-after", "0"], 8);
+    let failures: Vec<&String> = (run.said.iter())
         .filter(|l| l.contains("cannot trace") || l.contains("is not a Go program"))
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(
-        !metrics.contains("pooltrace_attach_failures_total{"),
-        "{metrics}"
+        !run.metrics.contains("pooltrace_attach_failures_total{"),
+        "{}",
+        run.metrics
     );
 }
 
@@ -758,29 +740,57 @@ fn helpers_that_exit_during_their_attach_are_not_attach_failures() {
 /// traced as before.
 #[test]
 fn processes_that_live_less_than_attach_after_are_not_attached() {
-    let scratch = Scratch::new("short-lived");
-    let program = scratch.fixture_copy("httppools-go1.27", "httppools-short");
-    let mut agent = Agent::start(&["--exe", "httppools-short", "--pool", "sync"]);
+    let run = helpers_under_agent("httppools-short", &[], 5);
+    let attached: Vec<&String> = (run.said.iter())
+        .filter(|l| l.starts_with("pooltrace agent: attached "))
+        .collect();
+    assert_eq!(
+        attached.len(),
+        1,
+        "{} helpers ran: {attached:#?}",
+        run.helpers
+    );
+    assert!(
+        attached[0].contains(&format!(" to PID {} (", run.server_pid)),
+        "{attached:#?}"
+    );
+}
+
+/// What an agent following a helper-running server saw.
+struct HelpersRun {
+    server_pid: i32,
+    helpers: u64,
+    /// `/metrics` while the server still ran.
+    metrics: String,
+    said: Vec<String>,
+}
+
+/// The `httppools` fixture, copied to `name`, run under an agent following `name` (with
+/// `extra` options) for `seconds`, running 20 helpers of itself (30 ms each) at a time.
+fn helpers_under_agent(name: &str, extra: &[&str], seconds: u64) -> HelpersRun {
+    let scratch = Scratch::new(name);
+    let program = scratch.fixture_copy("httppools-go1.27", name);
+    let mut args = vec!["--exe", name, "--pool", "sync"];
+    args.extend(extra);
+    let mut agent = Agent::start(&args);
     let mut server = Target::start(&program);
     let server_pid = server.pid;
     agent.expect_attached(server_pid, Duration::from_secs(10));
     let started = Instant::now();
     let mut helpers = 0;
-    while started.elapsed() < Duration::from_secs(5) {
+    while started.elapsed() < Duration::from_secs(seconds) {
         server.send("runs 20");
         server.expect_line("done runs");
         helpers += 20;
     }
+    let metrics = agent.metrics();
     server.exit();
-    let said = agent.stop();
-    let attached: Vec<&String> = (said.iter())
-        .filter(|l| l.starts_with("pooltrace agent: attached "))
-        .collect();
-    assert_eq!(attached.len(), 1, "{helpers} helpers ran: {attached:#?}");
-    assert!(
-        attached[0].contains(&format!(" to PID {server_pid} (")),
-        "{attached:#?}"
-    );
+    HelpersRun {
+        server_pid,
+        helpers,
+        metrics,
+        said: agent.stop(),
+    }
 }
 
 /// Under `--continuous`, Put's cost alone over the budget is said with its estimate, and said
