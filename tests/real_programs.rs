@@ -20,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use pooltrace_harness::caddy_serving_gzip;
 use pooltrace_tests::{
     pool, pooltrace_json, real_program, run_pooltrace, suspected_leaks, u64_of, Tracer, Value,
 };
@@ -247,25 +248,9 @@ fn nats_server_under_publish_subscribe_load() {
 fn caddy_serving_gzip_files_under_load() {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("pooltrace-caddy-{port}"));
-    std::fs::create_dir_all(&dir).expect("site dir");
-    let page: String = (0..20_000)
-        .map(|i| format!("line {i} of a page worth compressing\n"))
-        .collect();
-    std::fs::write(dir.join("index.html"), page).expect("write page");
-    let caddyfile = dir.join("Caddyfile");
-    let config = format!(
-        "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\nhttp://127.0.0.1:{port} {{\n\troot * {}\n\tencode gzip\n\tfile_server\n}}\n",
-        dir.display()
-    );
-    std::fs::write(&caddyfile, config).expect("write Caddyfile");
-    let caddy = start(
-        Command::new(real_program("POOLTRACE_CADDY"))
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&caddyfile)
-            .env("HOME", &dir)
-            .env("XDG_DATA_HOME", &dir)
-            .env("XDG_CONFIG_HOME", &dir),
-    );
+    let mut command =
+        caddy_serving_gzip(&real_program("POOLTRACE_CADDY"), &dir, port).expect("write the site");
+    let caddy = start(&mut command);
     wait_for_port(port);
     // Runs past the attaches; stopped when dropped.
     let load = wrk(

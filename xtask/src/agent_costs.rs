@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_harness::{http_get, Lines};
+use pooltrace_harness::{caddy_serving_gzip, http_get, Lines};
 
 use crate::{
     fixtures,
@@ -59,26 +59,8 @@ pub fn run(pooltrace: &Path) -> Result {
 fn on_caddy(pooltrace: &Path) -> Result {
     let caddy = tools::real_programs()?.caddy;
     let dir = std::env::temp_dir().join("pooltrace-bench-agent-caddy");
-    std::fs::create_dir_all(&dir)?;
-    let page: String = (0..20_000)
-        .map(|i| format!("line {i} of a page worth compressing\n"))
-        .collect();
-    std::fs::write(dir.join("index.html"), page)?;
-    let caddyfile = dir.join("Caddyfile");
-    std::fs::write(
-        &caddyfile,
-        format!(
-            "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\nhttp://127.0.0.1:{CADDY_PORT} {{\n\troot * {}\n\tencode gzip\n\tfile_server\n}}\n",
-            dir.display()
-        ),
-    )?;
     let server = Guard(
-        Command::new(&caddy)
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(&caddyfile)
-            .env("HOME", &dir)
-            .env("XDG_DATA_HOME", &dir)
-            .env("XDG_CONFIG_HOME", &dir)
+        caddy_serving_gzip(&caddy, &dir, CADDY_PORT)?
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,

@@ -1,12 +1,14 @@
 //! Driving child processes by the lines they print, each wait bounded in time, and asking an
-//! HTTP endpoint (the agent's): shared by the integration tests (which panic on a failure)
-//! and `cargo xtask bench` (which reports it).
+//! HTTP endpoint (the agent's), and the Caddy site both load: shared by the integration
+//! tests (which panic on a failure) and `cargo xtask bench` (which reports it).
 //! It depends on nothing of pooltrace's, so xtask builds even while the eBPF object is stale.
 
 use std::{
     fmt,
     io::{self, BufRead, BufReader, Read, Write},
     net::TcpStream,
+    path::Path,
+    process::Command,
     sync::mpsc::{channel, Receiver},
     thread,
     time::{Duration, Instant},
@@ -140,6 +142,33 @@ pub fn metric_sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Opti
             .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
         all.then(|| value.trim().parse().ok())?
     })
+}
+
+/// Caddy (`caddy`) serving, on `127.0.0.1:port`, a 700 KB page gzipped from `dir`: writes
+/// the page and a Caddyfile there and returns the command that runs it, with its state kept
+/// in `dir` too. The tests and the bench load it the same way.
+pub fn caddy_serving_gzip(caddy: &Path, dir: &Path, port: u16) -> io::Result<Command> {
+    std::fs::create_dir_all(dir)?;
+    let page: String = (0..20_000)
+        .map(|i| format!("line {i} of a page worth compressing\n"))
+        .collect();
+    std::fs::write(dir.join("index.html"), page)?;
+    let caddyfile = dir.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\nhttp://127.0.0.1:{port} {{\n\troot * {}\n\tencode gzip\n\tfile_server\n}}\n",
+            dir.display()
+        ),
+    )?;
+    let mut command = Command::new(caddy);
+    command
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir);
+    Ok(command)
 }
 
 #[cfg(test)]
