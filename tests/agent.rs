@@ -833,3 +833,321 @@ fn a_continuous_agent_says_again_when_puts_cost_over_budget_grows() {
     agent.stop();
     target.exit();
 }
+
+/// The agent's eBPF maps as Debian's bpftool reads them from the kernel, by their names:
+/// what the kernel holds, seen without going through pooltrace.
+struct KernelMaps {
+    ids: std::collections::HashMap<String, u32>,
+}
+
+/// How the target slot of a map's key is read.
+type SlotOf = fn(&[u8]) -> u64;
+
+/// Maps whose entries come and go, with the target slot each key belongs to.
+const SLOTTED_MAPS: [(&str, SlotOf); 9] = [
+    ("OUTSTANDING", pool_slot),
+    ("RETURNED", pool_slot),
+    ("COLLECTED", pool_slot),
+    ("CROSSED", pool_slot),
+    ("HOLD_TIMES", pool_slot),
+    ("RELEASES", pool_slot),
+    ("DOUBLE_PUTS", pool_slot),
+    ("RECEIVERS", |key| word(key) >> 48 >> 4),
+    ("STACKS", |key| word(key) >> 52),
+];
+
+/// The first 8 bytes of a key, little-endian.
+fn word(key: &[u8]) -> u64 {
+    u64::from_le_bytes(key[..8].try_into().expect("an 8-byte key"))
+}
+
+/// The slot of a key whose first field is a pool index (16 pools a slot).
+fn pool_slot(key: &[u8]) -> u64 {
+    u64::from(u32::from_le_bytes(key[..4].try_into().expect("a pool"))) / 16
+}
+
+impl KernelMaps {
+    /// The maps process `pid` holds descriptors of.
+    fn of(pid: u32) -> Self {
+        let mut ids = std::collections::HashMap::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+            let info = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+            let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) else {
+                continue;
+            };
+            let id: u32 = id.trim().parse().expect("a map id");
+            let shown = bpftool(&["map", "show", "id", &id.to_string()]);
+            let name = shown["name"].as_str().unwrap_or_default().to_owned();
+            assert!(ids.insert(name.clone(), id).is_none(), "two maps {name}");
+        }
+        Self { ids }
+    }
+
+    /// Every entry of map `name`: its key, and its value (each CPU's, concatenated).
+    fn dump(&self, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let id = self
+            .ids
+            .get(name)
+            .unwrap_or_else(|| panic!("no map {name}"));
+        let bytes = |v: &Value| -> Vec<u8> {
+            (v.as_array().expect("bytes").iter())
+                .map(|b| {
+                    let hex = b.as_str().expect("a byte").trim_start_matches("0x");
+                    u8::from_str_radix(hex, 16).expect("hex")
+                })
+                .collect()
+        };
+        let entries = bpftool(&["map", "dump", "id", &id.to_string()]);
+        (entries.as_array().expect("entries").iter())
+            .map(|entry| {
+                let value = match entry.get("values") {
+                    Some(per_cpu) => (per_cpu.as_array().expect("per cpu").iter())
+                        .flat_map(|cpu| bytes(&cpu["value"]))
+                        .collect(),
+                    None => bytes(&entry["value"]),
+                };
+                (bytes(&entry["key"]), value)
+            })
+            .collect()
+    }
+
+    /// How many entries of each map with entries that come and go each slot holds.
+    fn slots(
+        &self,
+    ) -> std::collections::BTreeMap<&'static str, std::collections::BTreeMap<u64, usize>> {
+        SLOTTED_MAPS
+            .iter()
+            .map(|&(name, slot_of)| {
+                let mut slots = std::collections::BTreeMap::new();
+                for (key, _) in self.dump(name) {
+                    *slots.entry(slot_of(&key)).or_default() += 1;
+                }
+                (name, slots)
+            })
+            .collect()
+    }
+
+    /// The slots whose array entries are not all zero in `name` (`per_slot` entries a slot).
+    fn nonzero_slots(&self, name: &str, per_slot: u32) -> Vec<u32> {
+        let mut slots: Vec<u32> = (self.dump(name).into_iter())
+            .filter(|(_, value)| value.iter().any(|&b| b != 0))
+            .map(|(key, _)| u32::from_le_bytes(key[..4].try_into().expect("index")) / per_slot)
+            .collect();
+        slots.dedup();
+        slots
+    }
+}
+
+/// bpftool's JSON output of `args`.
+fn bpftool(args: &[&str]) -> Value {
+    let output = Command::new(real_program("POOLTRACE_BPFTOOL"))
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run bpftool");
+    assert!(output.status.success(), "bpftool {args:?}: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("bpftool JSON")
+}
+
+/// Waits until the agent says `pid` ended.
+fn expect_ended(agent: &mut Agent, pid: i32) {
+    let prefix = format!("pooltrace agent: PID {pid} (");
+    agent
+        .stderr
+        .matching(
+            "its end",
+            |line| {
+                line.starts_with(&prefix)
+                    && (line.contains(" was killed by SIGKILL") || line.contains(" exited"))
+            },
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|e| panic!("agent did not see PID {pid} end: {e}"));
+}
+
+#[test]
+fn processes_share_one_object_within_their_share_and_leave_no_entry_behind() {
+    let scratch = Scratch::new("shared");
+    let copy = scratch.fixture_copy("poolfix-go1.27", "poolfix-shared");
+    // Four slots of 30 objects each.
+    let mut args = vec![
+        "--exe",
+        "poolfix-shared",
+        "--budget",
+        "100",
+        "--max-targets",
+        "4",
+        "--max-objects",
+        "120",
+    ];
+    args.extend(POOLFIX_BUFS);
+    let mut agent = Agent::start(&args);
+    let maps = KernelMaps::of(agent.child.id());
+    assert_eq!(maps.nonzero_slots("SITES", 512), Vec::<u32>::new());
+    // Two processes of one binary: the same code addresses, the same stacks.
+    let mut leaker = Target::start(&copy);
+    agent.expect_attached(leaker.pid, Duration::from_secs(10));
+    let mut other = Target::start(&copy);
+    agent.expect_attached(other.pid, Duration::from_secs(10));
+
+    // Each round leaks 8 buffers. The leaker's fourth round passes its share: its objects
+    // stop at 30, the rest are counted lost, and the other still has all 16 of its own.
+    for _ in 0..2 {
+        leaker.round();
+    }
+    let (leaker_pid, other_pid) = (leaker.pid, other.pid);
+    assert_counted_exactly(&agent, &mut leaker, leaker_pid);
+    assert_counted_exactly(&agent, &mut other, other_pid);
+    let outstanding = |pid: i32| {
+        let pid = pid.to_string();
+        move |metrics: &str| {
+            let labels = [("pid", &*pid), ("pool", "main.(*BufPool).Get")];
+            sample(metrics, "pooltrace_outstanding_objects", &labels)
+        }
+    };
+    let lost = |pid: i32| {
+        let pid = pid.to_string();
+        move |metrics: &str| {
+            let labels = [
+                ("pid", &*pid),
+                ("pool", "main.(*BufPool).Get"),
+                ("reason", "objects_map_full"),
+            ];
+            sample(metrics, "pooltrace_lost_events_total", &labels)
+        }
+    };
+    let metrics = agent.metrics_until(Duration::from_secs(10), |m| {
+        outstanding(leaker_pid)(m) == Some(30.0) && outstanding(other_pid)(m) == Some(16.0)
+    });
+    assert_eq!(outstanding(leaker_pid)(&metrics), Some(30.0), "{metrics}");
+    assert_eq!(outstanding(other_pid)(&metrics), Some(16.0), "{metrics}");
+    assert!(lost(leaker_pid)(&metrics) >= Some(2.0), "{metrics}");
+    assert_eq!(lost(other_pid)(&metrics), Some(0.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "pooltrace_tracked_objects_limit", &[]),
+        Some(30.0)
+    );
+    let held = maps.slots();
+    let mut counts: Vec<usize> = held["OUTSTANDING"].values().copied().collect();
+    counts.sort();
+    assert_eq!(counts, [16, 30]);
+    let both: Vec<u64> = held["OUTSTANDING"].keys().copied().collect();
+    assert_eq!(held["STACKS"].keys().copied().collect::<Vec<_>>(), both);
+
+    // The leaker's end leaves only the other's entries; the other's, none at all.
+    drop(leaker);
+    expect_ended(&mut agent, leaker_pid);
+    let left = maps.slots();
+    let survivor = *left["OUTSTANDING"]
+        .keys()
+        .next()
+        .expect("the other's objects");
+    assert_eq!(left["OUTSTANDING"][&survivor], 16);
+    for (name, slots) in &left {
+        assert!(
+            slots.keys().all(|&slot| slot == survivor),
+            "{name}: {slots:?}"
+        );
+    }
+    assert_eq!(maps.nonzero_slots("COUNTERS", 16), [survivor as u32]);
+    assert_eq!(maps.nonzero_slots("SITES", 512), [survivor as u32]);
+    drop(other);
+    expect_ended(&mut agent, other_pid);
+    for (name, slots) in maps.slots() {
+        assert!(slots.is_empty(), "{name} still holds {slots:?}");
+    }
+    for (name, per_slot) in [
+        ("COUNTERS", 16),
+        ("SITES", 512),
+        ("EPOCH", 1),
+        ("OBJECT_QUOTAS", 1),
+    ] {
+        assert_eq!(
+            maps.nonzero_slots(name, per_slot),
+            Vec::<u32>::new(),
+            "{name}"
+        );
+    }
+    agent.stop();
+}
+
+#[test]
+fn ten_processes_are_counted_exactly_in_maps_no_bigger_than_one_needs() {
+    let scratch = Scratch::new("fleet");
+    let copy = scratch.fixture_copy("poolfix-go1.27", "poolfix-fleet");
+    let mut args = vec!["--exe", "poolfix-fleet", "--budget", "100"];
+    args.extend(POOLFIX_BUFS);
+    let mut agent = Agent::start(&args);
+    let alone = map_memory(agent.child.id());
+    assert_eq!(
+        sample(&agent.metrics(), "pooltrace_kernel_map_bytes", &[]),
+        Some(alone as f64)
+    );
+    let mut targets: Vec<Target> = Vec::new();
+    for _ in 0..10 {
+        let target = Target::start(&copy);
+        agent.expect_attached(target.pid, Duration::from_secs(10));
+        targets.push(target);
+    }
+    // A trickle: process i makes i + 1 Gets and Puts, all after its attach.
+    let mut expected = Vec::new();
+    for (i, target) in targets.iter_mut().enumerate() {
+        for _ in 0..=i {
+            target.send("regain");
+            target.expect_line("regained");
+        }
+        expected.push((target.pid, Some(i as f64 + 1.0)));
+    }
+    let counted = |metrics: &str| -> Vec<(i32, Option<f64>)> {
+        (targets.iter())
+            .map(|t| (t.pid, buf_counts(metrics, t.pid).0))
+            .collect()
+    };
+    let metrics = agent.metrics_until(Duration::from_secs(10), |m| counted(m) == expected);
+    assert_eq!(counted(&metrics), expected);
+    for target in &targets {
+        let labels = [
+            ("pid", &*target.pid.to_string()),
+            ("pool", "main.(*BufPool).Get"),
+        ];
+        assert_eq!(
+            buf_counts(&metrics, target.pid).1,
+            expected_puts(&expected, target.pid)
+        );
+        assert_eq!(
+            sample(&metrics, "pooltrace_outstanding_objects", &labels),
+            Some(0.0)
+        );
+    }
+    assert_eq!(
+        sample(&metrics, "pooltrace_targets_attached", &[]),
+        Some(10.0)
+    );
+    assert_eq!(
+        map_memory(agent.child.id()),
+        alone,
+        "the maps grew with the processes"
+    );
+    drop(targets);
+    agent.stop();
+}
+
+/// The Puts `expected` says process `pid` made: one per Get.
+fn expected_puts(expected: &[(i32, Option<f64>)], pid: i32) -> Option<f64> {
+    expected
+        .iter()
+        .find(|(p, _)| *p == pid)
+        .and_then(|(_, n)| *n)
+}
+
+/// The kernel memory charged for every BPF map process `pid` holds, from its fdinfo.
+fn map_memory(pid: u32) -> u64 {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo");
+    fds.filter_map(|entry| {
+        let info = std::fs::read_to_string(entry.ok()?.path()).ok()?;
+        info.contains("map_type:").then_some(())?;
+        let memlock = info.lines().find_map(|l| l.strip_prefix("memlock:"))?;
+        memlock.trim().parse::<u64>().ok()
+    })
+    .sum()
+}

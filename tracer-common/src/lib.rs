@@ -10,10 +10,16 @@ extern crate std;
 #[cfg(feature = "source-hash")]
 pub mod source_hash;
 
-/// Most pools one `pooltrace` run can follow at once (index into `COUNTERS`).
+/// Most pools one traced process can have (its range of indices into `COUNTERS`).
 pub const MAX_POOLS: u32 = 16;
-/// Most probe sites (Get RETs plus Put entries); the attach cookie indexes `SITES`.
+/// Most probe sites (Get RETs plus Put entries) in one traced process; the attach cookie
+/// indexes `SITES`.
 pub const MAX_SITES: u32 = 512;
+/// Most processes one loaded object traces at once (the agent's `--max-targets`): each has a
+/// slot, which owns pools `slot * MAX_POOLS ..` and sites `slot * MAX_SITES ..`, and tags
+/// the keys that carry no pool (`STACKS`, `TYPE_KINDS`). 512 keeps the tags within the bits
+/// user addresses leave free (see [`stack_key`]).
+pub const MAX_TARGET_SLOTS: u32 = 512;
 /// Default capacity of `OUTSTANDING`; user space resizes it before load (`--max-objects`).
 pub const DEFAULT_MAX_OBJECTS: u32 = 262_144;
 /// Default capacity of `STACKS` (distinct Get stacks); user space resizes it before load
@@ -49,14 +55,20 @@ pub mod names {
     /// Map: objects recently given back (sized at load: one entry when no pool catches
     /// double Puts, since an LRU map is allocated whole).
     pub const RETURNED: &str = "RETURNED";
-    /// Map: the current epoch, one `u64` that user space adds one to each time it takes
-    /// Put's probes away (tracing windows). 0 for as long as Put stays probed.
+    /// Map: each target slot's current epoch, a `u64` that user space adds one to each time
+    /// it takes that target's Put probes away (tracing windows). 0 for as long as Put stays
+    /// probed.
     pub const EPOCH: &str = "EPOCH";
     /// Map: objects that outlived their epoch, by call path: handed out again while nothing
     /// watched, or given back in a later window ([`crate::PathCrossings`]).
     pub const CROSSED: &str = "CROSSED";
+    /// Map: each target slot's share of `OUTSTANDING` and how much of it is held
+    /// ([`crate::ObjectQuota`]).
+    pub const OBJECT_QUOTAS: &str = "OBJECT_QUOTAS";
+    /// Map: Get receivers in flight, by pool and goroutine.
+    pub const RECEIVERS: &str = "RECEIVERS";
     /// Every map user space opens by name.
-    pub const MAPS: [&str; 12] = [
+    pub const MAPS: [&str; 14] = [
         SITES,
         OUTSTANDING,
         STACKS,
@@ -69,6 +81,8 @@ pub mod names {
         RETURNED,
         EPOCH,
         CROSSED,
+        OBJECT_QUOTAS,
+        RECEIVERS,
     ];
 
     /// Program at Put's entry and at the calls in Put's inlined copies.
@@ -198,6 +212,10 @@ pub struct ProbeSite {
     pub pool: u32,
     /// `SITE_*` flags.
     pub flags: u32,
+    /// The traced process's slot (see [`MAX_TARGET_SLOTS`]): its epoch, its share of
+    /// `OUTSTANDING`, and the tag of its stacks and type kinds.
+    pub target: u32,
+    pub _pad: u32,
     /// The object's identity: the word that is the same at Get and at Put.
     pub key: WordSpec,
     /// The object's size in bytes, or `WORD_NONE`.
@@ -246,6 +264,45 @@ pub struct ObjectKey {
     pub pool: u32,
     pub _pad: u32,
     pub addr: u64,
+}
+
+/// Value of `OBJECT_QUOTAS`: one target slot's share of `OUTSTANDING`. Where many
+/// processes share one object (the agent), a process that leaks cannot take the entries the
+/// others need: a Get over its slot's limit is not tracked, and counted in `dropped`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjectQuota {
+    /// Entries the slot may hold; 0: no limit but the map's size, and `held` is not kept.
+    pub limit: u64,
+    /// Entries the slot holds now (kept by the kernel with atomic adds).
+    pub held: u64,
+}
+
+/// Bit of a `STACKS` key where the target slot begins: a key is the hash of the frames in
+/// its low bits and the slot above, so a slot's stacks can be told apart and removed when
+/// its process is gone (the same frames in two processes of one binary are two entries).
+pub const STACK_TARGET_SHIFT: u32 = 52;
+const _: () = assert!(MAX_TARGET_SLOTS <= 1 << (64 - STACK_TARGET_SHIFT));
+
+/// The `STACKS` key of frames that hash to `hash` in target slot `target`; never 0 (0 means
+/// no stack).
+pub fn stack_key(hash: u64, target: u32) -> u64 {
+    ((hash & ((1 << STACK_TARGET_SHIFT) - 1)) | u64::from(target) << STACK_TARGET_SHIFT).max(1)
+}
+
+/// The target slot of a `STACKS` key.
+pub fn stack_target(key: u64) -> u32 {
+    (key >> STACK_TARGET_SHIFT) as u32
+}
+
+/// Bit of a `RECEIVERS` key where the pool begins, above the goroutine's address (heap
+/// addresses fit in 48 bits).
+pub const RECEIVER_POOL_SHIFT: u32 = 48;
+const _: () = assert!(MAX_TARGET_SLOTS * MAX_POOLS <= 1 << (64 - RECEIVER_POOL_SHIFT));
+
+/// Key of `RECEIVERS`: a goroutine's Get from one pool.
+pub fn in_flight_key(pool: u32, goroutine: u64) -> u64 {
+    (u64::from(pool) << RECEIVER_POOL_SHIFT) ^ goroutine
 }
 
 /// Value of `OUTSTANDING`: where and when an object was taken.
@@ -465,7 +522,8 @@ pub struct PoolCounters {
     /// Put calls whose object was not outstanding (taken before attach, a nil object,
     /// dropped when `OUTSTANDING` was full, or left out by size) and is no double Put.
     pub unmatched_puts: u64,
-    /// Objects not tracked because `OUTSTANDING` was full.
+    /// Objects not tracked because `OUTSTANDING` was full, or held its target's share
+    /// (`OBJECT_QUOTAS`).
     pub dropped: u64,
     /// Objects tracked without a stack (`bpf_get_stack` failed, or `STACKS` was full).
     pub stack_failures: u64,
@@ -564,7 +622,10 @@ macro_rules! assert_no_padding {
 
 assert_no_padding! {
     WordSpec { kind, reg, _pad, offset };
-    ProbeSite { pool, flags, key, size, receiver, morestack_flags, receiver_filter, ident };
+    ProbeSite {
+        pool, flags, target, _pad, key, size, receiver, morestack_flags, receiver_filter, ident
+    };
+    ObjectQuota { limit, held };
     ObjectKey { pool, _pad, addr };
     Outstanding { stack, caller, size, taken_ns, goroutine, receiver, epoch, ident };
     PathKey { pool, _pad, stack, caller, receiver };
@@ -604,6 +665,18 @@ mod tests {
     }
 
     #[test]
+    fn stack_keys_carry_their_slot_and_are_never_zero() {
+        assert_eq!(stack_target(stack_key(u64::MAX, 7)), 7);
+        assert_eq!(
+            stack_target(stack_key(0x1234, MAX_TARGET_SLOTS - 1)),
+            MAX_TARGET_SLOTS - 1
+        );
+        assert_eq!(stack_key(1 << STACK_TARGET_SHIFT, 0), 1);
+        assert_ne!(stack_key(5, 1), stack_key(5, 2));
+        assert_eq!(in_flight_key(3, 0x00c0_0000_1000) >> RECEIVER_POOL_SHIFT, 3);
+    }
+
+    #[test]
     fn site_roles_parse_back_from_their_names() {
         for role in SiteRole::ALL {
             assert_eq!(SiteRole::parse(role.as_str()), Some(role));
@@ -615,8 +688,8 @@ mod tests {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathCrossings, PathKey, PathTotals,
-        PoolCounters, ProbeSite, ReleaseKey, StackFrames, StreamEvent,
+        DoublePutKey, HoldHistogram, ObjectKey, ObjectQuota, Outstanding, PathCrossings, PathKey,
+        PathTotals, PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, StackFrames, StreamEvent,
     };
 
     // SAFETY: plain #[repr(C)] data with no implicit padding (asserted at compile time by
@@ -644,4 +717,8 @@ mod pod {
     unsafe impl aya::Pod for DoublePutKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for StreamEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ObjectQuota {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ReturnedBy {}
 }

@@ -19,7 +19,7 @@ pub(crate) fn record_double_put(
     counters: &mut PoolCounters,
 ) {
     counters.double_puts += 1;
-    let (stack, caller) = capture_stack(ctx, site.flags);
+    let (stack, caller) = capture_stack(ctx, site);
     let path = DoublePutKey {
         pool: site.pool,
         _pad: 0,

@@ -3,15 +3,22 @@
 //! the RET reads the object) that must agree on the in-flight key, and because it is where
 //! a recycled address reveals an object that was dropped without a Put.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::ProbeContext};
+use aya_ebpf::{
+    bindings::{BPF_EXIST, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+    programs::ProbeContext,
+};
 use tracer_common::{
-    ObjectKey, Outstanding, PathCrossings, PathTotals, PoolCounters, ProbeSite, SITE_DOUBLE_PUTS,
-    SITE_STREAM, SITE_TRACKS_RECEIVER,
+    in_flight_key, ObjectKey, Outstanding, PathCrossings, PathTotals, PoolCounters, ProbeSite,
+    SITE_DOUBLE_PUTS, SITE_STREAM, SITE_TRACKS_RECEIVER,
 };
 
 use crate::{
     events::stream_get,
-    maps::{add_crossing, epoch, size_wanted, COLLECTED, OUTSTANDING, RECEIVERS, RETURNED},
+    maps::{
+        add_crossing, add_held, epoch, object_quota, quota_full, size_wanted, COLLECTED,
+        OUTSTANDING, RECEIVERS, RETURNED,
+    },
     read::{goes_to_morestack, read_word, GoRegs},
     stack::capture_stack,
 };
@@ -25,7 +32,7 @@ pub(crate) fn stash_receiver(ctx: &ProbeContext, site: &ProbeSite) {
     if goes_to_morestack(site, regs) {
         return;
     }
-    if let Some(receiver) = read_word(&GoRegs::read(regs), &site.receiver) {
+    if let Some(receiver) = read_word(&GoRegs::read(regs, site), &site.receiver) {
         if site.receiver_filter == 0 || receiver == site.receiver_filter {
             let _ = RECEIVERS.insert(&in_flight_key(site.pool, regs.r14), &receiver, 0);
         }
@@ -34,7 +41,7 @@ pub(crate) fn stash_receiver(ctx: &ProbeContext, site: &ProbeSite) {
 
 pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let regs = unsafe { &*ctx.regs };
-    let words = GoRegs::read(regs);
+    let words = GoRegs::read(regs, site);
     let object = read_word(&words, &site.key);
     if let (Some(addr @ 1..), true) = (object, site.flags & SITE_DOUBLE_PUTS != 0) {
         // Handed out again, whatever else this Get turns out to be (another instance, one
@@ -86,10 +93,17 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
             0
         }
     };
+    // Over its process's share, an object is not tracked, unless it takes the place of one
+    // that is (see below), which holds no more.
+    let quota = object_quota(site.target);
+    if quota.is_some_and(quota_full) && unsafe { OUTSTANDING.get(&key) }.is_none() {
+        counters.dropped += 1;
+        return;
+    }
     // Unreadable, it is unknown (0) and never compared.
     let ident = read_word(&words, &site.ident).unwrap_or(0);
     // At a RET, [rsp] is the return address into Get's caller.
-    let (stack, caller) = capture_stack(ctx, site.flags);
+    let (stack, caller) = capture_stack(ctx, site);
     let stack = stack.unwrap_or_else(|| {
         counters.stack_failures += 1;
         0
@@ -101,14 +115,14 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         taken_ns: unsafe { bpf_ktime_get_ns() },
         goroutine: regs.r14,
         receiver,
-        epoch: epoch(),
+        epoch: epoch(site.target),
         ident,
     };
     if site.flags & SITE_STREAM != 0 {
         stream_get(site, counters, &value, addr, regs);
     }
     match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
-        Ok(()) => {}
+        Ok(()) => add_held(quota, 1),
         Err(errno) if -errno == E2BIG => counters.dropped += 1,
         Err(_) => {
             // Still outstanding. Taken in this epoch, Put has watched it ever since: it was
@@ -124,8 +138,12 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
                     }
                 }
             }
-            if OUTSTANDING.insert(&key, &value, 0).is_err() {
-                counters.dropped += 1;
+            // In its place: unless a Put took it meanwhile, and the object is one more.
+            if OUTSTANDING.insert(&key, &value, BPF_EXIST as u64).is_err() {
+                match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
+                    Ok(()) => add_held(quota, 1),
+                    Err(_) => counters.dropped += 1,
+                }
             }
         }
     }
@@ -169,9 +187,4 @@ pub(crate) fn record_came_back_unseen(
         returned_unseen: u64::from(same),
     };
     add_crossing(&earlier.path(pool), crossing, counters);
-}
-
-/// Key of `RECEIVERS`: a goroutine's Get from one pool (heap addresses fit in 48 bits).
-fn in_flight_key(pool: u32, goroutine: u64) -> u64 {
-    (u64::from(pool) << 48) ^ goroutine
 }

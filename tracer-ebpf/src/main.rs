@@ -16,6 +16,9 @@
 //! (stack capture) and `read` (reading the target).
 #![no_std]
 #![no_main]
+// `atomic_xadd`: bpfel has no atomic types, but has the atomic add (maps.rs, `add_held`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 // Map keys and values go by reference: by value they would be copied onto the 512-byte BPF
 // stack for nothing.
 #![allow(clippy::needless_borrows_for_generic_args)]

@@ -7,12 +7,14 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use tracer_common::{
-    DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathCrossings, PathKey, PathTotals,
-    PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, StackFrames, DEFAULT_MAX_OBJECTS,
+    DoublePutKey, HoldHistogram, ObjectKey, ObjectQuota, Outstanding, PathCrossings, PathKey,
+    PathTotals, PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, StackFrames, DEFAULT_MAX_OBJECTS,
     DEFAULT_MAX_STACKS, DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES, MAX_COLLECTED_PATHS,
     MAX_DOUBLE_PUT_PATHS, MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_RELEASE_PATHS, MAX_RETURNED,
-    MAX_SITES, MAX_STACK_DEPTH,
+    MAX_SITES, MAX_STACK_DEPTH, MAX_TARGET_SLOTS,
 };
 
 /// Bytes of goroutine stack copied in one read from `rsp` before walking.
@@ -29,7 +31,8 @@ const _: () = assert!(WINDOW_WORDS.is_power_of_two() && WINDOW_BYTES % 8 == 0);
 /// Slots of `TYPE_KINDS`: a pool sees a handful of types.
 pub(crate) const TYPE_KIND_SLOTS: usize = 64;
 
-/// What each attached site reads; indexed by the attach cookie.
+/// What each attached site reads; indexed by the attach cookie. Sized by user space: one
+/// process's sites, or `MAX_SITES` for each target slot of a shared object.
 #[map]
 pub(crate) static SITES: Array<ProbeSite> = Array::with_max_entries(MAX_SITES, 0);
 
@@ -80,10 +83,15 @@ pub(crate) static RELEASES: PerCpuHashMap<ReleaseKey, u64> =
 pub(crate) static RETURNED: LruHashMap<ObjectKey, ReturnedBy> =
     LruHashMap::with_max_entries(MAX_RETURNED, 0);
 
-/// The current epoch: user space adds one each time it takes Put's probes away, so an object
-/// whose entry carries an older one may have been given back unseen.
+/// Each target slot's current epoch: user space adds one each time it takes that process's
+/// Put probes away, so an object whose entry carries an older one may have been given back
+/// unseen.
 #[map]
-pub(crate) static EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+pub(crate) static EPOCH: Array<u64> = Array::with_max_entries(MAX_TARGET_SLOTS, 0);
+
+/// Each target slot's share of `OUTSTANDING`, and how much of it its objects hold.
+#[map]
+pub(crate) static OBJECT_QUOTAS: Array<ObjectQuota> = Array::with_max_entries(MAX_TARGET_SLOTS, 0);
 
 /// Objects that outlived their epoch and were seen again, by call path.
 #[map]
@@ -99,7 +107,8 @@ pub(crate) static DOUBLE_PUTS: PerCpuHashMap<DoublePutKey, u64> =
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-/// Per-pool event counters, one copy per CPU so no update needs an atomic.
+/// Per-pool event counters, one copy per CPU so no update needs an atomic. Sized by user
+/// space: `MAX_POOLS` for each target slot.
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<PoolCounters> = PerCpuArray::with_max_entries(MAX_POOLS, 0);
 
@@ -111,9 +120,10 @@ pub(crate) static STACK_WINDOW: PerCpuArray<[u64; WINDOW_WORDS]> =
 /// The kinds of the Go types seen in interfaces, direct-mapped by type address: a Go type
 /// descriptor never changes or moves, so a kind read once from the target stays true for
 /// the process's life, and a hit spares a read of target memory on every Get and Put. Each
-/// slot is `type address | kind << 56 | 1 << 63` (user addresses fit in 47 bits), one word
-/// that checks itself, so a slot overwritten halfway through a program is a miss, never a
-/// wrong kind.
+/// slot is `type address | target slot << 47 | kind << 56 | 1 << 63` (user addresses fit in
+/// 47 bits), one word that checks itself, so a slot overwritten halfway through a program is
+/// a miss, never a wrong kind, and one process's type at an address is never taken for
+/// another's.
 #[map]
 pub(crate) static TYPE_KINDS: PerCpuArray<[u64; TYPE_KIND_SLOTS]> =
     PerCpuArray::with_max_entries(1, 0);
@@ -155,9 +165,35 @@ pub(crate) fn size_wanted(size: u64) -> (bool, bool) {
     (size >= min && size <= max, min > 0 || max < u64::MAX)
 }
 
-/// The epoch now (0 until user space first takes Put's probes away).
-pub(crate) fn epoch() -> u64 {
-    EPOCH.get(0).copied().unwrap_or(0)
+/// Target slot `target`'s epoch now (0 until user space first takes its Put probes away).
+pub(crate) fn epoch(target: u32) -> u64 {
+    EPOCH.get(target).copied().unwrap_or(0)
+}
+
+/// Target slot `target`'s share of `OUTSTANDING`, when it has one (a shared object).
+pub(crate) fn object_quota(target: u32) -> Option<*mut ObjectQuota> {
+    let quota = OBJECT_QUOTAS.get_ptr_mut(target)?;
+    // SAFETY: a valid entry of an array map.
+    (unsafe { (*quota).limit } != 0).then_some(quota)
+}
+
+/// Whether the slot's objects hold all its share. Other CPUs add to `held` meanwhile, so a
+/// slot may pass its limit by a Get per CPU, never more.
+pub(crate) fn quota_full(quota: *mut ObjectQuota) -> bool {
+    // SAFETY: a valid entry of an array map; an aligned word is read whole.
+    unsafe { core::ptr::read_volatile(&raw const (*quota).held) >= (*quota).limit }
+}
+
+/// Adds `delta` (one, or `u64::MAX` for minus one) to the objects the slot holds.
+pub(crate) fn add_held(quota: Option<*mut ObjectQuota>, delta: u64) {
+    if let Some(quota) = quota {
+        // An atomic add, since Gets and Puts of one process run on any CPU: the target has no
+        // atomic types, but the instruction (BPF_XADD, its result unused) is in every kernel.
+        // SAFETY: a valid, aligned entry of an array map.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*quota).held, delta)
+        };
+    }
 }
 
 /// Adds `crossing` (one object seen again after a gap in tracing) to `path`'s

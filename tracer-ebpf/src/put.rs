@@ -19,8 +19,8 @@ use crate::{
     events::stream,
     get::record_came_back_unseen,
     maps::{
-        add_crossing, epoch, release_sample, size_wanted, HOLD_TIMES, OUTSTANDING, RELEASES,
-        RETURNED, ZERO_HISTOGRAM,
+        add_crossing, add_held, epoch, object_quota, release_sample, size_wanted, HOLD_TIMES,
+        OUTSTANDING, RELEASES, RETURNED, ZERO_HISTOGRAM,
     },
     read::{goes_to_morestack, read_word, GoRegs},
     stack::capture_stack,
@@ -28,7 +28,7 @@ use crate::{
 
 pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
     let regs = unsafe { &*ctx.regs };
-    let words = GoRegs::read(regs);
+    let words = GoRegs::read(regs, site);
     if site.receiver_filter != 0 && read_word(&words, &site.receiver) != Some(site.receiver_filter)
     {
         return;
@@ -49,7 +49,7 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         addr,
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    let epoch = epoch();
+    let epoch = epoch(site.target);
     // Copied out before the entry goes: the hold time and release path need it.
     let Some(taken) = (unsafe { OUTSTANDING.get(&key) }).copied() else {
         if site.flags & SITE_DOUBLE_PUTS != 0 {
@@ -71,6 +71,7 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         // Another object at the address of one taken before a gap: the first went unseen
         // (given back, or dropped and collected), and its hold time is unknown.
         if OUTSTANDING.remove(&key).is_ok() {
+            add_held(object_quota(site.target), u64::MAX);
             record_came_back_unseen(site.pool, &taken, false, counters);
         }
         counters.unmatched_puts += 1;
@@ -84,6 +85,7 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         }
         return;
     }
+    add_held(object_quota(site.target), u64::MAX);
     let acquire = taken.path(site.pool);
     let held = now.saturating_sub(taken.taken_ns);
     record_hold_time(&acquire, held, counters);
@@ -98,7 +100,7 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     let remembered = site.flags & SITE_DOUBLE_PUTS != 0;
     if sampled || remembered {
         // Before Put's prologue, [rsp] is the return address into its caller.
-        let (stack, caller) = capture_stack(ctx, site.flags);
+        let (stack, caller) = capture_stack(ctx, site);
         let by = ReturnedBy {
             stack: stack.unwrap_or(0),
             caller,

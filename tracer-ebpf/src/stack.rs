@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
     programs::ProbeContext,
 };
-use tracer_common::{StackFrames, MAX_STACK_DEPTH, SITE_IN_CALLER};
+use tracer_common::{stack_key, ProbeSite, StackFrames, MAX_STACK_DEPTH, SITE_IN_CALLER};
 
 use crate::maps::{stack_depth, SCRATCH, STACKS, STACK_WINDOW, WINDOW_BYTES, WINDOW_WORDS};
 
@@ -16,8 +16,9 @@ const EEXIST: i32 = -17;
 /// Captures the user stack into `STACKS`: its key (`None` when it could not be captured or
 /// stored) and the word at `[rsp]`, the return address into the probed function's caller
 /// at an entry or a RET. At a `SITE_IN_CALLER` site the probed instruction is in the caller
-/// already and `[rsp]` is whatever its frame holds there: the caller is 0, none.
-pub(crate) fn capture_stack(ctx: &ProbeContext, flags: u32) -> (Option<u64>, u64) {
+/// already and `[rsp]` is whatever its frame holds there: the caller is 0, none. The key
+/// carries the site's target slot.
+pub(crate) fn capture_stack(ctx: &ProbeContext, site: &ProbeSite) -> (Option<u64>, u64) {
     let (Some(scratch), Some(window)) = (SCRATCH.get_ptr_mut(0), STACK_WINDOW.get_ptr_mut(0))
     else {
         return (None, 0);
@@ -26,18 +27,19 @@ pub(crate) fn capture_stack(ctx: &ProbeContext, flags: u32) -> (Option<u64>, u64
     let (frames, window) = unsafe { (&mut *scratch, &mut *window) };
     let regs = unsafe { &*ctx.regs };
     let (len, at_rsp) = walk_frame_pointers(regs, &mut frames.ips, window);
-    let caller = match flags & SITE_IN_CALLER {
+    let caller = match site.flags & SITE_IN_CALLER {
         0 => at_rsp,
         _ => 0,
     };
     frames.len = len;
-    let key = fnv1a(frames);
+    let key = stack_key(fnv1a(frames), site.target);
     // Most stacks are known already: a lock-free lookup spares the insert's bucket lock.
     if unsafe { STACKS.get(&key) }.is_some() {
         return (Some(key), caller);
     }
     match STACKS.insert(&key, frames, BPF_NOEXIST as u64) {
-        // Already there: the same frames, since the key is a 64-bit hash of them.
+        // Already there: the same frames, since the key is a 52-bit hash of them (two in
+        // 10^8 collide among 8192 stacks).
         Ok(()) | Err(EEXIST) => (Some(key), caller),
         Err(_) => (None, caller),
     }
@@ -103,7 +105,7 @@ fn walk_frame_pointers(
     (len as u64, at_rsp)
 }
 
-/// FNV-1a over the filled frames, never 0 (0 means "no stack").
+/// FNV-1a over the filled frames.
 fn fnv1a(frames: &StackFrames) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for i in 0..MAX_STACK_DEPTH {
@@ -112,5 +114,5 @@ fn fnv1a(frames: &StackFrames) -> u64 {
         }
         hash = (hash ^ frames.ips[i]).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash.max(1)
+    hash
 }

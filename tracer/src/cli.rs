@@ -158,9 +158,12 @@ pub struct AgentArgs {
     #[arg(long, value_name = "K", default_value_t = 20)]
     pub top_paths: usize,
 
-    /// Most processes traced at once; further matches are counted and logged, not traced.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub max_targets: usize,
+    /// Most processes traced at once (up to 512); further matches are counted and logged,
+    /// not traced. Every process shares one set of kernel maps, sized by --max-objects and
+    /// --max-stacks: each may have --max-objects / N objects tracked at once.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=tracer_common::MAX_TARGET_SLOTS as i64))]
+    pub max_targets: u32,
 
     /// Keep the probes' estimated cost under PCT percent of one core per process, by
     /// tracing in windows (see --window, --grace, --period): every probe stays while the

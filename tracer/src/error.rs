@@ -283,6 +283,10 @@ pub enum Error {
     #[error("too many probe sites ({0}); pooltrace supports at most {max}", max = tracer_common::MAX_SITES)]
     TooManySites(usize),
 
+    /// Every slot of a shared eBPF object holds a traced process.
+    #[error("all {0} target slots of the eBPF object are in use")]
+    NoFreeSlot(u32),
+
     /// More pools are named than one trace can follow.
     #[error("{0} pools named; pooltrace traces at most {max} at once", max = tracer_common::MAX_POOLS)]
     TooManyPools(usize),

@@ -21,7 +21,7 @@ use crate::{
         self,
         plan::{self, plan_summary, PoolRequest},
         windows::{FixedTimes, Planner},
-        Lifecycle, Limits, PoolPlan, PoolSpec,
+        Lifecycle, Limits, PoolPlan, PoolSpec, Probes,
     },
     process::{Change, Process, Spawned},
     report::gate::FailOn,
@@ -213,13 +213,9 @@ async fn trace(
     let windows = window_request(&options.windows, options.sample_gets)?
         .map(|request| request.planner(&plans))
         .transpose()?;
-    let mut probes = Lifecycle::attach(
-        &process,
-        binary,
-        &plans,
-        limits(&options.maps, &options.filters)?,
-        windows,
-    )?;
+    let limits = limits(&options.maps, &options.filters)?;
+    let probes = Probes::load(&process, binary, &plans, limits)?;
+    let mut probes = Lifecycle::attach(probes, plans.len(), windows)?;
     if let Some(share) = options.sample_gets {
         probes.set_get_share(share)?;
     }

@@ -16,7 +16,7 @@ use crate::{
     cli::{MapSizes, StreamArgs},
     error::{Error, Result},
     output::{stdout_closed, write_stdout, OutputFile},
-    probes::{keyspec::Side, Lifecycle, PoolPlan},
+    probes::{keyspec::Side, Lifecycle, PoolPlan, Probes},
     process::Process,
     session::{limits, prepare, sleep_until, window_request, Output},
     stop::{Ends, Stop},
@@ -41,8 +41,9 @@ pub async fn stream(args: StreamArgs) -> Result<()> {
     let (mut process, binary, plans, mut output) =
         (target.process, target.binary, target.plans, target.output);
     let planner = windows.map(|w| w.planner(&plans)).transpose()?;
-    let mut lifecycle = Lifecycle::attach(&process, &binary, &plans, limits, planner)?;
-    let ring = Events::take(lifecycle.probes_mut())?;
+    let probes = Probes::load(&process, &binary, &plans, limits)?;
+    let lifecycle = Lifecycle::attach(probes, plans.len(), planner)?;
+    let ring = Events::take(lifecycle.probes())?;
     // SAFETY: the AsyncFd owns the ring buffer and deregisters it before it is closed; the
     // ring's descriptor stays the same for as long as `Events` owns it.
     let mut events = unsafe { AsyncFd::register(ring) }.map_err(|e| Error::Poll {
@@ -199,9 +200,7 @@ impl Printer<'_, '_> {
             return text.clone();
         }
         // A stack that cannot be read shows only the caller, as one not captured does.
-        let walked = StackReader::new(self.lifecycle.probes())
-            .map(|stacks| stacks.frames(stack))
-            .unwrap_or_default();
+        let walked = StackReader::frames_of(self.lifecycle.probes(), stack);
         let mut addresses = vec![caller];
         addresses.extend(walked.iter().skip(1).filter(|&&a| a != caller));
         // A Put inside an inlined copy of Put sends its own site, the call instruction, as the

@@ -40,6 +40,7 @@ pub fn run(cargo_test_args: &[String]) -> Result {
             .env("POOLTRACE_CADDY", real.caddy)
             .env("POOLTRACE_PROMETHEUS", real.prometheus)
             .env("POOLTRACE_HUGO", real.hugo)
+            .env("POOLTRACE_BPFTOOL", real.bpftool)
             .env("POOLTRACE_GO", tools::go()?)
             .env("POOLTRACE_GOCACHE", tools::tools_dir().join("go-cache")),
     )

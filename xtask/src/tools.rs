@@ -18,12 +18,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Real Go programs the tests trace (field notes §7), pinned.
 pub const NATS_SERVER_VERSION: &str = "2.15.1";
 pub const CADDY_VERSION: &str = "2.11.7";
-/// Debian's prometheus (Go 1.19, cgo, externally linked, stripped), wrk to load it, and hugo
-/// (Go 1.19, stripped), whose buffer pool wrappers exist only inlined.
-const REAL_PROGRAMS_DEBIAN: [(&str, &str); 3] = [
+/// Debian's prometheus (Go 1.19, cgo, externally linked, stripped), wrk to load it, hugo
+/// (Go 1.19, stripped), whose buffer pool wrappers exist only inlined, and bpftool, which
+/// reads the agent's maps without going through pooltrace.
+const REAL_PROGRAMS_DEBIAN: [(&str, &str); 4] = [
     ("prometheus", "/usr/bin/prometheus"),
     ("wrk", "/usr/bin/wrk"),
     ("hugo", "/usr/bin/hugo"),
+    ("bpftool", "/usr/sbin/bpftool"),
 ];
 
 /// Paths of the real programs, installed when missing.
@@ -32,6 +34,7 @@ pub struct RealPrograms {
     pub caddy: PathBuf,
     pub prometheus: PathBuf,
     pub hugo: PathBuf,
+    pub bpftool: PathBuf,
 }
 
 pub fn real_programs() -> Result<RealPrograms> {
@@ -42,6 +45,7 @@ pub fn real_programs() -> Result<RealPrograms> {
         caddy: bin.join("caddy"),
         prometheus: PathBuf::from(REAL_PROGRAMS_DEBIAN[0].1),
         hugo: PathBuf::from(REAL_PROGRAMS_DEBIAN[2].1),
+        bpftool: PathBuf::from(REAL_PROGRAMS_DEBIAN[3].1),
     };
     if !programs.nats_server.is_file() || !programs.caddy.is_file() {
         let packages = [

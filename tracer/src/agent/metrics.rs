@@ -34,6 +34,10 @@ pub struct Health {
     pub attach_failures: BTreeMap<String, u64>,
     /// Matching processes left untraced because `--max-targets` were traced already.
     pub skipped: u64,
+    /// Kernel memory of the maps every traced process shares.
+    pub kernel_memory: u64,
+    /// Objects each process may have tracked at once.
+    pub object_share: u64,
 }
 
 /// The OpenMetrics text of `scrape`.
@@ -150,7 +154,11 @@ const HITS: Family = Family::counter("pooltrace_probe_hits", "Probe hits: Gets a
 const PROBES: Family = Family::gauge("pooltrace_probes_attached", "Uprobes attached.");
 const KERNEL_BYTES: Family = Family::gauge(
     "pooltrace_kernel_map_bytes",
-    "Memory the kernel holds for this process's maps.",
+    "Memory the kernel holds for the agent's maps, which every traced process shares.",
+);
+const OBJECT_SHARE: Family = Family::gauge(
+    "pooltrace_tracked_objects_limit",
+    "Objects each process may have tracked at once (--max-objects / --max-targets); Gets beyond it count in pooltrace_lost_events_total.",
 );
 
 impl<'a> Family<'a> {
@@ -341,6 +349,8 @@ impl Scrape {
                 .map(|(exe, &n)| (vec![("exe", exe.clone())], counter(n))),
         )?;
         SKIPPED.encode(e, [(Vec::new(), counter(self.health.skipped))])?;
+        KERNEL_BYTES.encode(e, [(Vec::new(), gauge(self.health.kernel_memory))])?;
+        OBJECT_SHARE.encode(e, [(Vec::new(), gauge(self.health.object_share))])?;
         let each = || self.targets.iter().map(|t| (t, target_labels(t)));
         FRACTION.encode(
             e,
@@ -367,8 +377,7 @@ impl Scrape {
                 )
             }),
         )?;
-        PROBES.encode(e, each().map(|(t, l)| (l, gauge(t.probes as u64))))?;
-        KERNEL_BYTES.encode(e, each().map(|(t, l)| (l, gauge(t.kernel_memory))))
+        PROBES.encode(e, each().map(|(t, l)| (l, gauge(t.probes as u64))))
     }
 }
 

@@ -1,5 +1,6 @@
-//! `pooltrace agent`: tracing left running on a fleet node. It finds the processes to trace
-//! (`discover`), follows each from attach to exit in a task of its own (`target`), within
+//! `pooltrace agent`: tracing left running on a fleet node. It loads one eBPF object for
+//! all the processes it traces, finds them (`discover`), follows each from attach to exit in
+//! a task of its own, in a slot of that object (`target`), within
 //! its budget through tracing windows (`probes::lifecycle`, or Get sampled with
 //! `--continuous`), and publishes each process's latest report for the HTTP endpoints
 //! (`http`: `/metrics` encoded by `metrics`, pprof, JSON), which read only what was
@@ -12,6 +13,7 @@ mod target;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    rc::Rc,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -21,14 +23,14 @@ use target::Outcome;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    cli::{AgentArgs, MapSizes},
+    cli::{AgentArgs, Filters},
     error::{Error, Result},
     output::write_stdout,
     probes::plan::PoolRequest,
-    probes::{self, PoolEntry},
+    probes::{self, Object, PoolEntry},
     process::signal_name,
     report::Report,
-    session::{checked_windows, double_puts_need_every_get, pool_request, WindowRequest},
+    session::{checked_windows, double_puts_need_every_get, limits, pool_request, WindowRequest},
     signals::Signals,
 };
 
@@ -42,7 +44,6 @@ pub struct Config {
     /// Tracing windows, unless `--continuous` or `--budget 0`.
     windows: Option<WindowRequest>,
     min_age: Duration,
-    maps: MapSizes,
 }
 
 /// The latest numbers of every process traced (or exited, until forgotten), and the
@@ -54,6 +55,10 @@ pub struct Published {
     attach_failures: BTreeMap<String, u64>,
     /// Matching processes left untraced over `--max-targets`.
     skipped: u64,
+    /// Kernel memory of the maps every traced process shares.
+    kernel_memory: u64,
+    /// Objects each process may have tracked at once.
+    object_share: u64,
 }
 
 impl Published {
@@ -63,6 +68,8 @@ impl Published {
             health: metrics::Health {
                 attach_failures: self.attach_failures.clone(),
                 skipped: self.skipped,
+                kernel_memory: self.kernel_memory,
+                object_share: self.object_share,
             },
         }
     }
@@ -82,7 +89,6 @@ pub struct TargetView {
     /// The probes' estimated cost, in cores.
     cost_cores: f64,
     probes: usize,
-    kernel_memory: u64,
     /// When it was seen to exit; its numbers are served until `--forget-after` later.
     exited: Option<Instant>,
 }
@@ -107,7 +113,17 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         addr: args.listen,
         source,
     })?;
-    let published = Arc::new(Mutex::new(Published::default()));
+    // One object for every process: the verifier runs once, and the maps are the node's.
+    let object = Object::load(
+        limits(&args.maps, &Filters::NONE)?,
+        args.max_targets,
+        request.double_puts,
+    )?;
+    let published = Arc::new(Mutex::new(Published {
+        kernel_memory: object.kernel_memory(),
+        object_share: u64::from(args.maps.max_objects / args.max_targets),
+        ..Published::default()
+    }));
     http::serve(listener, published.clone())?;
     crate::status!(
         "pooltrace agent: serving http://{}/metrics, /debug/pprof/pool, /report.json",
@@ -124,11 +140,11 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         sample_gets: args.sample_gets,
         windows,
         min_age: args.min_age,
-        maps: args.maps,
     });
     let local = tokio::task::LocalSet::new();
     let agent = Agent {
         config,
+        object,
         published,
         matcher,
         max_targets: args.max_targets,
@@ -146,9 +162,11 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
 /// The agent's own state: which processes it follows, and which it gave up on.
 struct Agent {
     config: Arc<Config>,
+    /// The eBPF object every target is traced through.
+    object: Rc<Object>,
     published: Arc<Mutex<Published>>,
     matcher: Matcher,
-    max_targets: usize,
+    max_targets: u32,
     /// `--attach-after`: younger matches wait for a later scan.
     attach_after: Duration,
     forget_after: Duration,
@@ -214,7 +232,7 @@ impl Agent {
             if age.is_some_and(|age| age < self.attach_after) {
                 continue;
             }
-            if self.following.len() >= self.max_targets {
+            if self.following.len() >= self.max_targets as usize {
                 if self.over_limit.insert(identity.clone()) {
                     self.lock().skipped += 1;
                     crate::status!(
@@ -229,6 +247,7 @@ impl Agent {
             let task = target::follow(
                 found.clone(),
                 self.config.clone(),
+                self.object.clone(),
                 self.published.clone(),
                 stopped.clone(),
             );

@@ -4,6 +4,7 @@
 
 use std::{
     path::Path,
+    rc::Rc,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -12,16 +13,15 @@ use tokio::sync::watch;
 
 use super::{discover::Found, Config, Published, TargetView};
 use crate::{
-    cli::Filters,
     error::Result,
     gobin::GoBinary,
     probes::{
         budget::{Budget, Decision},
-        Lifecycle,
+        Lifecycle, Object, Probes,
     },
     process::{Change, Process},
     report::SortBy,
-    session::{limits, sleep_until, Attached, Cut},
+    session::{sleep_until, Attached, Cut},
     tracking::{PoolState, Snapshot},
 };
 
@@ -33,10 +33,12 @@ pub enum Outcome {
     Ended,
 }
 
-/// Traces `found` until it exits or `stop` turns true, publishing into `published`.
+/// Traces `found` in a slot of `object` until it exits or `stop` turns true, publishing
+/// into `published`.
 pub async fn follow(
     found: Found,
     config: Arc<Config>,
+    object: Rc<Object>,
     published: Arc<Mutex<Published>>,
     stop: watch::Receiver<bool>,
 ) -> Outcome {
@@ -48,11 +50,11 @@ pub async fn follow(
         for why in absent {
             crate::status!("pooltrace agent: PID {pid} ({exe}): {}", why.chain());
         }
-        let limits = limits(&config.maps, &Filters::NONE)?;
         let planner = (config.windows.as_ref())
             .map(|windows| windows.planner(&plans))
             .transpose()?;
-        let probes = Lifecycle::attach(&process, &binary, &plans, limits, planner)?;
+        let probes = Probes::in_object(&object, &process, &binary, &plans)?;
+        let probes = Lifecycle::attach(probes, plans.len(), planner)?;
         let mut watch = process.watch()?;
         watch.arm_exec(&process);
         crate::status!(
@@ -240,7 +242,6 @@ impl Traced<'_> {
             sample_fraction: self.fraction,
             cost_cores: self.cost_cores,
             probes: self.attached.probes.probes().attached(),
-            kernel_memory: self.attached.probes.probes().kernel_memory(),
             exited: exited.then(Instant::now),
         };
         let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());

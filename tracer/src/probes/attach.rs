@@ -1,28 +1,23 @@
-//! Loading the eBPF object for one process, and making its three programs (Put, Get's entry,
-//! Get's RETs) live at their planned sites or taking them away, a program at a time, in the
-//! order `lifecycle.rs` asks for. Each program goes live at all its sites through one
-//! uprobe-multi link where the kernel has them (`multi.rs`), else through one perf-event
-//! uprobe per site. Dropping [`Probes`] detaches every probe, Get's before Put's; the
-//! target's code is never written to by us (the kernel's uprobe machinery owns the
+//! One process's probes in a loaded eBPF object (`object.rs`): its sites in its slot, and
+//! making the three programs (Put, Get's entry, Get's RETs) live at them or taking them
+//! away, a program at a time, in the order `lifecycle.rs` asks for. Each program goes live at
+//! all its sites through one uprobe-multi link where the kernel has them (`multi.rs`), else
+//! through one perf-event uprobe per site. Dropping [`Probes`] detaches every probe, Get's
+//! before Put's, and clears the slot's map entries when other processes share the object;
+//! the target's code is never written to by us (the kernel's uprobe machinery owns the
 //! breakpoints and removes them on detach).
 
-use aya::{
-    maps::{Array, MapData, RingBuf},
-    programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
-        UProbe,
-    },
-    Ebpf, EbpfLoader,
+use aya::programs::{
+    uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
+    UProbe,
 };
-use std::{num::NonZeroU32, os::fd::OwnedFd, path::PathBuf};
+use std::{num::NonZeroU32, os::fd::OwnedFd, path::PathBuf, rc::Rc};
 
-use tracer_common::{
-    names, ProbeSite, SiteRole, DEFAULT_RELEASE_SAMPLE, MAX_RETURNED, MAX_SITES, SITE_DOUBLE_PUTS,
-};
+use tracer_common::{names, ProbeSite, SiteRole, SITE_DOUBLE_PUTS};
 
 use super::{
     arming::{arming_order, PlannedSite},
-    multi::MultiPrograms,
+    object::{Limits, Object, Slot},
     pool::PoolPlan,
 };
 use crate::{
@@ -31,23 +26,10 @@ use crate::{
     process::Process,
 };
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("POOLTRACE_EBPF_OBJECT"));
-
-/// Kernel map sizes (entries).
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub max_objects: u32,
-    pub max_stacks: u32,
-    /// Addresses a stack walk records at most.
-    pub stack_depth: u32,
-    /// Only objects of these sizes are tracked.
-    pub size_min: u64,
-    pub size_max: u64,
-}
-
-/// Loaded programs and maps for one process, with the programs that are live there.
+/// One process's probes: its slot of a loaded object, with the programs that are live there.
 pub struct Probes {
-    ebpf: Ebpf,
+    object: Rc<Object>,
+    slot: Slot,
     target: PathBuf,
     pid: NonZeroU32,
     /// Every site, in the arming order, with its own link while live when the sites have one
@@ -55,19 +37,14 @@ pub struct Probes {
     sites: Vec<AttachedSite>,
     /// How the programs go live at the sites.
     linking: Linking,
-    /// The descriptors of this object's maps, told apart from those of other `Probes` in
-    /// the same process (the agent's other targets).
-    map_fds: Vec<u32>,
 }
 
 /// How the programs go live at the sites.
 enum Linking {
-    /// One uprobe-multi link per program: the copies loaded for them, and each live
-    /// program's link, in the arming order.
-    Multi(MultiPrograms, Vec<(&'static str, OwnedFd)>),
-    /// A perf-event uprobe per site (`AttachedSite::link`), and why; the programs are loaded
-    /// for it once.
-    PerSite { why: String, loaded: bool },
+    /// One uprobe-multi link per program: each live program's link, in the arming order.
+    Multi(Vec<(&'static str, OwnedFd)>),
+    /// A perf-event uprobe per site (`AttachedSite::link`), and why.
+    PerSite { why: String },
 }
 
 /// A site, its role and cookie, and its link while attached.
@@ -82,62 +59,50 @@ struct AttachedSite {
 }
 
 impl Probes {
-    /// Loads the programs and maps for `plans` in `process`, with nothing live yet.
+    /// Loads the object for `plans` in `process` alone, with nothing live yet.
     pub fn load(
         process: &Process,
         binary: &GoBinary,
         plans: &[PoolPlan],
         limits: Limits,
     ) -> Result<Self> {
-        raise_memlock_limit();
-        let maps_before = bpf_map_fds();
         let catches_double_puts = plans
             .iter()
             .any(|plan| plan.put_probe.flags & SITE_DOUBLE_PUTS != 0);
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::OUTSTANDING, limits.max_objects)
-            .map_max_entries(names::STACKS, limits.max_stacks)
-            .map_max_entries(
-                names::RETURNED,
-                if catches_double_puts { MAX_RETURNED } else { 1 },
-            )
-            // Must exist: a global renamed on one side only fails the load, not silently.
-            .override_global(names::RELEASE_SAMPLE, &DEFAULT_RELEASE_SAMPLE, true)
-            .override_global(names::STACK_DEPTH, &limits.stack_depth, true)
-            .override_global(names::SIZE_MIN, &limits.size_min, true)
-            .override_global(names::SIZE_MAX, &limits.size_max, true)
-            .load(OBJECT)
-            .map_err(|source| Error::Load { source })?;
+        let object = Object::load(limits, 1, catches_double_puts)?;
+        Self::in_object(&object, process, binary, plans)
+    }
 
+    /// Places the probes of `plans` in `process` in a free slot of `object`, with nothing
+    /// live yet.
+    pub fn in_object(
+        object: &Rc<Object>,
+        process: &Process,
+        binary: &GoBinary,
+        plans: &[PoolPlan],
+    ) -> Result<Self> {
         let planned: Vec<PlannedSite> = arming_order(plans).collect();
-        if planned.len() > MAX_SITES as usize {
-            return Err(Error::TooManySites(planned.len()));
-        }
-        write_sites(&mut ebpf, &planned)?;
-        // Not having uprobe-multi links is no error: the sites get a link each, and the
-        // attach summary says why.
-        let linking = match wanted_links()? {
-            WantedLinks::PerSite => per_site(format!("{LINKS_VARIABLE}=per-site")),
-            WantedLinks::Multi => match MultiPrograms::load(&ebpf, OBJECT, &names::PROGRAMS) {
-                Ok(programs) if programs.filters_by_process() => {
-                    Linking::Multi(programs, Vec::new())
-                }
-                Ok(_) => per_site(MultiPrograms::THREAD_FILTER.to_owned()),
-                Err(error) => per_site(error.to_string()),
-            },
-        };
+        let slot = object.take_slot()?;
         let mut probes = Self {
-            ebpf,
+            object: object.clone(),
+            slot,
             target: process.exe_path(),
             pid: process.pid_nonzero(),
             sites: Vec::with_capacity(planned.len()),
-            linking,
-            map_fds: bpf_map_fds()
-                .into_iter()
-                .filter(|fd| !maps_before.contains(fd))
-                .collect(),
+            linking: match object.multi() {
+                Ok(_) => Linking::Multi(Vec::new()),
+                Err(why) => per_site(why.to_owned()),
+            },
         };
-        for (cookie, planned) in planned.iter().enumerate() {
+        let sites: Vec<ProbeSite> = (planned.iter())
+            .map(|planned| ProbeSite {
+                pool: slot.first_pool() + planned.probe.pool,
+                target: slot.index(),
+                ..planned.probe
+            })
+            .collect();
+        object.write_sites(slot, &sites)?;
+        for (i, planned) in planned.iter().enumerate() {
             let address = planned.site.addr;
             let function = &planned.function.name;
             let offset = binary.file_offset(address).ok_or_else(|| Error::Attach {
@@ -151,7 +116,7 @@ impl Probes {
                 function: planned.function.name.clone(),
                 address,
                 offset,
-                cookie: cookie as u64,
+                cookie: slot.cookie(i),
                 link: None,
             });
         }
@@ -162,7 +127,7 @@ impl Probes {
     /// is already live). On an error, what this call made live stays: dropping `Probes`, or
     /// [`Probes::disarm`], takes it away in reverse.
     pub fn arm(&mut self, programs: &[&'static str]) -> Result<()> {
-        if let Linking::Multi(_, links) = &self.linking {
+        if let Linking::Multi(links) = &self.linking {
             let nothing_live = links.is_empty();
             match self.arm_multi(programs) {
                 Ok(()) => return Ok(()),
@@ -196,26 +161,25 @@ impl Probes {
         self.detach(live.collect())
     }
 
-    /// Loads the programs into the kernel for links of their own, once.
+    /// Loads aya's copies of the programs into the kernel for links of their own, once
+    /// for the object.
     fn load_per_site_programs(&mut self) -> Result<()> {
-        let Linking::PerSite { loaded, .. } = &mut self.linking else {
+        if matches!(self.linking, Linking::Multi(_)) || self.object.per_site_loaded() {
             return Ok(());
-        };
-        if !*loaded {
-            for name in names::PROGRAMS {
-                uprobe(&mut self.ebpf, name)?
-                    .load()
-                    .map_err(|source| Error::Program { name, source })?;
-            }
-            *loaded = true;
         }
+        for name in names::PROGRAMS {
+            uprobe(&mut self.object.ebpf_mut(), name)?
+                .load()
+                .map_err(|source| Error::Program { name, source })?;
+        }
+        self.object.set_per_site_loaded();
         Ok(())
     }
 
     /// Attaches each of `programs` (in the arming order) at all its sites through one
     /// uprobe-multi link, skipping one already live.
     fn arm_multi(&mut self, programs: &[&'static str]) -> std::io::Result<()> {
-        let Linking::Multi(loaded, links) = &mut self.linking else {
+        let (Linking::Multi(links), Ok(loaded)) = (&mut self.linking, self.object.multi()) else {
             return Ok(());
         };
         for &name in programs {
@@ -239,7 +203,7 @@ impl Probes {
 
     /// Closes the uprobe-multi links of `programs`, the last armed first.
     fn disarm_multi(&mut self, programs: &[&'static str]) {
-        if let Linking::Multi(_, links) = &mut self.linking {
+        if let Linking::Multi(links) = &mut self.linking {
             while let Some(at) = links.iter().rposition(|(name, _)| programs.contains(name)) {
                 drop(links.remove(at));
             }
@@ -253,7 +217,7 @@ impl Probes {
             location: UProbeAttachLocation::AbsoluteOffset(site.offset),
             cookie: Some(site.cookie),
         };
-        let link = uprobe(&mut self.ebpf, site.role.program())?
+        let link = uprobe(&mut self.object.ebpf_mut(), site.role.program())?
             .attach(point, &self.target, UProbeScope::OneProcess(self.pid))
             .map_err(|source| Error::Attach {
                 function: site.function.clone(),
@@ -283,7 +247,7 @@ impl Probes {
             let site = &mut self.sites[i];
             let Some(id) = site.link.take() else { continue };
             let name = site.role.program();
-            let taken = uprobe(&mut self.ebpf, name).and_then(|program| {
+            let taken = uprobe(&mut self.object.ebpf_mut(), name).and_then(|program| {
                 program
                     .take_link(id)
                     .map_err(|source| Error::Program { name, source })
@@ -314,38 +278,25 @@ impl Probes {
         first_error.map_or(Ok(()), Err)
     }
 
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
+    /// The traced process.
+    pub fn pid(&self) -> i32 {
+        self.pid.get() as i32
+    }
+
+    /// The loaded object these probes are in.
+    pub fn object(&self) -> &Object {
+        &self.object
+    }
+
+    /// The slot of the object that these probes' pools, sites and map entries are in.
+    pub fn slot(&self) -> Slot {
+        self.slot
     }
 
     /// Tells the kernel side the epoch now in force (only while Put is not probed: a Put
     /// must never see its object's Get in an epoch that did not watch it throughout).
     pub fn set_epoch(&mut self, epoch: u64) -> Result<()> {
-        let map = self.ebpf.map_mut(names::EPOCH).ok_or(Error::NotInObject {
-            what: "map",
-            name: names::EPOCH,
-        })?;
-        let map_error = |source| Error::Map {
-            name: names::EPOCH,
-            source,
-        };
-        let mut array: Array<_, u64> = Array::try_from(map).map_err(map_error)?;
-        array.set(0, epoch, 0).map_err(map_error)
-    }
-
-    /// The stream mode ring buffer, taken out of the loaded object.
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(names::EVENTS)
-            .ok_or(Error::NotInObject {
-                what: "map",
-                name: names::EVENTS,
-            })?;
-        RingBuf::try_from(map).map_err(|source| Error::Map {
-            name: names::EVENTS,
-            source,
-        })
+        self.object.set_epoch(self.slot, epoch)
     }
 
     /// Number of uprobes attached.
@@ -363,33 +314,10 @@ impl Probes {
         }
     }
 
-    /// Kernel memory charged for these probes' maps, from `memlock:` in their
-    /// `/proc/self/fdinfo` entries.
+    /// Kernel memory charged for the maps of the object these probes are in.
     pub fn kernel_memory(&self) -> u64 {
-        self.map_fds
-            .iter()
-            .filter_map(|fd| {
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
-                let line = info.lines().find(|l| l.starts_with("memlock:"))?;
-                line["memlock:".len()..].trim().parse::<u64>().ok()
-            })
-            .sum()
+        self.object.kernel_memory()
     }
-}
-
-/// The descriptors of every BPF map this process holds now.
-fn bpf_map_fds() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let fd = entry.file_name().to_str()?.parse().ok()?;
-            let info = std::fs::read_to_string(entry.path()).ok()?;
-            info.contains("map_type:").then_some(fd)
-        })
-        .collect()
 }
 
 /// The position of a site's role in the arming order: that of its program in
@@ -403,26 +331,7 @@ fn arming_phase(role: SiteRole) -> usize {
 }
 
 fn per_site(why: String) -> Linking {
-    Linking::PerSite { why, loaded: false }
-}
-
-/// The environment variable that asks for a link per site (`per-site`) instead of
-/// uprobe-multi links (`multi`, the default).
-const LINKS_VARIABLE: &str = "POOLTRACE_UPROBE_LINKS";
-
-enum WantedLinks {
-    Multi,
-    PerSite,
-}
-
-fn wanted_links() -> Result<WantedLinks> {
-    match std::env::var(LINKS_VARIABLE).as_deref() {
-        Err(_) | Ok("multi") => Ok(WantedLinks::Multi),
-        Ok("per-site") => Ok(WantedLinks::PerSite),
-        Ok(other) => Err(Error::Usage(format!(
-            "{LINKS_VARIABLE} is {other:?}: it must be multi or per-site"
-        ))),
-    }
+    Linking::PerSite { why }
 }
 
 impl Drop for Probes {
@@ -430,26 +339,20 @@ impl Drop for Probes {
         self.disarm_multi(&names::PROGRAMS);
         // Failing here leaves the links to aya, which detaches them with the programs.
         let _ = self.detach((0..self.sites.len()).collect());
+        if self.object.is_shared() {
+            if let Err(error) = self.object.clear_slot(self.slot) {
+                crate::status!(
+                    "pooltrace: PID {}'s map entries could not all be removed: {}",
+                    self.pid,
+                    error.chain()
+                );
+            }
+        }
+        self.object.free_slot(self.slot);
     }
 }
 
-fn write_sites(ebpf: &mut Ebpf, sites: &[PlannedSite]) -> Result<()> {
-    let map = ebpf.map_mut(names::SITES).ok_or(Error::NotInObject {
-        what: "map",
-        name: names::SITES,
-    })?;
-    let map_error = |source| Error::Map {
-        name: names::SITES,
-        source,
-    };
-    let mut array: Array<_, ProbeSite> = Array::try_from(map).map_err(map_error)?;
-    for (i, planned) in sites.iter().enumerate() {
-        array.set(i as u32, planned.probe, 0).map_err(map_error)?;
-    }
-    Ok(())
-}
-
-fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
+fn uprobe<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
     ebpf.program_mut(name)
         .ok_or(Error::NotInObject {
             what: "program",
@@ -487,62 +390,4 @@ pub fn check_privileges() -> Result<()> {
             " (to load eBPF programs and open uprobes)"
         },
     })
-}
-
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones (this one) charge the
-/// memory cgroup, and raising the limit without CAP_SYS_RESOURCE fails. So failure is fine.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: plain syscall with a valid pointer.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-}
-
-#[cfg(test)]
-mod tests {
-    use object::{Object, ObjectSection, ObjectSymbol};
-    use tracer_common::names;
-
-    use super::OBJECT;
-
-    /// The names of the symbols the embedded object defines in sections whose names pass
-    /// `section`.
-    fn symbols_in(section: impl Fn(&str) -> bool) -> Vec<String> {
-        let file = object::File::parse(OBJECT).expect("the embedded eBPF object parses");
-        file.symbols()
-            .filter(|symbol| symbol.is_definition())
-            .filter(|symbol| {
-                let index = symbol.section_index();
-                let name = index.and_then(|i| file.section_by_index(i).ok()?.name().ok());
-                name.is_some_and(&section)
-            })
-            .filter_map(|symbol| symbol.name().ok().map(str::to_owned))
-            .collect()
-    }
-
-    /// User space opens maps, programs and globals by `names`; a kernel-side rename that
-    /// missed them would only fail at load time, as root. This catches it without root.
-    #[test]
-    fn every_name_user_space_uses_is_in_the_object() {
-        let maps = symbols_in(|section| section == "maps");
-        let programs = symbols_in(|section| section.starts_with("uprobe"));
-        let globals = symbols_in(|section| section.starts_with(".rodata"));
-        for name in names::MAPS {
-            assert!(maps.iter().any(|m| m == name), "no map {name} in {maps:?}");
-        }
-        for name in names::PROGRAMS {
-            assert!(
-                programs.iter().any(|p| p == name),
-                "no program {name} in {programs:?}"
-            );
-        }
-        for name in names::GLOBALS {
-            assert!(
-                globals.iter().any(|g| g == name),
-                "no global {name} in {globals:?}"
-            );
-        }
-    }
 }

@@ -29,11 +29,10 @@ use tokio::time::Instant;
 use tracer_common::names;
 
 use super::{
-    attach::{Limits, Probes},
-    pool::PoolPlan,
+    attach::Probes,
     windows::{Measured, Next, Planner, WindowTimes},
 };
-use crate::{error::Result, gobin::GoBinary, process::Process, tracking};
+use crate::{error::Result, tracking};
 
 /// Put's program, armed first and detached last.
 const PUT: [&str; 1] = [names::PROGRAM_PUT];
@@ -119,19 +118,13 @@ pub struct WindowStatus {
 }
 
 impl Lifecycle {
-    /// Loads the probes of `plans` into `process` and arms them: the trace, and with
-    /// `windows` its first window, starts here.
-    pub fn attach(
-        process: &Process,
-        binary: &GoBinary,
-        plans: &[PoolPlan],
-        limits: Limits,
-        windows: Option<Planner>,
-    ) -> Result<Self> {
+    /// Arms `probes`, placed for `pools` pools: the trace, and with `windows` its first
+    /// window, starts here.
+    pub fn attach(probes: Probes, pools: usize, windows: Option<Planner>) -> Result<Self> {
         let mut lifecycle = Self {
-            probes: Probes::load(process, binary, plans, limits)?,
-            pid: process.pid(),
-            pools: plans.len(),
+            pid: probes.pid(),
+            probes,
+            pools,
             state: State::Resting,
             since: Instant::now(),
             get_share: 1.0,
@@ -166,10 +159,6 @@ impl Lifecycle {
 
     pub fn probes(&self) -> &Probes {
         &self.probes
-    }
-
-    pub fn probes_mut(&mut self) -> &mut Probes {
-        &mut self.probes
     }
 
     /// Probes Get `share` of the time from now on (1: always). A share below 1 switches at

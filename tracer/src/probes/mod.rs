@@ -1,6 +1,7 @@
 //! Placing probes: which pools to trace and which instructions of their Get and Put to probe
 //! (`plan`, `pool`, `sites`, `inlined`), what each probe reads (`keyspec`), the order they go
-//! live in (`arming`), loading and attaching them to one process (`attach`, `multi`), their
+//! live in (`arming`), the loaded eBPF object and the slots that keep the processes sharing
+//! it apart (`object`), attaching probes to one process (`attach`, `multi`), their
 //! states over one trace (`lifecycle`), and what they cost and how tracing windows keep that
 //! within a budget (`budget`, `windows`).
 //!
@@ -15,6 +16,7 @@ pub mod keyspec;
 mod lifecycle;
 mod multi;
 mod named;
+mod object;
 pub mod plan;
 mod pool;
 pub mod pools_file;
@@ -25,8 +27,9 @@ mod spec;
 pub mod windows;
 
 pub use arming::sites_json;
-pub use attach::{check_privileges, Limits, Probes};
+pub use attach::{check_privileges, Probes};
 pub use lifecycle::{Lifecycle, WindowStatus};
 pub use named::{CustomPool, PoolEntry};
+pub use object::{Limits, Object, Slot};
 pub use pool::PoolPlan;
 pub use spec::{KeyOverrides, PoolKind, PoolSpec};

@@ -96,6 +96,9 @@ impl PoolPlan {
             morestack_flags: 0,
             receiver_filter,
             ident: reads.get_ident,
+            // Set where the probes are placed, in the slot of the object they go into.
+            target: 0,
+            _pad: 0,
         };
         let put_probe = ProbeSite {
             pool,
@@ -111,6 +114,8 @@ impl PoolPlan {
             morestack_flags: 0,
             receiver_filter,
             ident: reads.put_ident,
+            target: 0,
+            _pad: 0,
         };
         // An inlined copy has no receiver of the wrapper's to filter on.
         let untraceable = spec

@@ -20,7 +20,7 @@ use tracer_common::{
 
 use crate::{
     error::{Error, Result},
-    probes::Probes,
+    probes::{Probes, Slot},
 };
 
 /// What a call path holds and gave back: the part of a [`Group`] that adds up when paths
@@ -193,17 +193,20 @@ pub struct Snapshot {
     pub stacks: HashMap<u64, Vec<u64>>,
 }
 
-type GroupKey = (u32, u64, u64, u64);
+/// A call path by its pool's index among the trace's pools, stack, caller and receiver.
+type GroupKey = (usize, u64, u64, u64);
 
 impl Snapshot {
-    /// Reads counters and per-path state for `pools` pools; objects younger than
-    /// `min_age_ns` count in the totals but not in the groups.
+    /// Reads counters and per-path state for the `pools` pools of `probes`' slot; objects
+    /// younger than `min_age_ns` count in the totals but not in the groups.
     pub fn read(probes: &Probes, pools: usize, min_age_ns: u64) -> Result<Self> {
-        let ebpf = probes.ebpf();
+        let slot = probes.slot();
+        let ebpf = &*probes.object().ebpf();
         let now_ns = monotonic_ns();
-        let epoch = read_epoch(ebpf)?;
-        let mut states = read_counters(ebpf, pools)?;
+        let epoch = read_epoch(ebpf, slot)?;
+        let mut states = read_counters(ebpf, slot, pools)?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
+        let pool_of = |pool: u32| slot.local_pool(pool).filter(|&local| local < pools);
 
         let outstanding: BpfHashMap<&MapData, ObjectKey, Outstanding> =
             map(ebpf, names::OUTSTANDING)?;
@@ -217,9 +220,10 @@ impl Snapshot {
             if !seen.insert(key) {
                 continue;
             }
-            let Some(state) = states.get_mut(key.pool as usize) else {
+            let Some(pool) = pool_of(key.pool) else {
                 continue;
             };
+            let state = &mut states[pool];
             state.outstanding += 1;
             state.outstanding_bytes += object.size;
             let age = now_ns.saturating_sub(object.taken_ns);
@@ -227,7 +231,7 @@ impl Snapshot {
                 continue;
             }
             let path = object.path(key.pool);
-            if let Some(group) = group_of(&mut groups, pools, &path) {
+            if let Some(group) = group_of(&mut groups, pool_of, &path) {
                 let held = &mut group.held;
                 held.count += 1;
                 held.bytes += object.size;
@@ -240,14 +244,14 @@ impl Snapshot {
         }
         let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, names::COLLECTED)?;
         for (path, per_cpu) in collected.iter().flatten() {
-            if let Some(group) = group_of(&mut groups, pools, &path) {
+            if let Some(group) = group_of(&mut groups, pool_of, &path) {
                 group.held.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
                 group.held.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
             }
         }
         let crossed: PerCpuHashMap<&MapData, PathKey, PathCrossings> = map(ebpf, names::CROSSED)?;
         for (path, per_cpu) in crossed.iter().flatten() {
-            if let Some(group) = group_of(&mut groups, pools, &path) {
+            if let Some(group) = group_of(&mut groups, pool_of, &path) {
                 group.held.came_back_unseen +=
                     per_cpu.iter().map(|c| c.came_back_unseen).sum::<u64>();
                 group.held.late_puts += per_cpu.iter().map(|c| c.late_puts).sum::<u64>();
@@ -257,7 +261,7 @@ impl Snapshot {
         }
         let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(ebpf, names::HOLD_TIMES)?;
         for (path, per_cpu) in hold.iter().flatten() {
-            if let Some(group) = group_of(&mut groups, pools, &path) {
+            if let Some(group) = group_of(&mut groups, pool_of, &path) {
                 for histogram in per_cpu.iter() {
                     for (sum, count) in group.held.hold.iter_mut().zip(histogram.buckets) {
                         *sum += count;
@@ -267,7 +271,7 @@ impl Snapshot {
         }
         let releases: PerCpuHashMap<&MapData, ReleaseKey, u64> = map(ebpf, names::RELEASES)?;
         for (release, per_cpu) in releases.iter().flatten() {
-            if let Some(group) = group_of(&mut groups, pools, &release.acquire) {
+            if let Some(group) = group_of(&mut groups, pool_of, &release.acquire) {
                 group.releases.push((
                     release.release_stack,
                     release.release_caller,
@@ -276,11 +280,11 @@ impl Snapshot {
             }
         }
         for ((pool, _, _, _), group) in groups {
-            states[pool as usize].groups.push(group);
+            states[pool].groups.push(group);
         }
         let doubles: PerCpuHashMap<&MapData, DoublePutKey, u64> = map(ebpf, names::DOUBLE_PUTS)?;
         for (key, per_cpu) in doubles.iter().flatten() {
-            if let Some(state) = states.get_mut(key.pool as usize) {
+            if let Some(state) = pool_of(key.pool).map(|pool| &mut states[pool]) {
                 state.double_puts.push(DoublePuts {
                     stack: key.stack,
                     caller: key.caller,
@@ -290,7 +294,7 @@ impl Snapshot {
                 });
             }
         }
-        let stacks = read_stacks(&StackReader::new(probes)?, &states);
+        let stacks = read_stacks(&StackReader { ebpf }, &states);
         Ok(Self {
             now_ns,
             epoch,
@@ -325,29 +329,34 @@ fn read_stacks(reader: &StackReader, pools: &[PoolState]) -> HashMap<u64, Vec<u6
     stacks
 }
 
-/// The group of `path`, created on first sight; `None` for a pool index out of range.
+/// The group of `path`, created on first sight; `None` for a pool that is not the trace's
+/// (`pool_of` gives the trace's index of a pool in the maps).
 fn group_of<'a>(
     groups: &'a mut HashMap<GroupKey, Group>,
-    pools: usize,
+    pool_of: impl Fn(u32) -> Option<usize>,
     path: &PathKey,
 ) -> Option<&'a mut Group> {
-    ((path.pool as usize) < pools).then(|| {
+    let pool = pool_of(path.pool)?;
+    Some(
         groups
-            .entry((path.pool, path.stack, path.caller, path.receiver))
-            .or_insert_with(|| Group::new(path.stack, path.caller, path.receiver))
-    })
+            .entry((pool, path.stack, path.caller, path.receiver))
+            .or_insert_with(|| Group::new(path.stack, path.caller, path.receiver)),
+    )
 }
 
 /// Reads user stacks out of `STACKS` one at a time, for stream mode's events.
 pub struct StackReader<'a> {
-    stacks: BpfHashMap<&'a MapData, u64, StackFrames>,
+    ebpf: &'a aya::Ebpf,
 }
 
-impl<'a> StackReader<'a> {
-    pub fn new(probes: &'a Probes) -> Result<Self> {
-        Ok(Self {
-            stacks: map(probes.ebpf(), names::STACKS)?,
-        })
+impl StackReader<'_> {
+    /// The user stack recorded under `stack` in `probes`' object, innermost first (empty
+    /// when none was captured or it cannot be read: `stack_failures` counts those).
+    pub fn frames_of(probes: &Probes, stack: u64) -> Vec<u64> {
+        StackReader {
+            ebpf: &probes.object().ebpf(),
+        }
+        .frames(stack)
     }
 
     /// The user stack recorded under `stack`, innermost first (empty when none was captured
@@ -356,7 +365,11 @@ impl<'a> StackReader<'a> {
         if stack == 0 {
             return Vec::new();
         }
-        self.stacks
+        let Ok(stacks) = map::<BpfHashMap<&MapData, u64, StackFrames>>(self.ebpf, names::STACKS)
+        else {
+            return Vec::new();
+        };
+        stacks
             .get(&stack, 0)
             .map(|frames| {
                 frames
@@ -377,10 +390,12 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn take(probes: &mut Probes) -> Result<Self> {
-        Ok(Self {
-            ring: probes.take_events()?,
-        })
+    pub fn take(probes: &Probes) -> Result<Self> {
+        let name = names::EVENTS;
+        let map = (probes.object().ebpf_mut().take_map(name))
+            .ok_or(Error::NotInObject { what: "map", name })?;
+        let ring = RingBuf::try_from(map).map_err(|source| Error::Map { name, source })?;
+        Ok(Self { ring })
     }
 
     /// The next event in the ring, `None` once it is empty. Records too short to be an event
@@ -405,11 +420,12 @@ impl AsRawFd for Events {
 
 /// Each pool's hold-time buckets, summed over its call paths.
 pub fn pool_hold_times(probes: &Probes, pools: usize) -> Result<Vec<Vec<u64>>> {
-    let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> =
-        map(probes.ebpf(), names::HOLD_TIMES)?;
+    let ebpf = probes.object().ebpf();
+    let hold: PerCpuHashMap<&MapData, PathKey, HoldHistogram> = map(&ebpf, names::HOLD_TIMES)?;
     let mut sums = vec![vec![0; HOLD_BUCKETS]; pools];
     for (path, per_cpu) in hold.iter().flatten() {
-        if let Some(sum) = sums.get_mut(path.pool as usize) {
+        let pool = probes.slot().local_pool(path.pool);
+        if let Some(sum) = pool.and_then(|pool| sums.get_mut(pool)) {
             for histogram in per_cpu.iter() {
                 for (sum, count) in sum.iter_mut().zip(histogram.buckets) {
                     *sum += count;
@@ -420,17 +436,17 @@ pub fn pool_hold_times(probes: &Probes, pools: usize) -> Result<Vec<Vec<u64>>> {
     Ok(sums)
 }
 
-/// The epoch in force.
-pub fn read_epoch(ebpf: &Ebpf) -> Result<u64> {
+/// The epoch in force in `slot`.
+fn read_epoch(ebpf: &Ebpf, slot: Slot) -> Result<u64> {
     let epoch: Array<&MapData, u64> = map(ebpf, names::EPOCH)?;
-    epoch.get(&0, 0).map_err(|source| Error::Map {
+    epoch.get(&slot.index(), 0).map_err(|source| Error::Map {
         name: names::EPOCH,
         source,
     })
 }
 
-fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
-    Ok(per_cpu_counters(ebpf, pools)?
+fn read_counters(ebpf: &Ebpf, slot: Slot, pools: usize) -> Result<Vec<PoolState>> {
+    Ok(per_cpu_counters(ebpf, slot, pools)?
         .into_iter()
         .map(|counters| PoolState {
             counters,
@@ -441,12 +457,12 @@ fn read_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolState>> {
 
 /// The per-pool counters, summed over CPUs.
 pub fn counters(probes: &Probes, pools: usize) -> Result<Vec<PoolCounters>> {
-    per_cpu_counters(probes.ebpf(), pools)
+    per_cpu_counters(&probes.object().ebpf(), probes.slot(), pools)
 }
 
-fn per_cpu_counters(ebpf: &Ebpf, pools: usize) -> Result<Vec<PoolCounters>> {
+fn per_cpu_counters(ebpf: &Ebpf, slot: Slot, pools: usize) -> Result<Vec<PoolCounters>> {
     let counters: PerCpuArray<&MapData, PoolCounters> = map(ebpf, names::COUNTERS)?;
-    (0..pools as u32)
+    (slot.first_pool()..slot.first_pool() + pools as u32)
         .map(|pool| {
             let per_cpu = counters.get(&pool, 0).map_err(|source| Error::Map {
                 name: names::COUNTERS,
