@@ -8,6 +8,11 @@
 //!   copy of itself, which the agent's `--exe` matches) on every request, about 30 a second,
 //!   once at the default `--attach-after 1s` and once at 0. The agent's CPU and how many
 //!   processes it attached to.
+//!
+//! Section `fleet`: what a node of many Go services asks of it. [`fleet`] runs 50 copies of
+//! poolfix, each given one Get and Put a second, under one agent at its defaults: the kernel
+//! memory of its maps against an agent that traces one process, its RSS, the time from the
+//! last start to all 50 attached, and `/metrics`' scrape time and series.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -173,6 +178,136 @@ fn with_helpers(pooltrace: &Path, program: &Path, attach_after: &str) -> Result 
         count("while being attached"),
     );
     Ok(())
+}
+
+/// Processes in the fleet.
+const FLEET: usize = 50;
+
+/// 50 processes under one agent, against one under another.
+pub fn fleet(pooltrace: &Path) -> Result {
+    let program = fixtures::dir().join("poolfix-go1.27");
+    if !program.is_file() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask test` first",
+            program.display()
+        )
+        .into());
+    }
+    let out = workspace().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    // The agent matches the copy by its own name, and nothing else on the machine.
+    let copy = out.join("poolfix-fleet");
+    std::fs::copy(&program, &copy)?;
+    let pools = [
+        "--exe",
+        "poolfix-fleet",
+        "--get",
+        "main.(*BufPool).Get",
+        "--put",
+        "main.(*BufPool).Put",
+    ];
+    println!(
+        "
+== agent tracing {FLEET} processes (poolfix, one Get and Put a second each)"
+    );
+    // One process as the agent traced each before they shared one object: maps of their own.
+    let one = under_agent(
+        pooltrace,
+        &copy,
+        &[&pools[..], &["--max-targets", "1"]].concat(),
+        1,
+    )?;
+    let many = under_agent(pooltrace, &copy, &pools, FLEET)?;
+    println!(
+        "   kernel maps: {:.1} MiB for 1 process (--max-targets 1), {:.1} MiB for {FLEET} (--max-targets 64, the default) ({:.2}x)",
+        mib(one.kernel_bytes),
+        mib(many.kernel_bytes),
+        many.kernel_bytes / one.kernel_bytes,
+    );
+    for (count, run) in [(1, &one), (FLEET, &many)] {
+        println!(
+            "   agent RSS for {count}: {:.1} MiB ({:.1} MiB heap and other private memory, {:.1} MiB pages of mapped files), peak {:.1} MiB",
+            run.memory.rss, run.memory.anon, run.memory.file, run.memory.peak
+        );
+    }
+    println!(
+        "   all {FLEET} attached {:.2} s after the last one started (--scan-interval 1s, --attach-after 1s); /metrics in {:.1} ms median, {:.1} ms slowest of 20, {} series",
+        many.all_attached.as_secs_f64(),
+        many.scrape_median.as_secs_f64() * 1000.0,
+        many.scrape_slowest.as_secs_f64() * 1000.0,
+        many.series,
+    );
+    Ok(())
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
+/// What one agent run over `count` processes measured.
+struct FleetRun {
+    kernel_bytes: f64,
+    memory: Memory,
+    all_attached: Duration,
+    scrape_median: Duration,
+    scrape_slowest: Duration,
+    series: usize,
+}
+
+/// `count` copies of `program` under one agent at its defaults, each given a Get and a Put a
+/// second once attached.
+fn under_agent(pooltrace: &Path, program: &Path, args: &[&str], count: usize) -> Result<FleetRun> {
+    let (agent, mut said) = start_agent(pooltrace, args)?;
+    let mut targets = Vec::with_capacity(count);
+    for _ in 0..count {
+        targets.push(Guard(
+            Command::new(program)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()?,
+        ));
+    }
+    let last_started = Instant::now();
+    for _ in 0..count {
+        said.0
+            .starting("pooltrace agent: attached", Duration::from_secs(60))?;
+    }
+    let all_attached = last_started.elapsed();
+    let mut scrapes = Vec::with_capacity(20);
+    let mut series = 0;
+    for _ in 0..20 {
+        for target in &mut targets {
+            writeln!(target.0.stdin.as_mut().ok_or("stdin")?, "regain")?;
+        }
+        thread::sleep(Duration::from_secs(1));
+        let asked = Instant::now();
+        let (status, body) = http_get(AGENT_ADDR, "/metrics", Duration::from_secs(10))?;
+        scrapes.push(asked.elapsed());
+        if status != 200 {
+            return Err(format!("/metrics answered {status}").into());
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        series = text.lines().filter(|l| !l.starts_with('#')).count();
+    }
+    let (_, body) = http_get(AGENT_ADDR, "/metrics", Duration::from_secs(10))?;
+    let kernel_bytes = pooltrace_harness::metric_sample(
+        &String::from_utf8_lossy(&body),
+        "pooltrace_kernel_map_bytes",
+        &[],
+    )
+    .ok_or("no pooltrace_kernel_map_bytes")?;
+    scrapes.sort();
+    let run = FleetRun {
+        kernel_bytes,
+        memory: Memory::of(agent.0.id())?,
+        all_attached,
+        scrape_median: scrapes[scrapes.len() / 2],
+        scrape_slowest: scrapes[scrapes.len() - 1],
+        series,
+    };
+    drop(targets);
+    drop(agent);
+    Ok(run)
 }
 
 /// `pooltrace agent ARGS` serving on `AGENT_ADDR`, once it serves; and what it says.

@@ -69,8 +69,8 @@ pub fn run() -> Result {
         tools::apt_install(&["bpftrace"])?;
     }
     println!("pooltrace benchmarks, {}", machine());
-    // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|agent|soak
-    // runs one section.
+    // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|agent|
+    // fleet|soak runs one section.
     let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
     if wanted("overhead") {
@@ -105,6 +105,9 @@ pub fn run() -> Result {
     }
     if wanted("agent") {
         crate::agent_costs::run(&pooltrace)?;
+    }
+    if wanted("fleet") {
+        crate::agent_costs::fleet(&pooltrace)?;
     }
     if wanted("soak") {
         crate::soak::run(&pooltrace)?;
