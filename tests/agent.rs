@@ -97,16 +97,29 @@ impl Agent {
         }
     }
 
-    /// Waits until the agent says it attached to `pid`.
+    /// Waits until the agent says it attached to `pid`, unless it said so already while
+    /// another wait read its lines (the agent attaches in the order of its scan, which is not
+    /// the order processes started once PIDs wrap around) and the process has not ended since
+    /// (a PID used again).
     fn expect_attached(&mut self, pid: i32, limit: Duration) {
         let prefix = "pooltrace agent: attached ";
         let to = format!(" to PID {pid} (");
+        let attach = |line: &str| line.starts_with(prefix) && line.contains(&to);
+        let ended = format!("pooltrace agent: PID {pid} (");
+        let end = |line: &str| {
+            line.starts_with(&ended)
+                && [" exited", " was killed", " called exec"]
+                    .iter()
+                    .any(|e| line.contains(e))
+        };
+        let said = self.stderr.seen.iter().rev();
+        if let Some(line) = said.map(String::as_str).find(|l| attach(l) || end(l)) {
+            if attach(line) {
+                return;
+            }
+        }
         self.stderr
-            .matching(
-                "its attach",
-                |line| line.starts_with(prefix) && line.contains(&to),
-                limit,
-            )
+            .matching("its attach", attach, limit)
             .unwrap_or_else(|e| panic!("agent did not attach to PID {pid}: {e}"));
     }
 
