@@ -69,8 +69,21 @@ struct Agent {
 
 impl Agent {
     fn start(args: &[&str]) -> Self {
+        Self::start_via(&[], args)
+    }
+
+    /// The agent started by `launcher` (a command that runs the rest of its command line).
+    fn start_via(launcher: &[&str], args: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = Command::new(pooltrace_bin())
+        let mut command = match launcher {
+            [program, rest @ ..] => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(pooltrace_bin());
+                command
+            }
+            [] => Command::new(pooltrace_bin()),
+        };
+        let mut child = command
             .args([
                 "agent",
                 "--listen",
@@ -1163,4 +1176,104 @@ fn map_memory(pid: u32) -> u64 {
         memlock.trim().parse::<u64>().ok()
     })
     .sum()
+}
+
+/// `setpriv` that runs the rest of its command line as root with only `capabilities`
+/// (setpriv's names), as a container with `drop: [ALL]` and those added does.
+fn with_only(capabilities: &[&str]) -> Vec<String> {
+    let set: Vec<String> = capabilities.iter().map(|c| format!("+{c}")).collect();
+    vec![
+        "setpriv".into(),
+        "--inh-caps=-all".into(),
+        "--ambient-caps=-all".into(),
+        format!("--bounding-set=-all,{}", set.join(",")),
+        "--".into(),
+    ]
+}
+
+#[test]
+fn the_agent_runs_with_four_capabilities_and_names_each_missing_one_with_its_call() {
+    const SET: [(&str, &str, &str); 4] = [
+        (
+            "bpf",
+            "CAP_BPF",
+            "bpf(BPF_MAP_CREATE) and bpf(BPF_PROG_LOAD), which load its eBPF maps and programs",
+        ),
+        (
+            "perfmon",
+            "CAP_PERFMON",
+            "bpf(BPF_PROG_LOAD) of uprobe programs that read the traced process's memory",
+        ),
+        (
+            "sys_ptrace",
+            "CAP_SYS_PTRACE",
+            "readlink and open of /proc/PID/exe and /proc/PID/maps of a process of another \
+             user, or with capabilities pooltrace lacks",
+        ),
+        (
+            "dac_read_search",
+            "CAP_DAC_READ_SEARCH",
+            "open of /proc/PID/mem (mode 0600) of another user's process, which tells its exec",
+        ),
+    ];
+    for (missing, name, call) in SET {
+        let others: Vec<&str> = (SET.iter().map(|c| c.0))
+            .filter(|&c| c != missing)
+            .collect();
+        let launcher = with_only(&others);
+        let output = Command::new(&launcher[0])
+            .args(&launcher[1..])
+            .arg(pooltrace_bin())
+            .args([
+                "agent",
+                "--exe",
+                "x",
+                "--pool",
+                "sync",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .expect("run setpriv");
+        assert_one_line_error(
+            &output,
+            &format!(
+                "pooltrace: error: pooltrace needs {name} for {call}; run it as root, or \
+                 grant it the capability"
+            ),
+        );
+    }
+
+    // With the four, a process of another user is found, counted exactly, and its exec
+    // seen (without CAP_KILL: signal 0 answers EPERM, which says it runs).
+    let scratch = Scratch::new("capabilities");
+    let copy = scratch.fixture_copy("poolfix-go1.27", "poolfix-caps");
+    let launcher = with_only(&SET.map(|c| c.0));
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    let mut args = vec!["--exe", "poolfix-caps", "--budget", "100"];
+    args.extend(POOLFIX_BUFS);
+    let mut agent = Agent::start_via(&launcher, &args);
+    let running = agent
+        .stderr
+        .starting("pooltrace agent: running with", Duration::from_secs(5))
+        .expect("the capabilities said");
+    assert_eq!(
+        running,
+        "pooltrace agent: running with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, \
+         CAP_DAC_READ_SEARCH"
+    );
+    let mut nobody = Command::new(&copy);
+    std::os::unix::process::CommandExt::uid(&mut nobody, 65534);
+    std::os::unix::process::CommandExt::gid(&mut nobody, 65534);
+    let mut target = Target::start_command(nobody);
+    let pid = target.pid;
+    agent.expect_attached(pid, Duration::from_secs(10));
+    assert_counted_exactly(&agent, &mut target, pid);
+    target.send("exec");
+    let execed = format!("pooltrace agent: PID {pid} (poolfix-caps) called exec");
+    agent
+        .stderr
+        .starting(&execed, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the exec was not seen: {e}"));
+    agent.stop();
 }

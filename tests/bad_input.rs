@@ -116,8 +116,9 @@ fn missing_privileges_name_the_capability() {
         .expect("run pooltrace as nobody");
     assert_fails_with(
         output,
-        "pooltrace: error: pooltrace needs CAP_SYS_ADMIN (to load eBPF programs and open uprobes); \
-         run it as root (e.g. with sudo)",
+        "pooltrace: error: pooltrace needs CAP_BPF for bpf(BPF_MAP_CREATE) and \
+         bpf(BPF_PROG_LOAD), which load its eBPF maps and programs; run it as root, or grant it \
+         the capability",
     );
 }
 

@@ -201,12 +201,12 @@ pub enum Error {
     },
 
     /// pooltrace lacks a capability it needs to trace.
-    #[error("pooltrace needs {capability}{why}; run it as root (e.g. with sudo)")]
+    #[error("pooltrace needs {capability} for {call}; run it as root, or grant it the capability")]
     Privilege {
-        /// The capability missing, such as `CAP_SYS_ADMIN`.
+        /// The capability missing, such as `CAP_BPF`.
         capability: &'static str,
-        /// Why it is needed, in parentheses with a leading space.
-        why: &'static str,
+        /// The call that needs it.
+        call: &'static str,
     },
 
     /// The kernel refused the embedded eBPF object.

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod capabilities;
 pub mod cli;
 mod diff;
 pub mod error;

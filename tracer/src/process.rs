@@ -20,6 +20,7 @@ use std::{
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    capabilities::{Effective, SYS_PTRACE},
     error::{Error, Result},
     signals,
 };
@@ -70,6 +71,12 @@ impl Process {
                     Some(name) => Error::KernelThread { pid, name },
                     None => Error::Exited(pid),
                 },
+                std::io::ErrorKind::PermissionDenied if !Effective::read().has(SYS_PTRACE) => {
+                    Error::Privilege {
+                        capability: SYS_PTRACE.name,
+                        call: SYS_PTRACE.call,
+                    }
+                }
                 _ => Error::Read {
                     path: PathBuf::from(format!("/proc/{pid}/exe")),
                     source,
@@ -379,9 +386,14 @@ impl Watch {
         (state == "Z" && self.not_reaped()).then(|| Ending::from_wait_status(exit_code))
     }
 
-    /// Whether the process still holds its PID: running, or a zombie not yet reaped.
+    /// Whether the process still holds its PID: running, or a zombie not yet reaped. The
+    /// kernel finds the process before it checks the right to signal it, so EPERM (another
+    /// user's process, without CAP_KILL) says it is there as surely as success.
     fn not_reaped(&self) -> bool {
-        self.send(0).is_ok()
+        match self.send(0) {
+            Ok(()) => true,
+            Err(error) => error.raw_os_error() == Some(libc::EPERM),
+        }
     }
 
     /// Sends `signal` to the process (0 only checks that it is still there).

@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::{
+    capabilities::{self, Effective},
     cli::{self, Filters, MapSizes, PoolArgs, ReportArgs, RunArgs, TraceOptions},
     error::{Error, Result},
     gobin::{GoBinary, SymbolSource},
@@ -103,7 +104,7 @@ pub(crate) fn prepare(
     let request = pool_request(pools)?;
     let output = OutputFile::open_requested(output.path, output.force)?;
     if needs_privileges {
-        probes::check_privileges()?;
+        Effective::read().require(&capabilities::TRACE)?;
     }
     let process = Process::open(pid)?;
     let binary = open_binary(&process)?;
@@ -134,7 +135,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     double_puts_need_every_get(request.double_puts, args.trace.sample_gets)?;
     window_request(&args.trace.windows, args.trace.sample_gets)?;
     let output = OutputFile::open_requested(args.trace.output.as_deref(), args.trace.force)?;
-    probes::check_privileges()?;
+    Effective::read().require(&capabilities::TRACE)?;
     let mut child = Spawned::start(&args.command)?;
     let binary = spinner::while_running(&format!("reading {}", child.program().display()), || {
         GoBinary::open(child.program(), child.program())

@@ -23,11 +23,12 @@ use target::Outcome;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
+    capabilities::{self, Effective},
     cli::{AgentArgs, Filters},
     error::{Error, Result},
     output::write_stdout,
     probes::plan::PoolRequest,
-    probes::{self, Object, PoolEntry},
+    probes::{Object, PoolEntry},
     process::signal_name,
     report::Report,
     session::{checked_windows, double_puts_need_every_get, limits, pool_request, WindowRequest},
@@ -108,7 +109,8 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         return dry_run(&args, &request, &matcher, &missing);
     }
     let signals = Signals::install()?;
-    probes::check_privileges()?;
+    let effective = Effective::read();
+    effective.require(&capabilities::AGENT)?;
     let listener = std::net::TcpListener::bind(args.listen).map_err(|source| Error::Listen {
         addr: args.listen,
         source,
@@ -128,6 +130,12 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
     crate::status!(
         "pooltrace agent: serving http://{}/metrics, /debug/pprof/pool, /report.json",
         args.listen
+    );
+    let mut known = capabilities::AGENT.to_vec();
+    known.push(capabilities::SYS_ADMIN);
+    crate::status!(
+        "pooltrace agent: running with {}",
+        effective.names(&known).join(", ")
     );
     for pid in &missing {
         crate::status!("pooltrace agent: no process {pid} (--pid): not traced");

@@ -21,6 +21,7 @@ use super::{
     pool::PoolPlan,
 };
 use crate::{
+    capabilities::{self, Effective},
     error::{AttachFailure, Error, Result},
     gobin::GoBinary,
     process::Process,
@@ -164,7 +165,12 @@ impl Probes {
     /// Loads aya's copies of the programs into the kernel for links of their own, once
     /// for the object.
     fn load_per_site_programs(&mut self) -> Result<()> {
-        if matches!(self.linking, Linking::Multi(_)) || self.object.per_site_loaded() {
+        if matches!(self.linking, Linking::Multi(_)) {
+            return Ok(());
+        }
+        // Without it the kernel refuses each site's perf event with a bare EACCES.
+        Effective::read().require(&[capabilities::SYS_ADMIN])?;
+        if self.object.per_site_loaded() {
             return Ok(());
         }
         for name in names::PROGRAMS {
@@ -360,34 +366,4 @@ fn uprobe<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut UPr
         })?
         .try_into()
         .map_err(|source| Error::Program { name, source })
-}
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// Names the missing capability before the kernel answers with a bare EPERM. On this kernel
-/// CAP_BPF and CAP_PERFMON load the programs, but opening a uprobe perf event (a link per
-/// site, the fallback) still needs CAP_SYS_ADMIN. It is asked for on every path, so that a
-/// run works the same whichever way its probes are linked.
-pub fn check_privileges() -> Result<()> {
-    let effective = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
-            u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
-        })
-        .unwrap_or(0);
-    let has = |cap: u32| effective & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) {
-        return Ok(());
-    }
-    Err(Error::Privilege {
-        capability: "CAP_SYS_ADMIN",
-        why: if has(CAP_BPF) && has(CAP_PERFMON) {
-            " (it has CAP_BPF and CAP_PERFMON, but the kernel opens uprobes only for CAP_SYS_ADMIN)"
-        } else {
-            " (to load eBPF programs and open uprobes)"
-        },
-    })
 }

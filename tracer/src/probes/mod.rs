@@ -27,7 +27,7 @@ mod spec;
 pub mod windows;
 
 pub use arming::sites_json;
-pub use attach::{check_privileges, Probes};
+pub use attach::Probes;
 pub use lifecycle::{Lifecycle, WindowStatus};
 pub use named::{CustomPool, PoolEntry};
 pub use object::{Limits, Object, Slot};
