@@ -63,6 +63,61 @@ pub fn real_program(variable: &str) -> PathBuf {
     path
 }
 
+/// The container image `cargo xtask image` built: an OCI image layout (`POOLTRACE_IMAGE`)
+/// and the tag it holds the image under (`POOLTRACE_IMAGE_TAG`, pooltrace's version).
+pub struct Image {
+    pub layout: PathBuf,
+    pub tag: String,
+}
+
+impl Image {
+    pub fn built() -> Self {
+        let layout = env_path("POOLTRACE_IMAGE");
+        let tag = env_path("POOLTRACE_IMAGE_TAG")
+            .to_string_lossy()
+            .into_owned();
+        Self { layout, tag }
+    }
+
+    /// `oci:LAYOUT:TAG`, as podman and skopeo name it.
+    pub fn reference(&self) -> String {
+        format!("oci:{}:{}", self.layout.display(), self.tag)
+    }
+
+    /// The manifest the layout's index tags `tag`.
+    pub fn manifest(&self) -> Value {
+        let index = self.json(&self.layout.join("index.json"));
+        let tagged = index["manifests"]
+            .as_array()
+            .and_then(|manifests| {
+                manifests.iter().find(|m| {
+                    m["annotations"]["org.opencontainers.image.ref.name"] == self.tag.as_str()
+                })
+            })
+            .unwrap_or_else(|| panic!("no image tagged {} in {index}", self.tag));
+        self.json(&self.blob(tagged))
+    }
+
+    /// The image's configuration: its `config` holds Entrypoint, User, Env and Labels.
+    pub fn config(&self) -> Value {
+        self.json(&self.blob(&self.manifest()["config"]))
+    }
+
+    /// The file of the blob a descriptor points to.
+    pub fn blob(&self, descriptor: &Value) -> PathBuf {
+        let digest = descriptor["digest"]
+            .as_str()
+            .expect("a descriptor's digest");
+        let (algorithm, hex) = digest.split_once(':').expect("algorithm:hex");
+        self.layout.join("blobs").join(algorithm).join(hex)
+    }
+
+    fn json(&self, path: &Path) -> Value {
+        let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+}
+
 fn env_path(name: &str) -> PathBuf {
     let value = std::env::var_os(name).unwrap_or_else(|| {
         panic!("{name} is not set: run the integration tests with `cargo xtask test`")
