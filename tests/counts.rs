@@ -4,63 +4,15 @@
 
 use pooltrace_tests::{fixture, pool, u64_of, Target, Tracer, POOLFIX_CHUNKS};
 
-const BUF_GET: &str = "main.(*BufPool).Get";
-const BUF_PUT: &str = "main.(*BufPool).Put";
 const CHUNK_GET: &str = "main.(*BucketedPool[uint8]).Get";
 
 /// Two rounds under the tracer, then the target exits and pooltrace reports by itself.
 fn traced_rounds(build: &str, args: &[&str]) -> (pooltrace_tests::Counts, pooltrace_tests::Value) {
-    let mut target = Target::start(&fixture(build));
-    let pid = target.pid;
-    let tracer = Tracer::attach(pid, args);
-    target.round();
-    let counts = target.round();
-    let (status, _) = target.exit();
-    assert_eq!(status.code(), Some(3));
-    let finished = tracer.finish();
-    // Its status is known only if pooltrace looked before the test reaped it.
-    let exited = format!("pooltrace: PID {pid} exited");
-    assert!(
-        finished.stderr.iter().any(|l| l.starts_with(&exited)),
-        "pooltrace did not notice the exit: {:?}",
-        finished.stderr
-    );
-    let report = finished.json();
-    // The build info read from .go.buildinfo names the toolchain the fixture was built with.
-    let go = if build.contains("go1.19") {
-        "go1.19."
-    } else {
-        "go1.27."
-    };
-    assert!(
-        report["go_version"]
-            .as_str()
-            .is_some_and(|v| v.starts_with(go)),
-        "{}",
-        report["go_version"]
-    );
-    assert_eq!(report["module"], "poolfix (devel)");
-    (counts, report)
+    pooltrace_tests::traced_rounds(build, args, Tracer::attach)
 }
 
 fn assert_pointer_pool_exact(build: &str) {
-    let (counts, report) = traced_rounds(build, &["--get", BUF_GET, "--put", BUF_PUT]);
-    let pool = pool(&report, BUF_GET);
-    assert_eq!(u64_of(&pool["gets"]), counts.get("buf_gets"));
-    assert_eq!(u64_of(&pool["puts"]), counts.get("buf_puts"));
-    assert_eq!(
-        u64_of(&pool["outstanding"]),
-        counts.get("buf_gets") - counts.get("buf_puts")
-    );
-    for lost in [
-        "unmatched_puts",
-        "dropped",
-        "collected",
-        "stack_failures",
-        "read_faults",
-    ] {
-        assert_eq!(u64_of(&pool[lost]), 0, "{lost} in {pool:#}");
-    }
+    pooltrace_tests::assert_pointer_pool_exact(build, Tracer::attach);
 }
 
 fn assert_generic_pool_exact(build: &str) {

@@ -1,6 +1,7 @@
 //! `deploy/daemonset.yaml` runs the agent the README describes: Prometheus finds it on the
-//! port it listens on, the pools file it reads is `deploy/pools.toml`, and pooltrace itself
-//! accepts its command line. Read with a real YAML parser, as `kubectl` would read it.
+//! port it listens on, the pools file it reads is `deploy/pools.toml`, its image is the one
+//! `cargo xtask image` builds (`POOLTRACE_IMAGE`), and pooltrace itself accepts its command
+//! line. Read with a real YAML parser, as `kubectl` would read it.
 
 use std::{
     fs,
@@ -8,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use pooltrace_tests::run_pooltrace;
+use pooltrace_tests::{run_pooltrace, Image};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// A file of the repository, whose `tests/` directory is this crate.
@@ -203,5 +204,42 @@ fn pooltrace_accepts_the_daemonsets_command_line() {
     assert_eq!(
         lines.next(),
         Some("  pools: preset thanos; preset prometheus")
+    );
+}
+
+#[test]
+fn the_daemonset_runs_the_image_xtask_builds() {
+    let manifest = Manifest::load();
+    let image = Image::built();
+    let name = manifest.agent()["image"]
+        .as_str()
+        .expect("the agent names its image");
+    // A registry's repository `pooltrace`, at the version xtask tags.
+    let (repository, tag) = name.rsplit_once(':').expect("a tagged image");
+    assert_eq!(tag, image.tag, "{name}");
+    let (registry, last) = repository
+        .rsplit_once('/')
+        .expect("the image is in a registry");
+    assert_eq!(last, "pooltrace", "{name}");
+    assert!(
+        !registry.is_empty() && repository == repository.to_lowercase(),
+        "{name} is not a valid image reference"
+    );
+    // The runtime looks `command` up on the image's PATH: it must find the entrypoint.
+    let config = image.config();
+    let entrypoint = config["config"]["Entrypoint"][0]
+        .as_str()
+        .expect("entrypoint");
+    let path = config["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|variable| variable.as_str()?.strip_prefix("PATH="))
+        .expect("the image sets PATH");
+    let command = &manifest.argv()[0];
+    assert!(
+        path.split(':')
+            .any(|dir| Path::new(dir).join(command) == Path::new(entrypoint)),
+        "{command} is not {entrypoint} on PATH={path}"
     );
 }

@@ -63,6 +63,61 @@ pub fn real_program(variable: &str) -> PathBuf {
     path
 }
 
+/// The container image `cargo xtask image` built: an OCI image layout (`POOLTRACE_IMAGE`)
+/// and the tag it holds the image under (`POOLTRACE_IMAGE_TAG`, pooltrace's version).
+pub struct Image {
+    pub layout: PathBuf,
+    pub tag: String,
+}
+
+impl Image {
+    pub fn built() -> Self {
+        let layout = env_path("POOLTRACE_IMAGE");
+        let tag = env_path("POOLTRACE_IMAGE_TAG")
+            .to_string_lossy()
+            .into_owned();
+        Self { layout, tag }
+    }
+
+    /// `oci:LAYOUT:TAG`, as podman and skopeo name it.
+    pub fn reference(&self) -> String {
+        format!("oci:{}:{}", self.layout.display(), self.tag)
+    }
+
+    /// The manifest the layout's index tags `tag`.
+    pub fn manifest(&self) -> Value {
+        let index = self.json(&self.layout.join("index.json"));
+        let tagged = index["manifests"]
+            .as_array()
+            .and_then(|manifests| {
+                manifests.iter().find(|m| {
+                    m["annotations"]["org.opencontainers.image.ref.name"] == self.tag.as_str()
+                })
+            })
+            .unwrap_or_else(|| panic!("no image tagged {} in {index}", self.tag));
+        self.json(&self.blob(tagged))
+    }
+
+    /// The image's configuration: its `config` holds Entrypoint, User, Env and Labels.
+    pub fn config(&self) -> Value {
+        self.json(&self.blob(&self.manifest()["config"]))
+    }
+
+    /// The file of the blob a descriptor points to.
+    pub fn blob(&self, descriptor: &Value) -> PathBuf {
+        let digest = descriptor["digest"]
+            .as_str()
+            .expect("a descriptor's digest");
+        let (algorithm, hex) = digest.split_once(':').expect("algorithm:hex");
+        self.layout.join("blobs").join(algorithm).join(hex)
+    }
+
+    fn json(&self, path: &Path) -> Value {
+        let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+}
+
 fn env_path(name: &str) -> PathBuf {
     let value = std::env::var_os(name).unwrap_or_else(|| {
         panic!("{name} is not set: run the integration tests with `cargo xtask test`")
@@ -276,6 +331,20 @@ impl Tracer {
 
     /// As [`Tracer::attach`], through a launcher such as `nohup` that execs pooltrace.
     pub fn attach_via(launcher: &[&str], pid: i32, args: &[&str]) -> Self {
+        let program = match launcher.split_first() {
+            Some((program, launcher_args)) => {
+                let mut launch = Command::new(program);
+                launch.args(launcher_args).arg(pooltrace_bin());
+                launch
+            }
+            None => Command::new(pooltrace_bin()),
+        };
+        Self::attach_with(program, pid, args)
+    }
+
+    /// As [`Tracer::attach`], with pooltrace run by `program` (its command line up to
+    /// pooltrace's subcommand, e.g. a container runtime running the image).
+    pub fn attach_with(program: Command, pid: i32, args: &[&str]) -> Self {
         let interval: &[&str] = if args.contains(&"--interval") {
             &[]
         } else {
@@ -287,24 +356,17 @@ impl Tracer {
             &["--format", "json"]
         };
         let args: Vec<&str> = [format, interval, args].concat();
-        Self::start(launcher, "report", pid, &args, "pooltrace: attached")
+        Self::start(program, "report", pid, &args, "pooltrace: attached")
     }
 
     /// Starts `pooltrace stream --pid PID ARGS` and waits until it says it is streaming.
     pub fn stream(pid: i32, args: &[&str]) -> Self {
-        Self::start(&[], "stream", pid, args, "pooltrace: streaming")
+        let program = Command::new(pooltrace_bin());
+        Self::start(program, "stream", pid, args, "pooltrace: streaming")
     }
 
-    fn start(launcher: &[&str], command: &str, pid: i32, args: &[&str], ready: &str) -> Self {
-        let mut child = match launcher.split_first() {
-            Some((program, launcher_args)) => {
-                let mut launch = Command::new(program);
-                launch.args(launcher_args).arg(pooltrace_bin());
-                launch
-            }
-            None => Command::new(pooltrace_bin()),
-        };
-        let mut child = child
+    fn start(mut program: Command, command: &str, pid: i32, args: &[&str], ready: &str) -> Self {
+        let mut child = program
             .args([command, "--pid", &pid.to_string()])
             .args(args)
             .stdin(Stdio::null())
@@ -473,6 +535,71 @@ fn wait_with_timeout(child: &mut Child) -> Option<ExitStatus> {
         thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// Two rounds of the poolfix build `build` under the pooltrace that `attach` starts, given
+/// the fixture's PID and pooltrace's options (`Tracer::attach`, or the container image);
+/// then the fixture exits and pooltrace reports by itself. The fixture's own counts, and the
+/// report, checked to name the fixture's toolchain and module.
+pub fn traced_rounds(
+    build: &str,
+    args: &[&str],
+    attach: impl FnOnce(i32, &[&str]) -> Tracer,
+) -> (Counts, Value) {
+    let mut target = Target::start(&fixture(build));
+    let pid = target.pid;
+    let tracer = attach(pid, args);
+    target.round();
+    let counts = target.round();
+    let (status, _) = target.exit();
+    assert_eq!(status.code(), Some(3));
+    let finished = tracer.finish();
+    // Its status is known only if pooltrace looked before the test reaped it.
+    let exited = format!("pooltrace: PID {pid} exited");
+    assert!(
+        finished.stderr.iter().any(|l| l.starts_with(&exited)),
+        "pooltrace did not notice the exit: {:?}",
+        finished.stderr
+    );
+    let report = finished.json();
+    // The build info read from .go.buildinfo names the toolchain the fixture was built with.
+    let go = if build.contains("go1.19") {
+        "go1.19."
+    } else {
+        "go1.27."
+    };
+    assert!(
+        report["go_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(go)),
+        "{}",
+        report["go_version"]
+    );
+    assert_eq!(report["module"], "poolfix (devel)");
+    (counts, report)
+}
+
+/// poolfix's pointer pool, traced as [`traced_rounds`] does, is counted exactly: every Get
+/// and Put the fixture made, and nothing lost (tests/counts.rs on every build, tests/image.rs
+/// from the container image).
+pub fn assert_pointer_pool_exact(build: &str, attach: impl FnOnce(i32, &[&str]) -> Tracer) {
+    let (counts, report) = traced_rounds(build, &POOLFIX_BUFS, attach);
+    let pool = pool(&report, POOLFIX_BUFS[1]);
+    assert_eq!(u64_of(&pool["gets"]), counts.get("buf_gets"));
+    assert_eq!(u64_of(&pool["puts"]), counts.get("buf_puts"));
+    assert_eq!(
+        u64_of(&pool["outstanding"]),
+        counts.get("buf_gets") - counts.get("buf_puts")
+    );
+    for lost in [
+        "unmatched_puts",
+        "dropped",
+        "collected",
+        "stack_failures",
+        "read_faults",
+    ] {
+        assert_eq!(u64_of(&pool[lost]), 0, "{lost} in {pool:#}");
+    }
 }
 
 /// Runs pooltrace to completion with `args` (for commands expected to fail fast).

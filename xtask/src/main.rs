@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod ebpf;
 mod fixtures;
+mod image;
 mod imports;
 mod launch;
 mod probe_costs;
@@ -26,6 +27,7 @@ usage: cargo xtask <command>
 commands:
   demo         build the leaking store-gateway demo, run it under load, attach pooltrace
   test         install what the tests need, then run unit and integration tests (as root)
+  image        a static pooltrace in an OCI image layout under target/image (umoci, installed)
   bench        overhead against the probe floor and bpftrace, CPU, memory, attach times
   build-ebpf   rebuild tracer-ebpf/prebuilt/pooltrace-ebpf.o (nightly + bpf-linker, installed)
   check-ebpf   fail if the committed eBPF object is stale
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(),
         Some("bench") => bench::run(),
+        Some("image") => image::run(),
         Some("test") => test::run(&args[1..]),
         Some("build-ebpf") => ebpf::build(),
         Some("check-ebpf") => check_ebpf(),

