@@ -1,9 +1,9 @@
 //! The container image `cargo xtask image` builds (`POOLTRACE_IMAGE`) is what the top-level
 //! Containerfile says: pooltrace alone, as its entrypoint. Run by podman as the DaemonSet
-//! runs it (privileged, in the host's PID namespace), with the image's files for its whole
-//! root filesystem, it attaches to a fixture running outside the container, whose binary it
-//! reaches only through /proc/PID/exe, and counts its pool exactly (tests/counts.rs's
-//! fixture and expectations).
+//! runs it (with only the capabilities it adds, in the host's PID namespace), with the
+//! image's files for its whole root filesystem, it attaches to a fixture running outside the
+//! container, whose binary it reaches only through /proc/PID/exe, and counts its pool
+//! exactly (tests/counts.rs's fixture and expectations).
 
 use std::{
     collections::BTreeMap,
@@ -79,17 +79,22 @@ impl Podman {
     /// `podman run` of image `id` as the DaemonSet runs it, up to the image's entrypoint:
     /// what follows is pooltrace's command line.
     fn run(&self, id: &str, options: &[&str]) -> Command {
+        let (_, seccomp) = daemonset_security();
+        self.run_confined(id, Some(seccomp), options)
+    }
+
+    /// The same with seccomp profile `seccomp` (podman's own default when None).
+    fn run_confined(&self, id: &str, seccomp: Option<&str>, options: &[&str]) -> Command {
         let mut command = self.command();
+        let (capabilities, _) = daemonset_security();
         command
-            .args([
-                "run",
-                "--rm",
-                "--privileged",
-                "--pid",
-                "host",
-                "--network",
-                "none",
-            ])
+            .args(["run", "--rm", "--cap-drop", "all"])
+            .args(["--cap-add", &capabilities.join(",")]);
+        if let Some(seccomp) = seccomp {
+            command.args(["--security-opt", &format!("seccomp={seccomp}")]);
+        }
+        command
+            .args(["--pid", "host", "--network", "none"])
             .args(limits())
             .args(options)
             .arg(id);
@@ -108,6 +113,33 @@ impl Drop for Podman {
             .status();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The capabilities deploy/daemonset.yaml adds to the agent's container (it drops all),
+/// and its seccomp profile, as podman names it.
+fn daemonset_security() -> (Vec<String>, &'static str) {
+    let manifest = fs::read_to_string(repo_file("deploy/daemonset.yaml")).expect("the manifest");
+    let documents = yaml_rust2::YamlLoader::load_from_str(&manifest).expect("YAML");
+    let daemonset = (documents.iter())
+        .find(|d| d["kind"].as_str() == Some("DaemonSet"))
+        .expect("a DaemonSet");
+    let context = &daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    let names = |key: &str| -> Vec<String> {
+        let listed = context["capabilities"][key].as_vec();
+        (listed.map_or(&[][..], Vec::as_slice).iter())
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        names("drop"),
+        ["ALL"],
+        "the DaemonSet drops every capability"
+    );
+    let seccomp = match context["seccompProfile"]["type"].as_str() {
+        Some("Unconfined") => "unconfined",
+        other => panic!("a seccomp profile podman cannot stand for: {other:?}"),
+    };
+    (names("add"), seccomp)
 }
 
 /// The container's resource limits. podman's defaults are refused on the test machines:
@@ -139,6 +171,34 @@ fn pooltrace_in_the_image_counts_a_process_outside_it_exactly() {
     assert_pointer_pool_exact("poolfix-go1.27", |pid, args| {
         Tracer::attach_with(podman.run(&id, &[]), pid, args)
     });
+}
+
+/// Why the DaemonSet says `seccompProfile: Unconfined`: under podman's default profile,
+/// bpf(2) is refused whatever the capabilities, and pooltrace says so in one line.
+#[test]
+fn under_the_runtimes_default_seccomp_profile_the_refusal_is_named() {
+    let image = Image::built();
+    let podman = Podman::new("seccomp");
+    let id = podman.pull(&image);
+    let target = pooltrace_tests::Target::start(&pooltrace_tests::fixture("poolfix-go1.27"));
+    let output = podman
+        .run_confined(&id, None, &[])
+        .args(["report", "--pid", &target.pid.to_string()])
+        .args(pooltrace_tests::POOLFIX_BUFS)
+        .output()
+        .expect("run podman");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    // The map named is whichever aya creates first.
+    let refused = "pooltrace: error: cannot load the eBPF object: bpf(2) was refused although \
+                   pooltrace has CAP_BPF and CAP_PERFMON; a seccomp or LSM profile (a container \
+                   runtime's default) may forbid it: map error: failed to create map `";
+    assert!(
+        matches!(lines[..], [line] if line.starts_with(refused)
+            && line.ends_with("`: Operation not permitted")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -209,6 +209,18 @@ pub enum Error {
         call: &'static str,
     },
 
+    /// The kernel refused to create a map with EPERM although pooltrace has CAP_BPF: a
+    /// seccomp or LSM profile forbids bpf(2), as container runtimes' defaults may.
+    #[error(
+        "cannot load the eBPF object: bpf(2) was refused although pooltrace has CAP_BPF and \
+         CAP_PERFMON; a seccomp or LSM profile (a container runtime's default) may forbid it"
+    )]
+    LoadForbidden {
+        /// What aya reported.
+        #[source]
+        source: aya::EbpfError,
+    },
+
     /// The kernel refused the embedded eBPF object.
     ///
     /// The causes of this and the aya variants below are kept as sources: aya wraps the errno

@@ -26,7 +26,10 @@ use tracer_common::{
 };
 
 use super::multi::MultiPrograms;
-use crate::error::{Error, Result};
+use crate::{
+    capabilities::{self, Effective},
+    error::{Error, Result},
+};
 
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("POOLTRACE_EBPF_OBJECT"));
 
@@ -116,7 +119,7 @@ impl Object {
             .override_global(names::SIZE_MIN, &limits.size_min, true)
             .override_global(names::SIZE_MAX, &limits.size_max, true)
             .load(OBJECT)
-            .map_err(|source| Error::Load { source })?;
+            .map_err(load_error)?;
         // Not having uprobe-multi links is no error: the sites get a link each, and the
         // attach summary says why.
         let multi = match wanted_links()? {
@@ -312,6 +315,19 @@ fn remove_per_cpu_keys<K: Pod + Hash + Eq, V: Pod>(
         }
         Ok(())
     })
+}
+
+/// A refused load, told apart when the capabilities were there and bpf(2) still said EPERM.
+fn load_error(source: aya::EbpfError) -> Error {
+    let denied = matches!(
+        &source,
+        aya::EbpfError::MapError(MapError::CreateError { io_error, .. })
+            if io_error.raw_os_error() == Some(libc::EPERM)
+    );
+    match denied && Effective::read().require(&capabilities::TRACE).is_ok() {
+        true => Error::LoadForbidden { source },
+        false => Error::Load { source },
+    }
 }
 
 /// The descriptors of every BPF map this process holds now.
