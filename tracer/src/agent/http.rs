@@ -43,6 +43,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes of a request buffered (hyper's smallest allowed).
 const MAX_REQUEST_BYTES: usize = 8192;
+/// How long a refused connection is kept to let the client read why.
+const LINGER: Duration = Duration::from_secs(1);
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 /// The answer to plain HTTP on the TLS port, as Go's servers answer it, so that a scraper
@@ -117,17 +119,26 @@ async fn accept(listener: std::net::TcpListener, site: Arc<Site>) {
 
 /// One connection, TLS first when there is an acceptor: a client that never finishes its
 /// handshake (or never starts it) is dropped after `HEADER_TIMEOUT`, as a request head would
-/// be, and one that fails it is dropped at once; others are served meanwhile.
+/// be, and one that fails it is closed at once, after the alert that says why; others are
+/// served meanwhile.
 async fn connection(stream: TcpStream, tls: Option<TlsAcceptor>, site: Arc<Site>) {
     let Some(acceptor) = tls else {
         return http(TokioIo::new(stream), site).await;
     };
     let handshake = async {
         if !starts_tls(&stream).await {
-            refuse_plain_http(stream).await;
+            let mut stream = stream;
+            let _ = stream.write_all(PLAIN_HTTP_TO_TLS).await;
+            close(stream).await;
             return None;
         }
-        acceptor.accept(stream).await.ok()
+        match acceptor.accept(stream).into_fallible().await {
+            Ok(stream) => Some(stream),
+            Err((_, stream)) => {
+                close(stream).await;
+                None
+            }
+        }
     };
     if let Ok(Some(stream)) = tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
         http(TokioIo::new(stream), site).await;
@@ -140,13 +151,23 @@ async fn starts_tls(stream: &TcpStream) -> bool {
     matches!(stream.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE)
 }
 
-/// Tells a plain-HTTP client it reached the TLS port, after reading what it sent (unread
-/// bytes at close would reset the connection, losing the answer).
-async fn refuse_plain_http(mut stream: TcpStream) {
-    let mut request = vec![0; MAX_REQUEST_BYTES];
-    let _ = stream.read(&mut request).await;
-    let _ = stream.write_all(PLAIN_HTTP_TO_TLS).await;
+/// Closes a refused connection so that the client reads what it was told (a TLS alert, or
+/// the 400): the write side first, then what the client still sends is read and dropped, for
+/// at most `LINGER`. Closing with its bytes unread would reset the connection instead, and
+/// the client could lose the answer.
+async fn close(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = [0; 1024];
+        let mut left = MAX_REQUEST_BYTES * 8;
+        while let Ok(n @ 1..) = stream.read(&mut sink).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// HTTP/1.1 on `io`, plain or TLS.
