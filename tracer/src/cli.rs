@@ -122,7 +122,8 @@ every process and exits.";
 #[command(group(clap::ArgGroup::new("targets").required(true).multiple(true).args(["pid", "exe"])))]
 pub struct AgentArgs {
     /// Serve the endpoints on this address. Loopback by default: without --web-config the
-    /// endpoints have neither TLS nor authentication, and any other address gets a warning.
+    /// endpoints have neither TLS nor authentication. Any other address where a client need
+    /// not prove who it is gets a warning at start.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub listen: std::net::SocketAddr,
 
