@@ -103,6 +103,10 @@ Examples:
         --exe thanos --exe prometheus
     go tool pprof -top http://127.0.0.1:9464/debug/pprof/pool
 
+  Over TLS, with a password, as Prometheus exporters are configured:
+    sudo pooltrace agent --listen 0.0.0.0:9464 --web-config /etc/pooltrace/web.yml --exe thanos
+    curl -s --cacert ca.pem -u prometheus https://node1:9464/metrics
+
 Endpoints: /metrics (Prometheus/OpenMetrics text), /debug/pprof/pool (gzipped pprof, every
 target, labelled by pid and exe), /report.json (one JSON report per target), /healthz.
 
@@ -117,10 +121,18 @@ every process and exits.";
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("targets").required(true).multiple(true).args(["pid", "exe"])))]
 pub struct AgentArgs {
-    /// Serve the endpoints on this address. Loopback by default: the endpoints have no
-    /// authentication, so expose them only where the network is trusted.
+    /// Serve the endpoints on this address. Loopback by default: without --web-config the
+    /// endpoints have neither TLS nor authentication. Any other address where a client need
+    /// not prove who it is gets a warning at start.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub listen: std::net::SocketAddr,
+
+    /// Serve with TLS and basic authentication as FILE says: the Prometheus exporter-toolkit's
+    /// web configuration (YAML: tls_server_config with cert_file, key_file, client_ca_file,
+    /// client_auth_type, ...; basic_auth_users with bcrypt hashes). Read once, at start;
+    /// relative paths in it are taken from its directory.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 
     /// A process to trace (repeatable). It is not attached again once it exits.
     #[arg(short, long, value_name = "PID")]

@@ -189,6 +189,17 @@ pub enum Error {
         mistake: PoolsFileMistake,
     },
 
+    /// The agent's `--web-config` file is malformed, names a file that cannot be used, or asks
+    /// for what pooltrace does not do.
+    #[error("--web-config {path}: {mistake}")]
+    WebConfig {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it, and under which key (boxed: rustls' errors are large).
+        #[source]
+        mistake: Box<WebConfigMistake>,
+    },
+
     /// Two pools probe the same Get or Put, so each call would be counted twice.
     #[error("{what} is named twice (pool {first} and pool {second})")]
     DuplicatePool {
@@ -366,6 +377,61 @@ pub enum PoolsFileMistake {
         number: usize,
         /// What it lacks or has too much of.
         reason: String,
+    },
+}
+
+/// What is wrong with a `--web-config` file, and under which key (`tls_server_config.cert_file`).
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigMistake {
+    /// The file itself cannot be read.
+    #[error("cannot read it: {}", os_message(.0))]
+    Read(#[source] io::Error),
+    /// Not YAML, a key the format does not have, or a value of the wrong type: YAML's words,
+    /// which name the key, and where it says it is.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        /// Counted from 1.
+        line: usize,
+        /// Counted from 1.
+        column: usize,
+        /// YAML's words, the key's path first.
+        message: String,
+    },
+    /// The same, where YAML names no place.
+    #[error("{message}")]
+    Unplaced {
+        /// YAML's words.
+        message: String,
+    },
+    /// A file the configuration names cannot be read.
+    #[error("{key}: cannot read {}: {}", .path.display(), os_message(.source))]
+    File {
+        /// The key that names it, as a path from the top.
+        key: String,
+        /// The file, relative paths taken from the configuration file's directory.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: io::Error,
+    },
+    /// A value the key does not take, or keys that do not go together.
+    #[error("{key}: {reason}")]
+    Value {
+        /// The key, as a path from the top (`basic_auth_users.alice`).
+        key: String,
+        /// What is wrong, and what it takes.
+        reason: String,
+    },
+    /// rustls refused a certificate, a key, or the settings.
+    #[error("{key}: {what}")]
+    Tls {
+        /// The key whose value was refused.
+        key: String,
+        /// What was refused.
+        what: String,
+        /// rustls' words.
+        #[source]
+        source: rustls::Error,
     },
 }
 

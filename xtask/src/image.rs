@@ -122,7 +122,7 @@ pub fn build() -> Result<Image> {
         // For a `command: [pooltrace]` (the DaemonSet's), which the runtime looks up.
         "--config.env",
         IMAGE_PATH,
-        // Root, as the DaemonSet runs it (uprobes need CAP_SYS_ADMIN).
+        // Root, as the DaemonSet runs it (with four capabilities, not all of root's).
         "--config.user",
         "0:0",
         "--created",
@@ -174,12 +174,14 @@ fn static_binary() -> Result<PathBuf> {
         tools::say(&format!("adding the Rust target {TARGET}"));
         exec(Command::new("rustup").args(["target", "add", TARGET]))?;
     }
+    let gcc = tools::musl_gcc()?;
     tools::say(&format!("building pooltrace (release) for {TARGET}"));
     let root = workspace();
     exec(
         Command::new("cargo")
             .args(["build", "--locked", "--release", "--package", "pooltrace"])
             .args(["--target", TARGET])
+            .env("CC_x86_64_unknown_linux_musl", gcc)
             .current_dir(&root),
     )?;
     let binary = root.join(format!("target/{TARGET}/release/pooltrace"));

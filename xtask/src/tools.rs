@@ -113,6 +113,17 @@ pub fn umoci() -> Result<PathBuf> {
     Ok(umoci)
 }
 
+/// Debian's musl-gcc, which compiles the C and assembly of crates (ring, for the agent's TLS)
+/// for the static musl build.
+pub fn musl_gcc() -> Result<PathBuf> {
+    let gcc = PathBuf::from("/usr/bin/musl-gcc");
+    if !gcc.is_file() {
+        say("installing Debian's musl-tools (C for the static build)");
+        apt_install(&["musl-tools"])?;
+    }
+    Ok(gcc)
+}
+
 /// Debian's podman and runc, which run the image in the tests: podman's default runtime,
 /// crun, refuses a machine whose cgroup v2 hierarchy holds controllers beside v1's ("hybrid
 /// mode"), as this kind of machine does; runc does not.

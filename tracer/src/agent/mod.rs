@@ -4,12 +4,15 @@
 //! its budget through tracing windows (`probes::lifecycle`, or Get sampled with
 //! `--continuous`), and publishes each process's latest report for the HTTP endpoints
 //! (`http`: `/metrics` encoded by `metrics`, pprof, JSON), which read only what was
-//! published.
+//! published, over TLS and behind basic authentication when `--web-config` says so
+//! (`web_config`, `auth`).
 
+mod auth;
 mod discover;
 mod http;
 mod metrics;
 mod target;
+mod web_config;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -21,6 +24,7 @@ use std::{
 use discover::{Identity, Matcher};
 use target::Outcome;
 use tokio::{sync::watch, task::JoinHandle};
+use web_config::WebConfig;
 
 use crate::{
     capabilities::{self, Effective},
@@ -105,8 +109,12 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         args.sample_gets,
     )?;
     let (matcher, missing) = Matcher::new(&args.pid, &args.exe);
+    let web = match &args.web_config {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::plain(),
+    };
     if args.dry_run {
-        return dry_run(&args, &request, &matcher, &missing);
+        return dry_run(&args, &request, &web, &matcher, &missing);
     }
     let signals = Signals::install()?;
     let effective = Effective::read();
@@ -126,10 +134,17 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         object_share: u64::from(args.maps.max_objects / args.max_targets),
         ..Published::default()
     }));
-    http::serve(listener, published.clone())?;
+    let scheme = web.scheme();
+    let exposed = exposure(&args, &web);
+    let summary = args
+        .web_config
+        .as_ref()
+        .map(|_| format!(" ({})", web.summary));
+    http::serve(listener, published.clone(), web)?;
     crate::status!(
-        "pooltrace agent: serving http://{}/metrics, /debug/pprof/pool, /report.json",
-        args.listen
+        "pooltrace agent: serving {scheme}://{}/metrics, /debug/pprof/pool, /report.json{}",
+        args.listen,
+        summary.unwrap_or_default()
     );
     let mut known = capabilities::AGENT.to_vec();
     known.push(capabilities::SYS_ADMIN);
@@ -137,6 +152,9 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
         "pooltrace agent: running with {}",
         effective.names(&known).join(", ")
     );
+    if let Some(warning) = exposed {
+        crate::status!("pooltrace agent: warning: {warning}");
+    }
     for pid in &missing {
         crate::status!("pooltrace agent: no process {pid} (--pid): not traced");
     }
@@ -282,10 +300,40 @@ impl Agent {
     }
 }
 
+/// What a client on the network could do that it should not, when `--listen` is not a
+/// loopback address: read the endpoints without proving who it is, or read the basic-auth
+/// passwords (authentication without TLS).
+fn exposure(args: &AgentArgs, web: &WebConfig) -> Option<String> {
+    if args.listen.ip().is_loopback() {
+        return None;
+    }
+    let addr = args.listen;
+    let warning = match (&args.web_config, web.authenticates(), web.tls.is_some()) {
+        (None, _, _) => {
+            "there is no --web-config: anyone who reaches it reads the endpoints, unencrypted \
+             and unauthenticated"
+        }
+        (Some(_), false, false) => {
+            "--web-config sets neither TLS nor authentication: anyone who reaches it reads the \
+             endpoints, unencrypted"
+        }
+        (Some(_), false, true) => {
+            "--web-config authenticates no one (no basic_auth_users, no \
+             RequireAndVerifyClientCert): anyone who reaches it reads the endpoints"
+        }
+        (Some(_), true, false) => {
+            "--web-config sets basic auth without TLS: passwords cross the network readable"
+        }
+        (Some(_), true, true) => return None,
+    };
+    Some(format!("{addr} is not loopback and {warning}"))
+}
+
 /// `--dry-run`: what the agent would do, without listening or attaching.
 fn dry_run(
     args: &AgentArgs,
     request: &PoolRequest,
+    web: &WebConfig,
     matcher: &Matcher,
     missing: &[i32],
 ) -> Result<()> {
@@ -298,9 +346,10 @@ fn dry_run(
         })
         .collect();
     let mut text = format!(
-        "pooltrace agent --dry-run: would serve http://{}/metrics\n  pools: {}\n  \
+        "pooltrace agent --dry-run: would serve {}://{}/metrics\n  pools: {}\n  \
          processes: --exe {:?} --pid {:?}, at most {}\n  every {:?}, scan every {:?}, \
          top {} paths, budget {}% of a core\n",
+        web.scheme(),
         args.listen,
         pools.join("; "),
         args.exe,
@@ -311,6 +360,13 @@ fn dry_run(
         args.top_paths,
         args.budget,
     );
+    text += &match &args.web_config {
+        Some(path) => format!("  web config {}: {}\n", path.display(), web.summary),
+        None => format!("  no web config: {}\n", web.summary),
+    };
+    if let Some(warning) = exposure(args, web) {
+        text += &format!("  warning: {warning}\n");
+    }
     for pid in missing {
         text += &format!("  no process {pid} (--pid)\n");
     }
