@@ -12,10 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_harness::{metric_sample as sample, Lines};
+use pooltrace_harness::metric_sample as sample;
 use pooltrace_tests::{
-    assert_one_line_error, fixture, pooltrace_bin, real_program, run_pooltrace, Demo, Target,
-    Value, POOLFIX_BUFS, POOLFIX_CHUNKS,
+    assert_one_line_error, fixture, free_port, http_get, pooltrace_bin, real_program,
+    run_pooltrace, Agent, Demo, Target, Value, POOLFIX_BUFS, POOLFIX_CHUNKS,
 };
 
 const DEMO_POOL: [&str; 6] = [
@@ -52,134 +52,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// A running agent, stopped with SIGTERM when dropped.
-struct Agent {
-    child: Child,
-    stderr: Lines,
-    addr: String,
-}
-
-impl Agent {
-    fn start(args: &[&str]) -> Self {
-        Self::start_via(&[], args)
-    }
-
-    /// The agent started by `launcher` (a command that runs the rest of its command line).
-    fn start_via(launcher: &[&str], args: &[&str]) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut command = match launcher {
-            [program, rest @ ..] => {
-                let mut command = Command::new(program);
-                command.args(rest).arg(pooltrace_bin());
-                command
-            }
-            [] => Command::new(pooltrace_bin()),
-        };
-        let mut child = command
-            .args([
-                "agent",
-                "--listen",
-                &addr,
-                "--interval",
-                "1s",
-                "--scan-interval",
-                "1s",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the agent");
-        let mut stderr = Lines::of(child.stderr.take().expect("stderr"));
-        stderr
-            .starting("pooltrace agent: serving", Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("agent did not start: {e}"));
-        Self {
-            child,
-            stderr,
-            addr,
-        }
-    }
-
-    /// Waits until the agent says it attached to `pid`, unless it said so already while
-    /// another wait read its lines (the agent attaches in the order of its scan, which is not
-    /// the order processes started once PIDs wrap around) and the process has not ended since
-    /// (a PID used again).
-    fn expect_attached(&mut self, pid: i32, limit: Duration) {
-        let prefix = "pooltrace agent: attached ";
-        let to = format!(" to PID {pid} (");
-        let attach = |line: &str| line.starts_with(prefix) && line.contains(&to);
-        let ended = format!("pooltrace agent: PID {pid} (");
-        let end = |line: &str| {
-            line.starts_with(&ended)
-                && [" exited", " was killed", " called exec"]
-                    .iter()
-                    .any(|e| line.contains(e))
-        };
-        let said = self.stderr.seen.iter().rev();
-        if let Some(line) = said.map(String::as_str).find(|l| attach(l) || end(l)) {
-            if attach(line) {
-                return;
-            }
-        }
-        self.stderr
-            .matching("its attach", attach, limit)
-            .unwrap_or_else(|e| panic!("agent did not attach to PID {pid}: {e}"));
-    }
-
-    fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        http_get(&self.addr, path)
-    }
-
-    fn metrics(&self) -> String {
-        let (status, body) = self.get("/metrics");
-        assert_eq!(status, 200);
-        String::from_utf8(body).expect("utf-8 metrics")
-    }
-
-    /// Polls /metrics until `done` holds for it, for at most `limit`; the last text either way.
-    fn metrics_until(&self, limit: Duration, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let text = self.metrics();
-            if done(&text) || Instant::now() > deadline {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    /// Stops the agent with SIGTERM; everything it said on stderr.
-    fn stop(mut self) -> Vec<String> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.stderr.until_end(Duration::from_secs(30));
-        let status = self.child.wait().expect("agent exits");
-        assert!(status.success(), "agent exited {status}");
-        std::mem::take(&mut self.stderr.seen)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP GET; the status and the body.
-fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
-    pooltrace_harness::http_get(addr, path, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
 
 /// Lines of samples in an OpenMetrics text (not comments).
@@ -1252,7 +1124,7 @@ fn the_agent_runs_with_four_capabilities_and_names_each_missing_one_with_its_cal
     let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
     let mut args = vec!["--exe", "poolfix-caps", "--budget", "100"];
     args.extend(POOLFIX_BUFS);
-    let mut agent = Agent::start_via(&launcher, &args);
+    let mut agent = Agent::start_on(&launcher, "127.0.0.1", &args);
     let running = agent
         .stderr
         .starting("pooltrace agent: running with", Duration::from_secs(5))

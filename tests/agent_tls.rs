@@ -10,7 +10,7 @@
 
 use std::{
     io::{self, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -18,8 +18,10 @@ use std::{
 };
 
 use base64::Engine as _;
-use pooltrace_harness::{metric_sample, Lines};
-use pooltrace_tests::{assert_one_line_error, pooltrace_bin, real_program, run_pooltrace, Value};
+use pooltrace_harness::metric_sample;
+use pooltrace_tests::{
+    assert_one_line_error, free_port, real_program, run_pooltrace, Agent, Value,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -119,61 +121,10 @@ fn web_config(dir: &Scratch, extra: &str, with_users: bool) -> String {
     dir.path("web.yml")
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// A running agent that traces nothing, stopped with SIGTERM when dropped.
-struct Agent {
-    child: Child,
-    stderr: Lines,
-    /// Where clients reach it: loopback, whatever `--listen` said.
-    addr: String,
-}
-
-impl Agent {
-    /// An agent listening on `listen_ip` (a free port), with `args` after the common ones.
-    fn start(listen_ip: &str, args: &[&str]) -> Self {
-        let port = free_port();
-        let mut child = Command::new(pooltrace_bin())
-            .args(["agent", "--listen", &format!("{listen_ip}:{port}")])
-            .args(["--exe", "pooltrace-tls-nothing", "--pool", "sync"])
-            .args(["--interval", "1s", "--scan-interval", "1s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the agent");
-        let mut stderr = Lines::of(child.stderr.take().expect("stderr"));
-        stderr
-            .starting("pooltrace agent: serving", Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("agent did not start: {e}"));
-        Self {
-            child,
-            stderr,
-            addr: format!("127.0.0.1:{port}"),
-        }
-    }
-
-    /// Stops the agent with SIGTERM; everything it said on stderr.
-    fn stop(mut self) -> Vec<String> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.stderr.until_end(Duration::from_secs(30));
-        let status = self.child.wait().expect("agent exits");
-        assert!(status.success(), "agent exited {status}");
-        std::mem::take(&mut self.stderr.seen)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An agent that traces nothing, listening on a free port of `listen_ip`, with `args`.
+fn agent_on(listen_ip: &str, args: &[&str]) -> Agent {
+    let nothing = ["--exe", "pooltrace-tls-nothing", "--pool", "sync"];
+    Agent::start_on(&[], listen_ip, &[&nothing[..], args].concat())
 }
 
 /// A TLS client trusting `ca.pem`, presenting the certificate `name`.pem if given.
@@ -368,7 +319,7 @@ fn prometheus_scrapes_the_agent_over_https_with_basic_auth_and_a_wrong_password_
     let dir = Scratch::new("prometheus");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
-    let agent = Agent::start("127.0.0.1", &["--web-config", &config]);
+    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
     let prometheus = Prometheus::start(
         &dir,
         &agent.addr,
@@ -402,7 +353,7 @@ fn a_wrong_password_gets_401_with_www_authenticate_basic_and_the_next_client_is_
     let dir = Scratch::new("password");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
-    let agent = Agent::start("127.0.0.1", &["--web-config", &config]);
+    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
     let client = tls_client(&dir, None);
     for login in [
         Some((USER, "guess")),
@@ -428,7 +379,7 @@ fn plain_http_on_the_tls_port_gets_400_and_the_next_client_is_served() {
     let dir = Scratch::new("plain");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
-    let agent = Agent::start("127.0.0.1", &["--web-config", &config]);
+    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
     let client = tls_client(&dir, None);
     for _ in 0..2 {
         let (status, body) =
@@ -448,7 +399,7 @@ fn require_and_verify_client_cert_refuses_another_cas_certificate_and_none_and_s
     make_certificates(&dir);
     let extra = "  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n";
     let config = web_config(&dir, extra, false);
-    let agent = Agent::start("127.0.0.1", &["--web-config", &config]);
+    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
     let good = tls_client(&dir, Some("client"));
     for (certificate, alert) in [
         (Some("stranger"), "received fatal alert: UnknownCA"),
@@ -471,7 +422,7 @@ fn clients_that_never_start_their_handshake_are_dropped_after_5s_and_others_are_
     let dir = Scratch::new("idle");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
-    let agent = Agent::start("127.0.0.1", &["--web-config", &config]);
+    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
     let client = tls_client(&dir, None);
     let login = Some((USER, PASSWORD));
     // 31 of the 32 connections the agent serves at once say nothing: the last is served.
@@ -589,7 +540,7 @@ fn a_non_loopback_listen_warns_once_without_web_config_and_not_with_tls_and_basi
             .cloned()
             .collect()
     };
-    let plain = Agent::start("0.0.0.0", &[]);
+    let plain = agent_on("0.0.0.0", &[]);
     let port = plain.addr.rsplit(':').next().expect("a port").to_owned();
     // It serves, over plain HTTP, for as long as it runs.
     let (status, _) = pooltrace_harness::http_get(&plain.addr, "/healthz", Duration::from_secs(30))
@@ -607,7 +558,7 @@ fn a_non_loopback_listen_warns_once_without_web_config_and_not_with_tls_and_basi
     let dir = Scratch::new("no-warning");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
-    let protected = Agent::start("0.0.0.0", &["--web-config", &config]);
+    let protected = agent_on("0.0.0.0", &["--web-config", &config]);
     assert_served(&protected, &tls_client(&dir, None), Some((USER, PASSWORD)));
     assert_eq!(warning(&protected.stop()), Vec::<String>::new());
 }

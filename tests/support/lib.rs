@@ -7,6 +7,7 @@
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
     thread::{self, JoinHandle},
@@ -709,4 +710,129 @@ pub fn source_line(source: &str, needle: &str) -> u64 {
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("no {needle:?} in the fixture source"));
     index as u64 + 1
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A running `pooltrace agent`, killed when dropped (`stop` ends it with SIGTERM).
+pub struct Agent {
+    pub child: Child,
+    pub stderr: Lines,
+    /// Where clients reach it: on loopback, whatever address it listens on.
+    pub addr: String,
+}
+
+impl Agent {
+    /// An agent on loopback that scans and reports every second, with `args` after that.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_on(&[], "127.0.0.1", args)
+    }
+
+    /// The same, listening on a free port of `listen_ip`, and started by `launcher` (a
+    /// command that runs the rest of its command line) unless it is empty.
+    pub fn start_on(launcher: &[&str], listen_ip: &str, args: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("{listen_ip}:{port}");
+        let mut command = match launcher {
+            [program, rest @ ..] => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(pooltrace_bin());
+                command
+            }
+            [] => Command::new(pooltrace_bin()),
+        };
+        let mut child = command
+            .args(["agent", "--listen", &listen])
+            .args(["--interval", "1s", "--scan-interval", "1s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let mut stderr = Lines::of(child.stderr.take().expect("stderr"));
+        stderr
+            .starting("pooltrace agent: serving", Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("agent did not start: {e}"));
+        Self {
+            child,
+            stderr,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// Waits until the agent says it attached to `pid`, unless it said so already while
+    /// another wait read its lines (the agent attaches in the order of its scan, which is not
+    /// the order processes started once PIDs wrap around) and the process has not ended since
+    /// (a PID used again).
+    pub fn expect_attached(&mut self, pid: i32, limit: Duration) {
+        let prefix = "pooltrace agent: attached ";
+        let to = format!(" to PID {pid} (");
+        let attach = |line: &str| line.starts_with(prefix) && line.contains(&to);
+        let ended = format!("pooltrace agent: PID {pid} (");
+        let end = |line: &str| {
+            line.starts_with(&ended)
+                && [" exited", " was killed", " called exec"]
+                    .iter()
+                    .any(|e| line.contains(e))
+        };
+        let said = self.stderr.seen.iter().rev();
+        if let Some(line) = said.map(String::as_str).find(|l| attach(l) || end(l)) {
+            if attach(line) {
+                return;
+            }
+        }
+        self.stderr
+            .matching("its attach", attach, limit)
+            .unwrap_or_else(|e| panic!("agent did not attach to PID {pid}: {e}"));
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        http_get(&self.addr, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        String::from_utf8(body).expect("utf-8 metrics")
+    }
+
+    /// Polls /metrics until `done` holds for it, for at most `limit`; the last text either way.
+    pub fn metrics_until(&self, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = self.metrics();
+            if done(&text) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops the agent with SIGTERM; everything it said on stderr.
+    pub fn stop(mut self) -> Vec<String> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.stderr.until_end(Duration::from_secs(30));
+        let status = self.child.wait().expect("agent exits");
+        assert!(status.success(), "agent exited {status}");
+        std::mem::take(&mut self.stderr.seen)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP GET; the status and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    pooltrace_harness::http_get(addr, path, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
