@@ -131,7 +131,7 @@ pub async fn agent(args: AgentArgs) -> Result<()> {
     )?;
     let published = Arc::new(Mutex::new(Published {
         kernel_memory: object.kernel_memory(),
-        object_share: u64::from(args.maps.max_objects / args.max_targets),
+        object_share: object.share(),
         ..Published::default()
     }));
     let scheme = web.scheme();

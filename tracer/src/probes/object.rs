@@ -82,8 +82,8 @@ pub struct Object {
     /// Slots a process holds now.
     taken: RefCell<BTreeSet<u32>>,
     slots: u32,
-    /// Each slot's share of `OUTSTANDING` when the object is shared, else 0 (no limit).
-    quota: u64,
+    /// Objects each slot may have tracked at once: `--max-objects` over the slots.
+    share: u64,
     /// This object's map descriptors, told apart from any other object's in this process.
     map_fds: Vec<u32>,
 }
@@ -136,10 +136,7 @@ impl Object {
             per_site_loaded: Cell::new(false),
             taken: RefCell::new(BTreeSet::new()),
             slots,
-            quota: match slots {
-                1 => 0,
-                _ => u64::from(limits.max_objects / slots).max(1),
-            },
+            share: u64::from(limits.max_objects / slots).max(1),
             map_fds: bpf_map_fds()
                 .into_iter()
                 .filter(|fd| !maps_before.contains(fd))
@@ -153,8 +150,9 @@ impl Object {
         let free = (0..self.slots)
             .find(|slot| !taken.contains(slot))
             .ok_or(Error::NoFreeSlot(self.slots))?;
+        // One process alone is limited by the map's size: no count to keep.
         let quota = ObjectQuota {
-            limit: self.quota,
+            limit: if self.is_shared() { self.share } else { 0 },
             held: 0,
         };
         self.with_map(names::OBJECT_QUOTAS, |map| {
@@ -167,6 +165,11 @@ impl Object {
     /// Gives `slot` back, after [`Object::clear_slot`] when other slots go on.
     pub fn free_slot(&self, slot: Slot) {
         self.taken.borrow_mut().remove(&slot.0);
+    }
+
+    /// Objects each slot may have tracked at once.
+    pub fn share(&self) -> u64 {
+        self.share
     }
 
     /// Whether more than one process can share the object.
