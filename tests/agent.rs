@@ -14,8 +14,8 @@ use std::{
 
 use pooltrace_harness::metric_sample as sample;
 use pooltrace_tests::{
-    assert_one_line_error, fixture, free_port, http_get, pooltrace_bin, real_program,
-    run_pooltrace, Agent, Demo, Target, Value, POOLFIX_BUFS, POOLFIX_CHUNKS,
+    assert_one_line_error, fixture, free_port, http_get, percent_encode, pooltrace_bin,
+    real_program, run_pooltrace, Agent, Demo, Target, Value, POOLFIX_BUFS, POOLFIX_CHUNKS,
 };
 
 const DEMO_POOL: [&str; 6] = [
@@ -154,7 +154,7 @@ impl Prometheus {
     fn query(&self, promql: &str) -> Vec<(Value, f64)> {
         let (status, body) = http_get(
             &self.addr,
-            &format!("/api/v1/query?query={}", encode(promql)),
+            &format!("/api/v1/query?query={}", percent_encode(promql)),
         );
         let json: Value = serde_json::from_slice(&body).expect("query JSON");
         assert_eq!(status, 200, "{promql}: {json}");
@@ -212,18 +212,6 @@ fn readme_alert_expr() -> String {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Percent-encoding of a query parameter.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::{
 use base64::Engine as _;
 use pooltrace_harness::metric_sample;
 use pooltrace_tests::{
-    assert_one_line_error, free_port, real_program, run_pooltrace, Agent, Value,
+    assert_one_line_error, free_port, percent_encode, real_program, run_pooltrace, Agent, Value,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -285,7 +285,7 @@ impl Prometheus {
 
     /// The value of the one series `promql` selects.
     fn value(&self, promql: &str) -> f64 {
-        let json = self.api(&format!("/api/v1/query?query={}", encode(promql)));
+        let json = self.api(&format!("/api/v1/query?query={}", percent_encode(promql)));
         let result = json["data"]["result"].as_array().expect("a vector");
         assert_eq!(result.len(), 1, "{promql}: {json}");
         result[0]["value"][1]
@@ -300,18 +300,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Percent-encoding of a query parameter.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

@@ -3,22 +3,10 @@
 //! `cargo xtask image` builds (`POOLTRACE_IMAGE`), and pooltrace itself accepts its command
 //! line. Read with a real YAML parser, as `kubectl` would read it.
 
-use std::{
-    fs,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-};
+use std::{fs, net::SocketAddr, path::Path};
 
-use pooltrace_tests::{run_pooltrace, Image};
+use pooltrace_tests::{repo_file, run_pooltrace, Image};
 use yaml_rust2::{Yaml, YamlLoader};
-
-/// A file of the repository, whose `tests/` directory is this crate.
-fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the repository")
-        .join(relative)
-}
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -8,19 +8,11 @@
 use std::{
     collections::BTreeMap,
     fs,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
 };
 
-use pooltrace_tests::{assert_pointer_pool_exact, Image, Tracer, Value};
-
-/// A file of the repository, whose `tests/` directory is this crate.
-fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the repository")
-        .join(relative)
-}
+use pooltrace_tests::{assert_pointer_pool_exact, repo_file, Image, Tracer, Value};
 
 fn env_path(name: &str) -> PathBuf {
     std::env::var_os(name)

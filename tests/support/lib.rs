@@ -836,3 +836,23 @@ pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     pooltrace_harness::http_get(addr, path, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }
+
+/// A file of the repository, whose `tests/` directory is this crate.
+pub fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is inside the repository")
+        .join(relative)
+}
+
+/// Percent-encoding of a query parameter.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
