@@ -7,7 +7,7 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -15,7 +15,7 @@ use std::{
 use pooltrace_harness::metric_sample as sample;
 use pooltrace_tests::{
     assert_one_line_error, fixture, free_port, http_get, percent_encode, pooltrace_bin,
-    real_program, run_pooltrace, Agent, Demo, Target, Value, POOLFIX_BUFS, POOLFIX_CHUNKS,
+    real_program, run_pooltrace, Agent, Demo, Scratch, Target, Value, POOLFIX_BUFS, POOLFIX_CHUNKS,
 };
 
 const DEMO_POOL: [&str; 6] = [
@@ -27,33 +27,6 @@ const DEMO_POOL: [&str; 6] = [
     "slice-ptr",
 ];
 
-/// A scratch directory, removed with everything in it.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("pooltrace-agent-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    /// A copy of fixture `name` under its own file name `as_name`, so that `--exe` matches
-    /// only the processes this test starts.
-    fn fixture_copy(&self, name: &str, as_name: &str) -> PathBuf {
-        let path = self.0.join(as_name);
-        std::fs::copy(fixture(name), &path).expect("copy fixture");
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Lines of samples in an OpenMetrics text (not comments).
 fn series(metrics: &str) -> Vec<&str> {
     metrics.lines().filter(|l| !l.starts_with('#')).collect()
@@ -61,7 +34,7 @@ fn series(metrics: &str) -> Vec<&str> {
 
 #[test]
 fn bad_input_gets_one_clear_line_and_a_failing_exit() {
-    let scratch = Scratch::new("bad");
+    let scratch = Scratch::new("agent-bad");
     let pools = scratch.0.join("pools.toml");
     std::fs::write(
         &pools,
@@ -114,7 +87,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: &str) -> Self {
-        let data = Scratch::new("prometheus-data");
+        let data = Scratch::new("agent-prometheus-data");
         let config = data.0.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -216,7 +189,7 @@ fn readme_alert_expr() -> String {
 
 #[test]
 fn prometheus_sees_exact_counts_and_the_demo_leak_and_pprof_reads_it() {
-    let scratch = Scratch::new("prometheus");
+    let scratch = Scratch::new("agent-prometheus");
     let counted = scratch.fixture_copy("poolfix-go1.27", "poolfix-prom");
     let storegw = scratch.fixture_copy("storegw", "storegw-prom");
     let pools: Vec<&str> = POOLFIX_BUFS.iter().chain(&DEMO_POOL).copied().collect();
@@ -358,7 +331,7 @@ fn assert_counted_exactly(agent: &Agent, target: &mut Target, pid: i32) {
 
 #[test]
 fn a_restarted_target_is_attached_again_within_5s_and_the_old_one_is_forgotten() {
-    let scratch = Scratch::new("restart");
+    let scratch = Scratch::new("agent-restart");
     let program = scratch.fixture_copy("poolfix-go1.27", "poolfix-restart");
     let by_path = program.to_str().expect("utf-8 path");
     let mut args = vec!["--exe", by_path, "--forget-after", "2s", "--budget", "100"];
@@ -419,7 +392,7 @@ fn only_child(pid: i32) -> i32 {
 
 #[test]
 fn a_target_in_its_own_mount_and_pid_namespace_is_found_by_name_and_counted() {
-    let scratch = Scratch::new("namespace");
+    let scratch = Scratch::new("agent-namespace");
     let mount = scratch.0.join("private");
     std::fs::create_dir(&mount).expect("mount point");
     let mut args = vec!["--exe", "poolfix-ns", "--budget", "100"];
@@ -463,7 +436,7 @@ fn a_target_in_its_own_mount_and_pid_namespace_is_found_by_name_and_counted() {
 
 #[test]
 fn thousands_of_call_paths_stay_within_the_series_bound_and_add_up() {
-    let scratch = Scratch::new("paths");
+    let scratch = Scratch::new("agent-paths");
     let program = scratch.fixture_copy("poolfix-go1.27", "poolfix-paths");
     let top_paths = 20;
     let mut args = vec![
@@ -853,7 +826,7 @@ fn expect_ended(agent: &mut Agent, pid: i32) {
 
 #[test]
 fn processes_share_one_object_within_their_share_and_leave_no_entry_behind() {
-    let scratch = Scratch::new("shared");
+    let scratch = Scratch::new("agent-shared");
     let copy = scratch.fixture_copy("poolfix-go1.27", "poolfix-shared");
     // Four slots of 30 objects each.
     let mut args = vec![
@@ -959,7 +932,7 @@ fn processes_share_one_object_within_their_share_and_leave_no_entry_behind() {
 
 #[test]
 fn ten_processes_are_counted_exactly_in_maps_no_bigger_than_one_needs() {
-    let scratch = Scratch::new("fleet");
+    let scratch = Scratch::new("agent-fleet");
     let copy = scratch.fixture_copy("poolfix-go1.27", "poolfix-fleet");
     let mut args = vec!["--exe", "poolfix-fleet", "--budget", "100"];
     args.extend(POOLFIX_BUFS);
@@ -1106,7 +1079,7 @@ fn the_agent_runs_with_four_capabilities_and_names_each_missing_one_with_its_cal
 
     // With the four, a process of another user is found, counted exactly, and its exec
     // seen (without CAP_KILL: signal 0 answers EPERM, which says it runs).
-    let scratch = Scratch::new("capabilities");
+    let scratch = Scratch::new("agent-capabilities");
     let copy = scratch.fixture_copy("poolfix-go1.27", "poolfix-caps");
     let launcher = with_only(&SET.map(|c| c.0));
     let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();

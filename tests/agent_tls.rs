@@ -11,7 +11,6 @@
 use std::{
     io::{self, Read, Write},
     net::TcpStream,
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -20,7 +19,8 @@ use std::{
 use base64::Engine as _;
 use pooltrace_harness::metric_sample;
 use pooltrace_tests::{
-    assert_one_line_error, free_port, percent_encode, real_program, run_pooltrace, Agent, Value,
+    assert_one_line_error, free_port, percent_encode, real_program, run_pooltrace, Agent, Scratch,
+    Value,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -34,34 +34,6 @@ use rustls::{
 /// The password Prometheus and the good clients use, and the bcrypt hash the agent holds.
 const USER: &str = "prometheus";
 const PASSWORD: &str = "correct horse battery staple";
-
-/// A scratch directory, removed with everything in it.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("pooltrace-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        path
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().expect("a UTF-8 path").to_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Writes, into `dir`: `ca.pem`; `server.pem` and `server.key` (127.0.0.1, from that CA);
 /// `client.pem` and `client.key` (from that CA); `stranger.pem` and `stranger.key` (a client
@@ -304,7 +276,7 @@ impl Drop for Prometheus {
 
 #[test]
 fn prometheus_scrapes_the_agent_over_https_with_basic_auth_and_a_wrong_password_is_down() {
-    let dir = Scratch::new("prometheus");
+    let dir = Scratch::new("tls-prometheus");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
     let agent = agent_on("127.0.0.1", &["--web-config", &config]);
@@ -338,7 +310,7 @@ fn prometheus_scrapes_the_agent_over_https_with_basic_auth_and_a_wrong_password_
 
 #[test]
 fn a_wrong_password_gets_401_with_www_authenticate_basic_and_the_next_client_is_served() {
-    let dir = Scratch::new("password");
+    let dir = Scratch::new("tls-password");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
     let agent = agent_on("127.0.0.1", &["--web-config", &config]);
@@ -364,7 +336,7 @@ fn a_wrong_password_gets_401_with_www_authenticate_basic_and_the_next_client_is_
 
 #[test]
 fn plain_http_on_the_tls_port_gets_400_and_the_next_client_is_served() {
-    let dir = Scratch::new("plain");
+    let dir = Scratch::new("tls-plain");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
     let agent = agent_on("127.0.0.1", &["--web-config", &config]);
@@ -383,7 +355,7 @@ fn plain_http_on_the_tls_port_gets_400_and_the_next_client_is_served() {
 
 #[test]
 fn require_and_verify_client_cert_refuses_another_cas_certificate_and_none_and_serves_on() {
-    let dir = Scratch::new("client-cert");
+    let dir = Scratch::new("tls-client-cert");
     make_certificates(&dir);
     let extra = "  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n";
     let config = web_config(&dir, extra, false);
@@ -407,7 +379,7 @@ fn require_and_verify_client_cert_refuses_another_cas_certificate_and_none_and_s
 
 #[test]
 fn clients_that_never_start_their_handshake_are_dropped_after_5s_and_others_are_served_meanwhile() {
-    let dir = Scratch::new("idle");
+    let dir = Scratch::new("tls-idle");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
     let agent = agent_on("127.0.0.1", &["--web-config", &config]);
@@ -446,7 +418,7 @@ fn clients_that_never_start_their_handshake_are_dropped_after_5s_and_others_are_
 
 #[test]
 fn an_unknown_key_fails_the_start_in_one_line_naming_the_file_and_the_key() {
-    let dir = Scratch::new("unknown-key");
+    let dir = Scratch::new("tls-unknown-key");
     make_certificates(&dir);
     let config = web_config(&dir, "  client_ca_fle: ca.pem\n", true);
     let output = run_pooltrace(&[
@@ -473,7 +445,7 @@ fn an_unknown_key_fails_the_start_in_one_line_naming_the_file_and_the_key() {
 
 #[test]
 fn a_missing_certificate_or_a_key_not_its_own_fails_the_start_in_one_line_naming_the_key() {
-    let dir = Scratch::new("bad-files");
+    let dir = Scratch::new("tls-bad-files");
     make_certificates(&dir);
     let agent = |config: &str| {
         run_pooltrace(&[
@@ -543,7 +515,7 @@ fn a_non_loopback_listen_warns_once_without_web_config_and_not_with_tls_and_basi
         )]
     );
 
-    let dir = Scratch::new("no-warning");
+    let dir = Scratch::new("tls-no-warning");
     make_certificates(&dir);
     let config = web_config(&dir, "", true);
     let protected = agent_on("0.0.0.0", &["--web-config", &config]);

@@ -856,3 +856,42 @@ pub fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// A scratch directory under the system's temporary one, removed with everything in it.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// `pooltrace-NAME-PID`, emptied if an earlier run left it.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pooltrace-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self(dir)
+    }
+
+    /// A copy of fixture `name` under its own file name `as_name`, so that `--exe` matches
+    /// only the processes a test starts.
+    pub fn fixture_copy(&self, name: &str, as_name: &str) -> PathBuf {
+        let path = self.0.join(as_name);
+        std::fs::copy(fixture(name), &path).expect("copy fixture");
+        path
+    }
+
+    /// A file of the directory, holding `text`.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+
+    /// The path of `name` in the directory, as a string for a command line.
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().expect("a UTF-8 path").to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
