@@ -5,7 +5,17 @@ use super::keyspec::{ObjectKind, Side, Spec};
 use crate::error::Result;
 
 /// What an object dropped without a Put means for a pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolKind {
     /// Every Get must be Put (Thanos', Prometheus' and most hand-written pools): an object

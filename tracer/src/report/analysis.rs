@@ -8,14 +8,14 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracer_common::{hold_bucket_ceiling, hold_bucket_floor};
 
 use crate::probes::{windows::hold_quantile, PoolKind};
 use crate::units;
 
 /// p50, p99 and max of a distribution, in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50: f64,
     pub p99: f64,

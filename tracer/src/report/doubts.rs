@@ -10,6 +10,10 @@ use super::{PoolReport, Report};
 /// Fewer calls than this say nothing yet.
 const ENOUGH: u64 = 20;
 
+/// Nor does a report this soon after attach: objects taken before it come back unmatched,
+/// and a busy pool makes `ENOUGH` such Puts in its first milliseconds.
+const SETTLED_MS: u64 = 1000;
+
 /// The doubts already said.
 #[derive(Default)]
 pub struct Doubts {
@@ -26,6 +30,9 @@ impl Doubts {
     /// The doubts `report` raises that were not said before, one line each.
     pub fn new_in(&mut self, report: &Report) -> Vec<String> {
         let mut lines = Vec::new();
+        if report.elapsed_ms < SETTLED_MS {
+            return lines;
+        }
         for pool in &report.pools {
             for (doubt, line) in doubts(pool, report.pid) {
                 if self.said.insert((pool.get.clone(), doubt)) {

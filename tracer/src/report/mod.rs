@@ -15,22 +15,22 @@ use std::{
     time::Duration,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use doubts::Doubts;
-pub use text::{render_final, render_interval, Style};
+pub use text::{render_final, render_interval, windows_line, Style};
 
 use analysis::{Evidence, Percentiles, WindowEvidence, WindowSurvivors};
-use tracer_common::PoolCounters;
+use tracer_common::{hold_bucket_ceiling, hold_bucket_floor, PoolCounters};
 
 use crate::{
     gobin::{BuildInfo, Function},
-    probes::{windows::hold_quantile, PoolKind, PoolPlan, WindowStatus},
+    probes::{budget::HitCosts, windows::hold_quantile, PoolKind, PoolPlan, WindowStatus},
     symbolize::{AddressKind, Frame, Symbolize},
     tracking::{self, Held, Snapshot},
 };
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub pid: i32,
     pub binary: String,
@@ -53,7 +53,7 @@ pub struct Report {
 
 /// The tracing windows in force: counters count only what happened while probes were live,
 /// so a rate is a counter over `traced_s` (Gets) or `put_traced_s` (Puts).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WindowsReport {
     /// The last cycle's window (Get and Put probed), grace (Put alone) and period.
     pub window_s: f64,
@@ -98,7 +98,7 @@ impl WindowsReport {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PoolReport {
     /// The Get and Put functions as the user named them.
     pub get: String,
@@ -111,6 +111,10 @@ pub struct PoolReport {
     /// Rates since the previous report (or since attach).
     pub gets_per_s: f64,
     pub puts_per_s: f64,
+    /// What the probes cost the target at these rates, in cores, estimated from each hit's
+    /// measured cost (`probes::budget`). 0 in reports of versions before it.
+    #[serde(default)]
+    pub probe_cost_cores: f64,
     pub outstanding: u64,
     pub outstanding_bytes: u64,
     /// The kernel's counters, one JSON field each (see [`Counters`]).
@@ -132,7 +136,7 @@ pub struct PoolReport {
 }
 
 /// Double Puts through one call path, after a first Put from one caller.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DoublePutPath {
     pub count: u64,
     /// The second Put, innermost first: the Put function, its caller, and so on out.
@@ -144,7 +148,7 @@ pub struct DoublePutPath {
 
 /// How the kernel's per-pool counters appear in JSON: every field under its own name. A
 /// counter added to `PoolCounters` is added here, and nowhere else in the report.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(remote = "PoolCounters")]
 struct Counters {
     gets: u64,
@@ -181,7 +185,7 @@ struct Counters {
     returned_unseen: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StackReport {
     /// How likely this path leaks, 0 to 100 (see `analysis::judge`).
     pub leak_score: f64,
@@ -202,6 +206,9 @@ pub struct StackReport {
     pub hold_ms: Option<Percentiles>,
     /// How many came back.
     pub returned: u64,
+    /// Their hold times in the kernel's half-octave buckets, the empty ones left out.
+    #[serde(default)]
+    pub hold_histogram: Vec<HoldBucket>,
     /// Under tracing windows: objects still out that outlived their window's grace (held at
     /// least that long), objects handed out again after a gap in tracing (perhaps given
     /// back unseen), and objects given back in a later window.
@@ -222,7 +229,15 @@ pub struct StackReport {
     pub frames: Vec<Frame>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// Objects held from `from_ms` up to `to_ms` (0 when unbounded), Get to Put.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HoldBucket {
+    pub from_ms: f64,
+    pub to_ms: f64,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReleasePath {
     /// Share of the returned objects that came back this way, 0 to 1.
     pub share: f64,
@@ -434,9 +449,11 @@ impl Report {
                 None => (cx.elapsed_ms, cx.elapsed_ms),
             };
             let (gets_per_s, puts_per_s) = cx.history.rates(index, (c.gets, c.puts), clocks);
+            let costs = HitCosts::of(plan);
             pools.push(PoolReport {
                 gets_per_s,
                 puts_per_s,
+                probe_cost_cores: (gets_per_s * costs.get_ns + puts_per_s * costs.put_ns) / 1e9,
                 get: plan.get.requested.clone(),
                 put: plan.put.requested.clone(),
                 kind: plan.kind,
@@ -546,6 +563,7 @@ fn stack_report(
         age_ms: analysis::ages(&held.ages_ns),
         hold_ms,
         returned: held.hold.iter().sum(),
+        hold_histogram: hold_histogram(&held.hold),
         survivors: held.survivor_count(),
         came_back_unseen: held.came_back_unseen,
         returned_unseen: held.returned_unseen,
@@ -559,6 +577,22 @@ fn stack_report(
     }
 }
 
+/// The non-empty buckets of a path's hold times.
+fn hold_histogram(buckets: &[u64]) -> Vec<HoldBucket> {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    (buckets.iter().enumerate())
+        .filter(|(_, &count)| count > 0)
+        .map(|(bucket, &count)| HoldBucket {
+            from_ms: ms(hold_bucket_floor(bucket)),
+            to_ms: match hold_bucket_ceiling(bucket) {
+                u64::MAX => 0.0,
+                ceiling => ms(ceiling),
+            },
+            count,
+        })
+        .collect()
+}
+
 /// The grace the window of `epoch` had; an epoch too old to be remembered gets the oldest
 /// remembered.
 fn grace_of(graces: &BTreeMap<u64, Duration>, epoch: u64) -> Duration {
@@ -570,7 +604,7 @@ fn grace_of(graces: &BTreeMap<u64, Duration>, epoch: u64) -> Duration {
 }
 
 /// `--sort`: which of two stacks comes first.
-fn order(by: SortBy, a: &StackReport, b: &StackReport) -> std::cmp::Ordering {
+pub(crate) fn order(by: SortBy, a: &StackReport, b: &StackReport) -> std::cmp::Ordering {
     let held = |s: &StackReport| s.outstanding + s.collected;
     match by {
         SortBy::Score => b

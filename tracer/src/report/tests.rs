@@ -318,6 +318,7 @@ fn json_field_names_are_the_contract() {
             "puts",
             "gets_per_s",
             "puts_per_s",
+            "probe_cost_cores",
             "outstanding",
             "outstanding_bytes",
             "unmatched_puts",
@@ -355,6 +356,7 @@ fn json_field_names_are_the_contract() {
             "age_ms",
             "hold_ms",
             "returned",
+            "hold_histogram",
             "survivors",
             "came_back_unseen",
             "late_puts",
@@ -372,6 +374,30 @@ fn json_field_names_are_the_contract() {
     let release = &stack["release_paths"][0];
     assert_eq!(keys(release), sorted(vec!["share", "frames"]));
     assert_eq!(keys(&release["frames"][0]), frame_keys);
+}
+
+/// `top --agent` reads the agent's `/report.json` back into reports: nothing is lost on the
+/// way, addresses and per-path hold-time buckets included.
+#[test]
+fn a_report_read_back_from_its_json_is_the_same_report() {
+    let mut taken = group(1, HANDLER, 1, 1);
+    taken.releases = vec![(10, RELEASER, 1)];
+    taken.held.hold[20] = 3;
+    let snapshot = snapshot(
+        vec![taken],
+        &[(1, &[GET_RET_A, MAIN]), (10, &[PUT, RELEASER])],
+    );
+    let report = build(&snapshot, &[plan(PoolKind::Counting)]);
+    let json = report.to_json();
+    let read: Report = serde_json::from_str(&json).expect("a report reads back");
+    assert_eq!(read.to_json(), json);
+    let histogram = &read.pools[0].stacks[0].hold_histogram;
+    let bucket = histogram
+        .iter()
+        .find(|b| b.count == 3)
+        .expect("the bucket of 3");
+    // Bucket 20 holds 1024 to 1536 ns.
+    assert_eq!((bucket.from_ms, bucket.to_ms), (0.001024, 0.001536));
 }
 
 /// `PoolCounters` is all `u64`s with no padding (tracer-common asserts it), so its size

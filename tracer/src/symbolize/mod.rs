@@ -7,7 +7,7 @@ use std::{borrow::Cow, cell::OnceCell, collections::HashMap, rc::Rc};
 
 use addr2line::Context;
 use object::{Object, ObjectSection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     gobin::{Function, GoBinary},
@@ -17,10 +17,10 @@ use crate::{
 type Reader = gimli::EndianRcSlice<gimli::LittleEndian>;
 
 /// One frame of a call stack, innermost first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// Runtime address (the instruction, or the return address for outer frames).
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub address: u64,
     pub function: String,
     pub file: Option<String>,
@@ -31,6 +31,12 @@ pub struct Frame {
 
 fn hex<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format!("{value:#x}"))
+}
+
+/// An address as [`hex`] writes it (`pooltrace top --agent` reads the agent's reports).
+fn from_hex<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(serde::de::Error::custom)
 }
 
 /// Whether an address is where execution is (the probed instruction) or where it will
