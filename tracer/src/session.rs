@@ -35,10 +35,7 @@ use crate::{
 
 pub async fn report(args: ReportArgs) -> Result<()> {
     let options = &args.trace;
-    // Checked before anything is opened; used at attach.
-    limits(&options.maps, &options.filters)?;
-    double_puts_need_every_get(options.pools.double_puts, options.sample_gets)?;
-    window_request(&options.windows, options.sample_gets)?;
+    check(options)?;
     let target = prepare(
         args.pid,
         &options.pools,
@@ -66,6 +63,15 @@ pub async fn report(args: ReportArgs) -> Result<()> {
     )
     .await?;
     written
+}
+
+/// Checks what `report` and `top` are asked, before anything is opened; each check is made
+/// again where its result is used, at attach.
+pub(crate) fn check(options: &TraceOptions) -> Result<()> {
+    limits(&options.maps, &options.filters)?;
+    double_puts_need_every_get(options.pools.double_puts, options.sample_gets)?;
+    window_request(&options.windows, options.sample_gets)?;
+    Ok(())
 }
 
 /// Where the user asked results to go: `--output` and `--force`.
@@ -207,10 +213,36 @@ async fn trace(
     output: Option<OutputFile>,
     plans: Vec<PoolPlan>,
     ends: &mut Ends,
-    mut process: Process,
+    process: Process,
     binary: &GoBinary,
     attached: impl FnOnce(&mut Process) -> Result<()>,
 ) -> Result<(Stop, Report, Result<()>)> {
+    let attached = attach(options, binary, process, plans, ends, attached)?;
+    crate::status_text!("{}", attached.summary(&options.maps));
+    let mut trace = Trace {
+        args: options,
+        attached,
+    };
+
+    let stop = trace.run_until_stopped(ends).await?;
+    crate::status!("{}", stop.message(trace.attached.process.pid()));
+    let last = trace.closing_report()?;
+    drop(trace);
+    let written = write_report(options, output, &last);
+    Ok((stop, last, written))
+}
+
+/// Attaches the probes `plans` need to `process` as `options` say, calls `attached` (the
+/// probes are live), and arms the exec watch of `ends`: the start of every trace that
+/// reports (`report`, `run`, `top`).
+pub(crate) fn attach<'a>(
+    options: &TraceOptions,
+    binary: &'a GoBinary,
+    mut process: Process,
+    plans: Vec<PoolPlan>,
+    ends: &mut Ends,
+    attached: impl FnOnce(&mut Process) -> Result<()>,
+) -> Result<Attached<'a>> {
     let windows = window_request(&options.windows, options.sample_gets)?
         .map(|request| request.planner(&plans))
         .transpose()?;
@@ -222,23 +254,17 @@ async fn trace(
     }
     attached(&mut process)?;
     ends.arm_exec(&process);
-    let mut trace = Trace {
-        args: options,
-        attached: Attached::new(binary, process, probes, plans),
-    };
-    trace.attached.budget = options.windows.budget;
-    crate::status_text!("{}", trace.attach_summary());
-
-    let stop = trace.run_until_stopped(ends).await?;
-    crate::status!("{}", stop.message(trace.attached.process.pid()));
-    let last = trace.closing_report()?;
-    drop(trace);
-    let written = write_report(options, output, &last);
-    Ok((stop, last, written))
+    let mut trace = Attached::new(binary, process, probes, plans);
+    trace.budget = options.windows.budget;
+    Ok(trace)
 }
 
 /// The final report, into the `--output` file or onto stdout.
-fn write_report(options: &TraceOptions, output: Option<OutputFile>, last: &Report) -> Result<()> {
+pub(crate) fn write_report(
+    options: &TraceOptions,
+    output: Option<OutputFile>,
+    last: &Report,
+) -> Result<()> {
     let color = output.is_none() && std::io::stdout().is_terminal();
     let rendered = last
         .render(options.format, Style { color })
@@ -395,8 +421,35 @@ impl<'a> Attached<'a> {
 
     /// The report a trace ends with, taken when it stops: it stands in for the last periodic
     /// one in each path's trend rather than adding a point less than an interval after it.
-    fn closing_report(&mut self, cut: &Cut) -> Result<(Snapshot, Report)> {
+    pub(crate) fn closing_report(&mut self, cut: &Cut) -> Result<(Snapshot, Report)> {
         self.build_report(cut, true)
+    }
+
+    /// What was attached, said once tracing starts.
+    pub(crate) fn summary(&self, maps: &MapSizes) -> String {
+        let build = self
+            .binary
+            .build_info()
+            .map(|b| format!(", {}", b.go_version))
+            .unwrap_or_default();
+        let symbols = match self.binary.symbol_source() {
+            SymbolSource::Symtab => "symbols from .symtab",
+            SymbolSource::Pclntab => "stripped: symbols from gopclntab",
+        };
+        let links = self.probes.probes().links();
+        let mut text = format!(
+            "pooltrace: attached {} uprobes to PID {} ({}{build}; {symbols})\n  kernel maps: {} for up to {} objects and {} stacks (--max-objects, --max-stacks)\n  links: {links}\n",
+            self.probes.probes().attached(),
+            self.process.pid(),
+            self.process.exe_name(),
+            crate::units::bytes(self.probes.probes().kernel_memory()),
+            maps.max_objects,
+            maps.max_stacks,
+        );
+        for plan in &self.plans {
+            text += &plan_summary(plan);
+        }
+        text
     }
 
     fn build_report(&mut self, cut: &Cut, closing: bool) -> Result<(Snapshot, Report)> {
@@ -493,33 +546,6 @@ impl Trace<'_> {
             sample_gets: self.args.sample_gets,
             top: self.args.top,
         }
-    }
-
-    fn attach_summary(&self) -> String {
-        let build = self
-            .attached
-            .binary
-            .build_info()
-            .map(|b| format!(", {}", b.go_version))
-            .unwrap_or_default();
-        let symbols = match self.attached.binary.symbol_source() {
-            SymbolSource::Symtab => "symbols from .symtab",
-            SymbolSource::Pclntab => "stripped: symbols from gopclntab",
-        };
-        let links = self.attached.probes.probes().links();
-        let mut text = format!(
-            "pooltrace: attached {} uprobes to PID {} ({}{build}; {symbols})\n  kernel maps: {} for up to {} objects and {} stacks (--max-objects, --max-stacks)\n  links: {links}\n",
-            self.attached.probes.probes().attached(),
-            self.attached.process.pid(),
-            self.attached.process.exe_name(),
-            crate::units::bytes(self.attached.probes.probes().kernel_memory()),
-            self.args.maps.max_objects,
-            self.args.maps.max_stacks,
-        );
-        for plan in &self.attached.plans {
-            text += &plan_summary(plan);
-        }
-        text
     }
 }
 
