@@ -44,6 +44,11 @@ pub enum Command {
     /// Print each Get and Put as it happens: time, goroutine, object, size or age, callers.
     #[command(after_help = STREAM_EXAMPLES)]
     Stream(Box<StreamArgs>),
+    /// A live view of the pools and their call paths, redrawn every second: sort, filter,
+    /// open a path; on quit, detach and print the final report. Or the same view of what a
+    /// running agent traces (--agent).
+    #[command(after_help = TOP_EXAMPLES)]
+    Top(Box<TopArgs>),
     /// List the pool-like Get/Put pairs in a Go binary, with how many call sites reach them.
     #[command(after_help = LIST_EXAMPLES)]
     List(ListArgs),
@@ -240,6 +245,74 @@ Examples:
 
 Events come through a ring buffer; if the terminal or file cannot keep up and the buffer
 fills, the events lost are counted and reported, never dropped silently.";
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  Watch a store-gateway's chunk pool:
+    sudo pooltrace top --pid $(pidof storegw) --pool thanos
+  The pools of a pools file, the oldest objects first:
+    sudo pooltrace top --pid 4242 --pools-file pools.toml --sort age
+  What a node's agent traces, with no privileges (a picker when it traces several processes):
+    pooltrace top --agent http://node7:9464
+    pooltrace top --agent https://node7:9464 --agent-ca ca.pem --agent-user ops --agent-password-file pw
+
+Keys: Up/Down and PgUp/PgDn move, Enter opens a path (Esc goes back), s cycles the sort, /
+filters by text in any frame (Esc clears), p pauses the view while tracing goes on, w writes
+the report as JSON to a new file in the current directory, t picks another of the agent's
+processes, ? shows the keys, q or Ctrl-C quits. On quit, pooltrace detaches and prints the
+final report as `report` would (--format, --output). NO_COLOR turns colour off.";
+
+/// Options of `pooltrace top`.
+#[derive(Debug, Args)]
+#[command(mut_arg("interval", |arg| arg
+    .default_value("1s")
+    .help("Read the kernel maps and redraw this often, e.g. 1s or 500ms")))]
+pub struct TopArgs {
+    /// Process to trace (every thread of it).
+    #[arg(short, long, value_name = "PID", required_unless_present = "agent")]
+    pub pid: Option<i32>,
+
+    /// Show what a running `pooltrace agent` traces, read from URL/report.json (http:// or
+    /// https://) at each --interval. Needs no privileges and attaches nothing.
+    #[arg(long, value_name = "URL", conflicts_with = "pid")]
+    pub agent: Option<String>,
+
+    /// How to prove who is asking, when the agent has a --web-config.
+    #[command(flatten)]
+    pub credentials: AgentCredentials,
+
+    /// What to trace and how to report it.
+    #[command(flatten)]
+    pub trace: TraceOptions,
+}
+
+/// What a scraper of an agent with a --web-config gives it: the CA its certificate is
+/// checked against, a client certificate, and basic-auth credentials.
+#[derive(Debug, Args)]
+pub struct AgentCredentials {
+    /// Check the agent's TLS certificate against the CA certificates in FILE (PEM).
+    /// Needed for https:// (the agent's certificates are a deployment's own).
+    #[arg(long, value_name = "FILE", requires = "agent")]
+    pub agent_ca: Option<PathBuf>,
+
+    /// Show the agent the client certificate in FILE (PEM), for a client_auth_type that
+    /// asks for one.
+    #[arg(long, value_name = "FILE", requires_all = ["agent", "agent_key"])]
+    pub agent_cert: Option<PathBuf>,
+
+    /// The private key of --agent-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "agent_cert")]
+    pub agent_key: Option<PathBuf>,
+
+    /// The basic-auth user, one of the agent's basic_auth_users.
+    #[arg(long, value_name = "USER", requires_all = ["agent", "agent_password_file"])]
+    pub agent_user: Option<String>,
+
+    /// The file holding --agent-user's password (its first line), kept off the command
+    /// line and out of `ps`.
+    #[arg(long, value_name = "FILE", requires = "agent_user")]
+    pub agent_password_file: Option<PathBuf>,
+}
 
 /// Options of `pooltrace stream`.
 #[derive(Debug, Args)]

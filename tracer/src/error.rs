@@ -160,6 +160,77 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// `top --agent` was given an address it cannot use.
+    #[error("--agent {url}: {reason}")]
+    AgentUrl {
+        /// As given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// `top --agent`'s credentials or CA could not be read or used.
+    #[error("{option} {}: {reason}", .path.display())]
+    AgentCredentials {
+        /// The option that names the file.
+        option: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// `top --agent` could not reach the agent, or the TLS handshake failed.
+    #[error("cannot reach the agent at {url}: {}", os_message(.source))]
+    AgentUnreachable {
+        /// `--agent`.
+        url: String,
+        /// What the system or TLS said.
+        source: io::Error,
+    },
+
+    /// The agent's HTTP exchange failed midway.
+    #[error("the agent at {url} did not answer over HTTP")]
+    AgentHttp {
+        /// `--agent`.
+        url: String,
+        /// What hyper said.
+        #[source]
+        source: hyper::Error,
+    },
+
+    /// The agent answered with an error status.
+    #[error("the agent at {url} answered {status}{hint}")]
+    AgentRefused {
+        /// `--agent`.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// What to do about it, when known.
+        hint: &'static str,
+    },
+
+    /// The agent's `/report.json` is not a list of pooltrace reports of this version.
+    #[error("the agent at {url} served no pooltrace reports at /report.json")]
+    AgentReports {
+        /// `--agent`.
+        url: String,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// `top` was started without a terminal to draw on.
+    #[error("pooltrace top draws on a terminal and standard output is not one; use `pooltrace report` or `pooltrace stream` to write to a pipe or a file")]
+    NoTerminal,
+
+    /// The terminal could not be set up or drawn on.
+    #[error("cannot draw on the terminal: {}", os_message(.source))]
+    Terminal {
+        /// What the system said.
+        source: io::Error,
+    },
+
     /// The async runtime pooltrace runs on could not be created.
     #[error("cannot start the async runtime: {source}")]
     Runtime {

@@ -15,6 +15,7 @@
 //! - `process` knows the traced process and watches its exit and exec; `signals` catches
 //!   the signals that stop a trace, and `stop` says what ended one; `session` runs one trace
 //!   from the command line to its final report; `stream` prints every event as it happens;
+//!   `top` is a live view of one trace, or of an agent's, in the terminal;
 //! - `agent` traces every matching process for as long as it runs and serves the results
 //!   to Prometheus and pprof scrapers.
 
@@ -36,6 +37,7 @@ mod signals;
 mod stop;
 mod stream;
 mod symbolize;
+mod top;
 mod tracking;
 mod units;
 
@@ -51,6 +53,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Report(args) => runtime.block_on(session::report(*args)).map(|()| 0),
         cli::Command::Run(args) => runtime.block_on(session::run(*args)),
         cli::Command::Stream(args) => runtime.block_on(stream::stream(*args)).map(|()| 0),
+        cli::Command::Top(args) => runtime.block_on(top::top(*args)).map(|()| 0),
         cli::Command::List(args) => list::list(&args).map(|()| 0),
         cli::Command::Diff(args) => diff::diff(&args).map(|()| 0),
         cli::Command::Agent(args) => runtime.block_on(agent::agent(*args)).map(|()| 0),

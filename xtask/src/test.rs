@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything the tests need, then unit and integration tests: the
-//! fixtures, the real programs, pooltrace itself, and its container image with podman to run
-//! it.
+//! fixtures, the real programs, pooltrace itself, its container image with podman to run
+//! it, and tmux, the terminal `pooltrace top` is tested in.
 
 use std::process::Command;
 
@@ -25,6 +25,7 @@ pub fn run(cargo_test_args: &[String]) -> Result {
     )?;
     let image = image::build()?;
     let podman = tools::podman()?;
+    let tmux = tools::tmux()?;
     tools::say("running unit and integration tests");
     exec(
         Command::new("cargo")
@@ -49,6 +50,7 @@ pub fn run(cargo_test_args: &[String]) -> Result {
             .env("POOLTRACE_IMAGE_TAG", image.tag)
             .env("POOLTRACE_PODMAN", podman.podman)
             .env("POOLTRACE_RUNC", podman.runc)
+            .env("POOLTRACE_TMUX", tmux)
             .env("POOLTRACE_GO", tools::go()?)
             .env("POOLTRACE_GOCACHE", tools::tools_dir().join("go-cache")),
     )

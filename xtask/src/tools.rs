@@ -144,6 +144,17 @@ pub fn podman() -> Result<Podman> {
     Ok(tools)
 }
 
+/// Debian's tmux, the real terminal `pooltrace top`'s tests type into and read the screen
+/// of, installed when missing.
+pub fn tmux() -> Result<PathBuf> {
+    let tmux = PathBuf::from("/usr/bin/tmux");
+    if !tmux.is_file() {
+        say("installing Debian's tmux (the terminal of pooltrace top's tests)");
+        apt_install(&["tmux"])?;
+    }
+    Ok(tmux)
+}
+
 /// `pip install --target`: a package's files in a folder of ours, nothing system-wide.
 fn pip_install(target: &Path, packages: &[&str]) -> Result<()> {
     exec(

@@ -1,0 +1,496 @@
+//! `pooltrace top` as a user meets it: in a real terminal (Debian's tmux), typed into with
+//! `send-keys` and read with `capture-pane`, against real processes and a real agent.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use pooltrace_tests::{
+    assert_one_line_error, fixture, pooltrace_bin, real_program, Agent, Demo, Scratch, Target,
+};
+
+const GET: &str = "storegw/pool.(*BucketedPool[uint8]).Get";
+const PUT: &str = "storegw/pool.(*BucketedPool[uint8]).Put";
+/// The demo's pool, as pooltrace names it.
+const DEMO_POOL: [&str; 6] = ["--get", GET, "--put", PUT, "--object", "slice-ptr"];
+/// The demo's leak, as the table shows Get's caller.
+const LEAK_CALLER: &str = "store.(*bucketChunkReader).save";
+
+/// A tmux server of its own, with one window running a plain shell in `dir`.
+struct Tmux {
+    socket: String,
+    dir: PathBuf,
+}
+
+impl Tmux {
+    fn start(name: &str, dir: PathBuf, width: u16, height: u16) -> Self {
+        let tmux = Self {
+            socket: format!("pooltrace-top-{name}-{}", std::process::id()),
+            dir,
+        };
+        let (width, height) = (width.to_string(), height.to_string());
+        let dir = tmux.dir.to_str().expect("UTF-8 dir").to_owned();
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            &width,
+            "-y",
+            &height,
+            "-c",
+            &dir,
+            "env",
+            "-i",
+            "PATH=/usr/bin:/bin:/usr/sbin:/sbin",
+            "TERM=tmux-256color",
+            "PS1=$ ",
+            "bash",
+            "--norc",
+            "--noprofile",
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new(real_program("POOLTRACE_TMUX"))
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("run tmux");
+        assert!(output.status.success(), "tmux {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Types `text` and Enter into the shell.
+    fn type_line(&self, text: &str) {
+        self.run(&["send-keys", "-t", "top", "-l", text]);
+        self.run(&["send-keys", "-t", "top", "Enter"]);
+    }
+
+    /// Presses one key, by tmux's name for it (`q`, `Enter`, `Down`, `C-c`).
+    fn key(&self, key: &str) {
+        self.run(&["send-keys", "-t", "top", key]);
+    }
+
+    /// What the terminal shows now, one string a line.
+    fn screen(&self) -> Vec<String> {
+        let text = self.run(&["capture-pane", "-p", "-t", "top"]);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Everything written to the terminal since it started, scrollback included.
+    fn history(&self) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "top"])
+    }
+
+    fn query(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", "top", format])
+            .trim()
+            .to_owned()
+    }
+
+    fn resize(&self, width: u16, height: u16) {
+        let (width, height) = (width.to_string(), height.to_string());
+        self.run(&["resize-window", "-t", "top", "-x", &width, "-y", &height]);
+    }
+
+    /// Waits until the screen passes `test`; the screen that did.
+    fn until(&self, what: &str, limit: Duration, test: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if test(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {limit:?}:\n{}",
+                screen.join("\n")
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new(real_program("POOLTRACE_TMUX"))
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The command line that starts `pooltrace top` with `args`, then says its exit status.
+fn top_command(args: &[&str]) -> String {
+    let mut line = vec![
+        pooltrace_bin().to_str().expect("UTF-8 path").to_owned(),
+        "top".into(),
+    ];
+    line.extend(args.iter().map(|a| shell_quote(a)));
+    line.join(" ") + "; echo \"top exited $?\""
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', "'\\''"))
+}
+
+/// The rows of the paths table: the lines under its column titles, down to the footer.
+fn table_rows(screen: &[String]) -> Vec<String> {
+    let Some(titles) = screen
+        .iter()
+        .position(|l| l.contains("SCORE") && l.contains("HELD"))
+    else {
+        return Vec::new();
+    };
+    let below = screen[titles + 1..]
+        .iter()
+        .take_while(|l| !l.contains("q quit"));
+    below.filter(|l| !l.trim().is_empty()).cloned().collect()
+}
+
+/// The first row of the paths table shows the leak, Get's caller first, judged a likely
+/// leak (a score of 50 or more: early on, before the healthy path's objects have come back
+/// often enough to tell, the two may still trade places).
+fn leak_on_top(screen: &[String]) -> bool {
+    let score = |row: &String| {
+        row.split_whitespace()
+            .next()
+            .and_then(|s| s.parse::<f64>().ok())
+    };
+    table_rows(screen)
+        .first()
+        .is_some_and(|row| row.contains(LEAK_CALLER) && score(row).is_some_and(|s| s >= 50.0))
+}
+
+/// The HELD column (the second) of each row.
+fn counts(screen: &[String]) -> Vec<u64> {
+    let rows = table_rows(screen);
+    let second = |row: &String| row.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+    rows.iter().filter_map(second).collect()
+}
+
+/// The terminal is as the shell left it: the alternate screen gone, the cursor shown, and
+/// a typed line echoed and run (no raw mode).
+fn assert_terminal_restored(tmux: &Tmux) {
+    assert_eq!(
+        tmux.query("#{alternate_on}"),
+        "0",
+        "still on the alternate screen"
+    );
+    assert_eq!(tmux.query("#{cursor_flag}"), "1", "the cursor is hidden");
+    tmux.type_line("echo typed-$((20 + 22))");
+    tmux.until("the shell runs a typed line", Duration::from_secs(5), |s| {
+        s.iter().any(|l| l.trim() == "typed-42")
+    });
+}
+
+#[test]
+fn top_puts_the_demo_leak_first_and_every_key_does_what_the_footer_says() {
+    let scratch = Scratch::new("top-keys");
+    let demo = Demo::start(&fixture("storegw"), 90);
+    let pid = demo.pid().to_string();
+    let tmux = Tmux::start("keys", scratch.0.clone(), 160, 45);
+    let mut args = vec!["--pid", &pid];
+    args.extend(DEMO_POOL);
+    tmux.type_line(&top_command(&args));
+
+    // Within 15 s the leak is the top row, Get's caller first.
+    let screen = tmux.until("the leak on top", Duration::from_secs(15), leak_on_top);
+    assert!(
+        screen[0].contains(&format!("PID {pid} storegw")),
+        "{}",
+        screen.join("\n")
+    );
+    assert!(screen
+        .iter()
+        .any(|l| l.contains("gets/s") && l.contains("counting")));
+    assert!(table_rows(&screen).len() >= 2, "{}", screen.join("\n"));
+
+    // Enter opens it: every frame with file:line, how its objects came back, and why.
+    tmux.key("Enter");
+    let path = tmux.until("the path opened", Duration::from_secs(5), |s| {
+        s.iter().any(|l| l.starts_with("taken at"))
+    });
+    let text = path.join("\n");
+    assert!(
+        text.contains("storegw/store.(*BucketStore).SeriesStream  "),
+        "{text}"
+    );
+    assert!(
+        text.contains("storegw/store.(*bucketChunkReader).save  "),
+        "{text}"
+    );
+    assert!(text.contains(".go:"), "{text}");
+    let why = path.iter().position(|l| l == "why").expect("why");
+    assert!(
+        !path[why + 1].trim().is_empty() && path[why + 1].starts_with("  "),
+        "{text}"
+    );
+    let given_back = path
+        .iter()
+        .position(|l| l.starts_with("given back through"))
+        .expect("releases");
+    assert!(path[given_back + 1].contains("%  "), "{text}");
+    assert!(path.iter().any(|l| l.starts_with("hold times")), "{text}");
+    tmux.key("Escape");
+    tmux.until("the table again", Duration::from_secs(5), leak_on_top);
+
+    // s sorts by count: the HELD column never grows down the table.
+    tmux.key("s");
+    let sorted = tmux.until("sorted by count", Duration::from_secs(5), |s| {
+        s.iter().any(|l| l.contains("by count"))
+    });
+    let column = counts(&sorted);
+    assert!(
+        column.len() >= 2 && column.windows(2).all(|w| w[0] >= w[1]),
+        "{}",
+        sorted.join("\n")
+    );
+
+    // / keeps only the paths through a frame: the healthy Series path goes.
+    let before = table_rows(&tmux.screen()).len();
+    tmux.key("/");
+    tmux.run(&["send-keys", "-t", "top", "-l", "SeriesStream"]);
+    tmux.key("Enter");
+    let filtered = tmux.until("the filter applied", Duration::from_secs(5), |s| {
+        s.iter()
+            .any(|l| l.contains("call paths matching \"SeriesStream\""))
+    });
+    let rows = table_rows(&filtered);
+    assert!(
+        !rows.is_empty() && rows.len() < before,
+        "{before} rows, then:\n{}",
+        filtered.join("\n")
+    );
+    tmux.key("Escape");
+    tmux.until("the filter cleared", Duration::from_secs(5), |s| {
+        !s.iter().any(|l| l.contains("call paths matching"))
+    });
+
+    // p freezes the view while tracing goes on; p again shows the newest.
+    tmux.key("p");
+    let paused = tmux.until("paused", Duration::from_secs(5), |s| {
+        s[0].contains("PAUSED")
+    });
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(tmux.screen()[0], paused[0], "the header moved while paused");
+    tmux.key("p");
+    tmux.until("resumed", Duration::from_secs(5), |s| {
+        !s[0].contains("PAUSED")
+    });
+
+    // w writes the report shown, named in the status line.
+    tmux.key("w");
+    let written = tmux.until("written", Duration::from_secs(5), |s| {
+        s.iter().any(|l| l.contains("wrote pooltrace-top-"))
+    });
+    let line = written
+        .iter()
+        .find(|l| l.contains("wrote "))
+        .expect("status");
+    let name = line.split_whitespace().nth(1).expect("file name");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch.0.join(name)).expect("written file"))
+            .expect("JSON");
+    assert_eq!(json["pid"].as_i64(), Some(demo.pid() as i64));
+
+    // ? shows the keys; any key closes them.
+    tmux.key("?");
+    tmux.until("the keys", Duration::from_secs(5), |s| {
+        s.iter().any(|l| l.contains("pause the view"))
+    });
+    tmux.key("x");
+    tmux.until("the keys closed", Duration::from_secs(5), |s| {
+        !s.iter().any(|l| l.contains("pause the view"))
+    });
+
+    // q detaches, restores the terminal and prints the final report, naming the leak.
+    tmux.key("q");
+    tmux.until("top exited", Duration::from_secs(15), |s| {
+        s.iter().any(|l| l == "top exited 0")
+    });
+    let history = tmux.history();
+    assert!(
+        history.contains("storegw/store.(*BucketStore).SeriesStream"),
+        "{history}"
+    );
+    assert!(
+        history.contains("storegw/store.(*bucketChunkReader).save"),
+        "{history}"
+    );
+    assert_terminal_restored(&tmux);
+}
+
+#[test]
+fn top_redraws_at_60x15_and_back_without_a_panic() {
+    let scratch = Scratch::new("top-resize");
+    let demo = Demo::start(&fixture("storegw"), 60);
+    let pid = demo.pid().to_string();
+    let tmux = Tmux::start("resize", scratch.0.clone(), 100, 30);
+    let mut args = vec!["--pid", &pid];
+    args.extend(DEMO_POOL);
+    tmux.type_line(&top_command(&args));
+    tmux.until("the table", Duration::from_secs(15), |s| {
+        table_rows(s).len() >= 2
+    });
+    for (width, height) in [(60, 15), (80, 24), (60, 15), (100, 30)] {
+        tmux.resize(width, height);
+        let screen = tmux.until(
+            &format!("redrawn at {width}x{height}"),
+            Duration::from_secs(5),
+            |s| {
+                s.len() == height as usize
+                    && s[0].starts_with(&format!("PID {pid}"))
+                    && s.iter().any(|l| l.contains("SCORE") && l.contains("HELD"))
+                    && s.last()
+                        .is_some_and(|l| l.starts_with("q quit") || l.contains("|"))
+            },
+        );
+        // Columns drop by priority: the minute's sparkline needs room.
+        let titles = screen.iter().find(|l| l.contains("SCORE")).expect("titles");
+        assert_eq!(
+            titles.contains("TREND 1m"),
+            width >= 100,
+            "{}",
+            screen.join("\n")
+        );
+        assert!(screen.iter().all(|l| l.chars().count() <= width as usize));
+    }
+    tmux.key("q");
+    tmux.until("top exited", Duration::from_secs(15), |s| {
+        s.iter().any(|l| l == "top exited 0")
+    });
+    assert!(!tmux.history().contains("panicked"));
+    assert_terminal_restored(&tmux);
+}
+
+#[test]
+fn a_killed_target_is_named_in_the_header_and_q_still_restores_the_terminal() {
+    let scratch = Scratch::new("top-killed");
+    let mut target = Target::start(&fixture("poolfix-go1.27"));
+    let pid = target.pid.to_string();
+    let tmux = Tmux::start("killed", scratch.0.clone(), 120, 30);
+    let args = [
+        "--pid",
+        &pid,
+        "--get",
+        "main.(*BufPool).Get",
+        "--put",
+        "main.(*BufPool).Put",
+    ];
+    tmux.type_line(&top_command(&args));
+    tmux.until("attached", Duration::from_secs(15), |s| {
+        s[0].starts_with(&format!("PID {pid}"))
+    });
+    target.round();
+    // 7 objects a round leak from leakyHandler: the table shows them.
+    tmux.until("the leak", Duration::from_secs(10), |s| {
+        table_rows(s)
+            .first()
+            .is_some_and(|r| r.contains("main.leakyHandler"))
+    });
+    let status = Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let ended = tmux.until("the end said", Duration::from_secs(10), |s| {
+        s.iter()
+            .any(|l| l.contains(&format!("PID {pid} was killed by SIGKILL")))
+    });
+    // The view stays: the leak is still there to read, and the view no longer moves.
+    assert!(leaking_row(&ended), "{}", ended.join("\n"));
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(tmux.screen()[0], ended[0]);
+    tmux.key("q");
+    tmux.until("top exited", Duration::from_secs(15), |s| {
+        s.iter().any(|l| l == "top exited 0")
+    });
+    let history = tmux.history();
+    assert!(history.contains("main.leakyHandler"), "{history}");
+    assert_terminal_restored(&tmux);
+    drop(target);
+}
+
+fn leaking_row(screen: &[String]) -> bool {
+    table_rows(screen)
+        .first()
+        .is_some_and(|r| r.contains("main.leakyHandler"))
+}
+
+#[test]
+fn top_reads_a_running_agent_without_privileges_and_shows_its_top_path() {
+    let scratch = Scratch::new("top-agent");
+    let demo = Demo::start(&fixture("storegw"), 90);
+    let pid = demo.pid().to_string();
+    let mut agent_args = vec!["--pid", &pid, "--budget", "0"];
+    agent_args.extend(DEMO_POOL);
+    let mut agent = Agent::start(&agent_args);
+    agent.expect_attached(demo.pid(), Duration::from_secs(10));
+    let tmux = Tmux::start("agent", scratch.0.clone(), 160, 40);
+    let url = format!("http://{}", agent.addr);
+    // As nobody, with no capability at all: top --agent only talks HTTP.
+    let line = format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all {}",
+        top_command(&["--agent", &url])
+    );
+    tmux.type_line(&line);
+    let screen = tmux.until(
+        "the agent's leak on top",
+        Duration::from_secs(30),
+        leak_on_top,
+    );
+    assert!(
+        screen[0].starts_with(&format!("PID {pid} storegw")),
+        "{}",
+        screen.join("\n")
+    );
+    tmux.key("q");
+    tmux.until("top exited", Duration::from_secs(15), |s| {
+        s.iter().any(|l| l == "top exited 0")
+    });
+    assert!(tmux
+        .history()
+        .contains("storegw/store.(*bucketChunkReader).save"));
+    assert_terminal_restored(&tmux);
+    agent.stop();
+}
+
+fn top_without_terminal(args: &[&str]) -> Output {
+    Command::new(pooltrace_bin())
+        .arg("top")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run pooltrace top")
+}
+
+#[test]
+fn without_a_terminal_top_refuses_in_one_line_that_names_report_and_stream() {
+    let target = Target::start(&fixture("poolfix-go1.27"));
+    let pid = target.pid.to_string();
+    let output = top_without_terminal(&[
+        "--pid",
+        &pid,
+        "--get",
+        "main.(*BufPool).Get",
+        "--put",
+        "main.(*BufPool).Put",
+    ]);
+    assert_one_line_error(
+        &output,
+        "pooltrace: error: pooltrace top draws on a terminal and standard output is not one; \
+         use `pooltrace report` or `pooltrace stream` to write to a pipe or a file",
+    );
+    assert!(output.stdout.is_empty());
+    target.exit();
+}
