@@ -19,8 +19,8 @@ use std::{
 use base64::Engine as _;
 use pooltrace_harness::metric_sample;
 use pooltrace_tests::{
-    assert_one_line_error, free_port, percent_encode, real_program, run_pooltrace, Agent, Scratch,
-    Value,
+    assert_one_line_error, free_port, percent_encode, real_program, run_pooltrace, top_command,
+    Agent, Scratch, Tmux, Value,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -521,4 +521,42 @@ fn a_non_loopback_listen_warns_once_without_web_config_and_not_with_tls_and_basi
     let protected = agent_on("0.0.0.0", &["--web-config", &config]);
     assert_served(&protected, &tls_client(&dir, None), Some((USER, PASSWORD)));
     assert_eq!(warning(&protected.stop()), Vec::<String>::new());
+}
+
+#[test]
+fn top_reads_the_agent_over_https_with_its_ca_a_client_certificate_and_basic_auth() {
+    let dir = Scratch::new("tls-top");
+    make_certificates(&dir);
+    let extra = "  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n";
+    let config = web_config(&dir, extra, true);
+    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    dir.write("password", &format!("{PASSWORD}\n"));
+    dir.write("wrong", "not it\n");
+    let url = format!("https://{}", agent.addr);
+    let credentials = [
+        "--agent",
+        &url,
+        "--agent-ca",
+        "ca.pem",
+        "--agent-cert",
+        "client.pem",
+        "--agent-key",
+        "client.key",
+        "--agent-user",
+        USER,
+        "--agent-password-file",
+    ];
+    let tmux = Tmux::start("tls", dir.0.clone(), 160, 30);
+    // A wrong password fails in one line, before the screen is taken.
+    tmux.type_line(&top_command(&[&credentials[..], &["wrong"]].concat()));
+    let refused = format!("pooltrace: error: the agent at {url} answered 401: give one of its");
+    tmux.until("refused", Duration::from_secs(10), |s| {
+        s.iter().any(|l| l.starts_with(&refused)) && s.iter().any(|l| l == "top exited 1")
+    });
+    // The right one shows the view: this agent traces nothing.
+    tmux.type_line(&top_command(&[&credentials[..], &["password"]].concat()));
+    tmux.until("the view", Duration::from_secs(10), |s| {
+        s[0] == format!("the agent at {url} traces no process yet")
+    });
+    tmux.quit_top();
 }

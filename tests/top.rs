@@ -2,143 +2,40 @@
 //! `send-keys` and read with `capture-pane`, against real processes and a real agent.
 
 use std::{
-    path::PathBuf,
     process::{Command, Output, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use pooltrace_tests::{
-    assert_one_line_error, fixture, pooltrace_bin, real_program, Agent, Demo, Scratch, Target,
+    assert_one_line_error, fixture, pooltrace_bin, top_command, Agent, Demo, Scratch, Target, Tmux,
 };
 
 const GET: &str = "storegw/pool.(*BucketedPool[uint8]).Get";
 const PUT: &str = "storegw/pool.(*BucketedPool[uint8]).Put";
 /// The demo's pool, as pooltrace names it.
 const DEMO_POOL: [&str; 6] = ["--get", GET, "--put", PUT, "--object", "slice-ptr"];
+/// The poolfix fixture's pool.
+const POOLFIX_POOL: &[&str] = &[
+    "--get",
+    "main.(*BufPool).Get",
+    "--put",
+    "main.(*BufPool).Put",
+];
 /// The demo's leak, as the table shows Get's caller.
 const LEAK_CALLER: &str = "store.(*bucketChunkReader).save";
 
-/// A tmux server of its own, with one window running a plain shell in `dir`.
-struct Tmux {
-    socket: String,
-    dir: PathBuf,
-}
-
-impl Tmux {
-    fn start(name: &str, dir: PathBuf, width: u16, height: u16) -> Self {
-        let tmux = Self {
-            socket: format!("pooltrace-top-{name}-{}", std::process::id()),
-            dir,
-        };
-        let (width, height) = (width.to_string(), height.to_string());
-        let dir = tmux.dir.to_str().expect("UTF-8 dir").to_owned();
-        tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            &width,
-            "-y",
-            &height,
-            "-c",
-            &dir,
-            "env",
-            "-i",
-            "PATH=/usr/bin:/bin:/usr/sbin:/sbin",
-            "TERM=tmux-256color",
-            "PS1=$ ",
-            "bash",
-            "--norc",
-            "--noprofile",
-        ]);
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new(real_program("POOLTRACE_TMUX"))
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("run tmux");
-        assert!(output.status.success(), "tmux {args:?}: {output:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Types `text` and Enter into the shell.
-    fn type_line(&self, text: &str) {
-        self.run(&["send-keys", "-t", "top", "-l", text]);
-        self.run(&["send-keys", "-t", "top", "Enter"]);
-    }
-
-    /// Presses one key, by tmux's name for it (`q`, `Enter`, `Down`, `C-c`).
-    fn key(&self, key: &str) {
-        self.run(&["send-keys", "-t", "top", key]);
-    }
-
-    /// What the terminal shows now, one string a line.
-    fn screen(&self) -> Vec<String> {
-        let text = self.run(&["capture-pane", "-p", "-t", "top"]);
-        text.lines().map(str::to_owned).collect()
-    }
-
-    /// Everything written to the terminal since it started, scrollback included.
-    fn history(&self) -> String {
-        self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "top"])
-    }
-
-    fn query(&self, format: &str) -> String {
-        self.run(&["display-message", "-p", "-t", "top", format])
-            .trim()
-            .to_owned()
-    }
-
-    fn resize(&self, width: u16, height: u16) {
-        let (width, height) = (width.to_string(), height.to_string());
-        self.run(&["resize-window", "-t", "top", "-x", &width, "-y", &height]);
-    }
-
-    /// Waits until the screen passes `test`; the screen that did.
-    fn until(&self, what: &str, limit: Duration, test: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if test(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} within {limit:?}:\n{}",
-                screen.join("\n")
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new(real_program("POOLTRACE_TMUX"))
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
-
-/// The command line that starts `pooltrace top` with `args`, then says its exit status.
-fn top_command(args: &[&str]) -> String {
-    let mut line = vec![
-        pooltrace_bin().to_str().expect("UTF-8 path").to_owned(),
-        "top".into(),
-    ];
-    line.extend(args.iter().map(|a| shell_quote(a)));
-    line.join(" ") + "; echo \"top exited $?\""
-}
-
-fn shell_quote(arg: &str) -> String {
-    format!("'{}'", arg.replace('\'', "'\\''"))
+/// The demo under load for `seconds`, and `pooltrace top` on it in a terminal of `size`
+/// whose shell runs in a scratch directory.
+fn top_on_demo(name: &str, seconds: u32, (width, height): (u16, u16)) -> (Tmux, Demo, Scratch) {
+    let scratch = Scratch::new(&format!("top-{name}"));
+    let demo = Demo::start(&fixture("storegw"), seconds);
+    let tmux = Tmux::start(name, scratch.0.clone(), width, height);
+    let pid = demo.pid().to_string();
+    let mut args = vec!["--pid", pid.as_str()];
+    args.extend(DEMO_POOL);
+    tmux.type_line(&top_command(&args));
+    (tmux, demo, scratch)
 }
 
 /// The rows of the paths table: the lines under its column titles, down to the footer.
@@ -193,13 +90,8 @@ fn assert_terminal_restored(tmux: &Tmux) {
 
 #[test]
 fn top_puts_the_demo_leak_first_and_every_key_does_what_the_footer_says() {
-    let scratch = Scratch::new("top-keys");
-    let demo = Demo::start(&fixture("storegw"), 90);
+    let (tmux, demo, scratch) = top_on_demo("keys", 90, (160, 45));
     let pid = demo.pid().to_string();
-    let tmux = Tmux::start("keys", scratch.0.clone(), 160, 45);
-    let mut args = vec!["--pid", &pid];
-    args.extend(DEMO_POOL);
-    tmux.type_line(&top_command(&args));
 
     // Within 15 s the leak is the top row, Get's caller first.
     let screen = tmux.until("the leak on top", Duration::from_secs(15), leak_on_top);
@@ -312,10 +204,7 @@ fn top_puts_the_demo_leak_first_and_every_key_does_what_the_footer_says() {
     });
 
     // q detaches, restores the terminal and prints the final report, naming the leak.
-    tmux.key("q");
-    tmux.until("top exited", Duration::from_secs(15), |s| {
-        s.iter().any(|l| l == "top exited 0")
-    });
+    tmux.quit_top();
     let history = tmux.history();
     assert!(
         history.contains("storegw/store.(*BucketStore).SeriesStream"),
@@ -329,14 +218,9 @@ fn top_puts_the_demo_leak_first_and_every_key_does_what_the_footer_says() {
 }
 
 #[test]
-fn top_redraws_at_60x15_and_back_without_a_panic() {
-    let scratch = Scratch::new("top-resize");
-    let demo = Demo::start(&fixture("storegw"), 60);
+fn top_redraws_at_60x15_and_back_without_a_panic_and_sigterm_gives_the_terminal_back() {
+    let (tmux, demo, _scratch) = top_on_demo("resize", 60, (100, 30));
     let pid = demo.pid().to_string();
-    let tmux = Tmux::start("resize", scratch.0.clone(), 100, 30);
-    let mut args = vec!["--pid", &pid];
-    args.extend(DEMO_POOL);
-    tmux.type_line(&top_command(&args));
     tmux.until("the table", Duration::from_secs(15), |s| {
         table_rows(s).len() >= 2
     });
@@ -363,11 +247,23 @@ fn top_redraws_at_60x15_and_back_without_a_panic() {
         );
         assert!(screen.iter().all(|l| l.chars().count() <= width as usize));
     }
-    tmux.key("q");
+    // SIGTERM quits as q does: the final report, and the terminal given back.
+    let top = format!("pooltrace top --pid {pid} ");
+    let status = Command::new("pkill").args(["-TERM", "-f", &top]).status();
+    assert!(status.expect("pkill").success());
     tmux.until("top exited", Duration::from_secs(15), |s| {
         s.iter().any(|l| l == "top exited 0")
     });
-    assert!(!tmux.history().contains("panicked"));
+    let history = tmux.history();
+    assert!(
+        history.contains("pooltrace: got SIGTERM, detaching"),
+        "{history}"
+    );
+    assert!(
+        history.contains("storegw/store.(*BucketStore).SeriesStream"),
+        "{history}"
+    );
+    assert!(!history.contains("panicked"), "{history}");
     assert_terminal_restored(&tmux);
 }
 
@@ -377,15 +273,7 @@ fn a_killed_target_is_named_in_the_header_and_q_still_restores_the_terminal() {
     let mut target = Target::start(&fixture("poolfix-go1.27"));
     let pid = target.pid.to_string();
     let tmux = Tmux::start("killed", scratch.0.clone(), 120, 30);
-    let args = [
-        "--pid",
-        &pid,
-        "--get",
-        "main.(*BufPool).Get",
-        "--put",
-        "main.(*BufPool).Put",
-    ];
-    tmux.type_line(&top_command(&args));
+    tmux.type_line(&top_command(&[&["--pid", &pid], POOLFIX_POOL].concat()));
     tmux.until("attached", Duration::from_secs(15), |s| {
         s[0].starts_with(&format!("PID {pid}"))
     });
@@ -409,10 +297,7 @@ fn a_killed_target_is_named_in_the_header_and_q_still_restores_the_terminal() {
     assert!(leaking_row(&ended), "{}", ended.join("\n"));
     thread::sleep(Duration::from_millis(2500));
     assert_eq!(tmux.screen()[0], ended[0]);
-    tmux.key("q");
-    tmux.until("top exited", Duration::from_secs(15), |s| {
-        s.iter().any(|l| l == "top exited 0")
-    });
+    tmux.quit_top();
     let history = tmux.history();
     assert!(history.contains("main.leakyHandler"), "{history}");
     assert_terminal_restored(&tmux);
@@ -452,10 +337,7 @@ fn top_reads_a_running_agent_without_privileges_and_shows_its_top_path() {
         "{}",
         screen.join("\n")
     );
-    tmux.key("q");
-    tmux.until("top exited", Duration::from_secs(15), |s| {
-        s.iter().any(|l| l == "top exited 0")
-    });
+    tmux.quit_top();
     assert!(tmux
         .history()
         .contains("storegw/store.(*bucketChunkReader).save"));
@@ -478,14 +360,7 @@ fn top_without_terminal(args: &[&str]) -> Output {
 fn without_a_terminal_top_refuses_in_one_line_that_names_report_and_stream() {
     let target = Target::start(&fixture("poolfix-go1.27"));
     let pid = target.pid.to_string();
-    let output = top_without_terminal(&[
-        "--pid",
-        &pid,
-        "--get",
-        "main.(*BufPool).Get",
-        "--put",
-        "main.(*BufPool).Put",
-    ]);
+    let output = top_without_terminal(&[&["--pid", &pid], POOLFIX_POOL].concat());
     assert_one_line_error(
         &output,
         "pooltrace: error: pooltrace top draws on a terminal and standard output is not one; \

@@ -136,6 +136,33 @@ func bucketedPair() {
 	chunks.Put(b)
 }
 
+// spread keeps one object from holds taken through each of 1<<depth call paths: at each
+// level the walk goes through left or right, by one bit of the path's number, so that
+// every path has return addresses of its own (pooltrace top's bench of 1,000 paths).
+func spread(depth int) {
+	for path := 0; path < 1<<depth; path++ {
+		walk(path, depth)
+	}
+}
+
+//go:noinline
+func walk(path, depth int) {
+	switch {
+	case depth == 0:
+		kept = append(kept, holds.Get())
+	case path&1 == 0:
+		left(path>>1, depth-1)
+	default:
+		right(path>>1, depth-1)
+	}
+}
+
+//go:noinline
+func left(path, depth int) { walk(path, depth) }
+
+//go:noinline
+func right(path, depth int) { walk(path, depth) }
+
 func timed(pairs int, body func(int)) time.Duration {
 	start := time.Now()
 	body(pairs)
@@ -206,6 +233,9 @@ func main() {
 				kept = append(kept, holds.Get())
 			}
 			fmt.Printf("held=%d\n", len(kept))
+		case len(f) == 2 && f[0] == "paths":
+			spread(arg(1))
+			fmt.Printf("paths=%d\n", 1<<arg(1))
 		case len(f) == 1 && f[0] == "release":
 			for _, o := range kept {
 				holds.Put(o)

@@ -895,3 +895,138 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A tmux server of its own, with one window running a plain shell in `dir`.
+pub struct Tmux {
+    socket: String,
+    dir: PathBuf,
+}
+
+impl Tmux {
+    pub fn start(name: &str, dir: PathBuf, width: u16, height: u16) -> Self {
+        let tmux = Self {
+            socket: format!("pooltrace-top-{name}-{}", std::process::id()),
+            dir,
+        };
+        let (width, height) = (width.to_string(), height.to_string());
+        let dir = tmux.dir.to_str().expect("UTF-8 dir").to_owned();
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            &width,
+            "-y",
+            &height,
+            "-c",
+            &dir,
+            "env",
+            "-i",
+            "PATH=/usr/bin:/bin:/usr/sbin:/sbin",
+            "TERM=tmux-256color",
+            "PS1=$ ",
+            "bash",
+            "--norc",
+            "--noprofile",
+        ]);
+        tmux
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let output = Command::new(real_program("POOLTRACE_TMUX"))
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("run tmux");
+        assert!(output.status.success(), "tmux {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Types `text` and Enter into the shell.
+    pub fn type_line(&self, text: &str) {
+        self.run(&["send-keys", "-t", "top", "-l", text]);
+        self.run(&["send-keys", "-t", "top", "Enter"]);
+    }
+
+    /// Presses one key, by tmux's name for it (`q`, `Enter`, `Down`, `C-c`).
+    pub fn key(&self, key: &str) {
+        self.run(&["send-keys", "-t", "top", key]);
+    }
+
+    /// What the terminal shows now, one string a line.
+    pub fn screen(&self) -> Vec<String> {
+        let text = self.run(&["capture-pane", "-p", "-t", "top"]);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Everything written to the terminal since it started, scrollback included.
+    pub fn history(&self) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "top"])
+    }
+
+    pub fn query(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", "top", format])
+            .trim()
+            .to_owned()
+    }
+
+    pub fn resize(&self, width: u16, height: u16) {
+        let (width, height) = (width.to_string(), height.to_string());
+        self.run(&["resize-window", "-t", "top", "-x", &width, "-y", &height]);
+    }
+
+    /// Presses q and waits for top to exit with status 0.
+    pub fn quit_top(&self) {
+        self.key("q");
+        self.until("top exited", Duration::from_secs(15), |s| {
+            s.iter().any(|l| l == "top exited 0")
+        });
+    }
+
+    /// Waits until the screen passes `test`; the screen that did.
+    pub fn until(
+        &self,
+        what: &str,
+        limit: Duration,
+        test: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if test(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {limit:?}:\n{}",
+                screen.join("\n")
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new(real_program("POOLTRACE_TMUX"))
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The command line that starts `pooltrace top` with `args`, then says its exit status.
+pub fn top_command(args: &[&str]) -> String {
+    let mut line = vec![
+        pooltrace_bin().to_str().expect("UTF-8 path").to_owned(),
+        "top".into(),
+    ];
+    line.extend(args.iter().map(|a| shell_quote(a)));
+    line.join(" ") + "; echo \"top exited $?\""
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', "'\\''"))
+}

@@ -69,6 +69,15 @@ impl Ends {
         self.watch.arm_exec(process);
     }
 
+    /// [`Ends::next`], or with `target` false a signal alone: what still ends `top` once
+    /// its target has ended. Cancel-safe.
+    pub(crate) async fn next_of(&mut self, target: bool) -> Result<Stop> {
+        match target {
+            true => self.next().await,
+            false => Ok(Stop::Signalled(self.signals.recv().await?.signal)),
+        }
+    }
+
     /// Waits for the next reason to stop. Cancel-safe: nothing is lost when another branch
     /// of a `select!` wins.
     pub(crate) async fn next(&mut self) -> Result<Stop> {

@@ -70,7 +70,7 @@ pub fn run() -> Result {
     }
     println!("pooltrace benchmarks, {}", machine());
     // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|agent|
-    // fleet|soak runs one section.
+    // fleet|top|soak runs one section.
     let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
     if wanted("overhead") {
@@ -108,6 +108,9 @@ pub fn run() -> Result {
     }
     if wanted("fleet") {
         crate::agent_costs::fleet(&pooltrace)?;
+    }
+    if wanted("top") {
+        crate::top_costs::run(&pooltrace, &target)?;
     }
     if wanted("soak") {
         crate::soak::run(&pooltrace)?;

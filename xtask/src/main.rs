@@ -13,6 +13,7 @@ mod probe_costs;
 mod soak;
 mod test;
 mod tools;
+mod top_costs;
 
 use std::{
     path::PathBuf,

@@ -105,23 +105,13 @@ pub fn go_119() -> Result<PathBuf> {
 
 /// Debian's umoci, which makes the OCI image (`cargo xtask image`), installed when missing.
 pub fn umoci() -> Result<PathBuf> {
-    let umoci = PathBuf::from("/usr/bin/umoci");
-    if !umoci.is_file() {
-        say("installing Debian's umoci (the container image)");
-        apt_install(&["umoci"])?;
-    }
-    Ok(umoci)
+    debian_program("/usr/bin/umoci", "umoci", "the container image")
 }
 
 /// Debian's musl-gcc, which compiles the C and assembly of crates (ring, for the agent's TLS)
 /// for the static musl build.
 pub fn musl_gcc() -> Result<PathBuf> {
-    let gcc = PathBuf::from("/usr/bin/musl-gcc");
-    if !gcc.is_file() {
-        say("installing Debian's musl-tools (C for the static build)");
-        apt_install(&["musl-tools"])?;
-    }
-    Ok(gcc)
+    debian_program("/usr/bin/musl-gcc", "musl-tools", "C for the static build")
 }
 
 /// Debian's podman and runc, which run the image in the tests: podman's default runtime,
@@ -147,12 +137,21 @@ pub fn podman() -> Result<Podman> {
 /// Debian's tmux, the real terminal `pooltrace top`'s tests type into and read the screen
 /// of, installed when missing.
 pub fn tmux() -> Result<PathBuf> {
-    let tmux = PathBuf::from("/usr/bin/tmux");
-    if !tmux.is_file() {
-        say("installing Debian's tmux (the terminal of pooltrace top's tests)");
-        apt_install(&["tmux"])?;
+    debian_program(
+        "/usr/bin/tmux",
+        "tmux",
+        "the terminal of pooltrace top's tests",
+    )
+}
+
+/// `program`, from Debian's `package`, installed when missing; `why` is said if it is.
+fn debian_program(program: &str, package: &str, why: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(program);
+    if !path.is_file() {
+        say(&format!("installing Debian's {package} ({why})"));
+        apt_install(&[package])?;
     }
-    Ok(tmux)
+    Ok(path)
 }
 
 /// `pip install --target`: a package's files in a folder of ours, nothing system-wide.

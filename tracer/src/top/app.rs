@@ -57,6 +57,8 @@ pub(crate) struct App {
     pub colour: bool,
     /// Where the view is read from, for the header: "PID 4242" or the agent's address.
     pub source: String,
+    /// Read from an agent (`--agent`).
+    pub agent: bool,
     pub interval_ms: u64,
 }
 
@@ -92,6 +94,7 @@ impl App {
             picked: None,
             colour,
             source,
+            agent: false,
             interval_ms,
         }
     }

@@ -30,7 +30,7 @@ use crate::{
     stop::{Ends, Stop},
 };
 
-/// Paths kept per pool in the view (the final report keeps `--top`).
+/// Paths kept per pool in the view, the likeliest leaks (the final report keeps `--top`).
 const VIEW_PATHS: usize = 1000;
 
 pub async fn top(args: TopArgs) -> Result<()> {
@@ -117,7 +117,8 @@ async fn watch(
         let tracing = app.ended.is_none();
         tokio::select! {
             biased;
-            stop = ends.next(), if tracing => match stop? {
+            // Once the target ended, a hangup (the terminal closed) or SIGTERM still quits.
+            stop = ends.next_of(tracing) => match stop? {
                 Stop::Target(change) => {
                     let stop = Stop::Target(change);
                     closing = Some(end(app, attached, &stop, options)?);
@@ -231,6 +232,7 @@ async fn remote(args: &TopArgs, url: &str) -> Result<()> {
     let first = agent.reports().await?;
     let (inputs, mut keys) = mpsc::unbounded_channel();
     let mut app = App::new(url.to_owned(), options.sort, interval_ms(options), colour());
+    app.agent = true;
     app.offer(first);
     let mut screen = Screen::enter(inputs)?;
     let mut ticks = ticks(options);

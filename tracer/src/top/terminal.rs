@@ -45,7 +45,6 @@ static HELD_STDERR: AtomicI32 = AtomicI32::new(-1);
 pub(crate) struct Screen {
     terminal: Terminal<CrosstermBackend<Stdout>>,
     stop_keys: Arc<AtomicBool>,
-    keys: Option<JoinHandle<()>>,
     said: Option<JoinHandle<Vec<String>>>,
 }
 
@@ -58,13 +57,12 @@ impl Screen {
         let mut screen = Self {
             terminal: Terminal::new(CrosstermBackend::new(io::stdout())).map_err(failed)?,
             stop_keys: Arc::new(AtomicBool::new(false)),
-            keys: None,
             said: Some(said),
         };
         terminal::enable_raw_mode().map_err(failed)?;
         execute!(io::stdout(), EnterAlternateScreen, cursor::Hide).map_err(failed)?;
         screen.terminal.clear().map_err(failed)?;
-        screen.keys = Some(read_keys(inputs, Arc::clone(&screen.stop_keys)));
+        read_keys(inputs, Arc::clone(&screen.stop_keys));
         Ok(screen)
     }
 
@@ -78,10 +76,8 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
+        // Not joined: on a terminal that hung up, crossterm's read never returns.
         self.stop_keys.store(true, Ordering::Relaxed);
-        if let Some(keys) = self.keys.take() {
-            let _ = keys.join();
-        }
         restore_terminal();
         release_stderr();
         let said = self.said.take().and_then(|reader| reader.join().ok());
@@ -155,7 +151,7 @@ fn release_stderr() {
 }
 
 /// Reads keys and resizes until `stop`, waking every 100 ms to check it.
-fn read_keys(inputs: UnboundedSender<Input>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+fn read_keys(inputs: UnboundedSender<Input>, stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let input = match event::poll(Duration::from_millis(100)) {
@@ -172,5 +168,5 @@ fn read_keys(inputs: UnboundedSender<Input>, stop: Arc<AtomicBool>) -> JoinHandl
                 return;
             }
         }
-    })
+    });
 }

@@ -62,10 +62,13 @@ fn bold() -> Style {
 fn header(app: &App) -> Vec<Line<'static>> {
     use ratatui::style::Color;
     let Some(report) = &app.shown else {
-        let waiting = format!(
-            "pooltrace top · {} · waiting for the first report",
-            app.source
-        );
+        let waiting = match app.agent && app.targets.is_empty() {
+            true => format!("the agent at {} traces no process yet", app.source),
+            false => format!(
+                "pooltrace top · {} · waiting for the first report",
+                app.source
+            ),
+        };
         return vec![Line::from(waiting)];
     };
     let program = report.binary.rsplit('/').next().unwrap_or(&report.binary);
@@ -364,8 +367,16 @@ fn paths(frame: &mut Frame, app: &mut App, area: Rect) {
         .collect();
     let selected = app.selected;
     let header = TableRow::new(shown.iter().map(|c| c.title())).style(bold());
+    let omitted: usize = (app.shown.iter())
+        .flat_map(|r| &r.pools)
+        .map(|p| p.stacks_omitted)
+        .sum();
+    let more = match omitted {
+        0 => String::new(),
+        n => format!(" (and {n} more, not kept)"),
+    };
     let title = match (app.filter.is_empty(), app.typing) {
-        (true, false) => format!(" call paths: {count}, by {} ", sort_name(app.sort)),
+        (true, false) => format!(" call paths: {count}{more}, by {} ", sort_name(app.sort)),
         _ => format!(
             " call paths matching {:?}: {count}, by {} ",
             app.filter,
