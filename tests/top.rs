@@ -27,15 +27,32 @@ const LEAK_CALLER: &str = "store.(*bucketChunkReader).save";
 
 /// The demo under load for `seconds`, and `pooltrace top` on it in a terminal of `size`
 /// whose shell runs in a scratch directory.
-fn top_on_demo(name: &str, seconds: u32, (width, height): (u16, u16)) -> (Tmux, Demo, Scratch) {
+/// `env` is put before the command line (`NO_COLOR=1 `).
+fn top_on_demo(
+    name: &str,
+    seconds: u32,
+    (width, height): (u16, u16),
+    env: &str,
+) -> (Tmux, Demo, Scratch) {
     let scratch = Scratch::new(&format!("top-{name}"));
     let demo = Demo::start(&fixture("storegw"), seconds);
     let tmux = Tmux::start(name, scratch.0.clone(), width, height);
     let pid = demo.pid().to_string();
     let mut args = vec!["--pid", pid.as_str()];
     args.extend(DEMO_POOL);
-    tmux.type_line(&top_command(&args));
+    tmux.type_line(&format!("{env}{}", top_command(&args)));
     (tmux, demo, scratch)
+}
+
+/// Whether any escape sequence in `styled` sets a foreground colour (SGR 30-38, 90-97).
+fn coloured(styled: &str) -> bool {
+    let sequences = styled
+        .split('\x1b')
+        .skip(1)
+        .filter_map(|s| s.strip_prefix('['));
+    let params = sequences.filter_map(|s| s.split_once('m').map(|(p, _)| p.to_owned()));
+    let mut numbers = params.flat_map(|p| p.split(';').map(str::to_owned).collect::<Vec<_>>());
+    numbers.any(|n| matches!(n.parse::<u8>(), Ok(30..=38 | 90..=97)))
 }
 
 /// The rows of the paths table: the lines under its column titles, down to the footer.
@@ -90,11 +107,16 @@ fn assert_terminal_restored(tmux: &Tmux) {
 
 #[test]
 fn top_puts_the_demo_leak_first_and_every_key_does_what_the_footer_says() {
-    let (tmux, demo, scratch) = top_on_demo("keys", 90, (160, 45));
+    let (tmux, demo, scratch) = top_on_demo("keys", 90, (160, 45), "");
     let pid = demo.pid().to_string();
 
     // Within 15 s the leak is the top row, Get's caller first.
     let screen = tmux.until("the leak on top", Duration::from_secs(15), leak_on_top);
+    // Its score is painted red: colour is on without NO_COLOR.
+    assert!(
+        coloured(&tmux.screen_styled()),
+        "no colour without NO_COLOR"
+    );
     assert!(
         screen[0].contains(&format!("PID {pid} storegw")),
         "{}",
@@ -218,12 +240,13 @@ fn top_puts_the_demo_leak_first_and_every_key_does_what_the_footer_says() {
 }
 
 #[test]
-fn top_redraws_at_60x15_and_back_without_a_panic_and_sigterm_gives_the_terminal_back() {
-    let (tmux, demo, _scratch) = top_on_demo("resize", 60, (100, 30));
+fn top_redraws_at_60x15_and_back_colourless_under_no_color_and_sigterm_restores_the_terminal() {
+    let (tmux, demo, _scratch) = top_on_demo("resize", 60, (100, 30), "NO_COLOR=1 ");
     let pid = demo.pid().to_string();
-    tmux.until("the table", Duration::from_secs(15), |s| {
-        table_rows(s).len() >= 2
-    });
+    tmux.until("the leak on top", Duration::from_secs(15), leak_on_top);
+    // NO_COLOR: no colour at all, even for a likely leak (bold and reverse video remain).
+    let styled = tmux.screen_styled();
+    assert!(!coloured(&styled), "colour under NO_COLOR: {styled:?}");
     for (width, height) in [(60, 15), (80, 24), (60, 15), (100, 30)] {
         tmux.resize(width, height);
         let screen = tmux.until(
@@ -268,40 +291,50 @@ fn top_redraws_at_60x15_and_back_without_a_panic_and_sigterm_gives_the_terminal_
 }
 
 #[test]
-fn a_killed_target_is_named_in_the_header_and_q_still_restores_the_terminal() {
-    let scratch = Scratch::new("top-killed");
-    let mut target = Target::start(&fixture("poolfix-go1.27"));
-    let pid = target.pid.to_string();
-    let tmux = Tmux::start("killed", scratch.0.clone(), 120, 30);
-    tmux.type_line(&top_command(&[&["--pid", &pid], POOLFIX_POOL].concat()));
-    tmux.until("attached", Duration::from_secs(15), |s| {
-        s[0].starts_with(&format!("PID {pid}"))
-    });
-    target.round();
-    // 7 objects a round leak from leakyHandler: the table shows them.
-    tmux.until("the leak", Duration::from_secs(10), |s| {
-        table_rows(s)
-            .first()
-            .is_some_and(|r| r.contains("main.leakyHandler"))
-    });
-    let status = Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let ended = tmux.until("the end said", Duration::from_secs(10), |s| {
-        s.iter()
-            .any(|l| l.contains(&format!("PID {pid} was killed by SIGKILL")))
-    });
-    // The view stays: the leak is still there to read, and the view no longer moves.
-    assert!(leaking_row(&ended), "{}", ended.join("\n"));
-    thread::sleep(Duration::from_millis(2500));
-    assert_eq!(tmux.screen()[0], ended[0]);
-    tmux.quit_top();
-    let history = tmux.history();
-    assert!(history.contains("main.leakyHandler"), "{history}");
-    assert_terminal_restored(&tmux);
-    drop(target);
+fn a_target_killed_or_execing_is_named_in_the_header_and_q_still_restores_the_terminal() {
+    let sleep = std::fs::canonicalize("/bin/sleep").expect("/bin/sleep");
+    for how in ["killed", "execs"] {
+        let scratch = Scratch::new(&format!("top-{how}"));
+        let mut target = Target::start(&fixture("poolfix-go1.27"));
+        let pid = target.pid.to_string();
+        let tmux = Tmux::start(how, scratch.0.clone(), 120, 30);
+        tmux.type_line(&top_command(&[&["--pid", &pid], POOLFIX_POOL].concat()));
+        tmux.until("attached", Duration::from_secs(15), |s| {
+            s[0].starts_with(&format!("PID {pid}"))
+        });
+        target.round();
+        // 7 objects a round leak from leakyHandler: the table shows them.
+        tmux.until("the leak", Duration::from_secs(10), leaking_row);
+        let said = match how {
+            "killed" => {
+                let status = Command::new("kill").args(["-KILL", &pid]).status();
+                assert!(status.expect("kill").success());
+                format!("PID {pid} was killed by SIGKILL")
+            }
+            _ => {
+                target.send("exec");
+                format!(
+                    "PID {pid} called exec: tracing stopped (now running {})",
+                    sleep.display()
+                )
+            }
+        };
+        let ended = tmux.until("the end said", Duration::from_secs(10), |s| {
+            s.iter().any(|l| l.contains(&said))
+        });
+        // The view stays: the leak is still there to read, and the view no longer moves.
+        assert!(leaking_row(&ended), "{how}: {}", ended.join("\n"));
+        thread::sleep(Duration::from_millis(2500));
+        assert_eq!(tmux.screen()[0], ended[0], "{how}");
+        tmux.quit_top();
+        let history = tmux.history();
+        assert!(
+            history.contains(&format!("pooltrace: {said}")),
+            "{how}: {history}"
+        );
+        assert!(history.contains("main.leakyHandler"), "{how}: {history}");
+        assert_terminal_restored(&tmux);
+    }
 }
 
 fn leaking_row(screen: &[String]) -> bool {
@@ -311,14 +344,16 @@ fn leaking_row(screen: &[String]) -> bool {
 }
 
 #[test]
-fn top_reads_a_running_agent_without_privileges_and_shows_its_top_path() {
+fn top_picks_one_of_an_agents_processes_without_privileges_and_shows_its_top_path() {
     let scratch = Scratch::new("top-agent");
     let demo = Demo::start(&fixture("storegw"), 90);
-    let pid = demo.pid().to_string();
-    let mut agent_args = vec!["--pid", &pid, "--budget", "0"];
+    let other = Demo::start(&fixture("storegw"), 90);
+    let (pid, other_pid) = (demo.pid().to_string(), other.pid().to_string());
+    let mut agent_args = vec!["--pid", &pid, "--pid", &other_pid, "--budget", "0"];
     agent_args.extend(DEMO_POOL);
     let mut agent = Agent::start(&agent_args);
     agent.expect_attached(demo.pid(), Duration::from_secs(10));
+    agent.expect_attached(other.pid(), Duration::from_secs(10));
     let tmux = Tmux::start("agent", scratch.0.clone(), 160, 40);
     let url = format!("http://{}", agent.addr);
     // As nobody, with no capability at all: top --agent only talks HTTP.
@@ -327,6 +362,21 @@ fn top_reads_a_running_agent_without_privileges_and_shows_its_top_path() {
         top_command(&["--agent", &url])
     );
     tmux.type_line(&line);
+    // Two processes: the picker, in PID order, comes first.
+    let picker = tmux.until("the picker", Duration::from_secs(15), |s| {
+        s.iter()
+            .any(|l| l.contains("the agent traces 2 processes: Enter picks one"))
+    });
+    let row = |p: &str| {
+        picker
+            .iter()
+            .position(|l| l.trim_start().starts_with(&format!("{p} ")))
+    };
+    let (mine, others) = (row(&pid).expect("row"), row(&other_pid).expect("row"));
+    if mine > others {
+        tmux.key("Down");
+    }
+    tmux.key("Enter");
     let screen = tmux.until(
         "the agent's leak on top",
         Duration::from_secs(30),
@@ -338,9 +388,11 @@ fn top_reads_a_running_agent_without_privileges_and_shows_its_top_path() {
         screen.join("\n")
     );
     tmux.quit_top();
-    assert!(tmux
-        .history()
-        .contains("storegw/store.(*bucketChunkReader).save"));
+    let history = tmux.history();
+    assert!(
+        history.contains("storegw/store.(*bucketChunkReader).save"),
+        "{history}"
+    );
     assert_terminal_restored(&tmux);
     agent.stop();
 }

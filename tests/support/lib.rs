@@ -962,6 +962,11 @@ impl Tmux {
         text.lines().map(str::to_owned).collect()
     }
 
+    /// What the terminal shows now, with its colours and attributes as escape sequences.
+    pub fn screen_styled(&self) -> String {
+        self.run(&["capture-pane", "-p", "-e", "-t", "top"])
+    }
+
     /// Everything written to the terminal since it started, scrollback included.
     pub fn history(&self) -> String {
         self.run(&["capture-pane", "-p", "-J", "-S", "-", "-t", "top"])

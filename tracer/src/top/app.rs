@@ -183,7 +183,11 @@ impl App {
             KeyCode::Char('w') => return Action::Write,
             KeyCode::Char('?') => self.screen = Screen::Help,
             KeyCode::Char('p') => self.toggle_pause(),
-            KeyCode::Char('t') if !self.targets.is_empty() => self.screen = Screen::Picker,
+            KeyCode::Char('t') if !self.targets.is_empty() => {
+                self.screen = Screen::Picker;
+                let picked = self.targets.iter().position(|r| Some(r.pid) == self.picked);
+                self.selected = picked.unwrap_or(0);
+            }
             _ => match self.screen {
                 Screen::Paths => self.on_paths_key(key.code),
                 Screen::Path => self.on_path_key(key.code),
@@ -254,7 +258,11 @@ impl App {
                     self.selected_path = None;
                 }
             }
-            KeyCode::Esc if current.is_some() => self.screen = Screen::Paths,
+            KeyCode::Esc if current.is_some() => {
+                self.screen = Screen::Paths;
+                self.selected = 0;
+                self.selected_path = None;
+            }
             _ => {}
         }
     }

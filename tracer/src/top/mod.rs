@@ -157,6 +157,8 @@ fn end(
     options: &TraceOptions,
 ) -> Result<Report> {
     let message = stop.message(attached.process.pid());
+    // Said as report says it: in the status line now, on stderr once the view is gone.
+    crate::status!("{message}");
     app.ended = Some(message.trim_start_matches("pooltrace: ").to_owned());
     let closing = attached.closing_report(&cut(options))?.1;
     app.paused = false;
