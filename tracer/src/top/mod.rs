@@ -12,6 +12,7 @@ mod view;
 use std::{
     io::IsTerminal,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -125,14 +126,8 @@ async fn watch(
                 }
                 stop => return Ok((Some(stop), closing)),
             },
-            input = keys.recv() => match input {
-                Some(Input::Key(key)) => match app.on_key(key) {
-                    Action::Quit => return Ok((None, closing)),
-                    Action::Write => app.status = write_shown(app),
-                    Action::Nothing => {}
-                },
-                Some(Input::Said(line)) => app.status = line,
-                Some(Input::Resize) | None => {}
+            input = keys.recv() => if on_input(app, input) {
+                return Ok((None, closing));
             },
             _ = ticks.tick(), if tracing => {
                 if let Some(stop) = ends.execed() {
@@ -145,6 +140,30 @@ async fn watch(
             _ = sleep_until(attached.probes.switch_at()), if tracing => attached.probes.switch()?,
         }
         screen.draw(|frame| view::draw(frame, app))?;
+    }
+}
+
+/// A key, a resize or a line said, taken in: whether it asks to quit.
+fn on_input(app: &mut App, input: Option<Input>) -> bool {
+    match input {
+        Some(Input::Key(key)) => match app.on_key(key) {
+            Action::Quit => return true,
+            Action::Write => app.status = write_shown(app),
+            Action::Nothing => {}
+        },
+        Some(Input::Said(line)) => app.status = line,
+        Some(Input::Resize) | None => {}
+    }
+    false
+}
+
+/// The output of `task` once it finishes; never, when there is none.
+async fn finished<T>(
+    task: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -229,7 +248,7 @@ async fn remote(args: &TopArgs, url: &str) -> Result<()> {
     }
     let mut signals = Signals::install()?;
     let output = OutputFile::open_requested(options.output.as_deref(), options.force)?;
-    let agent = remote::Agent::new(url, &args.credentials)?;
+    let agent = Arc::new(remote::Agent::new(url, &args.credentials)?);
     // The first fetch fails in one line, before the screen is taken.
     let first = agent.reports().await?;
     let (inputs, mut keys) = mpsc::unbounded_channel();
@@ -238,23 +257,27 @@ async fn remote(args: &TopArgs, url: &str) -> Result<()> {
     app.offer(first);
     let mut screen = Screen::enter(inputs)?;
     let mut ticks = ticks(options);
+    let mut fetching = None;
     let stop = loop {
         screen.draw(|frame| view::draw(frame, &mut app))?;
         tokio::select! {
             received = signals.recv() => break Some(Stop::Signalled(received?.signal)),
-            input = keys.recv() => match input {
-                Some(Input::Key(key)) => match app.on_key(key) {
-                    Action::Quit => break None,
-                    Action::Write => app.status = write_shown(&app),
-                    Action::Nothing => {}
-                },
-                Some(Input::Said(line)) => app.status = line,
-                Some(Input::Resize) | None => {}
+            input = keys.recv() => if on_input(&mut app, input) {
+                break None;
             },
-            _ = ticks.tick() => match agent.reports().await {
-                Ok(reports) => app.offer(reports),
-                Err(error) => app.status = error.chain(),
-            },
+            // Fetched apart from the loop, so that keys are answered while an agent is slow.
+            _ = ticks.tick(), if fetching.is_none() => {
+                let agent = Arc::clone(&agent);
+                fetching = Some(tokio::spawn(async move { agent.reports().await }));
+            }
+            fetched = finished(&mut fetching) => {
+                fetching = None;
+                match fetched {
+                    Ok(Ok(reports)) => app.offer(reports),
+                    Ok(Err(error)) => app.status = error.chain(),
+                    Err(_) => app.status = "the fetch from the agent failed".to_owned(),
+                }
+            }
         }
     };
     drop(screen);

@@ -229,8 +229,10 @@ impl Column {
         Column::Path,
     ];
 
-    fn title(self) -> &'static str {
+    /// Its title; the trend's says what it spans.
+    fn title(self, app: &App) -> &'static str {
         match self {
+            Column::Trend if app.agent => "TREND",
             Column::Score => "SCORE",
             Column::Outstanding => "HELD",
             Column::Bytes => "BYTES",
@@ -274,7 +276,7 @@ impl Column {
                     .hold_ms
                     .map_or("-".to_owned(), |h| units::millis(h.p99))
             )),
-            Column::Trend => Cell::from(sparkline(&minute(&stack.trend, app.interval_ms), 12)),
+            Column::Trend => Cell::from(sparkline(&trend(stack, app), 12)),
             Column::Pool => Cell::from(format!("{:>4}", row.pool + 1)),
             Column::Path => Cell::from(path_text(stack)),
         }
@@ -304,6 +306,15 @@ fn path_text(stack: &StackReport) -> String {
     match frames.is_empty() {
         true => "(no stack)".to_owned(),
         false => frames.join(" <- "),
+    }
+}
+
+/// What the sparkline draws: the last minute's points of a local trace; an agent's points
+/// are its own, one per its --interval, which its reports do not carry, so all are drawn.
+fn trend(stack: &StackReport, app: &App) -> Vec<u64> {
+    match app.agent {
+        true => stack.trend.clone(),
+        false => minute(&stack.trend, app.interval_ms),
     }
 }
 
@@ -366,7 +377,7 @@ fn paths(frame: &mut Frame, app: &mut App, area: Rect) {
         .map(|row| TableRow::new(shown.iter().map(|c| c.cell(row, app))))
         .collect();
     let selected = app.selected;
-    let header = TableRow::new(shown.iter().map(|c| c.title())).style(bold());
+    let header = TableRow::new(shown.iter().map(|c| c.title(app))).style(bold());
     let omitted: usize = (app.shown.iter())
         .flat_map(|r| &r.pools)
         .map(|p| p.stacks_omitted)
