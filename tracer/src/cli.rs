@@ -858,6 +858,7 @@ impl Named {
             object: pool.object.unwrap_or(ObjectKind::Ptr),
             kind: pool.kind.unwrap_or_default(),
             keys: pool.keys,
+            books: None,
         }))
     }
 }

@@ -6,7 +6,8 @@
 //! - [`gobin`] reads Go binaries (ELF layout, symbols, generic shape functions);
 //! - `probes` plans what to probe (`probes::plan`), and attaches, switches and detaches the
 //!   eBPF programs over one trace (`probes::lifecycle`);
-//! - `tracking` reads what the kernel side recorded; `units` writes sizes and durations
+//! - `tracking` reads what the kernel side recorded; `books` reads a pool instance's own
+//!   count of what it lends from the process's memory; `units` writes sizes and durations
 //!   for people;
 //! - `symbolize` turns addresses into Go frames;
 //! - `report` renders text and JSON, and judges `run --fail-on`; `list` shows the pools a
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod books;
 mod capabilities;
 pub mod cli;
 mod diff;

@@ -158,6 +158,16 @@ impl Process {
         &self.exe_name
     }
 
+    /// The 8 bytes at `addr` in the traced image's memory, as a little-endian word: read,
+    /// never written. Fails once the process has exited or called exec.
+    pub fn read_word(&self, addr: u64) -> std::io::Result<u64> {
+        let mem = (self.image_mem.as_ref())
+            .ok_or_else(|| std::io::Error::other(format!("cannot open /proc/{}/mem", self.pid)))?;
+        let mut word = [0; 8];
+        mem.read_exact_at(&mut word, addr)?;
+        Ok(u64::from_le_bytes(word))
+    }
+
     /// Re-reads `/proc/PID/maps`; once the process is gone, the last copy stays.
     pub fn refresh_mappings(&mut self) {
         if let Ok(mappings) = read_mappings(self.pid()) {

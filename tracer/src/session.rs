@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::{
+    books::Books,
     capabilities::{self, Effective},
     cli::{self, Filters, MapSizes, PoolArgs, ReportArgs, RunArgs, TraceOptions},
     error::{Error, Result},
@@ -381,6 +382,8 @@ pub(crate) struct Attached<'a> {
     history: History,
     /// Key specs the counters cast doubt on, said once each.
     doubts: report::Doubts,
+    /// The pool instances' own books, read at each report.
+    books: Books,
     started: Instant,
     /// The budget in percent of a core, for reports, when tracing windows keep to one.
     pub(crate) budget: Option<f64>,
@@ -409,6 +412,7 @@ impl<'a> Attached<'a> {
             symbolizer: Symbolizer::new(binary),
             history: History::default(),
             doubts: report::Doubts::default(),
+            books: Books::default(),
             started: Instant::now(),
             budget: None,
         }
@@ -455,7 +459,7 @@ impl<'a> Attached<'a> {
     fn build_report(&mut self, cut: &Cut, closing: bool) -> Result<(Snapshot, Report)> {
         let min_age_ns = u64::try_from(cut.min_age.as_nanos()).unwrap_or(u64::MAX);
         let snapshot = Snapshot::read(self.probes.probes(), self.plans.len(), min_age_ns)?;
-        let report = Report::build(
+        let mut report = Report::build(
             &snapshot,
             report::Context {
                 pid: self.process.pid(),
@@ -482,6 +486,10 @@ impl<'a> Attached<'a> {
         for doubt in self.doubts.new_in(&report) {
             crate::status!("{doubt}");
         }
+        let seconds = report.elapsed_ms as f64 / 1000.0;
+        let process = &self.process;
+        let read_word = |addr| process.read_word(addr);
+        (self.books).fill(&mut report, &snapshot, &self.plans, &read_word, seconds);
         Ok((snapshot, report))
     }
 }

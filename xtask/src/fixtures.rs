@@ -92,6 +92,17 @@ pub fn build_all() -> Result<PathBuf> {
         &["-ldflags=-s -w"],
         &out.join("thanospool-stripped"),
     )?;
+    // The pool's own books are read by the same offsets whatever the toolchain or symbols.
+    for (toolchain, flags, name) in [
+        (&go119, &[][..], "thanospool-go1.19"),
+        (
+            &go119,
+            &["-ldflags=-s -w"][..],
+            "thanospool-go1.19-stripped",
+        ),
+    ] {
+        go_build(toolchain, &thanos, flags, &out.join(name))?;
+    }
     // One service as two releases, the second leaking: what `pooltrace diff` compares.
     let releases = workspace().join("tests/fixtures/releases");
     for release in ["1", "2"] {

@@ -6,6 +6,7 @@
 //! reasons and the hold-time histogram's 30 lines (28 buckets, sum, count); per exported
 //! call path 4, and 1 for `path="other"` (outstanding only). With `--top-paths K` and P pools that is at most
 //! 5 + P x (44 + 4K) series a process, plus 2 + one per failing executable for the agent.
+//! A pool whose books are read (`used`, `limit`) adds up to 3 per instance.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -125,6 +126,18 @@ const PATH_INFO: Family = Family {
     help: "What a path id stands for: Get's caller and up to 8 frames, innermost first.",
     metric_type: MetricType::Info,
 };
+const POOL_USED: Family = Family::gauge(
+    "pooltrace_pool_used_bytes",
+    "What a pool instance counts as lent out now, read from the process (used in the pools file).",
+);
+const POOL_LIMIT: Family = Family::gauge(
+    "pooltrace_pool_limit_bytes",
+    "The most a pool instance lends at once, read from the process (limit in the pools file).",
+);
+const POOL_EXHAUSTION: Family = Family::gauge(
+    "pooltrace_pool_exhaustion_seconds",
+    "Seconds until a pool instance reaches its limit at the rate it filled over the last minute; absent when it is not filling.",
+);
 const TARGETS: Family = Family::gauge("pooltrace_targets_attached", "Processes traced now.");
 const FAILURES: Family = Family::counter(
     "pooltrace_attach_failures",
@@ -269,12 +282,35 @@ impl Collector for Scrape {
                 (labels, HoldHistogram::from_kernel(buckets))
             }),
         )?;
+        self.encode_books(e)?;
         self.encode_paths(e)?;
         self.encode_health(e)
     }
 }
 
 impl Scrape {
+    /// Each pool instance's own books, where they were read.
+    fn encode_books(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let books = || {
+            pools(&self.targets).flat_map(|(_, _, pool, labels)| {
+                (pool.instances.iter())
+                    .map(move |i| (with(&labels, &[("pool_instance", &i.address)]), i))
+            })
+        };
+        POOL_USED.encode(
+            e,
+            books().filter_map(|(l, i)| Some((l, gauge(i.used_bytes?)))),
+        )?;
+        POOL_LIMIT.encode(
+            e,
+            books().filter_map(|(l, i)| Some((l, gauge(i.limit_bytes?)))),
+        )?;
+        POOL_EXHAUSTION.encode(
+            e,
+            books().filter_map(|(l, i)| Some((l, ConstGauge::new(i.exhausts_in_s?)))),
+        )
+    }
+
     fn encode_paths(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let targets = &self.targets;
         // Each pool's exported paths, then what the rest hold together: built once, encoded

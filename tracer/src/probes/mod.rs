@@ -32,4 +32,4 @@ pub use lifecycle::{Lifecycle, WindowStatus};
 pub use named::{CustomPool, PoolEntry};
 pub use object::{Limits, Object, Slot};
 pub use pool::PoolPlan;
-pub use spec::{KeyOverrides, PoolKind, PoolSpec};
+pub use spec::{BooksSpec, KeyOverrides, PoolKind, PoolSpec};

@@ -4,7 +4,7 @@
 use super::{
     keyspec::ObjectKind,
     presets,
-    spec::{KeyOverrides, PoolKind, PoolSpec},
+    spec::{BooksSpec, KeyOverrides, PoolKind, PoolSpec},
 };
 use crate::error::Result;
 
@@ -25,6 +25,8 @@ pub struct CustomPool {
     pub object: ObjectKind,
     pub kind: PoolKind,
     pub keys: KeyOverrides<String>,
+    /// Where the instance keeps its own books (the pools file's `used` and `limit`).
+    pub books: Option<BooksSpec>,
 }
 
 impl CustomPool {
@@ -39,6 +41,7 @@ impl CustomPool {
             release_paths: true,
             double_puts: false,
             stream: false,
+            books: self.books,
         })
     }
 }

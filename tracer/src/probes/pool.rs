@@ -10,7 +10,7 @@ use super::{
     keyspec::Side,
     reads::Reads,
     sites::{self, Site},
-    spec::{PoolKind, PoolSpec},
+    spec::{BooksSpec, PoolKind, PoolSpec},
 };
 use crate::{
     error::{Error, Result},
@@ -36,6 +36,8 @@ pub struct PoolPlan {
     /// pool underneath where they make one.
     pub inlined_gets: Inlined,
     pub inlined_puts: Inlined,
+    /// Where each instance keeps its own books (`used`, `limit`), read at each report.
+    pub books: Option<BooksSpec>,
 }
 
 impl PoolPlan {
@@ -66,8 +68,18 @@ impl PoolPlan {
                 get.requested, put.requested
             )));
         }
+        // The books are read from the instance, which only a method's receiver names.
+        if spec.books.is_some() && !get_is_method {
+            return Err(Error::Usage(format!(
+                "used and limit are read from the pool instance, Get's receiver, but {} is \
+                 not a method",
+                get.requested
+            )));
+        }
         let get_entry_site = match !get.inlined_only
-            && ((get_is_method && get.dictionary.is_some()) || spec.receiver.is_some())
+            && ((get_is_method && get.dictionary.is_some())
+                || spec.receiver.is_some()
+                || spec.books.is_some())
         {
             true => Some(
                 sites::put_site(code(binary, &get)?, get.function.addr)
@@ -172,6 +184,7 @@ impl PoolPlan {
             get_probe,
             put_probe,
             kind: spec.kind,
+            books: spec.books,
             inlined_gets,
             inlined_puts,
         };

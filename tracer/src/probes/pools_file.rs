@@ -12,6 +12,8 @@
 //! object = "ptr"          # ptr | slice | slice-ptr | iface (default ptr)
 //! kind = "counting"       # counting | sync (default counting)
 //! get_key = "r0"          # optional, as --get-key; also get_size, put_key
+//! used = "*recv+56"       # optional: the instance's own count of bytes lent out, and
+//! limit = "*recv+48"      # the most it lends (words at these offsets into Get's receiver)
 //! ```
 
 use std::path::Path;
@@ -23,7 +25,7 @@ use super::{
     keyspec::ObjectKind,
     named::{CustomPool, PoolEntry},
     presets::Preset,
-    spec::{KeyOverrides, PoolKind},
+    spec::{BooksSpec, KeyOverrides, PoolKind},
 };
 use crate::error::{Error, PoolsFileMistake as Mistake, Result};
 
@@ -47,6 +49,8 @@ struct Entry {
     get_key: Option<String>,
     get_size: Option<String>,
     put_key: Option<String>,
+    used: Option<String>,
+    limit: Option<String>,
 }
 
 /// Reads and checks the pools file at `path`.
@@ -101,14 +105,28 @@ impl Entry {
             put_key: self.put_key,
         };
         if let Some(preset) = &self.preset {
-            let details = [&self.get, &self.put, &self.object, &self.kind];
+            let details = [
+                &self.get,
+                &self.put,
+                &self.object,
+                &self.kind,
+                &self.used,
+                &self.limit,
+            ];
             if details.iter().any(|d| d.is_some()) || !keys.is_empty() {
-                return Err("a preset takes no get, put, object, kind or key specs".into());
+                return Err(
+                    "a preset takes no get, put, object, kind, key specs, used or limit".into(),
+                );
             }
             return choice::<Preset>(preset, "preset").map(PoolEntry::Preset);
         }
         let (Some(get), Some(put)) = (self.get, self.put) else {
             return Err("name a preset, or both get and put".into());
+        };
+        let books = match (&self.used, &self.limit) {
+            (Some(used), limit) => Some(BooksSpec::parse(used, limit.as_deref())?),
+            (None, Some(_)) => return Err("limit needs used, the count it limits".into()),
+            (None, None) => None,
         };
         Ok(PoolEntry::Custom(CustomPool {
             get,
@@ -122,6 +140,7 @@ impl Entry {
                 None => PoolKind::Counting,
             },
             keys,
+            books,
         }))
     }
 }
@@ -171,6 +190,7 @@ mod tests {
                     get_size: get_size.map(Into::into),
                     ..KeyOverrides::default()
                 },
+                books: None,
             })
         };
         assert_eq!(
@@ -196,6 +216,37 @@ mod tests {
     }
 
     #[test]
+    fn used_and_limit_are_offsets_into_the_instance() {
+        let pools = parse(
+            "[[pool]]\nget = \"a\"\nput = \"b\"\nused = \"*recv+56\"\nlimit = \"*recv + 0x30\"\n",
+        )
+        .unwrap();
+        let PoolEntry::Custom(pool) = &pools[0] else {
+            panic!("{pools:?}")
+        };
+        let books = BooksSpec {
+            used: 56,
+            limit: Some(48),
+        };
+        assert_eq!(pool.books, Some(books));
+        let wrong = |used: &str| {
+            let text = format!("[[pool]]\nget = \"a\"\nput = \"b\"\nused = \"{used}\"\n");
+            parse(&text).unwrap_err().to_string()
+        };
+        assert_eq!(
+            wrong("r0+8"),
+            "pool 1: used \"r0+8\" is not *recv+OFFSET, the word OFFSET bytes into the pool instance"
+        );
+        assert!(wrong("*recv+x").starts_with("pool 1: used "));
+        assert_eq!(
+            parse("[[pool]]\nget = \"a\"\nput = \"b\"\nlimit = \"*recv\"\n")
+                .unwrap_err()
+                .to_string(),
+            "pool 1: limit needs used, the count it limits"
+        );
+    }
+
+    #[test]
     fn mistakes_name_the_pool_or_the_line() {
         assert_eq!(
             parse("[[pool]]\nget = \"a\"\n").unwrap_err().to_string(),
@@ -211,7 +262,7 @@ mod tests {
             parse("[[pool]]\npreset = \"sync\"\nobject = \"ptr\"\n")
                 .unwrap_err()
                 .to_string(),
-            "pool 1: a preset takes no get, put, object, kind or key specs"
+            "pool 1: a preset takes no get, put, object, kind, key specs, used or limit"
         );
         assert_eq!(
             parse("[[pool]]\nget = \"a\"\nput = \"b\"\nkind = \"leaky\"\n")

@@ -145,5 +145,6 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         release_paths: true,
         double_puts: false,
         stream: false,
+        books: None,
     }
 }

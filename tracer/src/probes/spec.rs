@@ -86,4 +86,42 @@ pub struct PoolSpec {
     pub double_puts: bool,
     /// Send every Get and Put to the stream ring buffer.
     pub stream: bool,
+    /// Where the pool instance keeps its own books, read from memory at each report.
+    pub books: Option<BooksSpec>,
+}
+
+/// Where a counting pool keeps its own books: byte offsets into the pool instance (Get's
+/// receiver) of the bytes it lends out now and of the most it will lend (Thanos'
+/// `usedTotal` and `maxTotal`), each an unsigned 64-bit word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BooksSpec {
+    pub used: u32,
+    pub limit: Option<u32>,
+}
+
+impl BooksSpec {
+    /// The pools file's `used` and `limit`, each written `*recv+OFFSET` (OFFSET decimal or
+    /// 0x hex): the word at OFFSET bytes into the instance.
+    pub fn parse(used: &str, limit: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            used: field_offset("used", used)?,
+            limit: limit.map(|l| field_offset("limit", l)).transpose()?,
+        })
+    }
+}
+
+fn field_offset(what: &str, text: &str) -> Result<u32, String> {
+    let bad = || {
+        format!("{what} {text:?} is not *recv+OFFSET, the word OFFSET bytes into the pool instance")
+    };
+    let offset = text.trim().strip_prefix("*recv").ok_or_else(bad)?.trim();
+    if offset.is_empty() {
+        return Ok(0);
+    }
+    let number = offset.strip_prefix('+').ok_or_else(bad)?.trim();
+    let parsed = match number.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => number.parse(),
+    };
+    parsed.map_err(|_| bad())
 }

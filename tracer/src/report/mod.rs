@@ -18,7 +18,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use doubts::Doubts;
-pub use text::{render_final, render_interval, windows_line, Style};
+pub use text::{books_line, render_final, render_interval, windows_line, Style};
 
 use analysis::{Evidence, Percentiles, WindowEvidence, WindowSurvivors};
 use tracer_common::{hold_bucket_ceiling, hold_bucket_floor, PoolCounters};
@@ -133,6 +133,36 @@ pub struct PoolReport {
     /// Puts of objects already back in the pool (`--double-puts`), by both Puts' call
     /// paths, the most frequent first.
     pub double_put_paths: Vec<DoublePutPath>,
+    /// The pool instances' own books (`used` and `limit` in the pools file), each read from
+    /// the process's memory at this report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceBooks>,
+}
+
+/// One pool instance's own count of what it lends, set against what pooltrace saw.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceBooks {
+    /// The instance: Get's receiver, hex.
+    pub address: String,
+    /// What the instance counts as lent out now, and its limit (None: it has none). Both
+    /// None when the books could not be read (`unreadable`).
+    pub used_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    /// Of `used_bytes`, what pooltrace saw go out since attach and not come back:
+    /// outstanding objects of any age, and objects dropped without a Put.
+    pub seen_outstanding_bytes: u64,
+    /// The rest: out before pooltrace attached.
+    pub before_attach_bytes: Option<u64>,
+    /// How fast `used_bytes` climbs, fitted over the last minute's reports, and the fit's
+    /// standard error; None until three reports span two seconds.
+    pub fill_rate_bytes_per_s: Option<f64>,
+    pub fill_rate_spread: Option<f64>,
+    /// Seconds until `used_bytes` reaches the limit at that rate; None when it is not
+    /// filling or has no limit.
+    pub exhausts_in_s: Option<f64>,
+    /// Why the books are not shown: a read that failed, or words that cannot be the books.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 /// Double Puts through one call path, after a first Put from one caller.
@@ -467,6 +497,7 @@ impl Report {
                 stacks_omitted: omitted,
                 stacks,
                 double_put_paths: double_put_paths(doubles, cx.symbolizer, plan),
+                instances: Vec::new(),
             });
         }
         Report {

@@ -109,6 +109,7 @@ fn plan(kind: PoolKind) -> PoolPlan {
         kind,
         inlined_gets: nothing_inlined("pool.Get", Side::Get),
         inlined_puts: nothing_inlined("pool.Put", Side::Put),
+        books: None,
     }
 }
 

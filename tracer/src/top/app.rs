@@ -425,6 +425,7 @@ mod tests {
                 stacks,
                 stacks_omitted: 0,
                 double_put_paths: Vec::new(),
+                instances: Vec::new(),
             }],
         }
     }

@@ -12,7 +12,7 @@ use ratatui::{
 
 use super::app::{sort_name, App, Row, Screen};
 use crate::{
-    report::{windows_line, PoolReport, Report, StackReport},
+    report::{books_line, windows_line, PoolReport, Report, StackReport},
     symbolize::Frame as StackFrame,
     units,
 };
@@ -169,7 +169,16 @@ fn pool_lines(app: &App) -> Vec<Line<'static>> {
             )),
         ])
     };
-    report.pools.iter().map(line).collect()
+    // Each pool's line, then its instances' own books.
+    let mut lines = Vec::new();
+    for pool in &report.pools {
+        lines.push(line(pool));
+        let books = pool.instances.iter();
+        lines.extend(
+            books.map(|i| Line::from(format!("  instance {}: {}", i.address, books_line(i)))),
+        );
+    }
+    lines
 }
 
 fn kind_name(pool: &PoolReport) -> &'static str {

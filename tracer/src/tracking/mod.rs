@@ -148,6 +148,9 @@ pub struct PoolState {
     /// Objects outstanding right now, of any age.
     pub outstanding: u64,
     pub outstanding_bytes: u64,
+    /// Bytes each pool instance (Get's receiver, where tracked) handed out since attach and
+    /// never got back: outstanding of any age, and collected.
+    pub held_by_instance: BTreeMap<u64, u64>,
     /// Every call path the kernel knows of (objects out, dropped or returned), in no order.
     pub groups: Vec<Group>,
     /// Double Puts, by both Puts' call paths (`--double-puts`), in no order.
@@ -226,11 +229,14 @@ impl Snapshot {
             let state = &mut states[pool];
             state.outstanding += 1;
             state.outstanding_bytes += object.size;
+            let path = object.path(key.pool);
+            if path.receiver != 0 {
+                *state.held_by_instance.entry(path.receiver).or_default() += object.size;
+            }
             let age = now_ns.saturating_sub(object.taken_ns);
             if age < min_age_ns {
                 continue;
             }
-            let path = object.path(key.pool);
             if let Some(group) = group_of(&mut groups, pool_of, &path) {
                 let held = &mut group.held;
                 held.count += 1;
@@ -244,9 +250,16 @@ impl Snapshot {
         }
         let collected: PerCpuHashMap<&MapData, PathKey, PathTotals> = map(ebpf, names::COLLECTED)?;
         for (path, per_cpu) in collected.iter().flatten() {
+            let bytes = per_cpu.iter().map(|t| t.bytes).sum::<u64>();
+            if let Some(pool) = pool_of(path.pool).filter(|_| path.receiver != 0) {
+                *states[pool]
+                    .held_by_instance
+                    .entry(path.receiver)
+                    .or_default() += bytes;
+            }
             if let Some(group) = group_of(&mut groups, pool_of, &path) {
                 group.held.collected += per_cpu.iter().map(|t| t.count).sum::<u64>();
-                group.held.collected_bytes += per_cpu.iter().map(|t| t.bytes).sum::<u64>();
+                group.held.collected_bytes += bytes;
             }
         }
         let crossed: PerCpuHashMap<&MapData, PathKey, PathCrossings> = map(ebpf, names::CROSSED)?;

@@ -1,0 +1,213 @@
+//! The pool's own books (`used` and `limit` in the pools file), read from the traced
+//! process's memory: what was out before the attach is told from what pooltrace saw, a
+//! wrong offset is never shown as a number, and the fill rate forecasts when a leaking pool
+//! refuses.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use pooltrace_tests::{fixture, pool, Scratch, Target, Tracer, Value};
+
+const THANOS_GET: &str = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[uint8]).Get";
+const THANOS_PUT: &str = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[uint8]).Put";
+
+/// A pools file for the thanospool fixture's byte pools, whose struct is `buckets`,
+/// `sizes`, `mtx`, then `used` (offset 56) and `max` (64), with `used` as given.
+fn thanospool_file(scratch: &Scratch, used: &str) -> String {
+    let text = format!(
+        "[[pool]]\nget = \"{THANOS_GET}\"\nput = \"{THANOS_PUT}\"\nobject = \"slice-ptr\"\n\
+         used = \"{used}\"\nlimit = \"*recv+64\"\n"
+    );
+    scratch.write("pools.toml", &text);
+    scratch.path("pools.toml")
+}
+
+fn instances(report: &Value) -> Vec<Value> {
+    let pool = pool(report, THANOS_GET);
+    pool["instances"].as_array().cloned().unwrap_or_default()
+}
+
+/// (used, seen since attach, out before attach) of each instance, smallest first.
+fn books(instances: &[Value]) -> Vec<(u64, u64, u64)> {
+    let mut books: Vec<(u64, u64, u64)> = instances
+        .iter()
+        .map(|i| {
+            let n = |field: &str| {
+                i[field]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{field}: {i:#}"))
+            };
+            (
+                n("used_bytes"),
+                n("seen_outstanding_bytes"),
+                n("before_attach_bytes"),
+            )
+        })
+        .collect();
+    books.sort_unstable();
+    books
+}
+
+/// The thanospool fixture built by Go 1.27 and Go 1.19, with and without symbols.
+const THANOSPOOL_BUILDS: [&str; 4] = [
+    "thanospool",
+    "thanospool-stripped",
+    "thanospool-go1.19",
+    "thanospool-go1.19-stripped",
+];
+
+#[test]
+fn what_was_out_before_the_attach_is_told_from_what_was_seen_after_to_the_byte() {
+    let scratch = Scratch::new("books-before");
+    let file = thanospool_file(&scratch, "*recv+56");
+    for build in THANOSPOOL_BUILDS {
+        let mut target = Target::start(&fixture(build));
+        // A round keeps every fourth object: 5 of 20 from `chunks` and 2 of 8 from the pool
+        // inside `bytes`, each 100 bytes asked in a 128-byte bucket.
+        target.round();
+        let tracer = Tracer::attach(target.pid, &["--pools-file", &file]);
+        target.round();
+        let report = tracer.interrupt().json();
+        let instances = instances(&report);
+        assert_eq!(
+            books(&instances),
+            [(2 * 256, 256, 256), (2 * 640, 640, 640)],
+            "{build}: {instances:#?}"
+        );
+        // max is 0, Thanos' "no limit": none is shown, and no exhaustion.
+        for instance in &instances {
+            assert!(
+                instance["limit_bytes"].is_null() && instance["exhausts_in_s"].is_null(),
+                "{build}: {instance:#}"
+            );
+        }
+        target.exit();
+    }
+}
+
+#[test]
+fn a_wrong_offset_is_said_once_and_never_shown_as_a_number() {
+    let scratch = Scratch::new("books-wrong");
+    // Offset 8 is the length of `buckets`: 7 size classes, not bytes lent out.
+    let file = thanospool_file(&scratch, "*recv+8");
+    let mut target = Target::start(&fixture("thanospool"));
+    let tracer = Tracer::attach(target.pid, &["--pools-file", &file, "--interval", "1s"]);
+    for _ in 0..3 {
+        target.round();
+        thread::sleep(Duration::from_millis(1100));
+    }
+    let finished = tracer.interrupt();
+    let said: Vec<&String> = (finished.stderr.iter())
+        .filter(|l| l.contains("are not shown: used reads 7, under the"))
+        .collect();
+    // Once per instance, whatever the number of reports.
+    assert_eq!(said.len(), 2, "{:#?}", finished.stderr);
+    let report = finished.json();
+    for instance in instances(&report) {
+        assert!(instance["used_bytes"].is_null(), "{instance:#}");
+        assert!(instance["before_attach_bytes"].is_null(), "{instance:#}");
+        let why = instance["unreadable"].as_str().expect("unreadable");
+        assert!(why.contains("do not match this binary's pool"), "{why}");
+    }
+    target.exit();
+}
+
+/// storegw serving with a chunk pool of `max_mib`, and the times at which it printed each
+/// status line ("chunk pool X of N MiB in use, R queries refused").
+struct Storegw {
+    server: std::process::Child,
+    load: std::process::Child,
+    refused_since: std::sync::mpsc::Receiver<Instant>,
+}
+
+impl Storegw {
+    fn start(max_mib: u32, seconds: u32) -> Self {
+        let storegw = fixture("storegw");
+        let mut server = Command::new(&storegw)
+            .args(["serve", "-pool-max-mib", &max_mib.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("serve");
+        let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+        let first = lines.next().expect("a line").expect("listening");
+        let addr = (first.split_whitespace())
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .expect("address")
+            .to_owned();
+        // The first status line that counts a refused query: when the pool ran dry.
+        let (tell, refused_since) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut told = false;
+            for line in lines.map_while(Result::ok) {
+                if !told && line.contains("queries refused") && !line.contains(", 0 queries") {
+                    told = tell.send(Instant::now()).is_ok();
+                }
+            }
+        });
+        let load = Command::new(&storegw)
+            .args(["load", "-addr", &addr, "-duration", &format!("{seconds}s")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("load");
+        Self {
+            server,
+            load,
+            refused_since,
+        }
+    }
+}
+
+impl Drop for Storegw {
+    fn drop(&mut self) {
+        for child in [&mut self.load, &mut self.server] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn sixty_seconds_after_attach_the_forecast_is_within_a_quarter_of_when_the_pool_refuses() {
+    let scratch = Scratch::new("books-forecast");
+    // storegw's chunk pool: maxTotal at offset 48, usedTotal at 56.
+    let text = "[[pool]]\nget = \"storegw/pool.(*BucketedPool[uint8]).Get\"\n\
+                put = \"storegw/pool.(*BucketedPool[uint8]).Put\"\nobject = \"slice-ptr\"\n\
+                used = \"*recv+56\"\nlimit = \"*recv+48\"\n";
+    scratch.write("pools.toml", text);
+    let file = scratch.path("pools.toml");
+    let storegw = Storegw::start(400, 240);
+    let tracer = Tracer::attach(
+        storegw.server.id() as i32,
+        &[
+            "--pools-file",
+            &file,
+            "--interval",
+            "5s",
+            "--duration",
+            "60s",
+        ],
+    );
+    thread::sleep(Duration::from_secs(45));
+    let finished = tracer.finish();
+    let forecast_at = Instant::now();
+    let report = finished.json();
+    let instance = pool(&report, "storegw/pool.(*BucketedPool[uint8]).Get")["instances"][0].clone();
+    let forecast = instance["exhausts_in_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{instance:#}"));
+    let refused = storegw
+        .refused_since
+        .recv_timeout(Duration::from_secs(400))
+        .expect("the pool ran dry");
+    // Status lines come every 5 s: the pool ran dry within the 5 s before this one.
+    let actual = refused.duration_since(forecast_at).as_secs_f64() - 2.5;
+    println!("forecast {forecast:.0} s; the pool refused after {actual:.0} s (± 2.5 s)");
+    assert!(
+        (forecast - actual).abs() <= 0.25 * actual,
+        "forecast {forecast:.0} s, refused after {actual:.0} s: {instance:#}"
+    );
+}
