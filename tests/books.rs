@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pooltrace_tests::{fixture, pool, Scratch, Target, Tracer, Value};
+use pooltrace_tests::{fixture, pool, Agent, Scratch, Target, Tracer, Value};
 
 const THANOS_GET: &str = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[uint8]).Get";
 const THANOS_PUT: &str = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[uint8]).Put";
@@ -113,6 +113,44 @@ fn a_wrong_offset_is_said_once_and_never_shown_as_a_number() {
         let why = instance["unreadable"].as_str().expect("unreadable");
         assert!(why.contains("do not match this binary's pool"), "{why}");
     }
+    target.exit();
+}
+
+#[test]
+fn the_agent_exports_each_instances_used_bytes_and_no_limit_where_there_is_none() {
+    let scratch = Scratch::new("books-agent");
+    let file = thanospool_file(&scratch, "*recv+56");
+    let mut target = Target::start(&fixture("thanospool"));
+    target.round();
+    let pid = target.pid.to_string();
+    let mut agent = Agent::start(&["--pid", &pid, "--pools-file", &file, "--budget", "0"]);
+    agent.expect_attached(target.pid, Duration::from_secs(10));
+    target.round();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let used = loop {
+        let metrics = agent.metrics();
+        let mut used: Vec<u64> = (metrics.lines())
+            .filter(|l| {
+                l.starts_with("pooltrace_pool_used_bytes{") && l.contains("pool_instance=\"0x")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        used.sort_unstable();
+        if used == [2 * 256, 2 * 640] || Instant::now() > deadline {
+            assert!(
+                !metrics.contains("pooltrace_pool_limit_bytes{"),
+                "{metrics}"
+            );
+            assert!(
+                !metrics.contains("pooltrace_pool_exhaustion_seconds{"),
+                "{metrics}"
+            );
+            break used;
+        }
+        thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(used, [2 * 256, 2 * 640]);
+    agent.stop();
     target.exit();
 }
 
