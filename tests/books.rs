@@ -15,20 +15,24 @@ use pooltrace_tests::{fixture, pool, Agent, Scratch, Target, Tracer, Value};
 const THANOS_GET: &str = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[uint8]).Get";
 const THANOS_PUT: &str = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[uint8]).Put";
 
-/// A pools file for the thanospool fixture's byte pools, whose struct is `buckets`,
-/// `sizes`, `mtx`, then `used` (offset 56) and `max` (64), with `used` as given.
+/// A pools file for the thanospool fixture's byte pools, whose struct is Thanos':
+/// `buckets`, `sizes`, then `maxTotal` (offset 48) and `usedTotal` (56), with `used` as
+/// given.
 fn thanospool_file(scratch: &Scratch, used: &str) -> String {
     let text = format!(
         "[[pool]]\nget = \"{THANOS_GET}\"\nput = \"{THANOS_PUT}\"\nobject = \"slice-ptr\"\n\
-         used = \"{used}\"\nlimit = \"*recv+64\"\n"
+         used = \"{used}\"\nlimit = \"*recv+48\"\n"
     );
     scratch.write("pools.toml", &text);
     scratch.path("pools.toml")
 }
 
+/// The instances of every pool in `report`.
 fn instances(report: &Value) -> Vec<Value> {
-    let pool = pool(report, THANOS_GET);
-    pool["instances"].as_array().cloned().unwrap_or_default()
+    let pools = report["pools"].as_array().cloned().unwrap_or_default();
+    (pools.iter())
+        .flat_map(|p| p["instances"].as_array().cloned().unwrap_or_default())
+        .collect()
 }
 
 /// (used, seen since attach, out before attach) of each instance, smallest first.
@@ -64,19 +68,37 @@ const THANOSPOOL_BUILDS: [&str; 4] = [
 fn what_was_out_before_the_attach_is_told_from_what_was_seen_after_to_the_byte() {
     let scratch = Scratch::new("books-before");
     let file = thanospool_file(&scratch, "*recv+56");
-    for build in THANOSPOOL_BUILDS {
+    // The pools file's offsets, then the thanos preset's: from DWARF, or in a build
+    // without it, Thanos' layout confirmed by Get's code.
+    let named = ["--pools-file", file.as_str()];
+    let preset = ["--pool", "thanos"];
+    // Not the preset on stripped Go 1.19, whose pclntab elides the type arguments: its two
+    // shapes of `BucketedPool[...]` share one name, the preset probes one of them, and the
+    // receiver it reads there is the dictionary (the books then say so, with no number).
+    let runs = THANOSPOOL_BUILDS
+        .iter()
+        .flat_map(|b| [(b, &named), (b, &preset)]);
+    for (build, pools) in
+        runs.filter(|&(b, p)| !(*b == "thanospool-go1.19-stripped" && p == &preset))
+    {
         let mut target = Target::start(&fixture(build));
         // A round keeps every fourth object: 5 of 20 from `chunks` and 2 of 8 from the pool
         // inside `bytes`, each 100 bytes asked in a 128-byte bucket.
         target.round();
-        let tracer = Tracer::attach(target.pid, &["--pools-file", &file]);
+        let tracer = Tracer::attach(target.pid, pools);
         target.round();
         let report = tracer.interrupt().json();
         let instances = instances(&report);
+        // The preset traces `samples` too: 3 of 12 kept, in 128-element buckets, which
+        // usedTotal counts by capacity as pooltrace sizes them.
+        let mut expected = vec![(2 * 256, 256, 256), (2 * 640, 640, 640)];
+        if pools == &preset {
+            expected.insert(1, (2 * 384, 384, 384));
+        }
         assert_eq!(
             books(&instances),
-            [(2 * 256, 256, 256), (2 * 640, 640, 640)],
-            "{build}: {instances:#?}"
+            expected,
+            "{build} {pools:?}: {instances:#?}"
         );
         // max is 0, Thanos' "no limit": none is shown, and no exhaustion.
         for instance in &instances {

@@ -1,12 +1,14 @@
 //! Reading Go binaries: the ELF layout (segments, address <-> file offset), Go's own
 //! function table (pclntab, present even when stripped), the ELF symbols, the build info,
-//! and which function a user's Go name means (generic shape functions included).
+//! which function a user's Go name means (generic shape functions included), and from
+//! DWARF where there is some, the fields of a struct (`dwarf`).
 //!
 //! The file is memory-mapped, not copied: Go binaries run to hundreds of megabytes.
 
 mod buildinfo;
 mod bytes;
 pub(crate) mod calls;
+pub(crate) mod dwarf;
 mod generics;
 mod locate;
 mod names;
@@ -343,6 +345,45 @@ impl GoBinary {
     /// The whole file, for readers (DWARF) that parse it themselves.
     pub(crate) fn data(&self) -> &[u8] {
         &self.data
+    }
+
+    /// Whether the build carries DWARF (`-ldflags=-w` leaves it out).
+    pub fn has_dwarf(&self) -> bool {
+        object::File::parse(&*self.data)
+            .is_ok_and(|file| file.section_by_name(".debug_info").is_some())
+    }
+
+    /// The byte offsets of the fields of struct `name`, from DWARF; None without DWARF, or
+    /// when it does not describe such a struct.
+    pub fn struct_fields(&self, name: &str) -> Option<Vec<(String, u64)>> {
+        dwarf::struct_fields(&dwarf::load(&self.data)?, name)
+    }
+
+    /// Whether `function`'s code loads or stores every one of `offsets` from a register
+    /// (a pointer, not the stack): what a method does with its receiver's fields.
+    pub fn accesses_fields(&self, function: &Function, offsets: &[u64]) -> bool {
+        use iced_x86::{Decoder, DecoderOptions, OpKind, Register};
+        let Some(code) = self.code(function) else {
+            return false;
+        };
+        let mut seen = vec![false; offsets.len()];
+        for instruction in Decoder::with_ip(64, code, function.addr, DecoderOptions::NONE) {
+            let memory =
+                (0..instruction.op_count()).any(|i| instruction.op_kind(i) == OpKind::Memory);
+            let base = instruction.memory_base();
+            let through_pointer = !matches!(
+                base,
+                Register::None | Register::RSP | Register::RBP | Register::RIP
+            ) && instruction.memory_index() == Register::None;
+            if !(memory && through_pointer) {
+                continue;
+            }
+            let displacement = instruction.memory_displacement64();
+            for (offset, found) in offsets.iter().zip(&mut seen) {
+                *found |= *offset == displacement;
+            }
+        }
+        seen.iter().all(|&found| found)
     }
 
     /// Position-independent (ET_DYN): loaded at a bias chosen by the kernel.

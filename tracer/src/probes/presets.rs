@@ -6,7 +6,7 @@ use clap::ValueEnum;
 
 use super::{
     keyspec::ObjectKind,
-    spec::{KeyOverrides, PoolKind, PoolSpec},
+    spec::{BooksSpec, KeyOverrides, PoolKind, PoolSpec},
 };
 use crate::{
     error::{Error, Result},
@@ -18,7 +18,8 @@ pub enum Preset {
     /// sync.(*Pool).Get / Put: objects boxed in `any`.
     Sync,
     /// Thanos' pkg/pool: every instantiation of BucketedPool[T] (`*[]T`, since 2024-09) and the
-    /// older BucketedBytes (`*[]byte`); sizes from the slice's capacity.
+    /// older BucketedBytes (`*[]byte`); sizes from the slice's capacity, and each instance's
+    /// own books (`usedTotal`, `maxTotal`).
     Thanos,
     /// Prometheus' util/pool.(*Pool): `[]byte`, or `interface{}` in older releases.
     Prometheus,
@@ -103,18 +104,55 @@ fn thanos_pools(binary: &GoBinary) -> Vec<PoolSpec> {
             let args = f.name.strip_prefix(&generic)?.strip_suffix("]).Get")?;
             (args.starts_with("go.shape.") || args == "...").then(|| {
                 let put = format!("{generic}{args}]).Put");
-                spec(&f.name, &put, ObjectKind::SlicePtr)
+                PoolSpec {
+                    books: thanos_books(binary, f),
+                    ..spec(&f.name, &put, ObjectKind::SlicePtr)
+                }
             })
         })
         .collect();
     pools.dedup_by(|a, b| a.get == b.get);
     let bytes = format!("{THANOS_POOL}(*BucketedBytes).");
-    pools.push(spec(
-        &format!("{bytes}Get"),
-        &format!("{bytes}Put"),
-        ObjectKind::SlicePtr,
-    ));
+    let get = format!("{bytes}Get");
+    pools.push(PoolSpec {
+        books: binary.function(&get).and_then(|f| thanos_books(binary, f)),
+        ..spec(&get, &format!("{bytes}Put"), ObjectKind::SlicePtr)
+    });
     pools
+}
+
+/// Where Thanos' counting pools keep their books: `usedTotal` and `maxTotal`, after the
+/// `buckets` and `sizes` slices, in BucketedBytes and in BucketedPool[T] alike.
+const THANOS_USED: u32 = 56;
+const THANOS_LIMIT: u32 = 48;
+
+/// The books of the pool whose Get is `get`: the offsets DWARF gives `usedTotal` and
+/// `maxTotal` in Get's receiver type; in a build without DWARF, Thanos' layout, if Get's
+/// code reads both fields there (its check against the limit). Otherwise none: a layout
+/// that cannot be confirmed shows no numbers.
+fn thanos_books(binary: &GoBinary, get: &crate::gobin::Function) -> Option<BooksSpec> {
+    if !binary.has_dwarf() {
+        let offsets = [THANOS_USED, THANOS_LIMIT].map(u64::from);
+        let books = BooksSpec {
+            used: THANOS_USED,
+            limit: Some(THANOS_LIMIT),
+        };
+        return binary.accesses_fields(get, &offsets).then_some(books);
+    }
+    let fields = binary.struct_fields(&receiver_type(&get.name)?)?;
+    let offset = |name: &str| fields.iter().find(|(f, _)| f == name).map(|&(_, o)| o);
+    Some(BooksSpec {
+        used: u32::try_from(offset("usedTotal")?).ok()?,
+        limit: Some(u32::try_from(offset("maxTotal")?).ok()?),
+    })
+}
+
+/// The struct a pointer method's receiver points to, as DWARF names it:
+/// `pkg.(*BucketedPool[go.shape.uint8]).Get` is a method of `pkg.BucketedPool[go.shape.uint8]`.
+fn receiver_type(method: &str) -> Option<String> {
+    let (package, rest) = method.split_once(".(*")?;
+    let (receiver, _) = rest.rsplit_once(").")?;
+    Some(format!("{package}.{receiver}"))
 }
 
 /// Keeps the pools whose Get and Put are both in the binary.
@@ -146,5 +184,20 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         double_puts: false,
         stream: false,
         books: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::receiver_type;
+
+    #[test]
+    fn a_pointer_method_names_its_receiver_struct_as_dwarf_does() {
+        let get = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[go.shape.struct { main.t int64 }]).Get";
+        assert_eq!(
+            receiver_type(get).as_deref(),
+            Some("github.com/thanos-io/thanos/pkg/pool.BucketedPool[go.shape.struct { main.t int64 }]")
+        );
+        assert_eq!(receiver_type("main.getBuf"), None);
     }
 }

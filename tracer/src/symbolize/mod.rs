@@ -3,18 +3,18 @@
 //! carry; DWARF (loaded only if pclntab has no answer, as for cgo's C code) and then the ELF
 //! symbols (`function+offset`) are the fallbacks.
 
-use std::{borrow::Cow, cell::OnceCell, collections::HashMap, rc::Rc};
+use std::{cell::OnceCell, collections::HashMap};
 
 use addr2line::Context;
-use object::{Object, ObjectSection};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    gobin::{Function, GoBinary},
+    gobin::{
+        dwarf::{self, Reader},
+        Function, GoBinary,
+    },
     process::Process,
 };
-
-type Reader = gimli::EndianRcSlice<gimli::LittleEndian>;
 
 /// One frame of a call stack, innermost first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,17 +224,7 @@ impl<'a> Symbolizer<'a> {
     }
 }
 
-/// Go compresses its DWARF (SHF_COMPRESSED); the sections are inflated once here.
+/// The line tables of the binary's DWARF, read once.
 fn load_dwarf(data: &[u8]) -> Option<Context<Reader>> {
-    let file = object::File::parse(data).ok()?;
-    file.section_by_name(".debug_info")?;
-    let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
-        let bytes = file
-            .section_by_name(id.name())
-            .and_then(|s| s.uncompressed_data().ok())
-            .unwrap_or(Cow::Borrowed(&[]));
-        Ok(Reader::new(Rc::from(&*bytes), gimli::LittleEndian))
-    };
-    let dwarf = gimli::Dwarf::load(load).ok()?;
-    Context::from_dwarf(dwarf).ok()
+    Context::from_dwarf(dwarf::load(data)?).ok()
 }
