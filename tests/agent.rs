@@ -47,7 +47,7 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
         &format!(
             "pooltrace: error: pools file {pools}: line 5, column 3: unknown field `gett`, \
              expected one of `preset`, `get`, `put`, `object`, `kind`, `get_key`, `get_size`, \
-             `put_key`"
+             `put_key`, `used`, `limit`"
         ),
     );
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
