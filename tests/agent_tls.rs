@@ -560,3 +560,36 @@ fn top_reads_the_agent_over_https_with_its_ca_a_client_certificate_and_basic_aut
     });
     tmux.quit_top();
 }
+
+#[test]
+fn top_refuses_an_agent_whose_certificate_its_ca_did_not_sign_in_one_line() {
+    let dir = Scratch::new("tls-top-ca");
+    make_certificates(&dir);
+    let (_, other_ca) = new_ca("another CA");
+    dir.write("other-ca.pem", &other_ca);
+    let config = web_config(&dir, "", false);
+    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let url = format!("https://{}", agent.addr);
+    let tmux = Tmux::start("tls-ca", dir.0.clone(), 220, 20);
+    tmux.type_line(&top_command(&[
+        "--agent",
+        &url,
+        "--agent-ca",
+        "other-ca.pem",
+    ]));
+    let refused = format!("pooltrace: error: cannot reach the agent at {url}: invalid peer certificate: UnknownIssuer");
+    let screen = tmux.until("refused", Duration::from_secs(10), |s| {
+        s.iter().any(|l| l == "top exited 1")
+    });
+    assert!(
+        screen.iter().any(|l| l == &refused),
+        "{}",
+        screen.join("\n")
+    );
+    // One line: the command line, the error, the status.
+    let said: Vec<&String> = screen
+        .iter()
+        .filter(|l| l.starts_with("pooltrace:"))
+        .collect();
+    assert_eq!(said, [&refused]);
+}
