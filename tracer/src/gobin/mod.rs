@@ -347,16 +347,10 @@ impl GoBinary {
         &self.data
     }
 
-    /// Whether the build carries DWARF (`-ldflags=-w` leaves it out).
-    pub fn has_dwarf(&self) -> bool {
-        object::File::parse(&*self.data)
-            .is_ok_and(|file| file.section_by_name(".debug_info").is_some())
-    }
-
-    /// The byte offsets of the fields of struct `name`, from DWARF; None without DWARF, or
-    /// when it does not describe such a struct.
-    pub fn struct_fields(&self, name: &str) -> Option<Vec<(String, u64)>> {
-        dwarf::struct_fields(&dwarf::load(&self.data)?, name)
+    /// The build's DWARF, inflated anew at each call (hold on to it); None without
+    /// (`-ldflags=-w` leaves it out).
+    pub fn dwarf(&self) -> Option<gimli::Dwarf<dwarf::Reader>> {
+        dwarf::load(&self.data)
     }
 
     /// Whether `function`'s code loads or stores every one of `offsets` from a register

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
-    gobin::{calls::direct_call_targets, GoBinary},
+    gobin::{calls::direct_call_targets, dwarf, GoBinary},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -104,20 +104,23 @@ fn thanos_pools(binary: &GoBinary) -> Vec<PoolSpec> {
             let args = f.name.strip_prefix(&generic)?.strip_suffix("]).Get")?;
             (args.starts_with("go.shape.") || args == "...").then(|| {
                 let put = format!("{generic}{args}]).Put");
-                PoolSpec {
-                    books: thanos_books(binary, f),
-                    ..spec(&f.name, &put, ObjectKind::SlicePtr)
-                }
+                spec(&f.name, &put, ObjectKind::SlicePtr)
             })
         })
         .collect();
     pools.dedup_by(|a, b| a.get == b.get);
     let bytes = format!("{THANOS_POOL}(*BucketedBytes).");
-    let get = format!("{bytes}Get");
-    pools.push(PoolSpec {
-        books: binary.function(&get).and_then(|f| thanos_books(binary, f)),
-        ..spec(&get, &format!("{bytes}Put"), ObjectKind::SlicePtr)
-    });
+    pools.push(spec(
+        &format!("{bytes}Get"),
+        &format!("{bytes}Put"),
+        ObjectKind::SlicePtr,
+    ));
+    // Inflating a large build's DWARF takes a while: once for every pool.
+    let dwarf = binary.dwarf();
+    for pool in &mut pools {
+        let get = binary.function(&pool.get);
+        pool.books = get.and_then(|get| thanos_books(binary, dwarf.as_ref(), get));
+    }
     pools
 }
 
@@ -130,16 +133,20 @@ const THANOS_LIMIT: u32 = 48;
 /// `maxTotal` in Get's receiver type; in a build without DWARF, Thanos' layout, if Get's
 /// code reads both fields there (its check against the limit). Otherwise none: a layout
 /// that cannot be confirmed shows no numbers.
-fn thanos_books(binary: &GoBinary, get: &crate::gobin::Function) -> Option<BooksSpec> {
-    if !binary.has_dwarf() {
+fn thanos_books(
+    binary: &GoBinary,
+    dwarf: Option<&gimli::Dwarf<dwarf::Reader>>,
+    get: &crate::gobin::Function,
+) -> Option<BooksSpec> {
+    let Some(dwarf) = dwarf else {
         let offsets = [THANOS_USED, THANOS_LIMIT].map(u64::from);
         let books = BooksSpec {
             used: THANOS_USED,
             limit: Some(THANOS_LIMIT),
         };
         return binary.accesses_fields(get, &offsets).then_some(books);
-    }
-    let fields = binary.struct_fields(&receiver_type(&get.name)?)?;
+    };
+    let fields = dwarf::struct_fields(dwarf, &receiver_type(&get.name)?)?;
     let offset = |name: &str| fields.iter().find(|(f, _)| f == name).map(|&(_, o)| o);
     Some(BooksSpec {
         used: u32::try_from(offset("usedTotal")?).ok()?,
