@@ -35,10 +35,12 @@ use rustls::{
 const USER: &str = "prometheus";
 const PASSWORD: &str = "correct horse battery staple";
 
-/// Writes, into `dir`: `ca.pem`; `server.pem` and `server.key` (127.0.0.1, from that CA);
-/// `client.pem` and `client.key` (from that CA); `stranger.pem` and `stranger.key` (a client
-/// certificate from another CA, whose own certificate is written nowhere).
-fn make_certificates(dir: &Scratch) {
+/// A scratch directory `dir_name` holding `ca.pem`; `server.pem` and `server.key` (127.0.0.1,
+/// from that CA); `client.pem` and `client.key` (from that CA); `stranger.pem` and
+/// `stranger.key` (a client certificate from another CA, whose own certificate is written
+/// nowhere).
+fn certified(dir_name: &str) -> Scratch {
+    let dir = Scratch::new(dir_name);
     let (ca, ca_pem) = new_ca("pooltrace test CA");
     dir.write("ca.pem", &ca_pem);
     let (other_ca, _) = new_ca("another CA");
@@ -66,6 +68,7 @@ fn make_certificates(dir: &Scratch) {
         dir.write(&format!("{name}.pem"), &certificate.pem());
         dir.write(&format!("{name}.key"), &key.serialize_pem());
     }
+    dir
 }
 
 /// A self-signed CA named `name`, and its certificate's PEM.
@@ -79,7 +82,7 @@ fn new_ca(name: &str) -> (Issuer<'static, KeyPair>, String) {
     (Issuer::new(params, key), certificate.pem())
 }
 
-/// A web config with TLS from `make_certificates`, `extra` lines under `tls_server_config`,
+/// A web config with TLS from `certified`, `extra` lines under `tls_server_config`,
 /// and basic auth for `USER` when `with_users`.
 fn web_config(dir: &Scratch, extra: &str, with_users: bool) -> String {
     let mut yaml =
@@ -91,6 +94,12 @@ fn web_config(dir: &Scratch, extra: &str, with_users: bool) -> String {
     }
     dir.write("web.yml", &yaml);
     dir.path("web.yml")
+}
+
+/// An agent on loopback serving with `web_config(dir, extra, with_users)`.
+fn tls_agent(dir: &Scratch, extra: &str, with_users: bool) -> Agent {
+    let config = web_config(dir, extra, with_users);
+    agent_on("127.0.0.1", &["--web-config", &config])
 }
 
 /// An agent that traces nothing, listening on a free port of `listen_ip`, with `args`.
@@ -276,10 +285,8 @@ impl Drop for Prometheus {
 
 #[test]
 fn prometheus_scrapes_the_agent_over_https_with_basic_auth_and_a_wrong_password_is_down() {
-    let dir = Scratch::new("tls-prometheus");
-    make_certificates(&dir);
-    let config = web_config(&dir, "", true);
-    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let dir = certified("tls-prometheus");
+    let agent = tls_agent(&dir, "", true);
     let prometheus = Prometheus::start(
         &dir,
         &agent.addr,
@@ -310,10 +317,8 @@ fn prometheus_scrapes_the_agent_over_https_with_basic_auth_and_a_wrong_password_
 
 #[test]
 fn a_wrong_password_gets_401_with_www_authenticate_basic_and_the_next_client_is_served() {
-    let dir = Scratch::new("tls-password");
-    make_certificates(&dir);
-    let config = web_config(&dir, "", true);
-    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let dir = certified("tls-password");
+    let agent = tls_agent(&dir, "", true);
     let client = tls_client(&dir, None);
     for login in [
         Some((USER, "guess")),
@@ -336,10 +341,8 @@ fn a_wrong_password_gets_401_with_www_authenticate_basic_and_the_next_client_is_
 
 #[test]
 fn plain_http_on_the_tls_port_gets_400_and_the_next_client_is_served() {
-    let dir = Scratch::new("tls-plain");
-    make_certificates(&dir);
-    let config = web_config(&dir, "", true);
-    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let dir = certified("tls-plain");
+    let agent = tls_agent(&dir, "", true);
     let client = tls_client(&dir, None);
     for _ in 0..2 {
         let (status, body) =
@@ -355,11 +358,9 @@ fn plain_http_on_the_tls_port_gets_400_and_the_next_client_is_served() {
 
 #[test]
 fn require_and_verify_client_cert_refuses_another_cas_certificate_and_none_and_serves_on() {
-    let dir = Scratch::new("tls-client-cert");
-    make_certificates(&dir);
+    let dir = certified("tls-client-cert");
     let extra = "  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n";
-    let config = web_config(&dir, extra, false);
-    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let agent = tls_agent(&dir, extra, false);
     let good = tls_client(&dir, Some("client"));
     for (certificate, alert) in [
         (Some("stranger"), "received fatal alert: UnknownCA"),
@@ -379,10 +380,8 @@ fn require_and_verify_client_cert_refuses_another_cas_certificate_and_none_and_s
 
 #[test]
 fn clients_that_never_start_their_handshake_are_dropped_after_5s_and_others_are_served_meanwhile() {
-    let dir = Scratch::new("tls-idle");
-    make_certificates(&dir);
-    let config = web_config(&dir, "", true);
-    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let dir = certified("tls-idle");
+    let agent = tls_agent(&dir, "", true);
     let client = tls_client(&dir, None);
     let login = Some((USER, PASSWORD));
     // 31 of the 32 connections the agent serves at once say nothing: the last is served.
@@ -418,8 +417,7 @@ fn clients_that_never_start_their_handshake_are_dropped_after_5s_and_others_are_
 
 #[test]
 fn an_unknown_key_fails_the_start_in_one_line_naming_the_file_and_the_key() {
-    let dir = Scratch::new("tls-unknown-key");
-    make_certificates(&dir);
+    let dir = certified("tls-unknown-key");
     let config = web_config(&dir, "  client_ca_fle: ca.pem\n", true);
     let output = run_pooltrace(&[
         "agent",
@@ -445,8 +443,7 @@ fn an_unknown_key_fails_the_start_in_one_line_naming_the_file_and_the_key() {
 
 #[test]
 fn a_missing_certificate_or_a_key_not_its_own_fails_the_start_in_one_line_naming_the_key() {
-    let dir = Scratch::new("tls-bad-files");
-    make_certificates(&dir);
+    let dir = certified("tls-bad-files");
     let agent = |config: &str| {
         run_pooltrace(&[
             "agent",
@@ -515,8 +512,7 @@ fn a_non_loopback_listen_warns_once_without_web_config_and_not_with_tls_and_basi
         )]
     );
 
-    let dir = Scratch::new("tls-no-warning");
-    make_certificates(&dir);
+    let dir = certified("tls-no-warning");
     let config = web_config(&dir, "", true);
     let protected = agent_on("0.0.0.0", &["--web-config", &config]);
     assert_served(&protected, &tls_client(&dir, None), Some((USER, PASSWORD)));
@@ -525,11 +521,9 @@ fn a_non_loopback_listen_warns_once_without_web_config_and_not_with_tls_and_basi
 
 #[test]
 fn top_reads_the_agent_over_https_with_its_ca_a_client_certificate_and_basic_auth() {
-    let dir = Scratch::new("tls-top");
-    make_certificates(&dir);
+    let dir = certified("tls-top");
     let extra = "  client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n";
-    let config = web_config(&dir, extra, true);
-    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let agent = tls_agent(&dir, extra, true);
     dir.write("password", &format!("{PASSWORD}\n"));
     dir.write("wrong", "not it\n");
     let url = format!("https://{}", agent.addr);
@@ -563,12 +557,10 @@ fn top_reads_the_agent_over_https_with_its_ca_a_client_certificate_and_basic_aut
 
 #[test]
 fn top_refuses_an_agent_whose_certificate_its_ca_did_not_sign_in_one_line() {
-    let dir = Scratch::new("tls-top-ca");
-    make_certificates(&dir);
+    let dir = certified("tls-top-ca");
     let (_, other_ca) = new_ca("another CA");
     dir.write("other-ca.pem", &other_ca);
-    let config = web_config(&dir, "", false);
-    let agent = agent_on("127.0.0.1", &["--web-config", &config]);
+    let agent = tls_agent(&dir, "", false);
     let url = format!("https://{}", agent.addr);
     let tmux = Tmux::start("tls-ca", dir.0.clone(), 220, 20);
     tmux.type_line(&top_command(&[
