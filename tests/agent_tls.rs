@@ -96,6 +96,19 @@ fn web_config(dir: &Scratch, extra: &str, with_users: bool) -> String {
     dir.path("web.yml")
 }
 
+/// An agent started with the web config `config`, run to its end (one that fails to start).
+fn agent_with_web_config(config: &str) -> std::process::Output {
+    run_pooltrace(&[
+        "agent",
+        "--exe",
+        "x",
+        "--pool",
+        "sync",
+        "--web-config",
+        config,
+    ])
+}
+
 /// An agent on loopback serving with `web_config(dir, extra, with_users)`.
 fn tls_agent(dir: &Scratch, extra: &str, with_users: bool) -> Agent {
     let config = web_config(dir, extra, with_users);
@@ -419,15 +432,7 @@ fn clients_that_never_start_their_handshake_are_dropped_after_5s_and_others_are_
 fn an_unknown_key_fails_the_start_in_one_line_naming_the_file_and_the_key() {
     let dir = certified("tls-unknown-key");
     let config = web_config(&dir, "  client_ca_fle: ca.pem\n", true);
-    let output = run_pooltrace(&[
-        "agent",
-        "--exe",
-        "x",
-        "--pool",
-        "sync",
-        "--web-config",
-        &config,
-    ]);
+    let output = agent_with_web_config(&config);
     assert_one_line_error(
         &output,
         &format!(
@@ -444,23 +449,12 @@ fn an_unknown_key_fails_the_start_in_one_line_naming_the_file_and_the_key() {
 #[test]
 fn a_missing_certificate_or_a_key_not_its_own_fails_the_start_in_one_line_naming_the_key() {
     let dir = certified("tls-bad-files");
-    let agent = |config: &str| {
-        run_pooltrace(&[
-            "agent",
-            "--exe",
-            "x",
-            "--pool",
-            "sync",
-            "--web-config",
-            config,
-        ])
-    };
     let config = dir.write(
         "missing.yml",
         "tls_server_config:\n  cert_file: gone.pem\n  key_file: server.key\n",
     );
     let config = config.to_str().expect("a UTF-8 path");
-    let output = agent(config);
+    let output = agent_with_web_config(config);
     assert_one_line_error(
         &output,
         &format!(
@@ -476,7 +470,7 @@ fn a_missing_certificate_or_a_key_not_its_own_fails_the_start_in_one_line_naming
         "tls_server_config:\n  cert_file: server.pem\n  key_file: client.key\n",
     );
     let config = config.to_str().expect("a UTF-8 path");
-    let output = agent(config);
+    let output = agent_with_web_config(config);
     assert_one_line_error(
         &output,
         &format!(
