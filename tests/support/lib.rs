@@ -897,32 +897,12 @@ impl Drop for Scratch {
 }
 
 /// A tmux server of its own, with one window running a plain shell in `dir`.
-pub struct Tmux {
-    socket: String,
-    dir: PathBuf,
-}
+pub struct Tmux(pooltrace_harness::Tmux);
 
 impl Tmux {
     pub fn start(name: &str, dir: PathBuf, width: u16, height: u16) -> Self {
-        let tmux = Self {
-            socket: format!("pooltrace-top-{name}-{}", std::process::id()),
-            dir,
-        };
-        let (width, height) = (width.to_string(), height.to_string());
-        let dir = tmux.dir.to_str().expect("UTF-8 dir").to_owned();
-        tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            &width,
-            "-y",
-            &height,
-            "-c",
-            &dir,
+        let socket = format!("pooltrace-top-{name}-{}", std::process::id());
+        let shell = [
             "env",
             "-i",
             "PATH=/usr/bin:/bin:/usr/sbin:/sbin",
@@ -931,18 +911,15 @@ impl Tmux {
             "bash",
             "--norc",
             "--noprofile",
-        ]);
-        tmux
+        ]
+        .map(std::ffi::OsStr::new);
+        let program = real_program("POOLTRACE_TMUX");
+        let tmux = pooltrace_harness::Tmux::start(&program, socket, (width, height), &dir, &shell);
+        Self(tmux.expect("start tmux"))
     }
 
     pub fn run(&self, args: &[&str]) -> String {
-        let output = Command::new(real_program("POOLTRACE_TMUX"))
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("run tmux");
-        assert!(output.status.success(), "tmux {args:?}: {output:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        (self.0.run(args)).unwrap_or_else(|e| panic!("tmux {args:?}: {e}"))
     }
 
     /// Types `text` and Enter into the shell.
@@ -958,8 +935,7 @@ impl Tmux {
 
     /// What the terminal shows now, one string a line.
     pub fn screen(&self) -> Vec<String> {
-        let text = self.run(&["capture-pane", "-p", "-t", "top"]);
-        text.lines().map(str::to_owned).collect()
+        self.0.screen().expect("capture the pane")
     }
 
     /// What the terminal shows now, with its colours and attributes as escape sequences.
@@ -998,27 +974,7 @@ impl Tmux {
         limit: Duration,
         test: impl Fn(&[String]) -> bool,
     ) -> Vec<String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if test(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} within {limit:?}:\n{}",
-                screen.join("\n")
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new(real_program("POOLTRACE_TMUX"))
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
+        (self.0.until(limit, test)).unwrap_or_else(|e| panic!("{what}: {e}"))
     }
 }
 

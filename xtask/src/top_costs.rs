@@ -4,11 +4,13 @@
 //! in a tmux window of the bench's own.
 
 use std::{
+    ffi::OsStr,
     path::Path,
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
+
+use pooltrace_harness::Tmux;
 
 use crate::{
     launch::{cpu_ticks, pooltrace_tracer, stats, Target, WORKLOADS},
@@ -110,83 +112,39 @@ fn own_cpu(pooltrace: &Path, target_bin: &Path, tmux: &Path) -> Result {
 }
 
 /// `pooltrace top` alone in a tmux window of a server of the bench's own.
-struct Window<'a> {
-    tmux: &'a Path,
-    socket: String,
+struct Window {
+    tmux: Tmux,
     /// pooltrace's: tmux runs a command given as several arguments without a shell.
     pid: u32,
 }
 
-impl<'a> Window<'a> {
+impl Window {
     /// Starts top on `pid` and waits until its screen shows the target (it is attached).
-    fn top(tmux: &'a Path, pooltrace: &Path, pid: i32, pool: &[&str]) -> Result<Self> {
+    fn top(tmux: &Path, pooltrace: &Path, pid: i32, pool: &[&str]) -> Result<Self> {
         let socket = format!("pooltrace-bench-{}", std::process::id());
         let pid_arg = pid.to_string();
-        let mut command = Command::new(tmux);
-        command.args([
-            "-L",
-            &socket,
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-x",
-            "160",
-        ]);
-        command.args(["-y", "50", "-s", "top"]).arg(pooltrace);
-        command
-            .args(["top", "--interval", "1s", "--pid", &pid_arg])
-            .args(pool);
-        if !command.status()?.success() {
-            return Err("tmux new-session failed".into());
-        }
-        let pane_pid = Self::tmux(
-            tmux,
-            &socket,
-            &["list-panes", "-t", "top", "-F", "#{pane_pid}"],
-        )?;
+        let mut command = vec![pooltrace.as_os_str()];
+        let args = ["top", "--interval", "1s", "--pid", &pid_arg];
+        command.extend(args.iter().chain(pool).map(OsStr::new));
+        let tmux = Tmux::start(tmux, socket, (160, 50), Path::new("/"), &command)?;
         let window = Self {
+            pid: tmux.pane_pid()?,
             tmux,
-            socket,
-            pid: pane_pid.trim().parse()?,
         };
         window.wait_for(&format!("PID {pid} "))?;
         Ok(window)
     }
 
-    fn tmux(tmux: &Path, socket: &str, args: &[&str]) -> Result<String> {
-        let output = Command::new(tmux)
-            .args(["-L", socket])
-            .args(args)
-            .output()?;
-        match output.status.success() {
-            true => Ok(String::from_utf8_lossy(&output.stdout).into_owned()),
-            false => {
-                Err(format!("tmux {args:?}: {}", String::from_utf8_lossy(&output.stderr)).into())
-            }
-        }
-    }
-
     /// Waits until the screen holds `text`.
     fn wait_for(&self, text: &str) -> Result {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let screen = Self::tmux(
-                self.tmux,
-                &self.socket,
-                &["capture-pane", "-p", "-t", "top"],
-            )?;
-            if screen.contains(text) {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-        Err(format!("top never showed {text:?}").into())
+        let shows = |screen: &[String]| screen.iter().any(|l| l.contains(text));
+        self.tmux.until(Duration::from_secs(60), shows)?;
+        Ok(())
     }
 
     /// Presses q and waits for top to detach and exit.
     fn quit(self) -> Result {
-        Self::tmux(self.tmux, &self.socket, &["send-keys", "-t", "top", "q"])?;
+        self.tmux.run(&["send-keys", "-t", "top", "q"])?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Path::new(&format!("/proc/{}", self.pid)).exists() {
             if Instant::now() > deadline {
@@ -195,13 +153,5 @@ impl<'a> Window<'a> {
             thread::sleep(Duration::from_millis(100));
         }
         Ok(())
-    }
-}
-
-impl Drop for Window<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(self.tmux)
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
     }
 }

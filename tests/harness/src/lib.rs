@@ -1,13 +1,14 @@
-//! Driving child processes by the lines they print, each wait bounded in time, and asking an
-//! HTTP endpoint (the agent's), and the Caddy site both load: shared by the integration
-//! tests (which panic on a failure) and `cargo xtask bench` (which reports it).
+//! Driving child processes by the lines they print, each wait bounded in time, asking an
+//! HTTP endpoint (the agent's), the Caddy site both load, and a tmux terminal: shared by the
+//! integration tests (which panic on a failure) and `cargo xtask bench` (which reports it).
 //! It depends on nothing of pooltrace's, so xtask builds even while the eBPF object is stale.
 
 use std::{
+    ffi::OsStr,
     fmt,
     io::{self, BufRead, BufReader, Read, Write},
     net::TcpStream,
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     sync::mpsc::{channel, Receiver},
     thread,
@@ -169,6 +170,92 @@ pub fn caddy_serving_gzip(caddy: &Path, dir: &Path, port: u16) -> io::Result<Com
         .env("XDG_DATA_HOME", dir)
         .env("XDG_CONFIG_HOME", dir);
     Ok(command)
+}
+
+/// A tmux server of its own (`tmux -L socket`) with one window, `top`, killed on drop: the
+/// real terminal that `pooltrace top`'s tests and its bench type into and read.
+pub struct Tmux {
+    program: PathBuf,
+    socket: String,
+}
+
+impl Tmux {
+    /// Runs `command` in a window of `width` x `height` whose working directory is `dir`.
+    pub fn start(
+        program: &Path,
+        socket: String,
+        (width, height): (u16, u16),
+        dir: &Path,
+        command: &[&OsStr],
+    ) -> io::Result<Self> {
+        let tmux = Self {
+            program: program.to_path_buf(),
+            socket,
+        };
+        let (width, height) = (width.to_string(), height.to_string());
+        let mut args: Vec<&OsStr> = ["-f", "/dev/null", "new-session", "-d", "-s", "top", "-x"]
+            .map(OsStr::new)
+            .to_vec();
+        args.extend([OsStr::new(&width), OsStr::new("-y"), OsStr::new(&height)]);
+        args.extend([OsStr::new("-c"), dir.as_os_str()]);
+        args.extend(command);
+        tmux.run(&args)?;
+        Ok(tmux)
+    }
+
+    /// Runs a tmux command against this server; what it printed.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> io::Result<String> {
+        let output = Command::new(&self.program)
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()?;
+        if !output.status.success() {
+            let said = String::from_utf8_lossy(&output.stderr);
+            return Err(io::Error::other(format!("tmux failed: {}", said.trim())));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// What the window shows now, a string a line.
+    pub fn screen(&self) -> io::Result<Vec<String>> {
+        let text = self.run(&["capture-pane", "-p", "-t", "top"])?;
+        Ok(text.lines().map(str::to_owned).collect())
+    }
+
+    /// The PID of what runs in the window (tmux runs a command of several words without a
+    /// shell).
+    pub fn pane_pid(&self) -> io::Result<u32> {
+        let pid = self.run(&["list-panes", "-t", "top", "-F", "#{pane_pid}"])?;
+        pid.trim().parse().map_err(io::Error::other)
+    }
+
+    /// Waits until the screen passes `test`; the screen that did, or a timeout that shows
+    /// the last one.
+    pub fn until(
+        &self,
+        limit: Duration,
+        test: impl Fn(&[String]) -> bool,
+    ) -> io::Result<Vec<String>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen()?;
+            if test(&screen) {
+                return Ok(screen);
+            }
+            if Instant::now() >= deadline {
+                let message = format!("not within {limit:?}; the screen:\n{}", screen.join("\n"));
+                return Err(io::Error::new(io::ErrorKind::TimedOut, message));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
 }
 
 #[cfg(test)]
