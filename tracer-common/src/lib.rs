@@ -65,10 +65,13 @@ pub mod names {
     /// Map: each target slot's share of `OUTSTANDING` and how much of it is held
     /// ([`crate::ObjectQuota`]).
     pub const OBJECT_QUOTAS: &str = "OBJECT_QUOTAS";
-    /// Map: Get receivers in flight, by pool and goroutine.
-    pub const RECEIVERS: &str = "RECEIVERS";
+    /// Map: what each Get in flight stashed at its entry (its receiver, the size asked
+    /// for), by pool and goroutine.
+    pub const GETS_IN_FLIGHT: &str = "GETS_IN_FLIGHT";
+    /// Map: bytes asked for and capacity handed out, by call path ([`crate::PathSizes`]).
+    pub const SIZES: &str = "SIZES";
     /// Every map user space opens by name.
-    pub const MAPS: [&str; 14] = [
+    pub const MAPS: [&str; 15] = [
         SITES,
         OUTSTANDING,
         STACKS,
@@ -82,12 +85,13 @@ pub mod names {
         EPOCH,
         CROSSED,
         OBJECT_QUOTAS,
-        RECEIVERS,
+        GETS_IN_FLIGHT,
+        SIZES,
     ];
 
     /// Program at Put's entry and at the calls in Put's inlined copies.
     pub const PROGRAM_PUT: &str = "pool_put";
-    /// Program at Get's entry: stashes the receiver for the RETs.
+    /// Program at Get's entry: stashes the receiver and the size asked for, for the RETs.
     pub const PROGRAM_GET_ENTRY: &str = "pool_get_entry";
     /// Program at Get's RETs and after the calls in Get's inlined copies.
     pub const PROGRAM_GET: &str = "pool_get";
@@ -118,7 +122,7 @@ pub enum SiteRole {
     Put,
     /// On the call to the pool underneath an inlined copy of Put, in its caller's code.
     PutInlinedCall,
-    /// At Get's entry, where its receiver is stashed.
+    /// At Get's entry, where its receiver and the size asked for are stashed.
     GetEntry,
     /// At one of Get's RETs.
     GetRet,
@@ -232,10 +236,13 @@ pub struct ProbeSite {
     /// `WORD_NONE`. Across a gap in tracing an address alone cannot tell the object that
     /// went out from a new one the garbage collector put there.
     pub ident: WordSpec,
+    /// At a Get's entry, the size its caller asked for (an argument, e.g. Thanos'
+    /// `Get(sz int)`), or `WORD_NONE`.
+    pub request: WordSpec,
 }
 
-/// The Get RET takes the receiver its entry probe stashed in `RECEIVERS`.
-pub const SITE_TRACKS_RECEIVER: u32 = 1;
+/// The Get RET takes what its entry probe stashed in `GETS_IN_FLIGHT`.
+pub const SITE_ENTRY_STASH: u32 = 1;
 /// The Put records the stack it was called from in `RELEASES`.
 pub const SITE_RELEASE_PATHS: u32 = 2;
 /// The site sends every event to `EVENTS` (stream mode).
@@ -247,12 +254,14 @@ pub const SITE_IN_CALLER: u32 = 8;
 /// Double Puts are caught: a matched Put remembers its object in `RETURNED` (with the
 /// Put's stack), a Get forgets it, and a Put of a remembered object is a double Put.
 pub const SITE_DOUBLE_PUTS: u32 = 16;
+/// The Get RET books the size asked for at entry and the capacity it hands out in `SIZES`.
+pub const SITE_SIZES: u32 = 32;
 /// Capacity of `RETURNED`, the objects recently given back (an LRU: the oldest are forgotten
 /// first, so a double Put of an object returned long ago is missed, not invented).
 pub const MAX_RETURNED: u32 = 65_536;
 /// Capacity of `DOUBLE_PUTS` (pairs of call paths).
 pub const MAX_DOUBLE_PUT_PATHS: u32 = 1_024;
-/// Capacity of `RECEIVERS`: Gets in flight at once. An entry left by a Get that never
+/// Capacity of `GETS_IN_FLIGHT`: Gets in flight at once. An entry left by a Get that never
 /// returned (it panicked) is overwritten by its goroutine's next Get; goroutines that die
 /// so would count against this bound (a full map only loses receivers, never objects).
 pub const MAX_GETS_IN_FLIGHT: u32 = 65_536;
@@ -295,15 +304,29 @@ pub fn stack_target(key: u64) -> u32 {
     (key >> STACK_TARGET_SHIFT) as u32
 }
 
-/// Bit of a `RECEIVERS` key where the pool begins, above the goroutine's address (heap
+/// Bit of a `GETS_IN_FLIGHT` key where the pool begins, above the goroutine's address (heap
 /// addresses fit in 48 bits).
 pub const RECEIVER_POOL_SHIFT: u32 = 48;
 const _: () = assert!(MAX_TARGET_SLOTS * MAX_POOLS <= 1 << (64 - RECEIVER_POOL_SHIFT));
 
-/// Key of `RECEIVERS`: a goroutine's Get from one pool.
+/// Key of `GETS_IN_FLIGHT`: a goroutine's Get from one pool.
 pub fn in_flight_key(pool: u32, goroutine: u64) -> u64 {
     (u64::from(pool) << RECEIVER_POOL_SHIFT) ^ goroutine
 }
+
+/// Value of `GETS_IN_FLIGHT`: what a Get's entry saw that is gone from the registers by its
+/// RET.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GetInFlight {
+    /// The pool instance (Get's receiver), 0 when not read.
+    pub receiver: u64,
+    /// The size asked for, or [`REQUEST_UNKNOWN`].
+    pub request: u64,
+}
+
+/// `GetInFlight::request` when the site reads none, or its read failed.
+pub const REQUEST_UNKNOWN: u64 = u64::MAX;
 
 /// Value of `OUTSTANDING`: where and when an object was taken.
 #[repr(C)]
@@ -398,11 +421,32 @@ pub struct PathCrossings {
     pub returned_unseen: u64,
 }
 
+/// Value of `SIZES` (per CPU): what the Gets of one call path asked for and were handed, in
+/// the units of the pool's size (bytes for a byte pool). Only Gets whose entry read the size
+/// asked for count: one that began before attach is left out, never guessed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathSizes {
+    pub gets: u64,
+    pub requested: u64,
+    pub capacity: u64,
+}
+
+impl PathSizes {
+    /// Adds `other` in (another CPU's copy, or another path's).
+    pub fn add(&mut self, other: &Self) {
+        self.gets += other.gets;
+        self.requested += other.requested;
+        self.capacity += other.capacity;
+    }
+}
+
 /// Buckets of [`HoldHistogram`]: two per power of two of nanoseconds.
 pub const HOLD_BUCKETS: usize = 128;
 // The kernel masks bucket indices with `HOLD_BUCKETS - 1` for the verifier.
 const _: () = assert!(HOLD_BUCKETS.is_power_of_two());
-/// Capacity of `HOLD_TIMES` and `RELEASES` (call paths, and acquire/release path pairs).
+/// Capacity of `HOLD_TIMES`, `SIZES` and `RELEASES` (call paths, and acquire/release path
+/// pairs).
 pub const MAX_RELEASE_PATHS: u32 = 8_192;
 
 /// Value of `HOLD_TIMES` (per CPU): how long objects of one call path stayed out before their
@@ -623,8 +667,11 @@ macro_rules! assert_no_padding {
 assert_no_padding! {
     WordSpec { kind, reg, _pad, offset };
     ProbeSite {
-        pool, flags, target, _pad, key, size, receiver, morestack_flags, receiver_filter, ident
+        pool, flags, target, _pad, key, size, receiver, morestack_flags, receiver_filter, ident,
+        request
     };
+    GetInFlight { receiver, request };
+    PathSizes { gets, requested, capacity };
     ObjectQuota { limit, held };
     ObjectKey { pool, _pad, addr };
     Outstanding { stack, caller, size, taken_ns, goroutine, receiver, epoch, ident };
@@ -688,8 +735,9 @@ mod tests {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        DoublePutKey, HoldHistogram, ObjectKey, ObjectQuota, Outstanding, PathCrossings, PathKey,
-        PathTotals, PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, StackFrames, StreamEvent,
+        DoublePutKey, GetInFlight, HoldHistogram, ObjectKey, ObjectQuota, Outstanding,
+        PathCrossings, PathKey, PathSizes, PathTotals, PoolCounters, ProbeSite, ReleaseKey,
+        ReturnedBy, StackFrames, StreamEvent,
     };
 
     // SAFETY: plain #[repr(C)] data with no implicit padding (asserted at compile time by
@@ -705,6 +753,10 @@ mod pod {
     unsafe impl aya::Pod for PathKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PathTotals {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PathSizes {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for GetInFlight {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PathCrossings {}
     // SAFETY: as above.

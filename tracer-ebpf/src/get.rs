@@ -1,7 +1,8 @@
 //! What a Get does: opens the object's entry in `OUTSTANDING` with the stack that took it.
-//! Kept apart from Put because a Get runs in two programs (the entry stashes the receiver,
-//! the RET reads the object) that must agree on the in-flight key, and because it is where
-//! a recycled address reveals an object that was dropped without a Put.
+//! Kept apart from Put because a Get runs in two programs (the entry stashes the receiver
+//! and the size asked for, the RET reads the object) that must agree on the in-flight key,
+//! and because it is where a recycled address reveals an object that was dropped without a
+//! Put.
 
 use aya_ebpf::{
     bindings::{BPF_EXIST, BPF_NOEXIST},
@@ -9,15 +10,16 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    in_flight_key, ObjectKey, Outstanding, PathCrossings, PathTotals, PoolCounters, ProbeSite,
-    SITE_DOUBLE_PUTS, SITE_STREAM, SITE_TRACKS_RECEIVER,
+    in_flight_key, GetInFlight, ObjectKey, Outstanding, PathCrossings, PathKey, PathSizes,
+    PathTotals, PoolCounters, ProbeSite, REQUEST_UNKNOWN, SITE_DOUBLE_PUTS, SITE_ENTRY_STASH,
+    SITE_SIZES, SITE_STREAM,
 };
 
 use crate::{
     events::stream_get,
     maps::{
         add_crossing, add_held, epoch, object_quota, quota_full, size_wanted, COLLECTED,
-        OUTSTANDING, RECEIVERS, RETURNED,
+        GETS_IN_FLIGHT, OUTSTANDING, RETURNED, SIZES,
     },
     read::{goes_to_morestack, read_word, GoRegs},
     stack::capture_stack,
@@ -25,18 +27,25 @@ use crate::{
 
 const E2BIG: i32 = 7;
 
-/// At Get's entry: stashes the receiver in `RECEIVERS` for the RET, where it is gone from
-/// the registers.
-pub(crate) fn stash_receiver(ctx: &ProbeContext, site: &ProbeSite) {
+/// At Get's entry: stashes the receiver and the size asked for in `GETS_IN_FLIGHT` for the
+/// RET, where they are gone from the registers.
+pub(crate) fn stash_at_entry(ctx: &ProbeContext, site: &ProbeSite) {
     let regs = unsafe { &*ctx.regs };
     if goes_to_morestack(site, regs) {
         return;
     }
-    if let Some(receiver) = read_word(&GoRegs::read(regs, site), &site.receiver) {
-        if site.receiver_filter == 0 || receiver == site.receiver_filter {
-            let _ = RECEIVERS.insert(&in_flight_key(site.pool, regs.r14), &receiver, 0);
-        }
+    let words = GoRegs::read(regs, site);
+    let Some(receiver) = read_word(&words, &site.receiver) else {
+        return;
+    };
+    if site.receiver_filter != 0 && receiver != site.receiver_filter {
+        return;
     }
+    let stash = GetInFlight {
+        receiver,
+        request: read_word(&words, &site.request).unwrap_or(REQUEST_UNKNOWN),
+    };
+    let _ = GETS_IN_FLIGHT.insert(&in_flight_key(site.pool, regs.r14), &stash, 0);
 }
 
 pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCounters) {
@@ -54,13 +63,16 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         };
         let _ = RETURNED.remove(&key);
     }
-    let mut receiver = 0;
-    if site.flags & SITE_TRACKS_RECEIVER != 0 {
+    let mut stashed = GetInFlight {
+        receiver: 0,
+        request: REQUEST_UNKNOWN,
+    };
+    if site.flags & SITE_ENTRY_STASH != 0 {
         let in_flight = in_flight_key(site.pool, regs.r14);
-        match unsafe { RECEIVERS.get(&in_flight) } {
-            Some(&stashed) => {
-                receiver = stashed;
-                let _ = RECEIVERS.remove(&in_flight);
+        match unsafe { GETS_IN_FLIGHT.get(&in_flight) } {
+            Some(&at_entry) => {
+                stashed = at_entry;
+                let _ = GETS_IN_FLIGHT.remove(&in_flight);
             }
             // Another pool instance (filtered at entry), or a call that began before attach.
             None if site.receiver_filter != 0 => return,
@@ -82,17 +94,14 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
         addr,
     };
     // A size that cannot be read is counted once, as a fault, and the object tracked.
-    let size = match read_word(&words, &site.size) {
-        Some(size) if !size_wanted(size).0 => {
-            counters.size_filtered += 1;
-            return;
-        }
-        Some(size) => size,
-        None => {
-            counters.read_faults += 1;
-            0
-        }
-    };
+    let size = read_word(&words, &site.size);
+    if size.is_some_and(|size| !size_wanted(size).0) {
+        counters.size_filtered += 1;
+        return;
+    }
+    if size.is_none() {
+        counters.read_faults += 1;
+    }
     // Over its process's share, an object is not tracked, unless it takes the place of one
     // that is (see below), which holds no more.
     let quota = object_quota(site.target);
@@ -111,13 +120,18 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     let value = Outstanding {
         stack,
         caller,
-        size,
+        size: size.unwrap_or(0),
         taken_ns: unsafe { bpf_ktime_get_ns() },
         goroutine: regs.r14,
-        receiver,
+        receiver: stashed.receiver,
         epoch: epoch(site.target),
         ident,
     };
+    if let (Some(capacity), true) = (size, site.flags & SITE_SIZES != 0) {
+        if stashed.request != REQUEST_UNKNOWN {
+            record_sizes(&value.path(site.pool), stashed.request, capacity, counters);
+        }
+    }
     if site.flags & SITE_STREAM != 0 {
         stream_get(site, counters, &value, addr, regs);
     }
@@ -144,6 +158,28 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
                     Ok(()) => add_held(quota, 1),
                     Err(_) => counters.dropped += 1,
                 }
+            }
+        }
+    }
+}
+
+/// Books one Get of `path` that asked for `requested` and was handed `capacity`.
+fn record_sizes(path: &PathKey, requested: u64, capacity: u64, counters: &mut PoolCounters) {
+    match SIZES.get_ptr_mut(path) {
+        // SAFETY: this CPU's copy of the value.
+        Some(sizes) => unsafe {
+            (*sizes).gets += 1;
+            (*sizes).requested += requested;
+            (*sizes).capacity += capacity;
+        },
+        None => {
+            let sizes = PathSizes {
+                gets: 1,
+                requested,
+                capacity,
+            };
+            if SIZES.insert(path, &sizes, 0).is_err() {
+                counters.paths_dropped += 1;
             }
         }
     }

@@ -53,7 +53,7 @@ pub fn pool_get(ctx: ProbeContext) -> u32 {
 pub fn pool_get_entry(ctx: ProbeContext) -> u32 {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     if let Some(site) = SITES.get(cookie as u32) {
-        get::stash_receiver(&ctx, site);
+        get::stash_at_entry(&ctx, site);
     }
     0
 }

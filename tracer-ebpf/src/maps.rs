@@ -10,11 +10,11 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use tracer_common::{
-    DoublePutKey, HoldHistogram, ObjectKey, ObjectQuota, Outstanding, PathCrossings, PathKey,
-    PathTotals, PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, StackFrames, DEFAULT_MAX_OBJECTS,
-    DEFAULT_MAX_STACKS, DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES, MAX_COLLECTED_PATHS,
-    MAX_DOUBLE_PUT_PATHS, MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_RELEASE_PATHS, MAX_RETURNED,
-    MAX_SITES, MAX_STACK_DEPTH, MAX_TARGET_SLOTS,
+    DoublePutKey, GetInFlight, HoldHistogram, ObjectKey, ObjectQuota, Outstanding, PathCrossings,
+    PathKey, PathSizes, PathTotals, PoolCounters, ProbeSite, ReleaseKey, ReturnedBy, StackFrames,
+    DEFAULT_MAX_OBJECTS, DEFAULT_MAX_STACKS, DEFAULT_RELEASE_SAMPLE, EVENTS_BYTES,
+    MAX_COLLECTED_PATHS, MAX_DOUBLE_PUT_PATHS, MAX_GETS_IN_FLIGHT, MAX_POOLS, MAX_RELEASE_PATHS,
+    MAX_RETURNED, MAX_SITES, MAX_STACK_DEPTH, MAX_TARGET_SLOTS,
 };
 
 /// Bytes of goroutine stack copied in one read from `rsp` before walking.
@@ -55,12 +55,18 @@ pub(crate) static SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entr
 pub(crate) static COLLECTED: PerCpuHashMap<PathKey, PathTotals> =
     PerCpuHashMap::with_max_entries(MAX_COLLECTED_PATHS, 0);
 
-/// Receivers of the Gets in flight, by (pool, goroutine): the entry probe stashes the
-/// receiver, which is gone from the registers by the time the RET probe runs. A plain hash
-/// (an LRU costs ~100 ns more an update): the RET removes each entry, and one left by a Get
-/// that panicked is overwritten when its goroutine next calls Get.
+/// What the Gets in flight saw at entry, by (pool, goroutine): the receiver and the size
+/// asked for are gone from the registers by the time the RET probe runs. A plain hash (an
+/// LRU costs ~100 ns more an update): the RET removes each entry, and one left by a Get that
+/// panicked is overwritten when its goroutine next calls Get.
 #[map]
-pub(crate) static RECEIVERS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_GETS_IN_FLIGHT, 0);
+pub(crate) static GETS_IN_FLIGHT: HashMap<u64, GetInFlight> =
+    HashMap::with_max_entries(MAX_GETS_IN_FLIGHT, 0);
+
+/// What the Gets of each call path asked for and were handed (`SITE_SIZES`).
+#[map]
+pub(crate) static SIZES: PerCpuHashMap<PathKey, PathSizes> =
+    PerCpuHashMap::with_max_entries(MAX_RELEASE_PATHS, 0);
 
 /// How long objects stayed out before their Put, by the call path that took them.
 #[map]

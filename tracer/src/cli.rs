@@ -619,8 +619,8 @@ pub struct PoolArgs {
     pub named: NamedPools,
 
     /// Read the pools to trace from a TOML file: [[pool]] tables with `preset = "sync"`, or
-    /// `get`, `put` and optionally `object`, `kind`, `get_key`, `get_size`, `put_key`, as
-    /// the options of the same names. Traced before the pools named on the command line.
+    /// `get`, `put` and optionally `object`, `kind`, `get_key`, `get_size`, `put_key`,
+    /// `get_request`, as the options of the same names, and `used`, `limit`. Traced before the pools named on the command line.
     #[arg(long, value_name = "FILE")]
     pub pools_file: Option<PathBuf>,
 
@@ -657,6 +657,7 @@ const KIND: &str = "kind";
 const GET_KEY: &str = "get-key";
 const GET_SIZE: &str = "get-size";
 const PUT_KEY: &str = "put-key";
+const GET_REQUEST: &str = "get-request";
 
 impl Args for NamedPools {
     fn augment_args(command: clap::Command) -> clap::Command {
@@ -720,6 +721,13 @@ impl Args for NamedPools {
                 "Where Put's object is: aN = argument word N, counting the receiver of a \
                  method as a0. E.g. --put-key a1 for `func (p *Pool) Put(b *T)`.",
             ))
+            .arg(repeated(
+                GET_REQUEST,
+                "SPEC",
+                "Where the size Get is asked for is at its entry (aN forms, as --put-key): the \
+                 report then sets what each call path asked for against the capacity it was \
+                 handed. E.g. --get-request a1 for `func (p *Pool) Get(sz int) []byte`.",
+            ))
     }
 
     fn augment_args_for_update(command: clap::Command) -> clap::Command {
@@ -737,6 +745,7 @@ enum PoolOption {
     GetKey(String),
     GetSize(String),
     PutKey(String),
+    GetRequest(String),
 }
 
 impl FromArgMatches for NamedPools {
@@ -750,6 +759,7 @@ impl FromArgMatches for NamedPools {
         options.extend(occurrences(matches, GET_KEY, PoolOption::GetKey));
         options.extend(occurrences(matches, GET_SIZE, PoolOption::GetSize));
         options.extend(occurrences(matches, PUT_KEY, PoolOption::PutKey));
+        options.extend(occurrences(matches, GET_REQUEST, PoolOption::GetRequest));
         options.sort_by_key(|(index, _)| *index);
         group(options.into_iter().map(|(_, option)| option))
             .map(Self)
@@ -839,6 +849,7 @@ impl Described {
             PoolOption::GetKey(spec) => once(&mut self.keys.get_key, spec),
             PoolOption::GetSize(spec) => once(&mut self.keys.get_size, spec),
             PoolOption::PutKey(spec) => once(&mut self.keys.put_key, spec),
+            PoolOption::GetRequest(spec) => once(&mut self.keys.get_request, spec),
         }
     }
 }
@@ -874,6 +885,7 @@ impl PoolOption {
             Self::GetKey(_) => "--get-key",
             Self::GetSize(_) => "--get-size",
             Self::PutKey(_) => "--put-key",
+            Self::GetRequest(_) => "--get-request",
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Where an object's identity and size live at a probe site, from the user's point of view.
+//! Where an object's identity and size, and the size Get is asked for, live at a probe site,
+//! from the user's point of view.
 //!
 //! A spec names a word of Go's register ABI: `rN` is word N of Get's results, `aN` word N of
-//! Put's arguments (receiver first for methods). `*w+OFF` loads the 8 bytes at `w + OFF`;
+//! Put's arguments, or of Get's for the size it is asked for (receiver first for methods). `*w+OFF` loads the 8 bytes at `w + OFF`;
 //! `iface:w` reads an interface from words w (type) and w+1 (data). A generic shape function's
 //! dictionary register is accounted for here, so specs stay in terms of the Go signature.
 
@@ -25,11 +26,19 @@ pub enum ObjectKind {
     Iface,
 }
 
-/// Which side of the pool a spec describes: results of Get or arguments of Put.
+/// Which side of the pool a site belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     Get,
     Put,
+}
+
+/// Which words a spec names: a function's results (`rN`, at Get's RET) or its arguments
+/// (`aN`, at an entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Words {
+    Results,
+    Arguments,
 }
 
 /// A parsed spec, in Go-signature terms.
@@ -43,7 +52,7 @@ pub enum Spec {
 
 impl Spec {
     /// Parses `rN`, `aN`, `*rN+OFF`, `iface:rN` (and `none` where `allow_none`).
-    pub fn parse(text: &str, side: Side, what: &'static str, allow_none: bool) -> Result<Self> {
+    pub fn parse(text: &str, words: Words, what: &'static str, allow_none: bool) -> Result<Self> {
         let bad = |reason: String| Error::BadSpec {
             what,
             spec: text.to_owned(),
@@ -58,7 +67,7 @@ impl Spec {
             };
         }
         if let Some(word) = trimmed.strip_prefix("iface:") {
-            return Ok(Self::Iface(parse_word(word, side).map_err(bad)?));
+            return Ok(Self::Iface(parse_word(word, words).map_err(bad)?));
         }
         if let Some(load) = trimmed.strip_prefix('*') {
             let (word, offset) = match load.split_once('+') {
@@ -66,11 +75,11 @@ impl Spec {
                 None => (load, 0),
             };
             return Ok(Self::Load {
-                word: parse_word(word, side).map_err(bad)?,
+                word: parse_word(word, words).map_err(bad)?,
                 offset,
             });
         }
-        Ok(Self::Word(parse_word(trimmed, side).map_err(bad)?))
+        Ok(Self::Word(parse_word(trimmed, words).map_err(bad)?))
     }
 
     /// The kernel-side form. `dictionary` is the argument slot of a shape function's
@@ -136,10 +145,10 @@ impl ObjectKind {
     }
 }
 
-fn parse_word(text: &str, side: Side) -> Result<u8, String> {
-    let (prefix, expected) = match side {
-        Side::Get => ('r', "a result word rN"),
-        Side::Put => ('a', "an argument word aN"),
+fn parse_word(text: &str, words: Words) -> Result<u8, String> {
+    let (prefix, expected) = match words {
+        Words::Results => ('r', "a result word rN"),
+        Words::Arguments => ('a', "an argument word aN"),
     };
     let index = text
         .strip_prefix(prefix)
@@ -169,7 +178,7 @@ mod tests {
     use super::*;
 
     fn get(text: &str) -> Result<Spec> {
-        Spec::parse(text, Side::Get, "key", true)
+        Spec::parse(text, Words::Results, "key", true)
     }
 
     #[test]
@@ -192,7 +201,7 @@ mod tests {
         assert_eq!(get("iface:r0").unwrap(), Spec::Iface(0));
         assert_eq!(get("none").unwrap(), Spec::None);
         assert_eq!(
-            Spec::parse("a2", Side::Put, "key", false).unwrap(),
+            Spec::parse("a2", Words::Arguments, "key", false).unwrap(),
             Spec::Word(2)
         );
     }
@@ -202,7 +211,7 @@ mod tests {
         assert!(get("a0").is_err());
         assert!(get("r9").is_err());
         assert!(get("*r0+x").is_err());
-        assert!(Spec::parse("none", Side::Put, "key", false).is_err());
+        assert!(Spec::parse("none", Words::Arguments, "key", false).is_err());
     }
 
     #[test]

@@ -19,10 +19,10 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use tracer_common::{
-    names, stack_target, DoublePutKey, HoldHistogram, ObjectKey, ObjectQuota, Outstanding,
-    PathCrossings, PathKey, PathTotals, PoolCounters, ProbeSite, ReleaseKey, StackFrames,
-    DEFAULT_RELEASE_SAMPLE, MAX_POOLS, MAX_RETURNED, MAX_SITES, MAX_TARGET_SLOTS,
-    RECEIVER_POOL_SHIFT,
+    names, stack_target, DoublePutKey, GetInFlight, HoldHistogram, ObjectKey, ObjectQuota,
+    Outstanding, PathCrossings, PathKey, PathSizes, PathTotals, PoolCounters, ProbeSite,
+    ReleaseKey, StackFrames, DEFAULT_RELEASE_SAMPLE, MAX_POOLS, MAX_RETURNED, MAX_SITES,
+    MAX_TARGET_SLOTS, RECEIVER_POOL_SHIFT,
 };
 
 use super::multi::MultiPrograms;
@@ -207,13 +207,14 @@ impl Object {
         remove_keys::<ObjectKey, tracer_common::ReturnedBy>(self, names::RETURNED, |k| {
             mine(k.pool)
         })?;
-        remove_keys::<u64, u64>(self, names::RECEIVERS, |&k| {
+        remove_keys::<u64, GetInFlight>(self, names::GETS_IN_FLIGHT, |&k| {
             mine((k >> RECEIVER_POOL_SHIFT) as u32)
         })?;
         remove_keys::<u64, StackFrames>(self, names::STACKS, |&k| stack_target(k) == slot.0)?;
         remove_per_cpu_keys::<PathKey, PathTotals>(self, names::COLLECTED, |k| mine(k.pool))?;
         remove_per_cpu_keys::<PathKey, PathCrossings>(self, names::CROSSED, |k| mine(k.pool))?;
         remove_per_cpu_keys::<PathKey, HoldHistogram>(self, names::HOLD_TIMES, |k| mine(k.pool))?;
+        remove_per_cpu_keys::<PathKey, PathSizes>(self, names::SIZES, |k| mine(k.pool))?;
         remove_per_cpu_keys::<ReleaseKey, u64>(self, names::RELEASES, |k| mine(k.acquire.pool))?;
         remove_per_cpu_keys::<DoublePutKey, u64>(self, names::DOUBLE_PUTS, |k| mine(k.pool))?;
         self.with_map(names::COUNTERS, |map| {

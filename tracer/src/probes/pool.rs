@@ -2,7 +2,8 @@
 //! and what the kernel side reads at every site.
 
 use tracer_common::{
-    ProbeSite, WordSpec, SITE_DOUBLE_PUTS, SITE_RELEASE_PATHS, SITE_STREAM, SITE_TRACKS_RECEIVER,
+    ProbeSite, WordSpec, SITE_DOUBLE_PUTS, SITE_ENTRY_STASH, SITE_RELEASE_PATHS, SITE_SIZES,
+    SITE_STREAM,
 };
 
 use super::{
@@ -26,8 +27,9 @@ pub struct PoolPlan {
     pub get_sites: Vec<Site>,
     /// Put's entry: none when Put exists only inlined.
     pub put_site: Option<Site>,
-    /// Where Get's receiver is stashed, when pool instances are told apart: a generic shape
-    /// function serves every instance of its shape, and `--receiver` picks one.
+    /// Where Get's receiver and the size it is asked for are stashed, when pool instances
+    /// are told apart (a generic shape function serves every instance of its shape, and
+    /// `--receiver` picks one) or the pool is sized.
     pub get_entry_site: Option<Site>,
     pub get_probe: ProbeSite,
     pub put_probe: ProbeSite,
@@ -76,16 +78,33 @@ impl PoolPlan {
                 get.requested
             )));
         }
-        let get_entry_site = match !get.inlined_only
+        let entry = || {
+            sites::put_site(code(binary, &get)?, get.function.addr)
+                .map_err(|r| unprobeable(&get, r))
+        };
+        let needs_entry = !get.inlined_only
             && ((get_is_method && get.dictionary.is_some())
                 || spec.receiver.is_some()
-                || spec.books.is_some())
-        {
-            true => Some(
-                sites::put_site(code(binary, &get)?, get.function.addr)
-                    .map_err(|r| unprobeable(&get, r))?,
-            ),
-            false => None,
+                || spec.books.is_some());
+        let mut request = reads.get_request;
+        let get_entry_site = match (needs_entry, request.is_some()) {
+            (true, _) => Some(entry()?),
+            (false, false) => None,
+            // Sizes alone never keep a pool from being traced.
+            (false, true) => {
+                let placed = match get.inlined_only {
+                    true => Err(
+                        "Get exists only inlined, where the size asked for is not read".to_owned(),
+                    ),
+                    false => entry().map_err(|e| e.to_string()),
+                };
+                placed
+                    .inspect_err(|why| {
+                        crate::status!("pooltrace: sizes are off for {}: {why}", get.requested);
+                        request = None;
+                    })
+                    .ok()
+            }
         };
         let receiver_filter = spec.receiver.unwrap_or(0);
         let stream_flag = if spec.stream { SITE_STREAM } else { 0 }
@@ -94,20 +113,21 @@ impl PoolPlan {
             } else {
                 0
             };
+        let entry_flags = match (&get_entry_site, request) {
+            (None, _) => 0,
+            (Some(_), None) => SITE_ENTRY_STASH,
+            (Some(_), Some(_)) => SITE_ENTRY_STASH | SITE_SIZES,
+        };
         let get_probe = ProbeSite {
             pool,
-            flags: stream_flag
-                | if get_entry_site.is_some() {
-                    SITE_TRACKS_RECEIVER
-                } else {
-                    0
-                },
+            flags: stream_flag | entry_flags,
             key: reads.get_key,
             size: reads.get_size,
             receiver: reads.get_receiver,
             morestack_flags: 0,
             receiver_filter,
             ident: reads.get_ident,
+            request: request.unwrap_or_default(),
             // Set where the probes are placed, in the slot of the object they go into.
             target: 0,
             _pad: 0,
@@ -126,6 +146,7 @@ impl PoolPlan {
             morestack_flags: 0,
             receiver_filter,
             ident: reads.put_ident,
+            request: WordSpec::default(),
             target: 0,
             _pad: 0,
         };
@@ -133,10 +154,11 @@ impl PoolPlan {
         let untraceable = spec
             .receiver
             .map(|_| "--receiver, which cannot tell pool instances apart there");
-        // Inside an inlined copy no receiver is stashed, and none is filtered on.
+        // Inside an inlined copy nothing is stashed at entry, and no receiver is filtered on.
         let in_caller = |probe: ProbeSite| ProbeSite {
-            flags: probe.flags & !SITE_TRACKS_RECEIVER,
+            flags: probe.flags & !(SITE_ENTRY_STASH | SITE_SIZES),
             receiver: WordSpec::default(),
+            request: WordSpec::default(),
             receiver_filter: 0,
             ..probe
         };

@@ -12,6 +12,7 @@
 //! object = "ptr"          # ptr | slice | slice-ptr | iface (default ptr)
 //! kind = "counting"       # counting | sync (default counting)
 //! get_key = "r0"          # optional, as --get-key; also get_size, put_key
+//! get_request = "a1"      # optional, as --get-request: the size Get is asked for
 //! used = "*recv+56"       # optional: the instance's own count of bytes lent out, and
 //! limit = "*recv+48"      # the most it lends (words at these offsets into Get's receiver)
 //! ```
@@ -49,6 +50,7 @@ struct Entry {
     get_key: Option<String>,
     get_size: Option<String>,
     put_key: Option<String>,
+    get_request: Option<String>,
     used: Option<String>,
     limit: Option<String>,
 }
@@ -103,6 +105,7 @@ impl Entry {
             get_key: self.get_key,
             get_size: self.get_size,
             put_key: self.put_key,
+            get_request: self.get_request,
         };
         if let Some(preset) = &self.preset {
             let details = [

@@ -5,7 +5,7 @@
 use clap::ValueEnum;
 
 use super::{
-    keyspec::ObjectKind,
+    keyspec::{ObjectKind, Spec},
     spec::{BooksSpec, KeyOverrides, PoolKind, PoolSpec},
 };
 use crate::{
@@ -18,12 +18,14 @@ pub enum Preset {
     /// sync.(*Pool).Get / Put: objects boxed in `any`.
     Sync,
     /// Thanos' pkg/pool: every instantiation of BucketedPool[T] (`*[]T`, since 2024-09) and the
-    /// older BucketedBytes (`*[]byte`); sizes from the slice's capacity, and each instance's
-    /// own books (`usedTotal`, `maxTotal`).
+    /// older BucketedBytes (`*[]byte`); sizes from the slice's capacity, set against the
+    /// `sz` asked for, and each instance's own books (`usedTotal`, `maxTotal`).
     Thanos,
-    /// Prometheus' util/pool.(*Pool): `[]byte`, or `interface{}` in older releases.
+    /// Prometheus' util/pool.(*Pool): `[]byte`, or `interface{}` in older releases; the
+    /// capacity set against the `sz` asked for.
     Prometheus,
-    /// nats-server's byte buffers: server.nbPoolGet / nbPoolPut (`[]byte`).
+    /// nats-server's byte buffers: server.nbPoolGet / nbPoolPut (`[]byte`); the capacity set
+    /// against the `sz` asked for.
     Nats,
 }
 
@@ -66,7 +68,7 @@ impl Preset {
                     format!("{NATS_SERVER}nbPoolGet"),
                     format!("{NATS_SERVER}nbPoolPut"),
                 );
-                present(binary, vec![spec(&get, &put, ObjectKind::Slice)])
+                present(binary, vec![sized(spec(&get, &put, ObjectKind::Slice), 0)])
             }
             Self::Prometheus => {
                 let (get, put) = (
@@ -78,7 +80,7 @@ impl Preset {
                     Some(f) if calls_reflect(binary, f) => ObjectKind::Iface,
                     _ => ObjectKind::Slice,
                 };
-                present(binary, vec![spec(&get, &put, object)])
+                present(binary, vec![sized(spec(&get, &put, object), 1)])
             }
             Self::Thanos => present(binary, thanos_pools(binary)),
         };
@@ -104,16 +106,19 @@ fn thanos_pools(binary: &GoBinary) -> Vec<PoolSpec> {
             let args = f.name.strip_prefix(&generic)?.strip_suffix("]).Get")?;
             (args.starts_with("go.shape.") || args == "...").then(|| {
                 let put = format!("{generic}{args}]).Put");
-                spec(&f.name, &put, ObjectKind::SlicePtr)
+                sized(spec(&f.name, &put, ObjectKind::SlicePtr), 1)
             })
         })
         .collect();
     pools.dedup_by(|a, b| a.get == b.get);
     let bytes = format!("{THANOS_POOL}(*BucketedBytes).");
-    pools.push(spec(
-        &format!("{bytes}Get"),
-        &format!("{bytes}Put"),
-        ObjectKind::SlicePtr,
+    pools.push(sized(
+        spec(
+            &format!("{bytes}Get"),
+            &format!("{bytes}Put"),
+            ObjectKind::SlicePtr,
+        ),
+        1,
     ));
     // Inflating a large build's DWARF takes a while: once for every pool.
     let dwarf = binary.dwarf();
@@ -176,6 +181,17 @@ fn calls_reflect(binary: &GoBinary, f: &crate::gobin::Function) -> bool {
             .filter_map(|target| binary.function_at(target))
             .any(|callee| callee.name.starts_with("reflect."))
     })
+}
+
+/// `pool`, whose Get is asked for a size in argument word `word` (`Get(sz int)`).
+fn sized(pool: PoolSpec, word: u8) -> PoolSpec {
+    PoolSpec {
+        keys: KeyOverrides {
+            get_request: Some(Spec::Word(word)),
+            ..pool.keys
+        },
+        ..pool
+    }
 }
 
 /// A counting pool (every preset but `sync`).

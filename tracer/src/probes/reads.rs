@@ -1,6 +1,6 @@
 //! What a pool's probes read, in the kernel's terms: where the object's identity, its size
-//! and the pool instance are at Get and at Put, and the second word of identity that tells an
-//! object from another one later put at its address.
+//! and the pool instance are at Get and at Put, the size Get is asked for, and the second
+//! word of identity that tells an object from another one later put at its address.
 
 use tracer_common::WordSpec;
 
@@ -18,8 +18,10 @@ use crate::{
 pub(crate) struct Reads {
     pub get_key: WordSpec,
     pub get_size: WordSpec,
-    /// Get's receiver, at its entry.
+    /// Get's receiver, at its entry (none for a function).
     pub get_receiver: WordSpec,
+    /// The size Get is asked for, at its entry, when the pool is sized.
+    pub get_request: Option<WordSpec>,
     pub put_key: WordSpec,
     pub put_size: WordSpec,
     pub put_receiver: WordSpec,
@@ -57,7 +59,14 @@ impl Reads {
         Ok(Self {
             get_key: get_key.to_word_spec(None)?,
             get_size: get_size.to_word_spec(None)?,
-            get_receiver: Spec::Word(0).to_word_spec(get.dictionary)?,
+            get_receiver: match is_method(&get.requested) {
+                true => Spec::Word(0).to_word_spec(get.dictionary)?,
+                false => WordSpec::default(),
+            },
+            get_request: match spec.keys.get_request {
+                None | Some(Spec::None) => None,
+                Some(request) => Some(request.to_word_spec(get.dictionary)?),
+            },
             put_key: put_key.to_word_spec(put.dictionary)?,
             put_size: Spec::None.to_word_spec(None)?,
             put_receiver: Spec::Word(0).to_word_spec(put.dictionary)?,

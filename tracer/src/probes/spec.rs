@@ -1,7 +1,7 @@
 //! A pool as pooltrace traces it, before it is resolved against a binary: which functions,
 //! what kind of pool, where the object's identity is read, and what else to record.
 
-use super::keyspec::{ObjectKind, Side, Spec};
+use super::keyspec::{ObjectKind, Spec, Words};
 use crate::error::Result;
 
 /// What an object dropped without a Put means for a pool.
@@ -28,13 +28,15 @@ pub enum PoolKind {
 }
 
 /// Where the user moved the object's identity and size from their defaults for its kind
-/// (`--get-key`, `--get-size`, `--put-key`, or the same keys in the pools file): as text
+/// (`--get-key`, `--get-size`, `--put-key`, or the same keys in the pools file), and where
+/// Get's entry finds the size it is asked for (`--get-request`; a preset's default): as text
 /// until checked, then as [`Spec`]s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyOverrides<T> {
     pub get_key: Option<T>,
     pub get_size: Option<T>,
     pub put_key: Option<T>,
+    pub get_request: Option<T>,
 }
 
 impl<T> Default for KeyOverrides<T> {
@@ -43,13 +45,17 @@ impl<T> Default for KeyOverrides<T> {
             get_key: None,
             get_size: None,
             put_key: None,
+            get_request: None,
         }
     }
 }
 
 impl<T> KeyOverrides<T> {
     pub fn is_empty(&self) -> bool {
-        self.get_key.is_none() && self.get_size.is_none() && self.put_key.is_none()
+        self.get_key.is_none()
+            && self.get_size.is_none()
+            && self.put_key.is_none()
+            && self.get_request.is_none()
     }
 }
 
@@ -62,9 +68,10 @@ impl KeyOverrides<String> {
                 .transpose()
         };
         Ok(KeyOverrides {
-            get_key: spec(&self.get_key, Side::Get, "--get-key", false)?,
-            get_size: spec(&self.get_size, Side::Get, "--get-size", true)?,
-            put_key: spec(&self.put_key, Side::Put, "--put-key", false)?,
+            get_key: spec(&self.get_key, Words::Results, "--get-key", false)?,
+            get_size: spec(&self.get_size, Words::Results, "--get-size", true)?,
+            put_key: spec(&self.put_key, Words::Arguments, "--put-key", false)?,
+            get_request: spec(&self.get_request, Words::Arguments, "--get-request", true)?,
         })
     }
 }

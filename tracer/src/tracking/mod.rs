@@ -14,8 +14,8 @@ use aya::{
     Ebpf,
 };
 use tracer_common::{
-    names, DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathCrossings, PathKey, PathTotals,
-    PoolCounters, ReleaseKey, StackFrames, StreamEvent, HOLD_BUCKETS,
+    names, DoublePutKey, HoldHistogram, ObjectKey, Outstanding, PathCrossings, PathKey, PathSizes,
+    PathTotals, PoolCounters, ReleaseKey, StackFrames, StreamEvent, HOLD_BUCKETS,
 };
 
 use crate::{
@@ -47,6 +47,8 @@ pub struct Held {
     pub late_puts: u64,
     /// Of `came_back_unseen`, the very objects handed out again: given back unseen.
     pub returned_unseen: u64,
+    /// What its Gets asked for and were handed, in sized pools (`SITE_SIZES`).
+    pub sizes: PathSizes,
 }
 
 impl Default for Held {
@@ -63,6 +65,7 @@ impl Default for Held {
             came_back_unseen: 0,
             late_puts: 0,
             returned_unseen: 0,
+            sizes: PathSizes::default(),
         }
     }
 }
@@ -93,6 +96,7 @@ impl Held {
         self.came_back_unseen += other.came_back_unseen;
         self.late_puts += other.late_puts;
         self.returned_unseen += other.returned_unseen;
+        self.sizes.add(&other.sizes);
     }
 
     /// Outstanding objects from earlier epochs.
@@ -158,6 +162,13 @@ pub struct PoolState {
 }
 
 impl PoolState {
+    /// What the pool's Gets asked for and were handed, over all its paths.
+    pub fn sizes(&self) -> PathSizes {
+        let mut sum = PathSizes::default();
+        self.groups.iter().for_each(|g| sum.add(&g.held.sizes));
+        sum
+    }
+
     /// The hold-time buckets of the pool's objects that came back, over all its paths.
     pub fn hold_times(&self) -> Vec<u64> {
         let mut sum = vec![0; HOLD_BUCKETS];
@@ -280,6 +291,12 @@ impl Snapshot {
                         *sum += count;
                     }
                 }
+            }
+        }
+        let sizes: PerCpuHashMap<&MapData, PathKey, PathSizes> = map(ebpf, names::SIZES)?;
+        for (path, per_cpu) in sizes.iter().flatten() {
+            if let Some(group) = group_of(&mut groups, pool_of, &path) {
+                per_cpu.iter().for_each(|cpu| group.held.sizes.add(cpu));
             }
         }
         let releases: PerCpuHashMap<&MapData, ReleaseKey, u64> = map(ebpf, names::RELEASES)?;
