@@ -47,7 +47,7 @@ fn bad_input_gets_one_clear_line_and_a_failing_exit() {
         &format!(
             "pooltrace: error: pools file {pools}: line 5, column 3: unknown field `gett`, \
              expected one of `preset`, `get`, `put`, `object`, `kind`, `get_key`, `get_size`, \
-             `put_key`, `used`, `limit`"
+             `put_key`, `get_request`, `used`, `limit`"
         ),
     );
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -703,15 +703,16 @@ struct KernelMaps {
 type SlotOf = fn(&[u8]) -> u64;
 
 /// Maps whose entries come and go, with the target slot each key belongs to.
-const SLOTTED_MAPS: [(&str, SlotOf); 9] = [
+const SLOTTED_MAPS: [(&str, SlotOf); 10] = [
     ("OUTSTANDING", pool_slot),
     ("RETURNED", pool_slot),
     ("COLLECTED", pool_slot),
     ("CROSSED", pool_slot),
     ("HOLD_TIMES", pool_slot),
+    ("SIZES", pool_slot),
     ("RELEASES", pool_slot),
     ("DOUBLE_PUTS", pool_slot),
-    ("RECEIVERS", |key| word(key) >> 48 >> 4),
+    ("GETS_IN_FLIGHT", |key| word(key) >> 48 >> 4),
     ("STACKS", |key| word(key) >> 52),
 ];
 

@@ -17,11 +17,11 @@ const THANOS_PUT: &str = "github.com/thanos-io/thanos/pkg/pool.(*BucketedPool[ui
 
 /// A pools file for the thanospool fixture's byte pools, whose struct is Thanos':
 /// `buckets`, `sizes`, then `maxTotal` (offset 48) and `usedTotal` (56), with `used` as
-/// given.
+/// given; Get's `sz` is its first argument after the receiver.
 fn thanospool_file(scratch: &Scratch, used: &str) -> String {
     let text = format!(
         "[[pool]]\nget = \"{THANOS_GET}\"\nput = \"{THANOS_PUT}\"\nobject = \"slice-ptr\"\n\
-         used = \"{used}\"\nlimit = \"*recv+48\"\n"
+         used = \"{used}\"\nlimit = \"*recv+48\"\nget_request = \"a1\"\n"
     );
     scratch.write("pools.toml", &text);
     scratch.path("pools.toml")
@@ -139,7 +139,7 @@ fn a_wrong_offset_is_said_once_and_never_shown_as_a_number() {
 }
 
 #[test]
-fn the_agent_exports_each_instances_used_bytes_and_no_limit_where_there_is_none() {
+fn the_agent_exports_each_instances_used_bytes_no_limit_where_there_is_none_and_the_sizes() {
     let scratch = Scratch::new("books-agent");
     let file = thanospool_file(&scratch, "*recv+56");
     let mut target = Target::start(&fixture("thanospool"));
@@ -172,6 +172,16 @@ fn the_agent_exports_each_instances_used_bytes_and_no_limit_where_there_is_none(
         thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(used, [2 * 256, 2 * 640]);
+    // The round since attach asked 28 times for 100 bytes, each from a 128-byte bucket.
+    let metrics = agent.metrics();
+    let value = |family: &str| {
+        (metrics.lines())
+            .find(|l| l.starts_with(family))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {family} in {metrics}"))
+    };
+    assert_eq!(value("pooltrace_requested_bytes_total{"), 28 * 100);
+    assert_eq!(value("pooltrace_capacity_bytes_total{"), 28 * 128);
     agent.stop();
     target.exit();
 }

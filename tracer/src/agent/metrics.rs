@@ -126,6 +126,14 @@ const PATH_INFO: Family = Family {
     help: "What a path id stands for: Get's caller and up to 8 frames, innermost first.",
     metric_type: MetricType::Info,
 };
+const REQUESTED: Family = Family::counter(
+    "pooltrace_requested_bytes",
+    "Bytes Get was asked for, in pools whose Get takes a size.",
+);
+const CAPACITY: Family = Family::counter(
+    "pooltrace_capacity_bytes",
+    "Capacity Get handed out for those requests: a bucket rounds a request up.",
+);
 const POOL_USED: Family = Family::gauge(
     "pooltrace_pool_used_bytes",
     "What a pool instance counts as lent out now, read from the process (used in the pools file).",
@@ -282,6 +290,10 @@ impl Collector for Scrape {
                 (labels, HoldHistogram::from_kernel(buckets))
             }),
         )?;
+        let sized =
+            || pools(targets).filter_map(|(_, _, pool, labels)| Some((labels, pool.sizes?)));
+        REQUESTED.encode(e, sized().map(|(l, s)| (l, counter(s.requested_bytes))))?;
+        CAPACITY.encode(e, sized().map(|(l, s)| (l, counter(s.capacity_bytes))))?;
         self.encode_books(e)?;
         self.encode_paths(e)?;
         self.encode_health(e)

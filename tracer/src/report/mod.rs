@@ -18,10 +18,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use doubts::Doubts;
-pub use text::{books_line, render_final, render_interval, windows_line, Style};
+pub use text::{books_line, render_final, render_interval, sizes_line, windows_line, Style};
 
 use analysis::{Evidence, Percentiles, WindowEvidence, WindowSurvivors};
-use tracer_common::{hold_bucket_ceiling, hold_bucket_floor, PoolCounters};
+use tracer_common::{hold_bucket_ceiling, hold_bucket_floor, PathSizes, PoolCounters, SITE_SIZES};
 
 use crate::{
     gobin::{BuildInfo, Function},
@@ -137,6 +137,66 @@ pub struct PoolReport {
     /// the process's memory at this report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceBooks>,
+    /// In a pool whose Get is asked for a size: what its Gets since attach asked for and
+    /// were handed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<Sizes>,
+    /// The same by call path, every path (those that gave everything back too), the most
+    /// unused capacity first, up to `--top`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sized_paths: Vec<SizedPath>,
+    /// Sized paths left out by `--top`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sized_paths_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What Gets asked for and were handed, in the units of the pool's size (bytes for a byte
+/// pool): the capacity a bucketed pool rounds a request up to, and how much of it goes
+/// unused. Only Gets whose entry was seen count (not one in flight at attach).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizes {
+    pub gets: u64,
+    pub requested_bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+impl Sizes {
+    fn new(sizes: &PathSizes) -> Self {
+        Self {
+            gets: sizes.gets,
+            requested_bytes: sizes.requested,
+            capacity_bytes: sizes.capacity,
+        }
+    }
+
+    /// Bytes handed out beyond what was asked for.
+    pub fn unused_bytes(&self) -> u64 {
+        self.capacity_bytes.saturating_sub(self.requested_bytes)
+    }
+
+    /// The share of the capacity handed out that was not asked for, 0 to 1.
+    pub fn unused_share(&self) -> f64 {
+        match self.capacity_bytes {
+            0 => 0.0,
+            capacity => self.unused_bytes() as f64 / capacity as f64,
+        }
+    }
+}
+
+/// What one call path's Gets asked for and were handed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SizedPath {
+    #[serde(flatten)]
+    pub sizes: Sizes,
+    /// The pool instance (hex), where instances are told apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    /// Innermost first: the Get function, its caller, and so on out.
+    pub frames: Vec<Frame>,
 }
 
 /// One pool instance's own count of what it lends, set against what pooltrace saw.
@@ -255,6 +315,9 @@ pub struct StackReport {
     pub trend: Vec<u64>,
     /// The Put call paths its objects came back through, the most used first.
     pub release_paths: Vec<ReleasePath>,
+    /// In a sized pool: what this path's Gets asked for and were handed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<Sizes>,
     /// Innermost first: the Get function, its caller, and so on out.
     pub frames: Vec<Frame>,
 }
@@ -479,6 +542,11 @@ impl Report {
                 None => (cx.elapsed_ms, cx.elapsed_ms),
             };
             let (gets_per_s, puts_per_s) = cx.history.rates(index, (c.gets, c.puts), clocks);
+            let sized = plan.get_probe.flags & SITE_SIZES != 0;
+            let (sized_paths, sized_paths_omitted) = match sized {
+                true => sized_paths(&paths, cx.top, cx.symbolizer, plan),
+                false => (Vec::new(), 0),
+            };
             let costs = HitCosts::of(plan);
             pools.push(PoolReport {
                 gets_per_s,
@@ -498,6 +566,9 @@ impl Report {
                 stacks,
                 double_put_paths: double_put_paths(doubles, cx.symbolizer, plan),
                 instances: Vec::new(),
+                sizes: sized.then(|| Sizes::new(&state.sizes())),
+                sized_paths,
+                sized_paths_omitted,
             });
         }
         Report {
@@ -602,6 +673,7 @@ fn stack_report(
         collected: held.collected,
         collected_bytes: held.collected_bytes,
         trend,
+        sizes: (held.sizes.gets > 0).then(|| Sizes::new(&held.sizes)),
         // Symbolized once the stacks shown are chosen.
         release_paths: Vec::new(),
         frames: Vec::new(),
@@ -799,6 +871,32 @@ fn symbolize(
             ),
         })
         .collect();
+}
+
+/// The `top` paths with the most unused capacity, symbolized, and how many were left out.
+fn sized_paths(
+    paths: &[CallPath],
+    top: usize,
+    symbolizer: &mut dyn Symbolize,
+    plan: &PoolPlan,
+) -> (Vec<SizedPath>, usize) {
+    let mut sized: Vec<&CallPath> = paths.iter().filter(|p| p.held.sizes.gets > 0).collect();
+    sized.sort_by_key(|p| {
+        let sizes = Sizes::new(&p.held.sizes);
+        std::cmp::Reverse((sizes.unused_bytes(), sizes.capacity_bytes))
+    });
+    let omitted = sized.len().saturating_sub(top);
+    let shown = sized.into_iter().take(top).map(|path| SizedPath {
+        sizes: Sizes::new(&path.held.sizes),
+        receiver: (path.receiver != 0).then(|| format!("{:#x}", path.receiver)),
+        frames: frames(
+            symbolizer,
+            &plan.get.function,
+            &path.taken,
+            AddressKind::ReturnAddress,
+        ),
+    });
+    (shown.collect(), omitted)
 }
 
 /// Double Puts by path, the most frequent first, each with the frames of both Puts.

@@ -499,3 +499,51 @@ fn a_sub_millisecond_oldest_object_prints_as_the_ages_do() {
         "oldest {oldest:?}, ages' max {max:?}: {text}"
     );
 }
+
+/// A sized pool lists every path's sizes, the held and the fully returned alike, the most
+/// unused capacity first; a path that holds objects carries its sizes in its stack too.
+#[test]
+fn a_sized_pool_lists_every_paths_sizes_by_unused_capacity_and_its_stacks_carry_theirs() {
+    let sized = |group: Group, gets: u64, requested: u64, capacity: u64| Group {
+        held: Held {
+            sizes: tracer_common::PathSizes {
+                gets,
+                requested,
+                capacity,
+            },
+            ..group.held
+        },
+        ..group
+    };
+    // main.handler holds 1 object; main.main gave everything back and wastes more.
+    let holding = sized(group(1, HANDLER, 1, 1), 10, 10 * 1000, 10 * 1024);
+    let returned = sized(group(2, MAIN, 0, 0), 4, 4 * 600, 4 * 1024);
+    let snapshot = snapshot(
+        vec![holding, returned],
+        &[(1, &[GET_RET_A, MAIN]), (2, &[GET_RET_A])],
+    );
+    let mut sized_plan = plan(PoolKind::Counting);
+    sized_plan.get_probe.flags |= tracer_common::SITE_SIZES;
+    let report = build(&snapshot, &[sized_plan]);
+    let pool = &report.pools[0];
+    let total = |s: &Sizes| (s.gets, s.requested_bytes, s.capacity_bytes);
+    assert_eq!(pool.sizes.as_ref().map(total), Some((14, 12_400, 14_336)));
+    let paths: Vec<(u64, String)> = (pool.sized_paths.iter())
+        .map(|p| (p.sizes.unused_bytes(), p.frames[1].function.clone()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (1696, "main.main".to_owned()),
+            (240, "main.handler".to_owned())
+        ]
+    );
+    assert_eq!(pool.stacks.len(), 1);
+    assert_eq!(
+        pool.stacks[0].sizes.as_ref().map(total),
+        Some((10, 10_000, 10_240))
+    );
+    // An unsized pool says nothing of sizes.
+    let plain = build(&snapshot, &[plan(PoolKind::Counting)]);
+    assert!(plain.pools[0].sizes.is_none() && plain.pools[0].sized_paths.is_empty());
+}

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{analysis::Percentiles, InstanceBooks, PoolReport, Report, StackReport, WindowsReport};
+use super::{
+    analysis::Percentiles, InstanceBooks, PoolReport, Report, Sizes, StackReport, WindowsReport,
+};
 use crate::{probes::PoolKind, symbolize::Frame, units};
 
 /// The periodic table: one header line per pool, then its top call paths.
@@ -23,6 +25,9 @@ pub fn render_interval(report: &Report, style: Style) -> String {
         );
         let _ = writeln!(out, "{}", style.bold(&header));
         render_books(&mut out, pool);
+        if let Some(sizes) = pool.sizes.filter(|s| s.gets > 0) {
+            let _ = writeln!(out, "  sizes: {}", sizes_line(&sizes));
+        }
         render_stacks(&mut out, pool, style);
     }
     out
@@ -78,6 +83,48 @@ pub fn books_line(books: &InstanceBooks) -> String {
         _ => line += "; too soon to tell a fill rate",
     }
     line
+}
+
+/// Call paths shown under a pool's sizes in the final text report (JSON has `--top`).
+const SIZED_PATHS_SHOWN: usize = 5;
+
+/// What a sized pool's Gets asked for against what they were handed, then the paths that
+/// leave the most of it unused.
+fn render_sizes(out: &mut String, pool: &PoolReport) {
+    // A sized pool no Get has come through since attach has nothing to say.
+    let Some(sizes) = pool.sizes.filter(|s| s.gets > 0) else {
+        return;
+    };
+    let _ = writeln!(out, "  sizes: {}", sizes_line(&sizes));
+    for path in pool.sized_paths.iter().take(SIZED_PATHS_SHOWN) {
+        let caller = path.frames.get(1).or(path.frames.first());
+        let _ = writeln!(
+            out,
+            "    {}, from {}  {}",
+            sizes_line(&path.sizes),
+            caller.map_or("?", |f| f.function.as_str()),
+            caller.map(location).unwrap_or_default()
+        );
+    }
+    let more = pool.sized_paths.len().saturating_sub(SIZED_PATHS_SHOWN) + pool.sized_paths_omitted;
+    if more > 0 {
+        let _ = writeln!(
+            out,
+            "    ... and {more} more call paths (see --format json)"
+        );
+    }
+}
+
+/// "requested 1.2 MiB, capacity 2.0 MiB (40% unused) in 812 Gets".
+pub fn sizes_line(sizes: &Sizes) -> String {
+    format!(
+        "requested {}, capacity {} ({:.0}% unused) in {} Get{}",
+        units::bytes(sizes.requested_bytes),
+        units::bytes(sizes.capacity_bytes),
+        sizes.unused_share() * 100.0,
+        sizes.gets,
+        if sizes.gets == 1 { "" } else { "s" }
+    )
 }
 
 /// Terminal styling: ANSI colour when writing to a terminal, plain text otherwise.
@@ -149,6 +196,7 @@ pub fn render_final(report: &Report, style: Style) -> String {
             );
         }
         render_books(&mut out, pool);
+        render_sizes(&mut out, pool);
         render_stacks(&mut out, pool, style);
         render_double_puts(&mut out, pool);
         for warning in warnings(pool) {
@@ -293,6 +341,9 @@ fn render_stack(out: &mut String, stack: &StackReport, puts_unseen: bool, style:
     if !timing.is_empty() {
         let _ = writeln!(out, "    {}", timing.join("; "));
     }
+    if let Some(sizes) = &stack.sizes {
+        let _ = writeln!(out, "    {}", sizes_line(sizes));
+    }
     for release in stack.release_paths.iter().take(3) {
         let _ = writeln!(
             out,
@@ -395,7 +446,7 @@ fn warnings(pool: &PoolReport) -> Vec<String> {
             (0, PoolKind::Sync) => "objects were dropped without a Put: lost reuse (extra allocations), which a sync pool allows",
         }),
         (pool.counters.collected_dropped, "collected objects are in the totals but not under a call path (too many paths)"),
-        (pool.counters.paths_dropped, "hold times or release paths were not recorded (too many distinct paths)"),
+        (pool.counters.paths_dropped, "hold times, sizes or release paths were not recorded (too many distinct paths)"),
         (pool.counters.stream_lost, "stream events were lost (the ring buffer was full)"),
         (pool.counters.read_faults, "object identities or sizes could not be read from the target's memory (check --get-key/--put-key/--get-size)"),
         (pool.counters.size_filtered, "objects outside --min-size/--max-size were not tracked (their Puts count as unmatched)"),

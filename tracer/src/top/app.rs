@@ -394,6 +394,7 @@ mod tests {
             collected_bytes: 0,
             trend: Vec::new(),
             release_paths: Vec::new(),
+            sizes: None,
             frames: vec![frame("pool.Get"), frame(caller)],
         }
     }
@@ -426,6 +427,9 @@ mod tests {
                 stacks_omitted: 0,
                 double_put_paths: Vec::new(),
                 instances: Vec::new(),
+                sizes: None,
+                sized_paths: Vec::new(),
+                sized_paths_omitted: 0,
             }],
         }
     }

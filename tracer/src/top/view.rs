@@ -12,7 +12,7 @@ use ratatui::{
 
 use super::app::{sort_name, App, Row, Screen};
 use crate::{
-    report::{books_line, windows_line, PoolReport, Report, StackReport},
+    report::{books_line, sizes_line, windows_line, PoolReport, Report, StackReport},
     symbolize::Frame as StackFrame,
     units,
 };
@@ -169,7 +169,7 @@ fn pool_lines(app: &App) -> Vec<Line<'static>> {
             )),
         ])
     };
-    // Each pool's line, then its instances' own books.
+    // Each pool's line, then its instances' own books and its sizes.
     let mut lines = Vec::new();
     for pool in &report.pools {
         lines.push(line(pool));
@@ -177,6 +177,8 @@ fn pool_lines(app: &App) -> Vec<Line<'static>> {
         lines.extend(
             books.map(|i| Line::from(format!("  instance {}: {}", i.address, books_line(i)))),
         );
+        lines
+            .extend((pool.sizes.iter()).map(|s| Line::from(format!("  sizes: {}", sizes_line(s)))));
     }
     lines
 }
@@ -432,6 +434,9 @@ fn path(frame: &mut Frame, app: &mut App, area: Rect) {
     ));
     if let Some(receiver) = &stack.receiver {
         lines.push(Line::from(format!("pool instance {receiver}")));
+    }
+    if let Some(sizes) = &stack.sizes {
+        lines.push(Line::from(sizes_line(sizes)));
     }
     section(&mut lines, "why");
     lines.extend(stack.reasons.iter().map(|r| Line::from(format!("  {r}"))));
