@@ -1,7 +1,7 @@
 // pooltarget is the benchmarks' Go target: it times its own Get/Put loops, so a tracer's
 // attach and detach are never inside the measurement. Commands on stdin:
 //
-//	run sync|bucketed|parallel N   N Get+Put pairs; prints "ns_per_pair=X pairs=N"
+//	run sync|bucketed|bytes|parallel N   N Get+Put pairs; prints "ns_per_pair=X pairs=N"
 //	paced RATE SECONDS             sync.Pool pairs at RATE per second; prints the rate reached
 //	hold N                         takes N objects and keeps them; prints "held=N"
 //	release                        gives every kept object back; prints "released=N"
@@ -63,6 +63,48 @@ func (p *BucketedPool[T]) Put(b *[]T) {
 }
 
 var chunks = NewBucketedPool[byte](64, 65536)
+
+// BytePool lends []byte by size class, as Prometheus' util/pool does: a method of a type
+// without type parameters, so no probe reads its receiver unless asked.
+type BytePool struct {
+	buckets []sync.Pool
+	sizes   []int
+}
+
+func NewBytePool(minSize, maxSize int) *BytePool {
+	p := &BytePool{}
+	for s := minSize; s <= maxSize; s *= 2 {
+		p.sizes = append(p.sizes, s)
+	}
+	p.buckets = make([]sync.Pool, len(p.sizes))
+	return p
+}
+
+//go:noinline
+func (p *BytePool) Get(sz int) []byte {
+	for i, size := range p.sizes {
+		if sz <= size {
+			if b, ok := p.buckets[i].Get().(*[]byte); ok {
+				return *b
+			}
+			return make([]byte, 0, size)
+		}
+	}
+	return make([]byte, 0, sz)
+}
+
+//go:noinline
+func (p *BytePool) Put(b []byte) {
+	for i, size := range p.sizes {
+		if cap(b) == size {
+			b = b[:0]
+			p.buckets[i].Put(&b)
+			return
+		}
+	}
+}
+
+var bytePool = NewBytePool(64, 65536)
 
 // Obj is what hold takes out of holds, and never gives back.
 type Obj struct{ data [16]byte }
@@ -136,6 +178,12 @@ func bucketedPair() {
 	chunks.Put(b)
 }
 
+//go:noinline
+func bytesPair() {
+	b := bytePool.Get(1000)
+	bytePool.Put(b)
+}
+
 // spread keeps one object from holds taken through each of 1<<depth call paths: at each
 // level the walk goes through left or right, by one bit of the path's number, so that
 // every path has return addresses of its own (pooltrace top's bench of 1,000 paths).
@@ -181,6 +229,12 @@ func run(mode string, pairs int) time.Duration {
 		return timed(pairs, func(n int) {
 			for i := 0; i < n; i++ {
 				bucketedPair()
+			}
+		})
+	case "bytes":
+		return timed(pairs, func(n int) {
+			for i := 0; i < n; i++ {
+				bytesPair()
 			}
 		})
 	case "parallel":

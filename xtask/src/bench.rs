@@ -4,7 +4,8 @@
 //! noisy. Also: user CPU at a fixed rate, memory with a million objects out, attach and
 //! table-load times on real programs, the event rate stream mode sustains, the agent's own
 //! cost on a large program and with short-lived matches (`agent`), and the agent left
-//! running on a loaded service (`soak`).
+//! running on a loaded service (`soak`), and what setting a Get's request against its
+//! capacity costs (`sizes`).
 
 use std::{
     path::{Path, PathBuf},
@@ -70,7 +71,7 @@ pub fn run() -> Result {
     }
     println!("pooltrace benchmarks, {}", machine());
     // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|agent|
-    // fleet|top|soak runs one section.
+    // fleet|top|sizes|soak runs one section.
     let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
     if wanted("overhead") {
@@ -111,6 +112,9 @@ pub fn run() -> Result {
     }
     if wanted("top") {
         crate::top_costs::run(&pooltrace, &target)?;
+    }
+    if wanted("sizes") {
+        crate::size_costs::run(&pooltrace, &target)?;
     }
     if wanted("soak") {
         crate::soak::run(&pooltrace)?;

@@ -10,6 +10,7 @@ mod image;
 mod imports;
 mod launch;
 mod probe_costs;
+mod size_costs;
 mod soak;
 mod test;
 mod tools;
