@@ -22,7 +22,8 @@ use std::{
 
 use pooltrace_harness::caddy_serving_gzip;
 use pooltrace_tests::{
-    pool, pooltrace_json, real_program, run_pooltrace, suspected_leaks, u64_of, Tracer, Value,
+    functions, pool, pooltrace_json, real_program, run_pooltrace, suspected_leaks, u64_of, Tracer,
+    Value,
 };
 
 /// Kills and reaps a started program when the test ends, however it ends.
@@ -285,7 +286,7 @@ fn caddy_serving_gzip_files_under_load() {
 }
 
 #[test]
-fn prometheus_scraping_itself_with_its_own_pool_and_sync_pool() {
+fn prometheus_scraping_itself_with_its_own_pool_sized_on_request_and_sync_pool() {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("pooltrace-prometheus-{port}"));
     std::fs::create_dir_all(&dir).expect("data dir");
@@ -343,6 +344,36 @@ fn prometheus_scraping_itself_with_its_own_pool_and_sync_pool() {
         .as_str()
         .is_some_and(|v| v.starts_with("go1.19")));
     assert_frames_symbolized(&reports, "github.com/prometheus/prometheus/");
+    // The preset alone adds no probe at Get's entry, so it reads no size asked for...
+    assert!(own["sizes"].is_null(), "{own:#}");
+    // ...and with --sizes it does: each scrape asks for its last size, in buckets of x3.
+    let sized = attach_repeatedly(
+        prometheus.0.id(),
+        &["--pool", "prometheus", "--sizes"],
+        1,
+        Duration::from_millis(3500),
+    );
+    let own = pool(
+        &sized[0],
+        "github.com/prometheus/prometheus/util/pool.(*Pool).Get",
+    );
+    let sizes = &own["sizes"];
+    let (gets, requested, capacity) = (
+        u64_of(&sizes["gets"]),
+        u64_of(&sizes["requested_bytes"]),
+        u64_of(&sizes["capacity_bytes"]),
+    );
+    assert!(gets >= 2 && gets <= u64_of(&own["gets"]), "{own:#}");
+    assert!(0 < requested && requested <= capacity, "{own:#}");
+    let callers: Vec<String> = (own["sized_paths"].as_array().expect("sized paths").iter())
+        .flat_map(functions)
+        .collect();
+    assert!(
+        callers
+            .iter()
+            .any(|f| f.ends_with("(*scrapeLoop).scrapeAndReport")),
+        "{own:#}"
+    );
     assert_eq!(http_get(port, "/-/healthy").0, 200);
     drop(prometheus);
     let _ = std::fs::remove_dir_all(Path::new(&dir));

@@ -629,6 +629,13 @@ pub struct PoolArgs {
     #[arg(long)]
     pub no_release_paths: bool,
 
+    /// Set what each call path asks the pool for against the capacity it is handed, also
+    /// where reading the size adds a probe at Get's entry: the prometheus and nats presets,
+    /// and Thanos' BucketedBytes without its books (about 1.15x the cost of a traced pair,
+    /// see BENCHMARKS.md). Thanos' generic pools are sized without it.
+    #[arg(long)]
+    pub sizes: bool,
+
     /// Catch double Puts: a Put of an object already back in its pool, which hands it to two
     /// future holders. Each is counted and reported with both Puts' call paths. Costs a map
     /// update at every Get and Put (see BENCHMARKS.md), so it is off unless asked for (or

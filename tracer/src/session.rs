@@ -564,6 +564,7 @@ pub(crate) fn pool_request(args: &PoolArgs) -> Result<PoolRequest> {
         receiver: args.receiver,
         release_paths: !args.no_release_paths,
         double_puts: args.double_puts,
+        sizes: args.sizes,
     })
 }
 

@@ -42,6 +42,7 @@ impl CustomPool {
             double_puts: false,
             stream: false,
             books: self.books,
+            sizes_may_add_probe: true,
         })
     }
 }

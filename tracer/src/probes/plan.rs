@@ -28,6 +28,8 @@ pub(crate) struct PoolRequest {
     pub(crate) release_paths: bool,
     /// `--double-puts`, or `run --fail-on double-put`.
     pub(crate) double_puts: bool,
+    /// `--sizes`.
+    pub(crate) sizes: bool,
 }
 
 /// The pools named: the pools file's (read now), then the command line's. Fails when there
@@ -60,6 +62,7 @@ impl PoolRequest {
             spec.receiver = self.receiver;
             spec.release_paths = self.release_paths;
             spec.double_puts = self.double_puts;
+            spec.sizes_may_add_probe |= self.sizes;
         }
         Ok(specs)
     }

@@ -3,7 +3,7 @@
 
 use tracer_common::{
     ProbeSite, WordSpec, SITE_DOUBLE_PUTS, SITE_ENTRY_STASH, SITE_RELEASE_PATHS, SITE_SIZES,
-    SITE_STREAM,
+    SITE_STREAM, WORD_NONE,
 };
 
 use super::{
@@ -87,10 +87,25 @@ impl PoolPlan {
                 || spec.receiver.is_some()
                 || spec.books.is_some());
         let mut request = reads.get_request;
+        // A request is set against the capacity handed out: with none read, nothing to say.
+        if request.is_some() && reads.get_size.kind == WORD_NONE {
+            if spec.sizes_may_add_probe {
+                crate::status!(
+                    "pooltrace: sizes are off for {}: the capacity Get hands out is not read \
+                     (give --get-size)",
+                    get.requested
+                );
+            }
+            request = None;
+        }
         let get_entry_site = match (needs_entry, request.is_some()) {
             (true, _) => Some(entry()?),
             (false, false) => None,
             // Sizes alone never keep a pool from being traced.
+            (false, true) if !spec.sizes_may_add_probe => {
+                request = None;
+                None
+            }
             (false, true) => {
                 let placed = match get.inlined_only {
                     true => Err(

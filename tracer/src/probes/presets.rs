@@ -76,11 +76,22 @@ impl Preset {
                     format!("{PROMETHEUS_POOL}Put"),
                 );
                 // The interface{} Put reads the capacity through reflect; the []byte one does not.
-                let object = match binary.function(&put) {
-                    Some(f) if calls_reflect(binary, f) => ObjectKind::Iface,
-                    _ => ObjectKind::Slice,
+                let pool = match binary.function(&put) {
+                    Some(f) if calls_reflect(binary, f) => PoolSpec {
+                        // What the interface holds is a []byte: its capacity is the third word
+                        // of the header the data word points at.
+                        keys: KeyOverrides {
+                            get_size: Some(Spec::Load {
+                                word: 1,
+                                offset: 16,
+                            }),
+                            ..KeyOverrides::default()
+                        },
+                        ..spec(&get, &put, ObjectKind::Iface)
+                    },
+                    _ => spec(&get, &put, ObjectKind::Slice),
                 };
-                present(binary, vec![sized(spec(&get, &put, object), 1)])
+                present(binary, vec![sized(pool, 1)])
             }
             Self::Thanos => present(binary, thanos_pools(binary)),
         };
@@ -207,6 +218,7 @@ fn spec(get: &str, put: &str, object: ObjectKind) -> PoolSpec {
         double_puts: false,
         stream: false,
         books: None,
+        sizes_may_add_probe: false,
     }
 }
 

@@ -95,6 +95,10 @@ pub struct PoolSpec {
     pub stream: bool,
     /// Where the pool instance keeps its own books, read from memory at each report.
     pub books: Option<BooksSpec>,
+    /// The size Get is asked for (`keys.get_request`) is read even where that adds a probe
+    /// at Get's entry: the user named it, or gave `--sizes`. A preset's alone is read only
+    /// where the entry is probed anyway.
+    pub sizes_may_add_probe: bool,
 }
 
 /// Where a counting pool keeps its own books: byte offsets into the pool instance (Get's
