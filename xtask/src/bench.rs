@@ -289,14 +289,7 @@ fn measure(
     } else {
         PROBED_PAIRS
     };
-    target.send(&format!("run {} {pairs}", workload.mode))?;
-    let line = target.expect("ns_per_pair=")?;
-    let ns = line
-        .split_whitespace()
-        .next()
-        .and_then(|w| w.strip_prefix("ns_per_pair="))
-        .and_then(|v| v.parse().ok())
-        .ok_or("bad target output")?;
+    let ns = target.run_pairs(workload.mode, pairs)?;
     if let Some(tracer) = tracer {
         tracer.stop()?;
     }
@@ -543,14 +536,7 @@ fn stream_rate(pooltrace: &Path, target_bin: &Path, mode: &str) -> Result {
         &["--output", &output],
         "pooltrace: streaming",
     )?;
-    target.send(&format!("run {mode} {PAIRS}"))?;
-    let line = target.expect("ns_per_pair=")?;
-    let ns: f64 = line
-        .split_whitespace()
-        .next()
-        .and_then(|w| w.strip_prefix("ns_per_pair="))
-        .and_then(|v| v.parse().ok())
-        .ok_or("bad output")?;
+    let ns = target.run_pairs(mode, PAIRS)?;
     thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

@@ -140,6 +140,16 @@ impl Target {
         wait_for(&mut self.lines, prefix)
     }
 
+    /// Runs `pairs` Get+Put pairs of `mode` and returns the target's own ns per pair.
+    pub(crate) fn run_pairs(&mut self, mode: &str, pairs: u64) -> Result<f64> {
+        self.send(&format!("run {mode} {pairs}"))?;
+        let line = self.expect("ns_per_pair=")?;
+        let ns = (line.split_whitespace().next())
+            .and_then(|w| w.strip_prefix("ns_per_pair="))
+            .and_then(|v| v.parse().ok());
+        Ok(ns.ok_or_else(|| format!("bad target output: {line}"))?)
+    }
+
     pub(crate) fn exit(mut self) -> Result {
         self.send("exit")?;
         self.child.wait()?;

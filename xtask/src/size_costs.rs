@@ -6,44 +6,30 @@
 use std::path::Path;
 
 use crate::{
-    launch::{pooltrace_tracer, stats, Target, Workload},
+    launch::{pooltrace_tracer, stats, Target, Workload, WORKLOADS},
     Result,
 };
 
 const REPEATS: usize = 5;
 const PAIRS: u64 = 100_000;
 
-const POOLS: [Workload; 2] = [
-    Workload {
-        mode: "bucketed",
-        pool_args: &[
-            "--get",
-            "main.(*BucketedPool[uint8]).Get",
-            "--put",
-            "main.(*BucketedPool[uint8]).Put",
-            "--object",
-            "slice-ptr",
-        ],
-        get_key: "ax",
-        put_key: "cx",
-    },
-    Workload {
-        mode: "bytes",
-        pool_args: &[
-            "--get",
-            "main.(*BytePool).Get",
-            "--put",
-            "main.(*BytePool).Put",
-            "--object",
-            "slice",
-        ],
-        get_key: "ax",
-        put_key: "bx",
-    },
-];
+/// Prometheus' shape; the generic pool is the overhead section's `bucketed`.
+const BYTE_POOL: Workload = Workload {
+    mode: "bytes",
+    pool_args: &[
+        "--get",
+        "main.(*BytePool).Get",
+        "--put",
+        "main.(*BytePool).Put",
+        "--object",
+        "slice",
+    ],
+    get_key: "ax",
+    put_key: "bx",
+};
 
 pub fn run(pooltrace: &Path, target_bin: &Path) -> Result {
-    for pool in &POOLS {
+    for pool in [&WORKLOADS[1], &BYTE_POOL] {
         with_and_without(pooltrace, target_bin, pool)?;
     }
     Ok(())
@@ -71,12 +57,7 @@ fn with_and_without(pooltrace: &Path, target_bin: &Path, pool: &Workload) -> Res
             extra,
             "pooltrace: attached",
         )?;
-        target.send(&format!("run {} {PAIRS}", pool.mode))?;
-        let line = target.expect("ns_per_pair=")?;
-        let ns: f64 = (line.split_whitespace().next())
-            .and_then(|w| w.strip_prefix("ns_per_pair="))
-            .ok_or("bad target output")?
-            .parse()?;
+        let ns = target.run_pairs(pool.mode, PAIRS)?;
         report.stop()?;
         target.exit()?;
         samples[usize::from(sized)].push(ns);

@@ -70,13 +70,7 @@ fn throughput(pooltrace: &Path, target_bin: &Path, tmux: &Path) -> Result {
 }
 
 fn timed_pairs(target: &mut Target) -> Result<f64> {
-    target.send(&format!("run sync {PAIRS}"))?;
-    let line = target.expect("ns_per_pair=")?;
-    let value = line
-        .split_whitespace()
-        .next()
-        .and_then(|w| w.strip_prefix("ns_per_pair="));
-    Ok(value.ok_or("bad target output")?.parse()?)
+    target.run_pairs("sync", PAIRS)
 }
 
 /// top's CPU, user and system, over `CPU_SECONDS` with 1,024 paths in its table.
