@@ -109,6 +109,9 @@ pub mod names {
     pub const SIZE_MAX: &str = "SIZE_MAX";
     /// Every global user space sets at load time.
     pub const GLOBALS: [&str; 4] = [RELEASE_SAMPLE, STACK_DEPTH, SIZE_MIN, SIZE_MAX];
+    /// The `log` target of the kernel side's diagnostics (aya-log), which `RUST_LOG` and
+    /// `--debug` filter on.
+    pub const KERNEL_LOG_TARGET: &str = "pooltrace::kernel";
 }
 
 /// Default of the `RELEASE_SAMPLE` global: one Put in 16 walks its stack, which keeps each

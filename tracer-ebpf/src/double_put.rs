@@ -8,7 +8,7 @@ use tracer_common::{
     DoublePutKey, ObjectKey, PoolCounters, ProbeSite, ReturnedBy, EVENT_DOUBLE_PUT, SITE_STREAM,
 };
 
-use crate::{events::stream, maps::DOUBLE_PUTS, stack::capture_stack};
+use crate::{diag, events::stream, maps::DOUBLE_PUTS, stack::capture_stack};
 
 /// Counts a Put of an object already back in its pool under both Puts' call paths.
 pub(crate) fn record_double_put(
@@ -19,6 +19,7 @@ pub(crate) fn record_double_put(
     counters: &mut PoolCounters,
 ) {
     counters.double_puts += 1;
+    diag::double_put(ctx, site, key.addr);
     let (stack, caller) = capture_stack(ctx, site);
     let path = DoublePutKey {
         pool: site.pool,

@@ -16,12 +16,13 @@ use tracer_common::{
 };
 
 use crate::{
+    diag,
     events::stream_get,
     maps::{
         add_crossing, add_held, epoch, object_quota, quota_full, size_wanted, COLLECTED,
         GETS_IN_FLIGHT, OUTSTANDING, RETURNED, SIZES,
     },
-    read::{goes_to_morestack, read_word, GoRegs},
+    read::{goes_to_morestack, load_address, read_word, GoRegs},
     stack::capture_stack,
 };
 
@@ -32,10 +33,12 @@ const E2BIG: i32 = 7;
 pub(crate) fn stash_at_entry(ctx: &ProbeContext, site: &ProbeSite) {
     let regs = unsafe { &*ctx.regs };
     if goes_to_morestack(site, regs) {
+        diag::morestack(ctx, site);
         return;
     }
     let words = GoRegs::read(regs, site);
     let Some(receiver) = read_word(&words, &site.receiver) else {
+        diag::read_fault(ctx, site, "receiver", load_address(&words, &site.receiver));
         return;
     };
     if site.receiver_filter != 0 && receiver != site.receiver_filter {
@@ -76,15 +79,17 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
             }
             // Another pool instance (filtered at entry), or a call that began before attach.
             None if site.receiver_filter != 0 => return,
-            None => {}
+            None => diag::no_stash(ctx, site),
         }
     }
     let Some(addr) = object else {
         counters.read_faults += 1;
+        diag::read_fault(ctx, site, "key", load_address(&words, &site.key));
         return;
     };
     if addr == 0 {
         counters.nil_gets += 1;
+        diag::nil_key(ctx, site);
         return;
     }
     counters.gets += 1;
@@ -101,6 +106,7 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     }
     if size.is_none() {
         counters.read_faults += 1;
+        diag::read_fault(ctx, site, "size", load_address(&words, &site.size));
     }
     // Over its process's share, an object is not tracked, unless it takes the place of one
     // that is (see below), which holds no more.
@@ -115,6 +121,7 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     let (stack, caller) = capture_stack(ctx, site);
     let stack = stack.unwrap_or_else(|| {
         counters.stack_failures += 1;
+        diag::stack_failed(ctx, site);
         0
     });
     let value = Outstanding {
@@ -137,7 +144,10 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     }
     match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
         Ok(()) => add_held(quota, 1),
-        Err(errno) if -errno == E2BIG => counters.dropped += 1,
+        Err(errno) if -errno == E2BIG => {
+            counters.dropped += 1;
+            diag::objects_full(ctx, site, addr);
+        }
         Err(_) => {
             // Still outstanding. Taken in this epoch, Put has watched it ever since: it was
             // dropped without a Put and its memory recycled, so it is booked as collected.
@@ -156,7 +166,10 @@ pub(crate) fn on_get(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
             if OUTSTANDING.insert(&key, &value, BPF_EXIST as u64).is_err() {
                 match OUTSTANDING.insert(&key, &value, BPF_NOEXIST as u64) {
                     Ok(()) => add_held(quota, 1),
-                    Err(_) => counters.dropped += 1,
+                    Err(_) => {
+                        counters.dropped += 1;
+                        diag::objects_full(ctx, site, addr);
+                    }
                 }
             }
         }

@@ -13,7 +13,8 @@
 //! This file holds only the programs, so every entry point the loader attaches by name is in
 //! one place; each finds its site and hands over to the module for its concern: `maps` (every
 //! map and load-time global), `get`, `put`, `double_put`, `events` (stream mode), `stack`
-//! (stack capture) and `read` (reading the target).
+//! (stack capture), `read` (reading the target) and `diag` (aya-log messages on the paths
+//! that lose an event, off unless user space asks).
 #![no_std]
 #![no_main]
 // `atomic_xadd`: bpfel has no atomic types, but has the atomic add (maps.rs, `add_held`).
@@ -23,6 +24,7 @@
 // stack for nothing.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod diag;
 mod double_put;
 mod events;
 mod get;

@@ -15,6 +15,7 @@ use tracer_common::{
 };
 
 use crate::{
+    diag,
     double_put::record_double_put,
     events::stream,
     get::record_came_back_unseen,
@@ -22,7 +23,7 @@ use crate::{
         add_crossing, add_held, epoch, object_quota, release_sample, size_wanted, HOLD_TIMES,
         OUTSTANDING, RELEASES, RETURNED, ZERO_HISTOGRAM,
     },
-    read::{goes_to_morestack, read_word, GoRegs},
+    read::{goes_to_morestack, load_address, read_word, GoRegs},
     stack::capture_stack,
 };
 
@@ -35,12 +36,14 @@ pub(crate) fn on_put(ctx: &ProbeContext, site: &ProbeSite, counters: &mut PoolCo
     }
     if goes_to_morestack(site, regs) {
         counters.put_restarts += 1;
+        diag::morestack(ctx, site);
         return;
     }
     counters.puts += 1;
     let Some(addr) = read_word(&words, &site.key) else {
         counters.read_faults += 1;
         counters.unmatched_puts += 1;
+        diag::read_fault(ctx, site, "key", load_address(&words, &site.key));
         return;
     };
     let key = ObjectKey {

@@ -27,6 +27,16 @@ pub(crate) fn read_word(regs: &GoRegs, spec: &WordSpec) -> Option<u64> {
     }
 }
 
+/// Where a read of `spec` that failed tried to load from: for an interface, its data word
+/// (or, not cached, its type's kind byte, which is read first). For diagnostics only.
+pub(crate) fn load_address(regs: &GoRegs, spec: &WordSpec) -> u64 {
+    match spec.kind {
+        WORD_LOAD => regs.get(spec.reg).wrapping_add(spec.offset as u64),
+        WORD_IFACE => regs.get(spec.reg + 1),
+        _ => 0,
+    }
+}
+
 /// Identity of an object held in an interface: the data word, except that a boxed slice's
 /// data word points at a header allocated anew at each boxing, so the slice's data pointer
 /// is the one that survives the round trip.
