@@ -28,6 +28,14 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Say on stderr why events went unrecorded, from the kernel side (the site, pool,
+    /// goroutine and address of each read fault, nil object, full map, double Put, skipped
+    /// pass), and what pooltrace does: `RUST_LOG=pooltrace=debug`. Each kind of message is
+    /// shown once in 10 s per site, with a count of those held back. Off, the kernel side
+    /// costs nothing for it.
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 /// One of pooltrace's commands, with its options.

@@ -314,6 +314,15 @@ pub enum Error {
         source: aya::EbpfError,
     },
 
+    /// The kernel side's log messages (`--debug`, `RUST_LOG=pooltrace::kernel=...`) cannot
+    /// be read.
+    #[error("cannot read the kernel side's log messages")]
+    KernelLog {
+        /// What aya-log reported.
+        #[source]
+        source: aya_log::Error,
+    },
+
     /// An eBPF program could not be loaded or attached.
     #[error("eBPF program {name}")]
     Program {

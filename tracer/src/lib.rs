@@ -12,7 +12,8 @@
 //! - `symbolize` turns addresses into Go frames;
 //! - `report` renders text and JSON, and judges `run --fail-on`; `list` shows the pools a
 //!   binary has; `diff` compares two JSON reports;
-//! - `output` writes results to stdout or the `--output` file, safely;
+//! - `output` writes results to stdout or the `--output` file, safely; `diagnostics` says
+//!   what pooltrace and its kernel side could not do (`--debug`, `RUST_LOG`), rate-limited;
 //! - `process` knows the traced process and watches its exit and exec; `signals` catches
 //!   the signals that stop a trace, and `stop` says what ended one; `session` runs one trace
 //!   from the command line to its final report; `stream` prints every event as it happens;
@@ -26,6 +27,7 @@ mod agent;
 mod books;
 mod capabilities;
 pub mod cli;
+pub mod diagnostics;
 mod diff;
 pub mod error;
 pub mod gobin;
@@ -47,11 +49,18 @@ pub use error::{Error, Result};
 
 /// Runs one parsed command line; the exit status pooltrace should end with.
 pub fn run(cli: cli::Cli) -> Result<i32> {
+    diagnostics::init(cli.debug);
+    let status = run_command(cli.command);
+    diagnostics::finish();
+    status
+}
+
+fn run_command(command: cli::Command) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| Error::Runtime { source })?;
-    match cli.command {
+    match command {
         cli::Command::Report(args) => runtime.block_on(session::report(*args)).map(|()| 0),
         cli::Command::Run(args) => runtime.block_on(session::run(*args)),
         cli::Command::Stream(args) => runtime.block_on(stream::stream(*args)).map(|()| 0),

@@ -22,6 +22,7 @@ use super::{
 };
 use crate::{
     capabilities::{self, Effective},
+    diagnostics,
     error::{AttachFailure, Error, Result},
     gobin::GoBinary,
     process::Process,
@@ -103,6 +104,19 @@ impl Probes {
             })
             .collect();
         object.write_sites(slot, &sites)?;
+        let pid = process.pid_nonzero();
+        diagnostics::name_sites(planned.iter().enumerate().map(|(i, p)| {
+            let offset = p.site.addr.saturating_sub(p.function.addr);
+            let role = p.role.as_str();
+            (
+                slot.cookie(i),
+                format!("{role} {}+{offset:#x} in PID {pid}", p.function.name),
+            )
+        }));
+        diagnostics::name_pools(planned.iter().map(|p| {
+            let pool = slot.first_pool() + p.probe.pool;
+            (pool, format!("{} in PID {pid}", p.plan.get.requested))
+        }));
         for (i, planned) in planned.iter().enumerate() {
             let address = planned.site.addr;
             let function = &planned.function.name;

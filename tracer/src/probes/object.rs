@@ -28,6 +28,7 @@ use tracer_common::{
 use super::multi::MultiPrograms;
 use crate::{
     capabilities::{self, Effective},
+    diagnostics::{self, KernelLog},
     error::{Error, Result},
 };
 
@@ -86,6 +87,8 @@ pub struct Object {
     share: u64,
     /// This object's map descriptors, told apart from any other object's in this process.
     map_fds: Vec<u32>,
+    /// The kernel side's log messages, drained while they are wanted (`--debug`).
+    _kernel_log: Option<KernelLog>,
 }
 
 /// The environment variable that asks for a link per site (`per-site`) instead of
@@ -104,7 +107,8 @@ impl Object {
         }
         raise_memlock_limit();
         let maps_before = bpf_map_fds();
-        let ebpf = EbpfLoader::new()
+        let log_level = diagnostics::kernel_level();
+        let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::OUTSTANDING, limits.max_objects)
             .map_max_entries(names::STACKS, limits.max_stacks)
             .map_max_entries(names::SITES, MAX_SITES * slots)
@@ -118,6 +122,8 @@ impl Object {
             .override_global(names::STACK_DEPTH, &limits.stack_depth, true)
             .override_global(names::SIZE_MIN, &limits.size_min, true)
             .override_global(names::SIZE_MAX, &limits.size_max, true)
+            // 0 unless asked: every log call in the programs is then skipped by the verifier.
+            .override_global(aya_log::LEVEL, &log_level, true)
             .load(OBJECT)
             .map_err(load_error)?;
         // Not having uprobe-multi links is no error: the sites get a link each, and the
@@ -130,6 +136,12 @@ impl Object {
                 Err(error) => Err(error.to_string()),
             },
         };
+        // After the uprobe-multi copies are relocated against the log's ring buffer, which
+        // this takes out of the maps aya keeps.
+        let kernel_log = (log_level > 0)
+            .then(|| KernelLog::start(&mut ebpf))
+            .transpose()
+            .map_err(|source| Error::KernelLog { source })?;
         Ok(Rc::new(Self {
             ebpf: RefCell::new(ebpf),
             multi,
@@ -141,6 +153,7 @@ impl Object {
                 .into_iter()
                 .filter(|fd| !maps_before.contains(fd))
                 .collect(),
+            _kernel_log: kernel_log,
         }))
     }
 

@@ -1,7 +1,8 @@
 //! What a pool's counters say about the words pooltrace reads. When nearly every Get reads its
-//! object as nil, or no Put ever gives back an object a Get handed out, the key spec
-//! (`--object`, `--get-key`, `--put-key`) most likely reads the wrong word, and the report
-//! alone would look like an idle pool. Each doubt is said once per pool.
+//! object as nil or cannot read it at all, or no Put ever gives back an object a Get handed
+//! out, the key spec (`--object`, `--get-key`, `--put-key`) most likely reads the wrong word,
+//! and the report alone would look like an idle pool. Each doubt is said once per pool, and
+//! points to `--debug` for the site and address behind it.
 
 use std::collections::HashSet;
 
@@ -23,6 +24,7 @@ pub struct Doubts {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Doubt {
     NilGets,
+    FaultingGets,
     NoPutMatches,
 }
 
@@ -46,9 +48,14 @@ impl Doubts {
 
 fn doubts(pool: &PoolReport, pid: i32) -> Vec<(Doubt, String)> {
     let counters = &pool.counters;
-    let list = format!("`pooltrace list --pid {pid}` shows what each pair takes and returns");
+    let debug = match crate::diagnostics::kernel_level() {
+        0 => "; --debug names each site and the address it read",
+        _ => "",
+    };
+    let list =
+        format!("`pooltrace list --pid {pid}` shows what each pair takes and returns{debug}");
     let mut found = Vec::new();
-    let read = counters.gets + counters.nil_gets;
+    let read = counters.gets + counters.nil_gets + counters.read_faults;
     if read >= ENOUGH && counters.nil_gets * 10 >= read * 9 {
         found.push((
             Doubt::NilGets,
@@ -56,6 +63,16 @@ fn doubts(pool: &PoolReport, pid: i32) -> Vec<(Doubt, String)> {
                 "pooltrace: {}: {} of {read} Gets read their object as nil: --object or \
                  --get-key probably reads the wrong word (or the pool is always empty); {list}",
                 pool.get, counters.nil_gets
+            ),
+        ));
+    }
+    if read >= ENOUGH && counters.read_faults * 10 >= read * 9 {
+        found.push((
+            Doubt::FaultingGets,
+            format!(
+                "pooltrace: {}: {} of {read} Gets could not read their object from memory: \
+                 --object or --get-key probably loads through a word that is no pointer; {list}",
+                pool.get, counters.read_faults
             ),
         ));
     }
