@@ -108,10 +108,9 @@ impl Probes {
         diagnostics::name_sites(planned.iter().enumerate().map(|(i, p)| {
             let offset = p.site.addr.saturating_sub(p.function.addr);
             let role = p.role.as_str();
-            (
-                slot.cookie(i),
-                format!("{role} {}+{offset:#x} in PID {pid}", p.function.name),
-            )
+            let name = format!("{role} {}+{offset:#x} in PID {pid}", p.function.name);
+            log::debug!("site {}: {name}", slot.cookie(i));
+            (slot.cookie(i), name)
         }));
         diagnostics::name_pools(planned.iter().map(|p| {
             let pool = slot.first_pool() + p.probe.pool;

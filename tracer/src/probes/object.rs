@@ -108,6 +108,7 @@ impl Object {
         raise_memlock_limit();
         let maps_before = bpf_map_fds();
         let log_level = diagnostics::kernel_level();
+        log::debug!("loading the eBPF object for {slots} processes, AYA_LOG_LEVEL {log_level}");
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::OUTSTANDING, limits.max_objects)
             .map_max_entries(names::STACKS, limits.max_stacks)
