@@ -288,6 +288,7 @@ impl KernelLog {
                     break;
                 }
             })
+            .inspect_err(|e| crate::status!("pooltrace: the kernel's log messages are lost: {e}"))
             .ok();
         Ok(Self { stop, thread })
     }

@@ -27,7 +27,7 @@ mod agent;
 mod books;
 mod capabilities;
 pub mod cli;
-pub mod diagnostics;
+mod diagnostics;
 mod diff;
 pub mod error;
 pub mod gobin;

@@ -5,7 +5,8 @@
 //! table-load times on real programs, the event rate stream mode sustains, the agent's own
 //! cost on a large program and with short-lived matches (`agent`), and the agent left
 //! running on a loaded service (`soak`), and what setting a Get's request against its
-//! capacity costs (`sizes`).
+//! capacity costs (`sizes`), and what the kernel side's diagnostics cost off and on
+//! (`debug`).
 
 use std::{
     path::{Path, PathBuf},
@@ -71,7 +72,7 @@ pub fn run() -> Result {
     }
     println!("pooltrace benchmarks, {}", machine());
     // POOLTRACE_BENCH_ONLY=overhead|programs|probes|sampling|cpu|memory|stream|attach|agent|
-    // fleet|top|sizes|soak runs one section.
+    // fleet|top|sizes|debug|soak runs one section.
     let only = std::env::var("POOLTRACE_BENCH_ONLY").ok();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
     if wanted("overhead") {
@@ -115,6 +116,9 @@ pub fn run() -> Result {
     }
     if wanted("sizes") {
         crate::size_costs::run(&pooltrace, &target)?;
+    }
+    if wanted("debug") {
+        crate::debug_costs::run(&pooltrace, &target)?;
     }
     if wanted("soak") {
         crate::soak::run(&pooltrace)?;

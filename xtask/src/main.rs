@@ -3,6 +3,7 @@
 
 mod agent_costs;
 mod bench;
+mod debug_costs;
 mod demo;
 mod ebpf;
 mod fixtures;
