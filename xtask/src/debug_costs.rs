@@ -8,12 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    launch::{pooltrace_tracer, stats, Target, Workload, WORKLOADS},
+    launch::{compare_reports, Traced, Workload, WORKLOADS},
     Result,
 };
-
-const REPEATS: usize = 5;
-const PAIRS: u64 = 100_000;
 
 /// sync.Pool named by its functions, its object read 3.75 GiB past the interface's data
 /// word, above the target's heap: every Get's read faults.
@@ -35,22 +32,15 @@ const FAULTING: Workload = Workload {
     put_key: "cx",
 };
 
-struct Config {
-    name: &'static str,
-    pooltrace: PathBuf,
-    workload: &'static Workload,
-    args: Vec<&'static str>,
-}
-
 pub fn run(pooltrace: &Path, target_bin: &Path) -> Result {
     let mut configs = vec![
-        Config {
+        Traced {
             name: "report (logging off)",
             pooltrace: pooltrace.to_owned(),
             workload: &WORKLOADS[0],
             args: Vec::new(),
         },
-        Config {
+        Traced {
             name: "report --debug",
             pooltrace: pooltrace.to_owned(),
             workload: &WORKLOADS[0],
@@ -60,7 +50,7 @@ pub fn run(pooltrace: &Path, target_bin: &Path) -> Result {
     if let Some(baseline) = std::env::var_os("POOLTRACE_BENCH_BASELINE") {
         configs.insert(
             1,
-            Config {
+            Traced {
                 name: "baseline report (no aya-log)",
                 pooltrace: PathBuf::from(baseline),
                 workload: &WORKLOADS[0],
@@ -68,14 +58,14 @@ pub fn run(pooltrace: &Path, target_bin: &Path) -> Result {
             },
         );
     }
-    compare("sync pool, healthy", target_bin, &configs)?;
-    let faulting = |name, debug: bool| Config {
+    compare_reports("sync pool, healthy", target_bin, &configs)?;
+    let faulting = |name, debug: bool| Traced {
         name,
         pooltrace: pooltrace.to_owned(),
         workload: &FAULTING,
         args: if debug { vec!["--debug"] } else { Vec::new() },
     };
-    compare(
+    compare_reports(
         "sync pool, every Get's key read faults",
         target_bin,
         &[
@@ -83,39 +73,4 @@ pub fn run(pooltrace: &Path, target_bin: &Path) -> Result {
             faulting("report --debug, faulting key", true),
         ],
     )
-}
-
-/// ns per pair under each config, `REPEATS` times each, in rotating order.
-fn compare(what: &str, target_bin: &Path, configs: &[Config]) -> Result {
-    println!("\n== {what}: ns per pair ({PAIRS} pairs, {REPEATS} repeats, alternating)");
-    let mut samples = vec![Vec::new(); configs.len()];
-    for repeat in 0..REPEATS {
-        for i in 0..configs.len() {
-            let which = (i + repeat) % configs.len();
-            let config = &configs[which];
-            let mut target = Target::start(target_bin)?;
-            let tracer = pooltrace_tracer(
-                &config.pooltrace,
-                "report",
-                target.pid,
-                config.workload,
-                &config.args,
-                "pooltrace: attached",
-            )?;
-            let ns = target.run_pairs(config.workload.mode, PAIRS)?;
-            tracer.stop()?;
-            target.exit()?;
-            samples[which].push(ns);
-        }
-    }
-    let first = stats(&samples[0]).1;
-    for (config, values) in configs.iter().zip(&samples) {
-        let (min, median, max) = stats(values);
-        println!(
-            "   {:<32} min {min:>8.1}  median {median:>8.1}  max {max:>8.1}  x{:.3}",
-            config.name,
-            median / first
-        );
-    }
-    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     thread,
     time::Duration,
@@ -220,4 +220,54 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// One way to run `pooltrace report` on the bench target, for [`compare_reports`].
+pub(crate) struct Traced {
+    pub(crate) name: &'static str,
+    pub(crate) pooltrace: PathBuf,
+    pub(crate) workload: &'static Workload,
+    pub(crate) args: Vec<&'static str>,
+}
+
+/// Pairs timed by the target under each report in [`compare_reports`].
+const COMPARED_PAIRS: u64 = 100_000;
+const COMPARED_REPEATS: usize = 5;
+
+/// The target's ns per pair under each of `configs`, each run `COMPARED_REPEATS` times on a
+/// fresh target in rotating order, printed with its ratio to the first.
+pub(crate) fn compare_reports(what: &str, target_bin: &Path, configs: &[Traced]) -> Result {
+    println!(
+        "\n== {what}: ns per pair ({COMPARED_PAIRS} pairs, {COMPARED_REPEATS} repeats, alternating)"
+    );
+    let mut samples = vec![Vec::new(); configs.len()];
+    for repeat in 0..COMPARED_REPEATS {
+        for i in 0..configs.len() {
+            let which = (i + repeat) % configs.len();
+            let config = &configs[which];
+            let mut target = Target::start(target_bin)?;
+            let tracer = pooltrace_tracer(
+                &config.pooltrace,
+                "report",
+                target.pid,
+                config.workload,
+                &config.args,
+                "pooltrace: attached",
+            )?;
+            let ns = target.run_pairs(config.workload.mode, COMPARED_PAIRS)?;
+            tracer.stop()?;
+            target.exit()?;
+            samples[which].push(ns);
+        }
+    }
+    let first = stats(&samples[0]).1;
+    for (config, values) in configs.iter().zip(&samples) {
+        let (min, median, max) = stats(values);
+        println!(
+            "   {:<32} min {min:>8.1}  median {median:>8.1}  max {max:>8.1}  x{:.3}",
+            config.name,
+            median / first
+        );
+    }
+    Ok(())
 }

@@ -6,12 +6,9 @@
 use std::path::Path;
 
 use crate::{
-    launch::{pooltrace_tracer, stats, Target, Workload, WORKLOADS},
+    launch::{compare_reports, Traced, Workload, WORKLOADS},
     Result,
 };
-
-const REPEATS: usize = 5;
-const PAIRS: u64 = 100_000;
 
 /// Prometheus' shape; the generic pool is the overhead section's `bucketed`.
 const BYTE_POOL: Workload = Workload {
@@ -35,37 +32,19 @@ pub fn run(pooltrace: &Path, target_bin: &Path) -> Result {
     Ok(())
 }
 
-fn with_and_without(pooltrace: &Path, target_bin: &Path, pool: &Workload) -> Result {
-    println!(
-        "\n== {} pool (Get(sz int)) under report, without and with --get-request a1: ns per \
-         pair ({PAIRS} pairs, {REPEATS} repeats, alternating)",
-        pool.mode
-    );
-    let mut samples = [Vec::new(), Vec::new()];
-    for repeat in 0..REPEATS * 2 {
-        let sized = (repeat % 2 == 1) ^ (repeat / 2 % 2 == 1);
-        let extra: &[&str] = match sized {
-            true => &["--get-request", "a1"],
-            false => &[],
-        };
-        let mut target = Target::start(target_bin)?;
-        let report = pooltrace_tracer(
-            pooltrace,
-            "report",
-            target.pid,
-            pool,
-            extra,
-            "pooltrace: attached",
-        )?;
-        let ns = target.run_pairs(pool.mode, PAIRS)?;
-        report.stop()?;
-        target.exit()?;
-        samples[usize::from(sized)].push(ns);
-    }
-    let (without, with) = (stats(&samples[0]), stats(&samples[1]));
-    for (name, (min, median, max)) in [("without", without), ("with", with)] {
-        println!("   {name:<8} min {min:>8.1}  median {median:>8.1}  max {max:>8.1}");
-    }
-    println!("   ratio with/without (medians): {:.3}", with.1 / without.1);
-    Ok(())
+fn with_and_without(pooltrace: &Path, target_bin: &Path, pool: &'static Workload) -> Result {
+    let config = |name, args| Traced {
+        name,
+        pooltrace: pooltrace.to_owned(),
+        workload: pool,
+        args,
+    };
+    compare_reports(
+        &format!("{} pool (Get(sz int)) under report", pool.mode),
+        target_bin,
+        &[
+            config("without --get-request", Vec::new()),
+            config("with --get-request a1", vec!["--get-request", "a1"]),
+        ],
+    )
 }
