@@ -58,6 +58,9 @@ pub fn run() -> Result {
         PUT,
         "--object",
         "slice-ptr",
+        // Get(sz int): what each path asked for, against the bucket it was handed.
+        "--get-request",
+        "a1",
         "--interval",
         "10s",
         "--min-age",
