@@ -1,6 +1,8 @@
 //! Sizes: in a pool whose Get is asked for a size, what each call path asked for set against
 //! the capacity the pool handed it, counted exactly while other Gets keep the pool busy.
 
+use std::{thread, time::Duration};
+
 use pooltrace_tests::{fixture, functions, Scratch, Target, Tracer, Value};
 
 /// Gets of `askNearly` and of `askLess` in one `sizes` command.
@@ -59,6 +61,9 @@ fn each_path_shows_the_bytes_it_asked_for_and_the_capacity_it_was_handed_exactly
         let tracer = Tracer::attach(target.pid, args);
         target.send(&format!("sizes {ASKED}"));
         target.expect_line("sized");
+        // The churn sleeps a millisecond between batches: let it run some while traced
+        // (a report taken within that millisecond saw none of its Gets).
+        thread::sleep(Duration::from_millis(200));
         let report = tracer.interrupt().json();
         let context = format!("{build} {args:?}");
 
